@@ -1,0 +1,67 @@
+"""The FastAPI application: the JSON API under /api and the frontend at /."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from backend.core.config import ROOT, get_settings
+from backend.routers import auth, datasets, users
+
+FRONTEND_DIR = ROOT / "frontend"
+API_ROUTERS = [auth.router, users.router, datasets.router, datasets.images_router]
+
+
+def _field_name(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
+    return ".".join(parts) or "request"
+
+
+def _validation_sentence(errors: list[dict]) -> str:
+    parts = []
+    for err in errors:
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        parts.append(f"{_field_name(tuple(err.get('loc', ())))}: {msg}")
+    return "Invalid input — " + "; ".join(parts) + "."
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = FastAPI(title="SIP-AT studio", version="0.1.0")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_name(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            status_code=422,
+            content={"detail": _validation_sentence(list(exc.errors())), "errors": errors},
+        )
+
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/api")
+
+    @app.get("/api/health", tags=["meta"])
+    def health() -> dict:
+        """Liveness check."""
+        return {"status": "ok", "environment": settings.environment}
+
+    if FRONTEND_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def index() -> FileResponse:
+            return FileResponse(Path(FRONTEND_DIR) / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,409 @@
+"""ORM tables. API schemas live apart, in backend/schemas/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROLES = ("admin", "researcher", "annotator")
+ANNOTATION_STATUSES = ("draft", "submitted", "accepted", "rejected")
+RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+SPLITS = ("train", "test")
+STUDY_DESIGNS = ("2afc", "yesno")
+STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+Timestamp = DateTime(timezone=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # shown to annotators beside every image of this dataset
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    # how many annotators should draw each image before it leaves the queue
+    annotators_per_image: Mapped[int] = mapped_column(Integer, default=1)
+    # sha256 over the sorted (content hash, label, split) of its images
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    classes: Mapped[list[DatasetClass]] = relationship(
+        back_populates="dataset", order_by="DatasetClass.index", cascade="all, delete-orphan"
+    )
+
+
+class DatasetClass(Base):
+    __tablename__ = "dataset_classes"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "name"),
+        UniqueConstraint("dataset_id", "index"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    index: Mapped[int] = mapped_column(Integer)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="classes")
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (CheckConstraint(_in("split", SPLITS), name="split"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    class_id: Mapped[int] = mapped_column(ForeignKey("dataset_classes.id", ondelete="CASCADE"))
+    # path inside the imported tree, for people; storage_key is where the bytes are
+    filename: Mapped[str] = mapped_column(String(500))
+    storage_key: Mapped[str] = mapped_column(String(500))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    # PIL mode of the stored file ("RGB", "L", ...)
+    mode: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    split: Mapped[str] = mapped_column(String(8), default="train")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    dataset_class: Mapped[DatasetClass] = relationship()
+
+
+class Annotation(Base):
+    """One annotator's mask of one image; its pixels live in revisions, never overwritten."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        UniqueConstraint("image_id", "annotator_id"),
+        CheckConstraint(_in("status", ANNOTATION_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    # number of the newest revision (0 before the first save)
+    latest_revision: Mapped[int] = mapped_column(Integer, default=0)
+    # active time on task, in milliseconds, as measured by the page
+    active_ms: Mapped[int] = mapped_column(Integer, default=0)
+    review_comment: Mapped[str] = mapped_column(Text, default="")
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    submitted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    revisions: Mapped[list[AnnotationRevision]] = relationship(
+        back_populates="annotation", order_by="AnnotationRevision.revision"
+    )
+
+
+class AnnotationRevision(Base):
+    __tablename__ = "annotation_revisions"
+    __table_args__ = (
+        UniqueConstraint("annotation_id", "revision"),
+        UniqueConstraint("annotation_id", "save_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    # chosen by the client once per save, so a retried save is recognised and not duplicated
+    save_id: Mapped[str] = mapped_column(String(64))
+    # "png" (1-bit PNG) or "rle" (COCO-style counts, column-major)
+    mask_format: Mapped[str] = mapped_column(String(8), default="png")
+    mask_bytes: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    # number of salient pixels
+    area: Mapped[int] = mapped_column(Integer)
+    # sha256 of the decoded binary mask (row-major bytes 0/1)
+    sha256: Mapped[str] = mapped_column(String(64))
+    active_ms: Mapped[int] = mapped_column(Integer, default=0)
+    # "browser", "import:png", "import:coco", ...
+    source: Mapped[str] = mapped_column(String(32), default="browser")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    annotation: Mapped[Annotation] = relationship(back_populates="revisions")
+
+
+class Skip(Base):
+    __tablename__ = "skips"
+    __table_args__ = (UniqueConstraint("image_id", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class MaskSet(Base):
+    """A frozen, hashed snapshot of the consensus masks (and the revisions behind them)."""
+
+    __tablename__ = "mask_sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # the filter used to freeze it: statuses, min annotators, min agreement, threshold
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # sha256 over the sorted (image id, revision ids, consensus bytes) of its items
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    num_images: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    items: Mapped[list[MaskSetItem]] = relationship(cascade="all, delete-orphan")
+
+
+class MaskSetItem(Base):
+    __tablename__ = "mask_set_items"
+    __table_args__ = (UniqueConstraint("mask_set_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mask_set_id: Mapped[int] = mapped_column(ForeignKey("mask_sets.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    # ids of the annotation revisions averaged into this consensus
+    revision_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # the mean of the binary masks as an 8-bit PNG (255 = every annotator marked it)
+    consensus_png: Mapped[bytes] = mapped_column(LargeBinary)
+    num_annotators: Mapped[int] = mapped_column(Integer)
+    # mean pairwise IoU of the masks (None with a single annotator)
+    agreement: Mapped[float | None] = mapped_column(Float)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (CheckConstraint(_in("state", RUN_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # runs launched together (several seeds) share a group
+    group_key: Mapped[str] = mapped_column(String(64), index=True, default="")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    mask_set_id: Mapped[int | None] = mapped_column(ForeignKey("mask_sets.id", ondelete="RESTRICT"))
+    method: Mapped[str] = mapped_column(String(32))
+    # the validated launch configuration (training-library field names)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # fraction of the run done, 0..1
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    current_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    total_epochs: Mapped[int] = mapped_column(Integer, default=0)
+    final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # storage key of the folder holding checkpoints and metrics.json
+    checkpoint_key: Mapped[str | None] = mapped_column(String(500))
+    # seed, code version, package versions, dataset and mask-set hashes, device
+    reproducibility: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    worker_hostname: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cloned_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL")
+    )
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    epochs: Mapped[list[RunEpoch]] = relationship(
+        order_by="RunEpoch.epoch", cascade="all, delete-orphan"
+    )
+
+
+class RunEpoch(Base):
+    """Metrics of one finished epoch (train loss, clean and robust accuracy, ...)."""
+
+    __tablename__ = "run_epochs"
+    __table_args__ = (UniqueConstraint("run_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (
+        CheckConstraint(_in("design", STUDY_DESIGNS), name="design"),
+        CheckConstraint(_in("state", STUDY_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    design: Mapped[str] = mapped_column(String(8))
+    # epsilon grid, trials per condition, catch and practice trials, texts, exclusion rules,
+    # completion URL
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    # fraction of stimulus generation done, 0..1
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # the secret part of the participant link
+    link_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class StudyRun(Base):
+    __tablename__ = "study_runs"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="RESTRICT"), primary_key=True
+    )
+
+
+class Stimulus(Base):
+    """One image shown to participants: a source image, clean or attacked by a run's model."""
+
+    __tablename__ = "stimuli"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # opaque random id, the only name the participant's browser ever sees
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
+    source_image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    # pixel units (8/255 = 8 grey levels); 0 for a clean image
+    epsilon: Mapped[float] = mapped_column(Float)
+    attack: Mapped[str] = mapped_column(String(32), default="pgd-linf")
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    # "main", "practice" or "catch"
+    purpose: Mapped[str] = mapped_column(String(16), default="main")
+    storage_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ParticipantSession(Base):
+    """An anonymous participant reached by the study link; not a user."""
+
+    __tablename__ = "participant_sessions"
+    __table_args__ = (UniqueConstraint("study_id", "participant_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # the secret the browser holds for this session
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    # PROLIFIC_PID when given, else a random id: one link answers once per participant
+    participant_key: Mapped[str] = mapped_column(String(128))
+    prolific_pid: Mapped[str | None] = mapped_column(String(128))
+    prolific_study_id: Mapped[str | None] = mapped_column(String(128))
+    prolific_session_id: Mapped[str | None] = mapped_column(String(128))
+    # counterbalancing cell this participant was assigned to
+    condition_index: Mapped[int] = mapped_column(Integer, default=0)
+    # "consent", "practice", "main", "completed"
+    stage: Mapped[str] = mapped_column(String(16), default="consent")
+    screen_width: Mapped[int | None] = mapped_column(Integer)
+    screen_height: Mapped[int | None] = mapped_column(Integer)
+    device_pixel_ratio: Mapped[float | None] = mapped_column(Float)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    completion_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("session_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("participant_sessions.id", ondelete="CASCADE"), index=True
+    )
+    index: Mapped[int] = mapped_column(Integer)
+    # opaque id the browser answers by
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # "practice", "main" or "catch"
+    phase: Mapped[str] = mapped_column(String(16))
+    # 2AFC: the left and right images; yes/no: only left
+    left_stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimuli.id", ondelete="CASCADE"))
+    right_stimulus_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stimuli.id", ondelete="CASCADE")
+    )
+    # the right answer, never sent to the browser before it answers:
+    # 2AFC "left"/"right"; yes/no "yes"/"no"
+    correct_answer: Mapped[str] = mapped_column(String(8))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
+    epsilon: Mapped[float] = mapped_column(Float)
+
+
+class Response(Base):
+    __tablename__ = "responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), unique=True
+    )
+    answer: Mapped[str] = mapped_column(String(8))
+    correct: Mapped[bool] = mapped_column(Boolean)
+    # response time measured by the page, in milliseconds
+    rt_ms: Mapped[float] = mapped_column(Float)
+    shown_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    answered_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -1,0 +1,152 @@
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+
+from backend.deps import (
+    DatasetDep,
+    ImageDep,
+    ResearcherUser,
+    SessionDep,
+    SettingsDep,
+    StaffUser,
+    StorageDep,
+)
+from backend.models import Annotation, Dataset, DatasetClass, Image
+from backend.schemas.datasets import (
+    ClassPublic,
+    DatasetDetail,
+    DatasetPublic,
+    DatasetsPublic,
+    DatasetUpdate,
+    ImagePublic,
+    ImagesPublic,
+)
+from backend.services.datasets import ImportError_, dataset_counts, import_dataset, zip_entries
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+images_router = APIRouter(prefix="/images", tags=["images"])
+
+
+def _public(db, datasets: list[Dataset]) -> list[DatasetPublic]:
+    counts = dataset_counts(db, [d.id for d in datasets])
+    out = []
+    for d in datasets:
+        item = DatasetPublic.model_validate(d)
+        item.num_classes, item.num_images = counts[d.id]
+        out.append(item)
+    return out
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(_: ResearcherUser, db: SessionDep):
+    """All datasets with their sizes."""
+    datasets = list(db.scalars(select(Dataset).order_by(Dataset.id.desc())).all())
+    return DatasetsPublic(data=_public(db, datasets), count=len(datasets))
+
+
+@router.post("/import", response_model=DatasetPublic, status_code=201)
+def import_zip(
+    request: Request,
+    user: ResearcherUser,
+    db: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form(max_length=200)],
+    file: Annotated[UploadFile, File()],
+    description: Annotated[str, Form(max_length=10_000)] = "",
+    test_fraction: Annotated[float, Form(ge=0.0, le=0.9)] = 0.2,
+):
+    """Import an ImageFolder tree uploaded as a zip (one folder per class, optional train/ test/)."""
+    length = request.headers.get("content-length")
+    if (length and int(length) > settings.max_upload_bytes) or (
+        file.size is not None and file.size > settings.max_upload_bytes
+    ):
+        raise HTTPException(413, detail="The upload is larger than the allowed size.")
+    try:
+        dataset = import_dataset(
+            db, storage, zip_entries(file.file), name=name, description=description,
+            created_by=user, test_fraction=test_fraction,
+        )
+    except ImportError_ as exc:
+        raise HTTPException(exc.status_code, detail=str(exc)) from exc
+    return _public(db, [dataset])[0]
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail)
+def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
+    """One dataset with its classes and split sizes."""
+    per_class = dict(
+        db.execute(
+            select(Image.class_id, func.count()).where(Image.dataset_id == dataset.id)
+            .group_by(Image.class_id)
+        ).all()
+    )
+    splits = dict(
+        db.execute(
+            select(Image.split, func.count()).where(Image.dataset_id == dataset.id)
+            .group_by(Image.split)
+        ).all()
+    )
+    base = _public(db, [dataset])[0]
+    return DatasetDetail(
+        **base.model_dump(),
+        classes=[
+            ClassPublic(id=c.id, name=c.name, index=c.index, num_images=per_class.get(c.id, 0))
+            for c in dataset.classes
+        ],
+        splits={"train": splits.get("train", 0), "test": splits.get("test", 0)},
+    )
+
+
+@router.patch("/{dataset_id}", response_model=DatasetPublic)
+def update_dataset(dataset: DatasetDep, body: DatasetUpdate, _: ResearcherUser, db: SessionDep):
+    """Change a dataset's description, annotator instructions or annotators per image."""
+    for field, value in body.model_dump(exclude_none=True).items():
+        setattr(dataset, field, value)
+    db.commit()
+    return _public(db, [dataset])[0]
+
+
+@router.get("/{dataset_id}/images", response_model=ImagesPublic)
+def list_images(
+    dataset: DatasetDep,
+    _: ResearcherUser,
+    db: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    split: Annotated[str | None, Query(pattern="^(train|test)$")] = None,
+):
+    """A page of a dataset's images."""
+    where = [Image.dataset_id == dataset.id]
+    if split:
+        where.append(Image.split == split)
+    total = db.scalar(select(func.count()).select_from(Image).where(*where)) or 0
+    n_ann = (
+        select(Annotation.image_id, func.count().label("n"))
+        .group_by(Annotation.image_id).subquery()
+    )
+    rows = db.execute(
+        select(Image, DatasetClass, func.coalesce(n_ann.c.n, 0))
+        .join(DatasetClass, Image.class_id == DatasetClass.id)
+        .outerjoin(n_ann, n_ann.c.image_id == Image.id)
+        .where(*where).order_by(Image.id).offset(offset).limit(limit)
+    ).all()
+    data = [
+        ImagePublic(
+            id=img.id, filename=img.filename, width=img.width, height=img.height,
+            label=cls.index, class_name=cls.name, split=img.split, num_annotations=n,
+        )
+        for img, cls, n in rows
+    ]
+    return ImagesPublic(data=data, count=total)
+
+
+@images_router.get("/{image_id}/file")
+def image_file(image: ImageDep, _: StaffUser, storage: StorageDep):
+    """The image's original file."""
+    path = storage.path(image.storage_key)
+    if not path.exists():
+        raise HTTPException(404, detail="The image file is missing from storage.")
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,56 @@
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import ORMModel
+
+
+class ClassPublic(ORMModel):
+    id: int
+    name: str
+    index: int
+    num_images: int = 0
+
+
+class DatasetPublic(ORMModel):
+    id: int
+    name: str
+    description: str
+    instructions: str
+    annotators_per_image: int
+    content_hash: str
+    num_classes: int = 0
+    num_images: int = 0
+    created_at: datetime
+
+
+class DatasetDetail(DatasetPublic):
+    classes: list[ClassPublic]
+    splits: dict[str, int]
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class DatasetUpdate(BaseModel):
+    description: str | None = Field(default=None, max_length=10_000)
+    instructions: str | None = Field(default=None, max_length=10_000)
+    annotators_per_image: int | None = Field(default=None, ge=1, le=100)
+
+
+class ImagePublic(ORMModel):
+    id: int
+    filename: str
+    width: int
+    height: int
+    label: int
+    class_name: str
+    split: str
+    num_annotations: int = 0
+
+
+class ImagesPublic(BaseModel):
+    data: list[ImagePublic]
+    count: int

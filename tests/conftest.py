@@ -1,0 +1,231 @@
+"""Shared fixtures. Integration tests use the real PostgreSQL and Redis named by
+TEST_DATABASE_URL and TEST_REDIS_URL (defaults: the local servers); they fail, never skip,
+when those are unreachable."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_STORAGE = Path(tempfile.mkdtemp(prefix="sipat-test-storage-"))
+
+# Settings are read once per process: point them at the test services before the app loads.
+os.environ.update(
+    {
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "DATABASE_URL": TEST_DATABASE_URL,
+        "CELERY_BROKER_URL": TEST_REDIS_URL,
+        "CELERY_RESULT_BACKEND": TEST_REDIS_URL,
+        "STORAGE_DIR": str(_STORAGE),
+    }
+)
+
+PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator": "annotator-pass"}
+
+
+def pytest_report_header(config):  # noqa: ARG001
+    lines = []
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(TEST_DATABASE_URL)
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("select version()")).scalar()
+        engine.dispose()
+        lines.append(f"integration database: {engine.url.render_as_string()} -> {version}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"integration database UNREACHABLE: {TEST_DATABASE_URL} ({exc})")
+    try:
+        import redis
+
+        info = redis.Redis.from_url(TEST_REDIS_URL).info("server")
+        lines.append(f"integration redis: {TEST_REDIS_URL} -> Redis {info['redis_version']}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"integration redis UNREACHABLE: {TEST_REDIS_URL} ({exc})")
+    return lines
+
+
+def _reset_schema(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def run_migrations(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    """The test PostgreSQL database, emptied and migrated to head once per session."""
+    _reset_schema(TEST_DATABASE_URL)
+    run_migrations(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+def truncate_all() -> None:
+    import sqlalchemy as sa
+
+    from backend.db import get_engine
+    from backend.models import Base
+
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with get_engine().begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture()
+def db(pg_database):
+    """A session on an emptied PostgreSQL database."""
+    from backend.db import get_sessionmaker
+
+    truncate_all()
+    session = get_sessionmaker()()
+    yield session
+    session.close()
+
+
+@pytest.fixture()
+def users(db):
+    """One active account per role; returns {role: User}."""
+    from backend.core.security import hash_password
+    from backend.models import User
+
+    created = {}
+    for role, password in PASSWORDS.items():
+        user = User(username=role, password_hash=hash_password(password), role=role)
+        db.add(user)
+        created[role] = user
+    db.commit()
+    return created
+
+
+@pytest.fixture()
+def client(pg_database):
+    from fastapi.testclient import TestClient
+
+    from backend.main import app
+
+    with TestClient(app) as c:
+        yield c
+
+
+def login(client, role: str) -> dict[str, str]:
+    """Bearer headers for the seeded account of a role."""
+    r = client.post("/api/auth/login", json={"username": role, "password": PASSWORDS[role]})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@pytest.fixture()
+def auth(client, users):
+    """{role: headers} for every role."""
+    return {role: login(client, role) for role in PASSWORDS}
+
+
+def make_png(width=8, height=8, color=(200, 30, 30), mode="RGB") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), color if mode == "RGB" else 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def tiny_imagefolder_zip(per_class: int = 3, size: int = 16) -> bytes:
+    files = {}
+    for c, color in (("cat", (220, 40, 40)), ("dog", (40, 40, 220))):
+        for i in range(per_class):
+            files[f"{c}/{i}.png"] = make_png(size, size, tuple(max(0, v - 9 * i) for v in color))
+    return make_zip(files)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(pg_database):
+    """The real app served by uvicorn on PostgreSQL, in its own process; yields the base URL."""
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("the live server did not start")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture()
+def seeded(db, users, client, auth):
+    """Users of every role and a small imported dataset; returns their ids."""
+    r = client.post(
+        "/api/datasets/import",
+        headers=auth["researcher"],
+        data={"name": "tiny"},
+        files={"file": ("tiny.zip", tiny_imagefolder_zip(per_class=4, size=64), "application/zip")},
+    )
+    assert r.status_code == 201, r.text
+    dataset_id = r.json()["id"]
+    images = client.get(
+        f"/api/datasets/{dataset_id}/images", headers=auth["researcher"], params={"limit": 500}
+    ).json()["data"]
+    return {
+        "dataset_id": dataset_id,
+        "image_ids": [i["id"] for i in images],
+        "users": {role: u.id for role, u in users.items()},
+        "passwords": PASSWORDS,
+    }
