@@ -1,0 +1,146 @@
+"""L-infinity attacks built from one generic loop and small step classes.
+
+Every attack here follows the PGD core of docs/methods.md: a per-pixel budget map
+`eps_map` and a per-pixel step mask `m` in {0, 1}. Inputs are images in [0, 1];
+normalisation lives inside the model, so every epsilon is in pixel units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode for the block and restore the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class MaskedLinfStep:
+    """One L-inf step with a per-pixel budget and a per-pixel step mask.
+
+    eps_map: budget, broadcastable to the batch (B x C x H x W, B x 1 x H x W or a float).
+    alpha: step size in pixel units.
+    step_mask: 1 where the adversary may move the pixel, 0 where it must not (None = 1).
+    """
+
+    def __init__(self, eps_map: Tensor | float, alpha: float, step_mask: Tensor | None = None):
+        self.eps_map = eps_map
+        self.alpha = alpha
+        self.step_mask = step_mask
+
+    def _masked(self, t: Tensor) -> Tensor:
+        return t if self.step_mask is None else t * self.step_mask
+
+    def random_perturb(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return self._masked((2 * u - 1) * self.eps_map)
+
+    def step(self, delta: Tensor, grad: Tensor) -> Tensor:
+        return delta + self._masked(self.alpha * grad.sign())
+
+    def project(self, x: Tensor, delta: Tensor) -> Tensor:
+        delta = torch.maximum(torch.minimum(delta, self.eps_map_like(delta)), -self.eps_map_like(delta))
+        return (x + delta).clamp_(0, 1) - x
+
+    def eps_map_like(self, delta: Tensor) -> Tensor:
+        e = self.eps_map
+        if isinstance(e, Tensor):
+            return e
+        return torch.full((), float(e), device=delta.device, dtype=delta.dtype)
+
+
+def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Gradient of the summed cross-entropy w.r.t. the input only (no weight gradients)."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def run_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    step: MaskedLinfStep,
+    steps: int,
+    *,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The generic loop: random start, then `steps` times grad -> step -> project.
+
+    The model is in eval mode during the attack and back in its own mode afterwards;
+    only the input gradient is computed, so parameters never receive a .grad.
+    """
+    x = x.detach()
+    with eval_mode(model):
+        if random_start:
+            delta = step.project(x, step.random_perturb(x, generator))
+        else:
+            delta = torch.zeros_like(x)
+        for _ in range(steps):
+            grad = _input_grad(model, x + delta, y)
+            delta = step.project(x, step.step(delta, grad))
+    return (x + delta).detach()
+
+
+def pgd_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    alpha: float,
+    steps: int,
+    *,
+    step_mask: Tensor | None = None,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """L-inf PGD (Madry et al. 2018) with a per-pixel budget and step mask.
+
+    x: images in [0, 1], B x C x H x W; y: labels; eps: float or per-pixel budget map;
+    alpha: step size (literature default 2/255); steps: K (default 10 in the literature);
+    step_mask: {0, 1} map, pixels with 0 are never changed (SIP-AT); random_start: uniform
+    start in the (masked) budget. Returns x_adv with |x_adv - x| <= eps and x_adv in [0, 1].
+    """
+    return run_attack(
+        model,
+        x,
+        y,
+        MaskedLinfStep(eps, alpha, step_mask),
+        steps,
+        random_start=random_start,
+        generator=generator,
+    )
+
+
+def fgsm_rs_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    alpha_ratio: float = 1.25,
+    step_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """FGSM with random start ("fast adversarial training", Wong et al. 2020).
+
+    One step of size alpha = alpha_ratio * eps (1.25 in the paper) from a uniform start
+    in the budget, then projection; `step_mask` restricts it as in SIP-AT.
+    """
+    alpha = alpha_ratio * (float(eps) if not isinstance(eps, Tensor) else eps)
+    return run_attack(
+        model, x, y, MaskedLinfStep(eps, alpha, step_mask), 1, random_start=True, generator=generator
+    )

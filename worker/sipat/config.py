@@ -1,0 +1,168 @@
+"""The run configuration: one dataclass, every field with its unit, validated on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at")
+MASK_SOURCES = ("human", "gradcam", "input_gradient")
+SCHEDULES = ("none", "step", "cosine")
+MODELS = ("small_cnn", "preact_resnet18", "resnet18", "resnet50")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class TrainingCancelled(RuntimeError):
+    """should_stop() returned true; the epoch in progress was discarded."""
+
+
+@dataclass
+class TrainConfig:
+    method: str = "pgd_at"  # one of METHODS
+    model: str = "small_cnn"  # registry name, see models.MODEL_NAMES
+    data_dir: str | None = None  # export dir (manifest.json) or ImageFolder root; None with data=
+    image_size: int | None = None  # pixels per side to resize to; None = images share a size
+    test_fraction: float = 0.2  # share of images held out when the data has no split (0..1)
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # images per optimiser step
+    lr: float = 0.1  # SGD learning rate at epoch 0
+    momentum: float = 0.9  # SGD momentum (0..1)
+    weight_decay: float = 5e-4  # L2 coefficient on all parameters
+    schedule: str = "step"  # learning-rate schedule, per epoch: none, step or cosine
+    step_size: int = 10  # epochs between decays of the "step" schedule
+    gamma: float = 0.75  # multiplicative decay of the "step" schedule
+    augment: bool = True  # random crop (zero padding) and horizontal flip, image and map alike
+    crop_padding: int = 4  # pixels of zero padding before the random crop
+    hflip: bool = True  # random horizontal flip (turn off for digits)
+    eps: float = 8 / 255  # L-inf training budget in pixel units ([0, 1] scale)
+    alpha: float = 2 / 255  # PGD step size in pixel units
+    steps: int = 10  # PGD iterations K during training
+    fast_alpha_ratio: float = 1.25  # fast_sip_at step size as a multiple of eps (Wong et al.)
+    mask_source: str = "human"  # sip_at maps: human (the data's masks), gradcam, input_gradient
+    auto_mask_model: str | None = None  # checkpoint path of the model that makes automatic maps
+    mask_threshold: float = 0.5  # binarise threshold on salience in [0, 1]
+    mask_fraction: float = 1.0  # share of training images that keep their map (0..1), by seed
+    part_warmup_epochs: int = 1  # PART: epochs of plain PGD-AT before the CAM budget map
+    part_eps_low: float = 7 / 255  # PART: budget outside the CAM's salient region, pixel units
+    igd_lambda: float = 1.0  # IGD: weight of the cosine distillation term
+    igd_teacher: str | None = None  # IGD: checkpoint path of the standard-trained teacher
+    igd_grad_point: str = "clean"  # IGD: where the student's gradient is taken: clean or adv
+    eval_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255])  # pixel units
+    eval_subset: int = 500  # test images used for the per-epoch PGD robust accuracy
+    eval_steps: int = 20  # PGD steps of the evaluation attack (alpha = eps / 4)
+    seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
+    device: str = "cpu"  # torch device string, e.g. cpu or cuda:0
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build and validate; raises ConfigError naming the first bad field."""
+        if not isinstance(d, dict):
+            raise ConfigError("config", "must be a JSON object")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key not in known:
+                raise ConfigError(key, "unknown field")
+            kwargs[key] = _coerce(key, value, hints[key])
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str) -> TrainConfig:
+        with open(path) as fh:
+            try:
+                d = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise ConfigError("config", f"not valid JSON ({e})") from e
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the result (not the device or threads)."""
+        d = self.to_dict()
+        d.pop("device")
+        d.pop("threads")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(name, msg)
+
+        need(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
+        need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
+        need(self.mask_source in MASK_SOURCES, "mask_source", f"must be one of {', '.join(MASK_SOURCES)}")
+        need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(self.igd_grad_point in ("clean", "adv"), "igd_grad_point", "must be clean or adv")
+        for name in ("epochs", "batch_size", "steps", "step_size", "eval_steps"):
+            need(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("eps", "alpha", "part_eps_low", "mask_threshold", "mask_fraction", "momentum"):
+            v = getattr(self, name)
+            need(0 <= v <= 1, name, f"must be in [0, 1] (pixel units for budgets), got {v}")
+        need(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+        need(self.lr > 0, "lr", "must be > 0")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(self.gamma > 0, "gamma", "must be > 0")
+        need(self.fast_alpha_ratio > 0, "fast_alpha_ratio", "must be > 0")
+        need(self.igd_lambda >= 0, "igd_lambda", "must be >= 0")
+        need(self.part_warmup_epochs >= 0, "part_warmup_epochs", "must be >= 0")
+        need(self.part_eps_low <= self.eps, "part_eps_low", "must not exceed eps")
+        need(self.crop_padding >= 0, "crop_padding", "must be >= 0")
+        need(self.eval_subset >= 0, "eval_subset", "must be >= 0")
+        need(self.threads >= 0, "threads", "must be >= 0")
+        need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
+        need(all(0 <= e <= 1 for e in self.eval_eps), "eval_eps", "every value must be in [0, 1]")
+        if self.method in ("sip_at", "fast_sip_at") and self.mask_source != "human":
+            need(bool(self.auto_mask_model), "auto_mask_model", "automatic masks need a checkpoint path")
+        if self.method == "igd":
+            need(bool(self.igd_teacher), "igd_teacher", "igd needs a standard-trained teacher checkpoint")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check a JSON value against a field's type; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(name, f"must be a list, got {type(value).__name__}")
+        return [_coerce(name, v, args[0]) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(name, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"must be a string, got {value!r}")
+        return value
+    return value

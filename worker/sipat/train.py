@@ -1,0 +1,167 @@
+"""The training loop shared by every method: short, visible, resumable.
+
+Per epoch: train loss and accuracy (on the images the loss saw), clean test accuracy,
+PGD robust accuracy at config.eps on the first config.eval_subset test images. A checkpoint
+is written atomically after each epoch; running again in the same out_dir resumes from
+the last finished epoch and ends with the same metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_atomic
+from .config import ConfigError, TrainConfig, TrainingCancelled
+from .data import DataBundle, augment, iterate_batches, load_data
+from .evaluate import clean_accuracy, evaluate_model, robust_accuracy
+from .methods import build_method
+from .models import build_model
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final.pt"
+METRICS = "metrics.json"
+
+OnEpoch = Callable[[int, int, dict[str, Any]], None]
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def _schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    data: DataBundle | None = None,
+    on_epoch: OnEpoch | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `config.method`, writing checkpoint.pt (each epoch), final.pt and metrics.json.
+
+    data: a prebuilt DataBundle (otherwise loaded from config.data_dir).
+    on_epoch(epoch, total_epochs, metrics): called after each finished epoch.
+    should_stop(): checked before every batch; if true, TrainingCancelled is raised and
+    the epoch in progress is discarded (the last checkpoint stays).
+    Returns the content of metrics.json.
+    """
+    cfg = config
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = cfg.device
+    if data is None:
+        if cfg.data_dir is None:
+            raise ConfigError("data_dir", "is required when no data bundle is passed")
+        data = load_data(cfg.data_dir, cfg.image_size, cfg.test_fraction, cfg.seed)
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    mean, std = data.channel_stats()
+    spec = {"name": cfg.model, "num_classes": data.num_classes, "in_channels": data.in_channels,
+            "image_size": data.image_size, "mean": mean, "std": std, "classes": data.classes}  # fmt: skip
+    model = build_model(cfg.model, data.num_classes, data.in_channels, data.image_size, mean, std).to(device)
+    method = build_method(cfg, device)
+    train_set = method.prepare_train_set(data.train)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = _schedule(cfg, opt)
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
+    attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # attack random starts
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, device)
+        if ck["fingerprint"] != cfg.fingerprint():
+            raise ConfigError("out_dir", f"{out_dir} holds a run with a different configuration")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        data_gen.set_state(ck["rng"]["data"])
+        attack_gen.set_state(ck["rng"]["attack"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        np.random.set_state(ck["rng"]["numpy"])
+        random.setstate(ck["rng"]["python"])
+        start_epoch, history = ck["epoch"], ck["history"]
+        _logger.info("resuming %s from epoch %d of %d", out_dir, start_epoch, cfg.epochs)
+        if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
+            return json.loads((out_dir / METRICS).read_text())
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+        bar = tqdm(iterate_batches(len(train_set), cfg.batch_size, data_gen), total=n_batches,
+                   desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)  # fmt: skip
+        for idx in bar:
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
+            x, s, has_map, y = train_set.batch(idx, device)
+            if cfg.augment:
+                x, s = augment(x, s, cfg.crop_padding, cfg.hflip, data_gen)
+            loss, logits = method.loss(model, x, s, has_map, y, epoch, attack_gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        sched.step()
+        sub = data.test.subset(torch.arange(min(cfg.eval_subset, len(data.test))))
+        metrics = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "clean_accuracy": clean_accuracy(model, data.test, device),
+            "robust_accuracy": robust_accuracy(model, sub, cfg.eps, steps=cfg.eval_steps,
+                                               seed=cfg.seed * 1000 + epoch, device=device),  # fmt: skip
+            "robust_subset": len(sub),
+        }
+        history.append(metrics)
+        save_atomic({
+            "fingerprint": cfg.fingerprint(), "config": cfg.to_dict(), "model_spec": spec,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "epoch": epoch + 1, "history": history,
+            "rng": {"data": data_gen.get_state(), "attack": attack_gen.get_state(),
+                    "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }, ckpt_path)  # fmt: skip
+        _logger.info("epoch %d/%d %s", epoch + 1, cfg.epochs, metrics)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, metrics)
+
+    final = evaluate_model(model, data, cfg.eval_eps, subset=cfg.eval_subset, steps=cfg.eval_steps,
+                           seed=cfg.seed, device=device)  # fmt: skip
+    save_atomic({"config": cfg.to_dict(), "model_spec": spec, "model": model.state_dict(),
+                 "method": method.record()}, out_dir / FINAL)  # fmt: skip
+    result = {"config": cfg.to_dict(), "method": method.record(), "data": data.source,
+              "train_images_with_map": int(train_set.has_map.sum()), "history": history, "final": final}  # fmt: skip
+    _write_json_atomic(result, out_dir / METRICS)
+    return result
