@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def db(pg_database):
     from backend.db import get_sessionmaker
 
     truncate_all()
+    shutil.rmtree(_STORAGE, ignore_errors=True)
+    _STORAGE.mkdir(parents=True, exist_ok=True)
     session = get_sessionmaker()()
     yield session
     session.close()
