@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -11,10 +13,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.config import ROOT, get_settings
-from backend.routers import auth, datasets, users
+import backend.routers
 
 FRONTEND_DIR = ROOT / "frontend"
-API_ROUTERS = [auth.router, users.router, datasets.router, datasets.images_router]
+
+
+def api_routers() -> list:
+    """Every module in backend/routers/ contributes the APIRouters it lists in ROUTERS."""
+    found = []
+    for mod in sorted(pkgutil.iter_modules(backend.routers.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"backend.routers.{mod.name}")
+        found.extend(getattr(module, "ROUTERS", []))
+    return found
 
 
 def _field_name(loc: tuple) -> str:
@@ -46,7 +56,7 @@ def create_app() -> FastAPI:
             content={"detail": _validation_sentence(list(exc.errors())), "errors": errors},
         )
 
-    for router in API_ROUTERS:
+    for router in api_routers():
         app.include_router(router, prefix="/api")
 
     @app.get("/api/health", tags=["meta"])

@@ -33,3 +33,5 @@ def logout(response: Response) -> None:
 def me(user: CurrentUser):
     """The logged-in user."""
     return user
+
+ROUTERS = [router]

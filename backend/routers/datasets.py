@@ -150,3 +150,5 @@ def image_file(image: ImageDep, _: StaffUser, storage: StorageDep):
     if not path.exists():
         raise HTTPException(404, detail="The image file is missing from storage.")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+ROUTERS = [router, images_router]

@@ -47,3 +47,5 @@ def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep
         user.password_hash = hash_password(body.password)
     db.commit()
     return user
+
+ROUTERS = [router]

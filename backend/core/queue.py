@@ -1,0 +1,63 @@
+"""The Celery client configuration, shared by the API (which only enqueues, by task name) and
+the workers (which import worker.celery_app, built on this)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from backend.core.config import Settings, get_settings
+
+TRAIN_TASK = "worker.train_run"
+STIMULI_TASK = "worker.generate_stimuli"
+
+
+def make_celery(settings: Settings, name: str = "sipat") -> Celery:
+    app = Celery(name, broker=settings.celery_broker_url, backend=settings.celery_result_backend)
+    conf: dict = {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # A task is acknowledged only when it ends, so a killed worker's task is delivered again
+        # (and resumes from its last checkpoint, since every task is idempotent).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One long job per worker process, as on a GPU: never hoard messages.
+        "worker_prefetch_multiplier": 1,
+        "task_routes": {
+            TRAIN_TASK: {"queue": settings.training_queue},
+            STIMULI_TASK: {"queue": settings.training_queue},
+        },
+        "task_default_queue": "default",
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 24 * 3600,
+    }
+    if settings.celery_broker_url.startswith("filesystem://"):
+        folder = settings.celery_broker_folder
+        for sub in ("out", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "out"),
+            "data_folder_out": str(folder / "out"),
+            "data_folder_processed": str(folder / "processed"),
+            "store_processed": False,
+        }
+    elif settings.celery_broker_url.startswith("redis"):
+        # Redelivery of unacknowledged training tasks after a worker vanished: longer than an
+        # epoch would be wrong for a run that is still alive, so the run's heartbeat decides
+        # instead (see the runs service); this is the broker-side safety net.
+        conf["broker_transport_options"] = {"visibility_timeout": 3600}
+    app.conf.update(conf)
+    return app
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings(), name="sipat-client")
+
+
+def enqueue(task_name: str, *args: object) -> str:
+    """Send a task by name (the API never imports worker code); returns the task id."""
+    result = get_celery().send_task(task_name, args=list(args))
+    return str(result.id)
