@@ -1,0 +1,80 @@
+// Dataset import form: name, description and a .zip (ImageFolder tree), uploaded with a live
+// progress bar, then a "processing" state until the server answers; the server's sentence is
+// shown on failure.
+// Usage: import { mountUploadForm } from "/static/components/upload-form/upload-form.js";
+//   mountUploadForm(el, { onImported: (dataset) => refresh() });
+
+import { uploadWithProgress } from "../../lib/api.js";
+import { html, render } from "../../lib/html.js";
+
+export function mountUploadForm(el, { onImported } = {}) {
+  render(el, html`
+    <form class="card stack upload-form" novalidate>
+      <h2>Import a dataset</h2>
+      <p class="muted">A .zip with one folder per class (optionally inside top-level <code>train/</code> and
+        <code>test/</code> folders).</p>
+      <div class="row">
+        <label>Name <input name="name" required autocomplete="off"></label>
+        <label class="grow">Description <input name="description" autocomplete="off"></label>
+      </div>
+      <label>Zip file <input name="file" type="file" accept=".zip,application/zip" required></label>
+      <div class="upload-progress" hidden>
+        <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span></span></div>
+        <span class="upload-status muted"></span>
+      </div>
+      <p class="form-error" role="alert" hidden></p>
+      <p class="form-ok" role="status" hidden></p>
+      <div class="row"><button type="submit" class="primary">Import</button></div>
+    </form>`);
+  const form = el.querySelector("form");
+  const progress = form.querySelector(".upload-progress");
+  const bar = form.querySelector(".bar");
+  const fill = bar.querySelector("span");
+  const status = form.querySelector(".upload-status");
+  const err = form.querySelector(".form-error");
+  const ok = form.querySelector(".form-ok");
+
+  const setProgress = (f) => {
+    const pct = Math.round(f * 100);
+    fill.style.width = `${pct}%`;
+    bar.setAttribute("aria-valuenow", String(pct));
+    status.textContent = `Uploading… ${pct}%`;
+  };
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    err.hidden = ok.hidden = true;
+    const file = form.file.files[0];
+    if (!form.name.value.trim()) { err.textContent = "Give the dataset a name."; err.hidden = false; return; }
+    if (!file) { err.textContent = "Choose a .zip file to import."; err.hidden = false; return; }
+    const data = new FormData();
+    data.append("name", form.name.value.trim());
+    if (form.description.value.trim()) data.append("description", form.description.value.trim());
+    data.append("file", file, file.name);
+    const button = form.querySelector("button");
+    button.disabled = true;
+    progress.hidden = false;
+    bar.classList.remove("processing");
+    setProgress(0);
+    try {
+      const ds = await uploadWithProgress("/api/datasets/import", data, {
+        onProgress: setProgress,
+        onUploaded: () => {
+          bar.classList.add("processing");
+          status.textContent = "Processing on the server… (checking and storing every image)";
+        },
+      });
+      progress.hidden = true;
+      ok.textContent = `Imported “${ds.name}”: ${ds.num_images} images in ${ds.num_classes} classes.`;
+      ok.hidden = false;
+      form.reset();
+      if (onImported) onImported(ds);
+    } catch (ex) {
+      progress.hidden = true;
+      err.textContent = ex.message;
+      err.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}

@@ -1,0 +1,105 @@
+// Dataset detail (#/datasets/{id}): classes, splits, editable instructions / annotators per
+// image / description, and a paged grid of image thumbnails (filter by split).
+// Usage: routed by app.js; exports mount(root, ctx).
+
+import { api } from "../lib/api.js";
+import { html, render } from "../lib/html.js";
+
+const PAGE = 50;
+
+export async function mount(root, { params }) {
+  const id = Number(params[0]);
+  const ds = await api(`/api/datasets/${id}`);
+  const splits = ds.splits || {};
+  render(root, html`
+    <section class="page">
+      <p><a href="#/datasets">← Datasets</a></p>
+      <h1>${ds.name}</h1>
+      <p class="muted">${ds.num_images} images · ${ds.num_classes} classes ·
+        train ${splits.train ?? 0} / test ${splits.test ?? 0}</p>
+      <div class="row" style="align-items:flex-start">
+        <form class="card stack settings" style="flex:2;min-width:320px" novalidate>
+          <h2>Annotation settings</h2>
+          <label>Description <input name="description" value="${ds.description || ""}"></label>
+          <label>Instructions shown to annotators
+            <textarea name="instructions" rows="5">${ds.instructions || ""}</textarea></label>
+          <label>Annotators per image
+            <input name="annotators_per_image" type="number" min="1" max="100" step="1"
+              value="${ds.annotators_per_image}" style="max-width:120px"></label>
+          <p class="form-error" role="alert" hidden></p>
+          <p class="form-ok" role="status" hidden></p>
+          <div class="row"><button type="submit" class="primary">Save settings</button></div>
+        </form>
+        <div class="card" style="flex:1;min-width:260px">
+          <h2>Classes</h2>
+          <table class="data classes">
+            <thead><tr><th>#</th><th>Name</th><th class="num">Images</th></tr></thead>
+            <tbody>${(ds.classes || []).map((c) => html`
+              <tr><td>${c.index}</td><td>${c.name}</td><td class="num">${c.num_images}</td></tr>`)}</tbody>
+          </table>
+        </div>
+      </div>
+      <div class="card">
+        <div class="row">
+          <h2 style="margin:0">Images</h2>
+          <span class="spacer"></span>
+          <label class="inline">Split
+            <select name="split"><option value="">all</option><option>train</option><option>test</option></select></label>
+          <span class="muted count"></span>
+        </div>
+        <div class="thumbs" style="margin-top:12px"></div>
+        <div class="row" style="margin-top:12px"><button type="button" class="more" hidden>Load more</button></div>
+      </div>
+    </section>`);
+
+  const form = root.querySelector("form.settings");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const err = form.querySelector(".form-error");
+    const ok = form.querySelector(".form-ok");
+    err.hidden = ok.hidden = true;
+    const n = Number(form.annotators_per_image.value);
+    if (!Number.isInteger(n) || n < 1) {
+      err.textContent = "Annotators per image must be a whole number of at least 1.";
+      err.hidden = false;
+      return;
+    }
+    try {
+      await api(`/api/datasets/${id}`, {
+        method: "PATCH",
+        body: { description: form.description.value, instructions: form.instructions.value, annotators_per_image: n },
+      });
+      ok.textContent = "Saved.";
+      ok.hidden = false;
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+    }
+  });
+
+  const grid = root.querySelector(".thumbs");
+  const more = root.querySelector("button.more");
+  const countEl = root.querySelector(".count");
+  const splitSel = root.querySelector("select[name=split]");
+  let offset = 0;
+  let total = 0;
+
+  async function loadPage(reset) {
+    if (reset) { offset = 0; grid.innerHTML = ""; }
+    const split = splitSel.value;
+    const res = await api(`/api/datasets/${id}/images?offset=${offset}&limit=${PAGE}&split=${encodeURIComponent(split)}`);
+    total = res.count;
+    offset += res.data.length;
+    grid.insertAdjacentHTML("beforeend", String(html`${res.data.map((im) => html`
+      <figure class="thumb" style="margin:0" title="${im.filename} (${im.width}×${im.height})">
+        <img src="/api/images/${im.id}/file" alt="${im.filename}" loading="lazy">
+        <figcaption class="cap"><span>${im.class_name}</span>
+          <span class="muted">${im.split}${im.num_annotations ? html` · ${im.num_annotations} masks` : ""}</span></figcaption>
+      </figure>`)}`));
+    countEl.textContent = `${Math.min(offset, total)} of ${total}`;
+    more.hidden = offset >= total;
+  }
+  splitSel.addEventListener("change", () => loadPage(true));
+  more.addEventListener("click", () => loadPage(false));
+  await loadPage(true);
+}

@@ -1,0 +1,85 @@
+"""Login, each role's home page and navigation, sign-out, and the login redirect."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import sign_in
+
+pytestmark = pytest.mark.browser
+
+NAV = {
+    "admin": ["Home", "Users"],
+    "researcher": ["Home", "Datasets"],
+    "annotator": ["Home", "Annotate"],
+}
+
+
+def test_wrong_password_shows_the_server_sentence(page, seeded):
+    page.goto("/#/login")
+    page.fill("input[name=username]", "annotator")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    expect(page.locator(".form-error")).to_have_text("Incorrect username or password.")
+    expect(page.locator(".app-header")).to_be_hidden()
+
+
+@pytest.mark.parametrize("role", ["admin", "researcher", "annotator"])
+def test_each_role_gets_its_home_and_navigation(page, seeded, role):
+    sign_in(page, role)
+    expect(page).to_have_url(re.compile(r"#/home$"))
+    header = page.locator(".app-header")
+    expect(header.locator(".user-name")).to_have_text(role)
+    expect(header.locator(".badge")).to_have_text(role)
+    expect(header.locator("nav a")).to_have_text(NAV[role])
+    expect(page.locator("h1")).to_contain_text(f"Welcome, {role}")
+
+    if role == "admin":
+        header.get_by_role("link", name="Users").click()
+        expect(page).to_have_url(re.compile(r"#/admin/users$"))
+        rows = page.locator("table.users tbody tr")
+        expect(rows).to_have_count(3)
+        # create an account, then change its role and deactivate it
+        page.fill("form.create-user input[name=username]", "newbie")
+        page.fill("form.create-user input[name=password]", "newbie-pass-123")
+        page.select_option("form.create-user select[name=role]", "annotator")
+        page.click("form.create-user button[type=submit]")
+        expect(page.locator("form.create-user .form-ok")).to_contain_text("Created newbie")
+        row = page.locator("table.users tbody tr", has_text="newbie")
+        row.locator("select.role").select_option("researcher")
+        expect(row.locator("select.role")).to_have_value("researcher")
+        row.get_by_role("button", name="Deactivate").click()
+        expect(page.locator("table.users tbody tr", has_text="newbie").locator(".badge")).to_have_text("deactivated")
+        users = page.request.get("/api/users").json()["data"]
+        newbie = next(u for u in users if u["username"] == "newbie")
+        assert newbie["role"] == "researcher" and newbie["is_active"] is False
+    elif role == "researcher":
+        header.get_by_role("link", name="Datasets").click()
+        expect(page).to_have_url(re.compile(r"#/datasets$"))
+        expect(page.locator("table.datasets tbody tr").first).to_contain_text("tiny")
+    else:
+        header.get_by_role("link", name="Annotate").click()
+        expect(page).to_have_url(re.compile(r"#/annotate$"))
+        expect(page.get_by_role("button", name="Start annotating")).to_be_enabled()
+
+    # pages of other roles are refused in the page, not only by the API
+    other = {"admin": "#/datasets", "researcher": "#/admin/users", "annotator": "#/admin/users"}[role]
+    page.goto(f"/{other}")
+    expect(page.locator("h1")).to_have_text("Not available")
+
+    header.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"#/login"))
+    assert page.request.get("/api/auth/me").status == 401
+
+
+def test_deep_link_returns_after_login(page, seeded):
+    page.goto(f"/#/datasets/{seeded['dataset_id']}")
+    expect(page).to_have_url(re.compile(r"#/login\?next="))
+    page.fill("input[name=username]", "researcher")
+    page.fill("input[name=password]", "researcher-pass")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(rf"#/datasets/{seeded['dataset_id']}$"))
+    expect(page.locator("table.classes tbody tr")).to_have_count(2)
