@@ -38,6 +38,7 @@ def migrate() -> None:
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["url"] = get_settings().database_url
+    cfg.attributes["configure_logger"] = False
     if get_settings().is_sqlite:
         Path(get_settings().database_url.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True

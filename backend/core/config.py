@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     run_heartbeat_timeout_s: int = 600
     # mark cookies Secure (production behind HTTPS)
     cookie_secure: bool = False
+    # where `make demo` serves the app
+    demo_host: str = "127.0.0.1"
+    demo_port: int = 8000
 
     @field_validator("environment")
     @classmethod

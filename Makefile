@@ -1,0 +1,51 @@
+# Two commands for a new user: `make demo` and `make test` (see README.md).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench lint typecheck install install-test system-test-deps clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## make demo: SQLite + embedded Celery broker + local storage; prints the URL and accounts.
+demo: install
+	$(PY) -m backend.demo
+
+## Browser tests drive Debian's Chromium; the compose test uses Debian's docker-compose (v1).
+system-test-deps:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null; \
+	  else echo "install chromium and docker-compose (apt-get install chromium docker-compose)"; exit 1; fi; \
+	fi
+
+## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
+test: install-test system-test-deps
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## make bench: throughput of every training method, then concurrent mask saves.
+bench: install-test
+	$(PY) -m worker.sipat.bench
+	$(PY) -m backend.benchmarks.mask_save
+
+lint: install-test
+	$(VENV)/bin/ruff check backend worker tests migrations
+
+typecheck: install-test
+	$(VENV)/bin/mypy backend
+
+clean-demo:
+	rm -rf var

@@ -1,0 +1,80 @@
+"""`make demo`: migrate, seed, start the API server and a Celery worker, stop both on Ctrl-C.
+
+Embedded defaults only (SQLite, Celery's filesystem broker, a local storage folder), so no
+external service is needed. A second start reuses everything and takes seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from backend.cli import DEMO_ACCOUNTS, migrate, seed_demo
+from backend.core.config import ROOT, get_settings
+
+_logger = logging.getLogger("demo")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = get_settings()
+    settings.storage_dir.mkdir(parents=True, exist_ok=True)
+    print("• database:", settings.database_url)
+    migrate()
+    print("• seeding demo accounts and datasets (first start only)")
+    seed_demo()
+
+    env = dict(os.environ)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+         "-Q", f"{settings.training_queue},default", "-c", "1", "--loglevel", "INFO",
+         "-n", "demo-worker@%h"],
+        cwd=ROOT, env=env,
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", settings.demo_host,
+         "--port", str(settings.demo_port), "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    children = [server, worker]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    url = f"http://{settings.demo_host}:{settings.demo_port}/"
+    print()
+    print(f"  Open {url}")
+    print("  Accounts (username / password):")
+    for role, (username, password) in DEMO_ACCOUNTS.items():
+        print(f"    {role:<11} {username} / {password}")
+    print("  Ctrl-C stops the server and the worker.")
+    print()
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = [c.args[2] for c in children if c.poll() not in (None, 0)]
+        if failed:
+            print(f"stopped: {', '.join(failed)} exited", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("\nstopping…")
+    finally:
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
