@@ -35,12 +35,13 @@ def make_celery(settings: Settings, name: str = "sipat") -> Celery:
     }
     if settings.celery_broker_url.startswith("filesystem://"):
         folder = settings.celery_broker_folder
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "data_folder_processed": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     elif settings.celery_broker_url.startswith("redis"):
