@@ -24,6 +24,29 @@ TEST_DATABASE_URL = os.environ.get(
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _STORAGE = Path(tempfile.mkdtemp(prefix="sipat-test-storage-"))
 
+
+def _private_database(url: str) -> tuple[str, str | None]:
+    """A database of this test run's own on the same server, so that two runs (two
+    developers, or CI beside a developer) never empty each other's tables. Falls back to the
+    given database when the account may not create databases."""
+    import sqlalchemy as sa
+
+    name = f"sipat_test_{os.getpid()}"
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception:  # noqa: BLE001 - no CREATEDB right: use the database as given
+        return url, None
+    finally:
+        engine.dispose()
+    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False), name
+
+
+TEST_SERVER_URL = TEST_DATABASE_URL
+TEST_DATABASE_URL, _PRIVATE_DB = _private_database(TEST_SERVER_URL)
+
 # Settings are read once per process: point them at the test services before the app loads.
 os.environ.update(
     {
@@ -33,8 +56,27 @@ os.environ.update(
         "CELERY_BROKER_URL": TEST_REDIS_URL,
         "CELERY_RESULT_BACKEND": TEST_REDIS_URL,
         "STORAGE_DIR": str(_STORAGE),
+        # a queue of this run's own, so that concurrent test runs never take each other's tasks
+        "TRAINING_QUEUE": f"training-test-{os.getpid()}",
     }
 )
+
+
+def pytest_unconfigure(config):  # noqa: ARG001
+    if _PRIVATE_DB is None:
+        return
+    import sqlalchemy as sa
+
+    from backend.db import get_engine
+
+    get_engine().dispose()
+    engine = sa.create_engine(TEST_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{_PRIVATE_DB}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+    shutil.rmtree(_STORAGE, ignore_errors=True)
 
 PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator": "annotator-pass"}
 
