@@ -17,7 +17,14 @@ export async function openNext(datasetId, navigate) {
 }
 
 export async function mount(root, { session, navigate = (h) => { location.hash = h; }, title }) {
-  const res = await api("/api/annotate/datasets");
+  let res;
+  try {
+    res = await api("/api/annotate/datasets");
+  } catch (err) {
+    render(root, html`<section class="page"><h1>${title || "Annotation queue"}</h1>
+      <p class="form-error" role="alert">The queue could not be loaded: ${err.message}</p></section>`);
+    return;
+  }
   const total = res.data.reduce((n, d) => n + d.remaining, 0);
   const last = sessionStorage.getItem(LAST_DATASET_KEY) || "";
   const pending = session.saveQueue ? session.saveQueue.pendingChanges() : 0;

@@ -87,7 +87,9 @@ export async function mount(root, { params }) {
   async function loadPage(reset) {
     if (reset) { offset = 0; grid.innerHTML = ""; }
     const split = splitSel.value;
-    const res = await api(`/api/datasets/${id}/images?offset=${offset}&limit=${PAGE}&split=${encodeURIComponent(split)}`);
+    const q = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
+    if (split) q.set("split", split);
+    const res = await api(`/api/datasets/${id}/images?${q}`);
     total = res.count;
     offset += res.data.length;
     grid.insertAdjacentHTML("beforeend", String(html`${res.data.map((im) => html`
