@@ -7,10 +7,21 @@
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
 import { ActiveTimer } from "../lib/active-time.js";
-import { MaskCanvas, hotkeyList } from "../components/mask-canvas/mask-canvas.js";
+import { DEFAULT_KEYS, MaskCanvas, hotkeyList, keyName } from "../components/mask-canvas/mask-canvas.js";
 import { LAST_DATASET_KEY, openNext } from "./annotate-queue.js";
 
 const STASH_DEBOUNCE_MS = 500;
+const KEYS_STORAGE = "salience-hotkeys:v1";
+
+/** The annotator's remapped hotkeys (one key per row of DEFAULT_KEYS), or null for defaults. */
+function loadKeys() {
+  try {
+    const k = JSON.parse(localStorage.getItem(KEYS_STORAGE));
+    return Array.isArray(k) && k.length === DEFAULT_KEYS.length ? k : null;
+  } catch {
+    return null;
+  }
+}
 const SKIP_REASONS = [
   "No clear object of the class in the image",
   "Image is corrupt or unreadable",
@@ -104,9 +115,9 @@ export async function mount(root, { params, query, session, navigate }) {
         </form>
         <p class="form-error" role="alert" hidden></p>
         <details class="hotkeys" open>
-          <summary>Hotkeys</summary>
-          <table>${hotkeyList().map(([k, label]) => html`<tr><td><kbd>${k}</kbd></td><td>${label}</td></tr>`)}
-            <tr><td><kbd>ctrl+enter</kbd></td><td>Submit</td></tr></table>
+          <summary>Hotkeys <span class="muted small">(click a key to change it)</span></summary>
+          <table></table>
+          <button type="button" class="link keys-reset">Restore default keys</button>
         </details>
       </aside>
     </section>`);
@@ -115,7 +126,50 @@ export async function mount(root, { params, query, session, navigate }) {
   const statusEl = root.querySelector(".save-status");
   const noteEl = root.querySelector(".note");
   const errEl = root.querySelector(".form-error");
-  const mc = new MaskCanvas(host, { image: img, width, height });
+  const mc = new MaskCanvas(host, { image: img, width, height, keys: loadKeys() });
+
+  // ---- hotkeys: listed on the page, remappable, kept in this browser ----
+  const keysTable = root.querySelector(".hotkeys table");
+  function renderKeys(waitingRow = -1) {
+    render(keysTable, html`${hotkeyList(mc.keys).map(([k, label], i) => html`<tr>
+        <td><button type="button" class="key" data-row="${i}" title="Change the key for: ${label}">
+          <kbd>${i === waitingRow ? "press a key…" : k || "none"}</kbd></button></td><td>${label}</td></tr>`)}
+      <tr><td><kbd>ctrl+enter</kbd></td><td>Submit</td></tr>`);
+  }
+  renderKeys();
+  let rebindListener = null;
+  keysTable.addEventListener("click", (e) => {
+    const b = e.target.closest("button.key");
+    if (!b) return;
+    const row = Number(b.dataset.row);
+    renderKeys(row);
+    if (rebindListener) window.removeEventListener("keydown", rebindListener, true);
+    rebindListener = (ev) => {
+      if (["Control", "Shift", "Alt", "Meta"].includes(ev.key)) return;
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+      window.removeEventListener("keydown", rebindListener, true);
+      rebindListener = null;
+      const k = keyName(ev);
+      if (k !== "escape") {
+        const keys = mc.keys.slice();
+        const other = keys.indexOf(k);
+        if (other >= 0 && other !== row) keys[other] = ""; // a key does one thing
+        keys[row] = k;
+        mc.setKeys(keys);
+        localStorage.setItem(KEYS_STORAGE, JSON.stringify(keys));
+        syncTools();
+      }
+      renderKeys();
+    };
+    window.addEventListener("keydown", rebindListener, true);
+  });
+  root.querySelector(".keys-reset").addEventListener("click", () => {
+    localStorage.removeItem(KEYS_STORAGE);
+    mc.setKeys(DEFAULT_KEYS.map(([k]) => k));
+    renderKeys();
+    syncTools();
+  });
 
   // ---- choose the starting mask: a local copy newer than the server's, else the server's ----
   const serverRev = data.annotation ? data.annotation.revision : 0;
@@ -206,7 +260,11 @@ export async function mount(root, { params, query, session, navigate }) {
   const opacityInput = root.querySelector("input[name=opacity]");
   opacityInput.value = String(Math.round(mc.opacity * 100));
   function syncTools() {
-    for (const b of root.querySelectorAll("button[data-tool]")) b.setAttribute("aria-pressed", String(b.dataset.tool === mc.tool));
+    for (const b of root.querySelectorAll("button[data-tool]")) {
+      b.setAttribute("aria-pressed", String(b.dataset.tool === mc.tool));
+      const row = DEFAULT_KEYS.findIndex(([, action]) => action === b.dataset.tool);
+      b.querySelector("kbd").textContent = (mc.keys[row] || "").toUpperCase();
+    }
     for (const input of root.querySelectorAll("input[data-size]")) {
       input.value = String(mc.sizes[input.dataset.size]);
       input.closest("label").querySelector(".val").textContent = `${mc.sizes[input.dataset.size]} px`;
@@ -326,6 +384,7 @@ export async function mount(root, { params, query, session, navigate }) {
     window.removeEventListener("offline", onNet);
     window.removeEventListener("keydown", onKey);
     window.removeEventListener("pagehide", onPageHide);
+    if (rebindListener) window.removeEventListener("keydown", rebindListener, true);
   };
 }
 

@@ -184,8 +184,18 @@ def test_draw_undo_redo_save_offline_reload_relogin(page, context, seeded):
     assert r.json()["annotation"]["status"] == "submitted"
 
 
-def test_lasso_fills_and_cuts_and_skip_needs_a_reason(page, seeded):
+def test_lasso_fills_and_cuts_remap_hotkey_and_skip_needs_a_reason(page, seeded):
     image_id, (w, h) = open_first_image(page, seeded)
+    # hotkeys are listed and remappable: brush moves from "b" to "n"
+    page.locator(".hotkeys button.key").first.click()
+    page.keyboard.press("n")
+    expect(page.locator(".hotkeys button.key").first).to_have_text("n")
+    page.keyboard.press("e")
+    expect(page.locator("button[data-tool=eraser]")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("n")
+    expect(page.locator("button[data-tool=brush]")).to_have_attribute("aria-pressed", "true")
+    page.get_by_role("button", name="Restore default keys").click()
+    expect(page.locator(".hotkeys button.key").first).to_have_text("b")
     page.keyboard.press("l")
     # freehand lasso adds a filled region
     stroke(page, [(w * 0.2, h * 0.2), (w * 0.8, h * 0.2), (w * 0.8, h * 0.8), (w * 0.2, h * 0.8)], (w, h))

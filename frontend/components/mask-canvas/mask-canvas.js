@@ -4,6 +4,7 @@
 //   const mc = new MaskCanvas(containerEl, { image: htmlImageElement });  // mask = image size
 //   mc.addEventListener("change", (e) => save(e.detail.version));          // once per whole stroke
 //   mc.setTool("brush" | "eraser" | "lasso"); mc.undo(); mc.redo(); mc.clear();
+//   mc.setKeys(["b", "e", ...]);          // remap: one key per row of DEFAULT_KEYS
 //   const blob = await mc.toPngBlob();   // white + alpha 255 where salient, transparent elsewhere
 //   mc.destroy();
 // The mask is rasterised by our own code (no canvas antialiasing), so every pixel is 0 or 255.
@@ -48,7 +49,8 @@ export const DEFAULT_KEYS = [
   ["escape", "cancel", "Cancel the current lasso"],
 ];
 
-function keyName(e) {
+/** Normalised name of a key press, e.g. "ctrl+shift+z", "[", "space". */
+export function keyName(e) {
   let k = e.key === " " ? "space" : e.key.toLowerCase();
   if (k === "=") k = "+";
   if (k === "_") k = "-";
@@ -309,6 +311,8 @@ export class MaskCanvas extends EventTarget {
     this.pan = null;
     this.drawingPointer = null;
     this._frame = 0;
+    this.keys = DEFAULT_KEYS.map(([k]) => k);
+    if (opts.keys) this.setKeys(opts.keys);
 
     container.classList.add("mc-viewport");
     container.tabIndex = 0;
@@ -378,6 +382,11 @@ export class MaskCanvas extends EventTarget {
     const s = this.sizes[key];
     const step = s < 10 ? 1 : Math.max(1, Math.round(s * 0.15));
     this.setSize(s + direction * step, key);
+  }
+
+  /** Remap hotkeys: keys[i] is the key of DEFAULT_KEYS[i] ("" leaves the action unbound). */
+  setKeys(keys) {
+    if (Array.isArray(keys) && keys.length === DEFAULT_KEYS.length) this.keys = keys.slice();
   }
 
   setLassoMode(mode) { this.lasso.configure({ mode }); this._emit("toolchange", { tool: this.tool }); }
@@ -740,24 +749,26 @@ export class MaskCanvas extends EventTarget {
       if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName)) && t.type !== "range") return;
       if (document.querySelector("dialog[open]")) return;
       const k = keyName(e);
-      if (k === "space") {
+      const row = k ? this.keys.indexOf(k) : -1;
+      const action = row >= 0 ? DEFAULT_KEYS[row][1] : null;
+      if (action === "pan") {
         this.spaceDown = true;
         el.classList.add("mc-pan-ready");
         e.preventDefault();
         return;
       }
       if (k === "enter" && this.lasso.active) { this._finishLasso(e.altKey); e.preventDefault(); return; }
-      const entry = DEFAULT_KEYS.find(([key]) => key === k);
-      if (entry && entry[1] !== "pan" && this.action(entry[1], e)) e.preventDefault();
+      if (action && this.action(action, e)) e.preventDefault();
     });
     this._on(window, "keyup", (e) => {
-      if (e.key === " ") { this.spaceDown = false; el.classList.remove("mc-pan-ready"); }
+      const panKey = this.keys[DEFAULT_KEYS.findIndex(([, a]) => a === "pan")];
+      if (this.spaceDown && keyName(e).split("+").pop() === panKey.split("+").pop()) { this.spaceDown = false; el.classList.remove("mc-pan-ready"); }
     });
     this._on(window, "blur", () => { this.spaceDown = false; el.classList.remove("mc-pan-ready"); });
   }
 }
 
-/** Hotkeys as [key, description] rows for display. */
-export function hotkeyList() {
-  return DEFAULT_KEYS.map(([key, , label]) => [key, label]);
+/** Hotkeys as [key, description] rows for display (keys: a remapped list, else the defaults). */
+export function hotkeyList(keys) {
+  return DEFAULT_KEYS.map(([key, , label], i) => [keys ? keys[i] : key, label]);
 }
