@@ -1,4 +1,4 @@
-"""Engine and sessions. SQLite (embedded demo, fast unit tests) and PostgreSQL share one code path."""
+"""Engine and sessions: SQLite (demo, fast unit tests) and PostgreSQL share one code path."""
 
 from __future__ import annotations
 

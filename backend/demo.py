@@ -30,17 +30,43 @@ def main() -> int:
 
     env = dict(os.environ)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-         "-Q", f"{settings.training_queue},default", "-c", "1", "--loglevel", "INFO",
-         "-n", "demo-worker@%h"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            f"{settings.training_queue},default",
+            "-c",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "demo-worker@%h",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", settings.demo_host,
-         "--port", str(settings.demo_port), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--host",
+            settings.demo_host,
+            "--port",
+            str(settings.demo_port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     children = [server, worker]
+    names = {id(server): "the API server", id(worker): "the Celery worker"}
 
     def stop(*_: object) -> None:
         for child in children:
@@ -53,7 +79,11 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     url = f"http://{settings.demo_host}:{settings.demo_port}/"
     print()
     print(f"  Open {url}")
@@ -65,7 +95,7 @@ def main() -> int:
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
-        failed = [c.args[2] for c in children if c.poll() not in (None, 0)]
+        failed = [names[id(c)] for c in children if c.poll() not in (None, 0)]
         if failed:
             print(f"stopped: {', '.join(failed)} exited", file=sys.stderr)
             return 1

@@ -15,10 +15,25 @@ from backend.services.datasets import _Entry
 
 # The ImageNet class of each foolbox sample, from the index in its file name.
 IMAGENET_NAMES = {
-    22: "bald-eagle", 99: "goose", 129: "spoonbill", 243: "bull-mastiff", 251: "dalmatian",
-    305: "dung-beetle", 317: "leafhopper", 438: "beaker", 455: "bottlecap", 471: "cannon",
-    541: "drum", 559: "folding-chair", 609: "jeep", 630: "loafer", 741: "prayer-rug",
-    853: "thatch", 915: "yurt", 949: "strawberry", 990: "buckeye",
+    22: "bald-eagle",
+    99: "goose",
+    129: "spoonbill",
+    243: "bull-mastiff",
+    251: "dalmatian",
+    305: "dung-beetle",
+    317: "leafhopper",
+    438: "beaker",
+    455: "bottlecap",
+    471: "cannon",
+    541: "drum",
+    559: "folding-chair",
+    609: "jeep",
+    630: "loafer",
+    741: "prayer-rug",
+    853: "thatch",
+    915: "yurt",
+    949: "strawberry",
+    990: "buckeye",
 }
 
 

@@ -7,20 +7,20 @@ import logging
 import pkgutil
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from backend.core.config import ROOT, get_settings
 import backend.routers
+from backend.core.config import ROOT, get_settings
 
 FRONTEND_DIR = ROOT / "frontend"
 
 
-def api_routers() -> list:
+def api_routers() -> list[APIRouter]:
     """Every module in backend/routers/ contributes the APIRouters it lists in ROUTERS."""
-    found = []
+    found: list[APIRouter] = []
     for mod in sorted(pkgutil.iter_modules(backend.routers.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"backend.routers.{mod.name}")
         found.extend(getattr(module, "ROUTERS", []))
@@ -69,7 +69,9 @@ def create_app() -> FastAPI:
 
         @app.get("/", include_in_schema=False)
         def index() -> FileResponse:
-            return FileResponse(Path(FRONTEND_DIR) / "index.html", headers={"Cache-Control": "no-cache"})
+            return FileResponse(
+                Path(FRONTEND_DIR) / "index.html", headers={"Cache-Control": "no-cache"}
+            )
 
     return app
 

@@ -397,9 +397,7 @@ class Response(Base):
     __tablename__ = "responses"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    trial_id: Mapped[int] = mapped_column(
-        ForeignKey("trials.id", ondelete="CASCADE"), unique=True
-    )
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), unique=True)
     answer: Mapped[str] = mapped_column(String(8))
     correct: Mapped[bool] = mapped_column(Boolean)
     # response time measured by the page, in milliseconds

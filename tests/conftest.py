@@ -78,6 +78,7 @@ def pytest_unconfigure(config):  # noqa: ARG001
         engine.dispose()
     shutil.rmtree(_STORAGE, ignore_errors=True)
 
+
 PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator": "annotator-pass"}
 
 
@@ -231,9 +232,22 @@ def live_server(pg_database):
     port = free_port()
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -17,8 +17,12 @@ def login(body: LoginRequest, response: Response, db: SessionDep, settings: Sett
         raise HTTPException(401, detail="Incorrect username or password.")
     token = make_session_token(user.id, user.password_hash)
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=settings.session_max_age_s, httponly=True,
-        samesite="lax", secure=settings.cookie_secure,
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_max_age_s,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
     )
     return LoginResponse(user=UserPublic.model_validate(user), access_token=token)
 
@@ -33,5 +37,6 @@ def logout(response: Response) -> None:
 def me(user: CurrentUser):
     """The logged-in user."""
     return user
+
 
 ROUTERS = [router]

@@ -58,7 +58,7 @@ def import_zip(
     description: Annotated[str, Form(max_length=10_000)] = "",
     test_fraction: Annotated[float, Form(ge=0.0, le=0.9)] = 0.2,
 ):
-    """Import an ImageFolder tree uploaded as a zip (one folder per class, optional train/ test/)."""
+    """Import an ImageFolder tree uploaded as a zip (a folder per class, optional train/ test/)."""
     length = request.headers.get("content-length")
     if (length and int(length) > settings.max_upload_bytes) or (
         file.size is not None and file.size > settings.max_upload_bytes
@@ -66,8 +66,13 @@ def import_zip(
         raise HTTPException(413, detail="The upload is larger than the allowed size.")
     try:
         dataset = import_dataset(
-            db, storage, zip_entries(file.file), name=name, description=description,
-            created_by=user, test_fraction=test_fraction,
+            db,
+            storage,
+            zip_entries(file.file),
+            name=name,
+            description=description,
+            created_by=user,
+            test_fraction=test_fraction,
         )
     except ImportError_ as exc:
         raise HTTPException(exc.status_code, detail=str(exc)) from exc
@@ -79,13 +84,15 @@ def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
     """One dataset with its classes and split sizes."""
     per_class = dict(
         db.execute(
-            select(Image.class_id, func.count()).where(Image.dataset_id == dataset.id)
+            select(Image.class_id, func.count())
+            .where(Image.dataset_id == dataset.id)
             .group_by(Image.class_id)
         ).all()
     )
     splits = dict(
         db.execute(
-            select(Image.split, func.count()).where(Image.dataset_id == dataset.id)
+            select(Image.split, func.count())
+            .where(Image.dataset_id == dataset.id)
             .group_by(Image.split)
         ).all()
     )
@@ -125,18 +132,28 @@ def list_images(
     total = db.scalar(select(func.count()).select_from(Image).where(*where)) or 0
     n_ann = (
         select(Annotation.image_id, func.count().label("n"))
-        .group_by(Annotation.image_id).subquery()
+        .group_by(Annotation.image_id)
+        .subquery()
     )
     rows = db.execute(
         select(Image, DatasetClass, func.coalesce(n_ann.c.n, 0))
         .join(DatasetClass, Image.class_id == DatasetClass.id)
         .outerjoin(n_ann, n_ann.c.image_id == Image.id)
-        .where(*where).order_by(Image.id).offset(offset).limit(limit)
+        .where(*where)
+        .order_by(Image.id)
+        .offset(offset)
+        .limit(limit)
     ).all()
     data = [
         ImagePublic(
-            id=img.id, filename=img.filename, width=img.width, height=img.height,
-            label=cls.index, class_name=cls.name, split=img.split, num_annotations=n,
+            id=img.id,
+            filename=img.filename,
+            width=img.width,
+            height=img.height,
+            label=cls.index,
+            class_name=cls.name,
+            split=img.split,
+            num_annotations=n,
         )
         for img, cls, n in rows
     ]
@@ -150,5 +167,6 @@ def image_file(image: ImageDep, _: StaffUser, storage: StorageDep):
     if not path.exists():
         raise HTTPException(404, detail="The image file is missing from storage.")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
 
 ROUTERS = [router, images_router]

@@ -48,4 +48,5 @@ def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep
     db.commit()
     return user
 
+
 ROUTERS = [router]

@@ -165,9 +165,18 @@ def _decode(entry: _Entry, class_name: str, split: str | None) -> _Decoded:
             "nothing was imported."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image"
-        raise ImportError_(f"{entry.path} is not an image that can be decoded; nothing was imported.") from exc
+        raise ImportError_(
+            f"{entry.path} is not an image that can be decoded; nothing was imported."
+        ) from exc
     return _Decoded(
-        entry.path, class_name, split, data, width, height, mode, fmt,
+        entry.path,
+        class_name,
+        split,
+        data,
+        width,
+        height,
+        mode,
+        fmt,
         hashlib.sha256(data).hexdigest(),
     )
 
@@ -177,7 +186,7 @@ def _classify(entries: list[_Entry]) -> list[tuple[_Entry, str, str | None]]:
     if not entries:
         raise ImportError_("The dataset is empty: no image files were found.")
     has_splits = any(e.path.parts[0] in SPLIT_DIRS and len(e.path.parts) >= 3 for e in entries)
-    out = []
+    out: list[tuple[_Entry, str, str | None]] = []
     for e in entries:
         parts = e.path.parts
         if has_splits:
@@ -237,7 +246,9 @@ def import_dataset(
     batch = uuid.uuid4().hex[:12]
     written: list[str] = []
     try:
-        dataset = Dataset(name=name, description=description, created_by_id=created_by and created_by.id)
+        dataset = Dataset(
+            name=name, description=description, created_by_id=created_by and created_by.id
+        )
         classes = {n: DatasetClass(name=n, index=i) for i, n in enumerate(class_names)}
         dataset.classes = list(classes.values())
         db.add(dataset)
@@ -289,7 +300,8 @@ def dataset_counts(db: Session, dataset_ids: list[int]) -> dict[int, tuple[int, 
     """(number of classes, number of images) per dataset, in two queries."""
     images = dict(
         db.execute(
-            select(Image.dataset_id, func.count()).where(Image.dataset_id.in_(dataset_ids))
+            select(Image.dataset_id, func.count())
+            .where(Image.dataset_id.in_(dataset_ids))
             .group_by(Image.dataset_id)
         ).all()
     )

@@ -7,7 +7,9 @@ from tests.conftest import PASSWORDS, login
 
 
 def test_login_sets_cookie_and_token(client, users):
-    r = client.post("/api/auth/login", json={"username": "researcher", "password": "researcher-pass"})
+    r = client.post(
+        "/api/auth/login", json={"username": "researcher", "password": "researcher-pass"}
+    )
     assert r.status_code == 200
     assert r.json()["user"]["role"] == "researcher"
     assert SESSION_COOKIE in r.cookies
@@ -19,8 +21,10 @@ def test_login_sets_cookie_and_token(client, users):
 
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(client, users):
-    for body in ({"username": "researcher", "password": "nope"},
-                 {"username": "ghost", "password": "whatever"}):
+    for body in (
+        {"username": "researcher", "password": "nope"},
+        {"username": "ghost", "password": "whatever"},
+    ):
         r = client.post("/api/auth/login", json=body)
         assert r.status_code == 401
         assert r.json()["detail"] == "Incorrect username or password."
@@ -71,14 +75,23 @@ def test_deactivated_user_and_changed_password_end_sessions(client, users, db):
 
 
 def test_admin_manages_users(client, auth, db):
-    r = client.post("/api/users", headers=auth["admin"],
-                    json={"username": "newbie", "password": "long-enough", "role": "annotator"})
+    r = client.post(
+        "/api/users",
+        headers=auth["admin"],
+        json={"username": "newbie", "password": "long-enough", "role": "annotator"},
+    )
     assert r.status_code == 201 and r.json()["role"] == "annotator"
-    dup = client.post("/api/users", headers=auth["admin"],
-                      json={"username": "newbie", "password": "long-enough", "role": "annotator"})
+    dup = client.post(
+        "/api/users",
+        headers=auth["admin"],
+        json={"username": "newbie", "password": "long-enough", "role": "annotator"},
+    )
     assert dup.status_code == 409 and dup.json()["detail"] == "That username is taken."
-    bad = client.post("/api/users", headers=auth["admin"],
-                      json={"username": "x y", "password": "short", "role": "wizard"})
+    bad = client.post(
+        "/api/users",
+        headers=auth["admin"],
+        json={"username": "x y", "password": "short", "role": "wizard"},
+    )
     assert bad.status_code == 422
     fields = {e["field"] for e in bad.json()["errors"]}
     assert fields == {"username", "password", "role"}
@@ -88,8 +101,9 @@ def test_admin_manages_users(client, auth, db):
 
 
 def test_last_admin_cannot_demote_itself(client, auth, users):
-    r = client.patch(f"/api/users/{users['admin'].id}", headers=auth["admin"],
-                     json={"role": "researcher"})
+    r = client.patch(
+        f"/api/users/{users['admin'].id}", headers=auth["admin"], json={"role": "researcher"}
+    )
     assert r.status_code == 409
     assert r.json()["detail"] == "The last active admin cannot lose the admin role."
 

@@ -59,7 +59,9 @@ def test_import_imagefolder_zip(client, auth, db):
 def test_import_with_split_folders_and_wrapper_folder(client, auth):
     files = {
         f"mydata/{split}/{c}/{i}.png": make_png(10, 10)
-        for split in ("train", "test") for c in ("a", "b", "c") for i in range(2)
+        for split in ("train", "test")
+        for c in ("a", "b", "c")
+        for i in range(2)
     }
     r = _upload(client, auth["researcher"], make_zip(files))
     assert r.status_code == 201, r.text
@@ -79,28 +81,34 @@ def _bomb_png() -> bytes:
 HOSTILE = {
     "not an image": (
         lambda: make_zip({"cat/0.png": make_png(), "cat/1.png": b"this is not a png"}),
-        400, "is not an image",
+        400,
+        "is not an image",
     ),
     "truncated image": (
         lambda: make_zip({"cat/0.png": make_png(), "dog/1.png": make_png(64, 64)[:60]}),
-        400, "is not an image",
+        400,
+        "is not an image",
     ),
     "decompression bomb": (
         lambda: make_zip({"cat/0.png": make_png(), "dog/big.png": _bomb_png()}),
-        400, "pixel",
+        400,
+        "pixel",
     ),
     "zip slip": (
         lambda: make_zip({"cat/0.png": make_png(), "../../evil/1.png": make_png()}),
-        400, "outside the dataset folder",
+        400,
+        "outside the dataset folder",
     ),
     "absolute path": (
         lambda: make_zip({"cat/0.png": make_png(), "/etc/cron.d/x.png": make_png()}),
-        400, "outside the dataset folder",
+        400,
+        "outside the dataset folder",
     ),
     "empty archive": (lambda: make_zip({}), 400, "empty"),
     "class-less tree": (
         lambda: make_zip({"0.png": make_png(), "1.png": make_png()}),
-        400, "class folder",
+        400,
+        "class folder",
     ),
     "not a zip": (lambda: b"PK\x03\x04 definitely not a zip file", 400, "not a valid zip"),
 }
@@ -121,7 +129,7 @@ def test_symlink_entry_refused(client, auth, db):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("cat/0.png", make_png())
         info = zipfile.ZipInfo("cat/link.png")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     r = _upload(client, auth["researcher"], buf.getvalue())
     assert r.status_code == 400 and "symbolic link" in r.json()["detail"]

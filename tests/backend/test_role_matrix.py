@@ -59,7 +59,9 @@ def test_role_matrix(client, seeded, auth, method, path):
     allowed = EXPECTED[(method, path)]
     url = _fill(path, seeded)
     if "participant" in allowed:
-        pytest.fail("participant routes are checked in the study tests, not here")  # pragma: no cover
+        pytest.fail(
+            "participant routes are checked in the study tests, not here"
+        )  # pragma: no cover
     client.cookies.clear()  # the fixtures logged in through this client
     anon = client.request(method, url, json={})
     if "public" in allowed:

@@ -22,8 +22,12 @@ def test_default_secret_refused_outside_demo(environment):
 
 
 def test_demo_allows_default_secret_and_embedded_services():
-    s = Settings(environment="demo", secret_key=DEMO_SECRET, database_url="sqlite:///x.db",
-                 celery_broker_url="filesystem://")
+    s = Settings(
+        environment="demo",
+        secret_key=DEMO_SECRET,
+        database_url="sqlite:///x.db",
+        celery_broker_url="filesystem://",
+    )
     assert s.is_sqlite
 
 
@@ -37,7 +41,11 @@ def _compose(*args, env=None):
     assert exe, "docker-compose (Debian package) is required; `make test` installs it"
     return subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
     )
 
 
@@ -53,14 +61,19 @@ def test_compose_file_validates_and_wires_services():
     worker = services["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert "-Q training" in " ".join(worker["command"]) if isinstance(worker["command"], list) \
+    assert (
+        "-Q training" in " ".join(worker["command"])
+        if isinstance(worker["command"], list)
         else "-Q training" in worker["command"]
+    )
     for name in ("api", "worker"):
         env_vars = services[name]["environment"]
         assert env_vars["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env_vars["CELERY_BROKER_URL"].startswith("redis://")
-        assert any(str(v).endswith(":/data/storage") or "/data/storage" in json.dumps(v)
-                   for v in services[name]["volumes"])
+        assert any(
+            str(v).endswith(":/data/storage") or "/data/storage" in json.dumps(v)
+            for v in services[name]["volumes"]
+        )
 
 
 def test_compose_refuses_missing_secret():
