@@ -1,0 +1,218 @@
+"""Training runs: launch, list, watch, cancel, retry, clone, download, compare."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse
+
+from backend.deps import ResearcherUser, SessionDep, SettingsDep, StorageDep
+from backend.models import TrainingRun
+from backend.schemas.runs import (
+    RunClone,
+    RunCompare,
+    RunCreate,
+    RunDetail,
+    RunGroups,
+    RunPublic,
+    RunSalience,
+    RunsPublic,
+)
+from backend.services import runs as service
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+SALIENCE_FILE = re.compile(r"^[a-z0-9_\-]{1,80}\.png$")
+
+
+def _get_run(db, run_id: int) -> TrainingRun:
+    run = db.get(TrainingRun, run_id)
+    if run is None:
+        raise HTTPException(404, detail="Run not found.")
+    return run
+
+
+def _public(db, runs: list[TrainingRun]) -> list[RunPublic]:
+    names = service.dataset_names(db, runs)
+    out = []
+    for r in runs:
+        item = RunPublic.model_validate(r)
+        item.dataset_name = names.get(r.dataset_id, "")
+        out.append(item)
+    return out
+
+
+def _ids(ids: str) -> list[int]:
+    try:
+        parsed = [int(x) for x in ids.split(",") if x.strip()]
+    except ValueError:
+        raise HTTPException(422, detail="ids must be a comma-separated list of run ids.") from None
+    if not 1 <= len(parsed) <= 50:
+        raise HTTPException(422, detail="Give between 1 and 50 run ids.")
+    return list(dict.fromkeys(parsed))
+
+
+def _runs_by_ids(db, ids: list[int]) -> list[TrainingRun]:
+    runs = [db.get(TrainingRun, i) for i in ids]
+    if any(r is None for r in runs):
+        raise HTTPException(404, detail="Run not found.")
+    return runs  # type: ignore[return-value]
+
+
+@router.post("", response_model=RunsPublic, status_code=201)
+def launch_runs(
+    body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: int | None = None
+):
+    """Launch a run (one per seed, grouped) from the form; every bad field is named."""
+    try:
+        runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
+    except service.RunValidationError as exc:
+        return JSONResponse(status_code=422, content={"detail": str(exc), "errors": exc.errors})
+    return RunsPublic(data=_public(db, runs), count=len(runs))
+
+
+@router.get("", response_model=RunsPublic)
+def list_runs(
+    _: ResearcherUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    dataset_id: int | None = None,
+    method: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    group_key: str | None = None,
+    sort: Annotated[str, Query(pattern=r"^-?[a-z_]+$")] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """Runs filtered by dataset / method / state / tag, sorted; orphaned runs re-queued."""
+    service.requeue_orphans(db, settings)
+    runs, count = service.list_runs(
+        db,
+        dataset_id=dataset_id,
+        method=method,
+        state=state,
+        tag=tag,
+        group_key=group_key,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    return RunsPublic(data=_public(db, runs), count=count)
+
+
+@router.get("/defaults")
+def launch_defaults(_: ResearcherUser) -> dict:
+    """The launch form's default values (the training library's)."""
+    return {
+        "defaults": service.library_defaults(),
+        "methods": ["standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at"],
+    }
+
+
+@router.get("/compare", response_model=RunCompare)
+def compare_runs(_: ResearcherUser, db: SessionDep, ids: str):
+    """Several runs side by side: config differences, epoch curves, robust accuracy against eps."""
+    runs = _runs_by_ids(db, _ids(ids))
+    differences, same = service.config_diff(runs)
+    return RunCompare(
+        runs=_public(db, runs),
+        differences=differences,
+        same=same,
+        curves={str(r.id): [e.metrics for e in r.epochs] for r in runs},
+        robust_vs_eps={str(r.id): service.robust_vs_eps(r) for r in runs},
+    )
+
+
+@router.get("/groups", response_model=RunGroups)
+def group_runs(
+    _: ResearcherUser,
+    db: SessionDep,
+    by: Annotated[str, Query(pattern=r"^[a-z_]+$")] = "group_key",
+    ids: str | None = None,
+    dataset_id: int | None = None,
+    tag: str | None = None,
+):
+    """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
+    if ids:
+        runs = _runs_by_ids(db, _ids(ids))
+    else:
+        runs, _count = service.list_runs(db, dataset_id=dataset_id, tag=tag, limit=1000)
+    return RunGroups(by=by, groups=service.group_runs(runs, by))
+
+
+@router.get("/{run_id}", response_model=RunDetail)
+def get_run(run_id: int, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+    """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
+    run = _get_run(db, run_id)
+    detail = RunDetail.model_validate(run)
+    detail.dataset_name = service.dataset_names(db, [run]).get(run.dataset_id, "")
+    detail.time_left_s = service.time_left_s(run)
+    out = service.run_out_key(run.id)
+    detail.downloads = {
+        name: f"/api/runs/{run.id}/files/{name}"
+        for name in service.DOWNLOADS
+        if storage.exists(f"{out}/{name}")
+    }
+    return detail
+
+
+@router.post("/{run_id}/cancel", response_model=RunPublic)
+def cancel_run(run_id: int, _: ResearcherUser, db: SessionDep):
+    """Cancel: a queued run before it starts, a running one within one batch."""
+    try:
+        run = service.cancel_run(db, _get_run(db, run_id))
+    except service.RunStateError as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    return _public(db, [run])[0]
+
+
+@router.post("/{run_id}/retry", response_model=RunPublic)
+def retry_run(run_id: int, _: ResearcherUser, db: SessionDep):
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
+    try:
+        run = service.retry_run(db, _get_run(db, run_id))
+    except service.RunStateError as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    return _public(db, [run])[0]
+
+
+@router.get("/{run_id}/clone", response_model=RunClone)
+def clone_run(run_id: int, _: ResearcherUser, db: SessionDep):
+    """The launch form filled with this run's settings."""
+    run = _get_run(db, run_id)
+    return RunClone(cloned_from_id=run.id, form=service.clone_form(run))
+
+
+@router.get("/{run_id}/files/{name}")
+def download_file(run_id: int, name: str, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+    """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
+    run = _get_run(db, run_id)
+    key = f"{service.run_out_key(run.id)}/{name}"
+    if name not in service.DOWNLOADS or not storage.exists(key):
+        raise HTTPException(404, detail="File not found.")
+    return FileResponse(
+        storage.path(key), media_type=service.DOWNLOADS[name], filename=f"run-{run.id}-{name}"
+    )
+
+
+@router.get("/{run_id}/salience", response_model=RunSalience)
+def run_salience(run_id: int, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+    """The run's own salience maps beside the human masks on sample images, and agreement."""
+    run = _get_run(db, run_id)
+    return service.salience_summary(run, storage)
+
+
+@router.get("/{run_id}/salience/{name}")
+def salience_image(run_id: int, name: str, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+    """One PNG of the salience samples (image, model map or human mask)."""
+    run = _get_run(db, run_id)
+    key = f"{service.run_out_key(run.id)}/salience/{name}"
+    if not SALIENCE_FILE.match(name) or not storage.exists(key):
+        raise HTTPException(404, detail="File not found.")
+    return FileResponse(storage.path(key), media_type="image/png")
+
+
+ROUTERS = [router]

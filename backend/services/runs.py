@@ -1,0 +1,618 @@
+"""Training runs: validate a launch, store its config, queue it; cancel, retry, clone; read
+progress for the dashboard; compare runs and average seeds; find runs whose worker vanished.
+
+The API only enqueues by task name; the worker (worker/training_tasks.py) does the work and
+writes progress into the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.core.config import Settings
+from backend.core.queue import TRAIN_TASK, enqueue
+from backend.models import Dataset, MaskSet, TrainingRun, utcnow
+
+_logger = logging.getLogger(__name__)
+
+Enqueue = Callable[..., str]
+
+# Launch-form fields handed to the training library under the same name.
+LIBRARY_FIELDS = (
+    "method",
+    "model",
+    "eps",
+    "alpha",
+    "steps",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "momentum",
+    "weight_decay",
+    "image_size",
+    "augment",
+    "hflip",
+    "mask_source",
+    "mask_threshold",
+    "mask_fraction",
+    "part_warmup_epochs",
+    "part_eps_low",
+    "igd_lambda",
+    "igd_grad_point",
+    "eval_eps",
+    "eval_subset",
+    "eval_steps",
+)
+# References to app objects kept in the stored config; the worker turns them into paths.
+APP_REFS = ("mask_set_id", "auto_mask_run_id", "igd_teacher_run_id")
+# Library fields the worker fills in (paths and hardware), never stored from the form.
+WORKER_FIELDS = ("data_dir", "auto_mask_model", "igd_teacher", "device", "threads")
+SIP_METHODS = ("sip_at", "fast_sip_at")
+AUTO_MASK_SOURCES = ("gradcam", "input_gradient")
+MAX_SEEDS = 20
+MAX_ATTEMPTS = 3
+# Upper bounds that keep one form from occupying a worker for weeks by mistake.
+LIMITS = {"epochs": 1000, "batch_size": 4096, "steps": 1000, "image_size": 1024, "eval_steps": 1000}
+SORTABLE = {
+    "created_at": TrainingRun.created_at,
+    "name": TrainingRun.name,
+    "method": TrainingRun.method,
+    "state": TrainingRun.state,
+    "id": TrainingRun.id,
+    "progress": TrainingRun.progress,
+    "finished_at": TrainingRun.finished_at,
+}
+
+
+class RunValidationError(ValueError):
+    """The launch form has wrong fields; `errors` holds one message per field."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        super().__init__(f"The run was not launched: check {fields}.")
+
+
+class RunStateError(ValueError):
+    """The action does not apply to the run in its current state (409)."""
+
+
+def _library():
+    # The one place the API touches the training library: its own validation of its own
+    # fields, so the form and the worker can never disagree on what a valid config is.
+    from worker.sipat.config import ConfigError, TrainConfig
+
+    return ConfigError, TrainConfig
+
+
+def library_defaults() -> dict[str, Any]:
+    """The library's default value of every launch-form field."""
+    _, train_config = _library()
+    d = train_config().to_dict()
+    return {k: d[k] for k in LIBRARY_FIELDS}
+
+
+def _check_library_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Validate each field through TrainConfig.from_dict, collecting one error per field."""
+    config_error, train_config = _library()
+    errors: list[dict[str, str]] = []
+    method = fields.get("method", "pgd_at")
+    # Placeholders satisfy the library's "needs a checkpoint" rules; the form names the
+    # runs behind them and those are checked separately.
+    base: dict[str, Any] = {"auto_mask_model": "placeholder", "igd_teacher": "placeholder"}
+    try:
+        train_config.from_dict({**base, "method": method})
+        base["method"] = method
+    except config_error as exc:
+        errors.append({"field": "method", "message": exc.message})
+    for key, value in fields.items():
+        if key == "method":
+            continue
+        try:
+            train_config.from_dict({**base, key: value})
+        except config_error as exc:
+            if exc.field == key:
+                errors.append({"field": key, "message": exc.message})
+        limit = LIMITS.get(key)
+        if limit is not None and isinstance(value, int) and value > limit:
+            errors.append({"field": key, "message": f"must be at most {limit}"})
+    if errors:
+        return {}, errors
+    try:
+        cfg = train_config.from_dict({**base, **fields})
+    except config_error as exc:
+        return {}, [{"field": exc.field, "message": exc.message}]
+    full = cfg.to_dict()
+    return {k: full[k] for k in LIBRARY_FIELDS}, []
+
+
+def _finished_run(
+    db: Session, run_id: int, field: str, dataset_id: int, errors: list[dict[str, str]]
+) -> TrainingRun | None:
+    run = db.get(TrainingRun, run_id)
+    if run is None:
+        errors.append({"field": field, "message": f"run {run_id} does not exist"})
+    elif run.state != "succeeded":
+        errors.append({"field": field, "message": f"run {run_id} has not finished successfully"})
+    elif run.dataset_id != dataset_id:
+        errors.append({"field": field, "message": f"run {run_id} was trained on another dataset"})
+    else:
+        return run
+    return None
+
+
+def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Check a launch form; returns (stored config without the seed, seeds) or raises
+    RunValidationError naming every bad field."""
+    errors: list[dict[str, str]] = []
+    dataset = db.get(Dataset, form["dataset_id"])
+    if dataset is None:
+        errors.append({"field": "dataset_id", "message": "no such dataset"})
+
+    seeds: list[int] = []
+    if form.get("seed") is not None and form.get("seeds"):
+        errors.append(
+            {"field": "seeds", "message": "give either one seed or a list of seeds, not both"}
+        )
+    elif form.get("seeds") is not None:
+        seeds = list(form["seeds"])
+        if not seeds:
+            errors.append({"field": "seeds", "message": "must hold at least one seed"})
+        elif len(seeds) > MAX_SEEDS:
+            errors.append({"field": "seeds", "message": f"at most {MAX_SEEDS} seeds at once"})
+        elif len(set(seeds)) != len(seeds):
+            errors.append({"field": "seeds", "message": "each seed may appear only once"})
+        elif any(s < 0 for s in seeds):
+            errors.append({"field": "seeds", "message": "seeds must be >= 0"})
+    else:
+        seeds = [form["seed"] if form.get("seed") is not None else 0]
+        if seeds[0] < 0:
+            errors.append({"field": "seed", "message": "must be >= 0"})
+
+    for tag in form.get("tags") or []:
+        if not tag.strip() or len(tag) > 50:
+            errors.append({"field": "tags", "message": "each tag must be 1 to 50 characters"})
+            break
+    if form.get("eval_eps") is not None and not 1 <= len(form["eval_eps"]) <= 16:
+        errors.append({"field": "eval_eps", "message": "give between 1 and 16 epsilons"})
+
+    given = {k: form[k] for k in LIBRARY_FIELDS if form.get(k) is not None}
+    eps = given.get("eps")
+    if "part_eps_low" not in given and isinstance(eps, (int, float)) and 0 <= eps <= 1:
+        # the library checks part_eps_low <= eps for every method: a small eps must not
+        # trip over PART's default low budget on a run that is not PART
+        given["part_eps_low"] = min(library_defaults()["part_eps_low"], eps)
+    library_config, library_errors = _check_library_fields(given)
+    errors.extend(e for e in library_errors if not any(x["field"] == e["field"] for x in errors))
+    method = given.get("method", "pgd_at")
+    mask_source = given.get("mask_source", "human")
+
+    refs: dict[str, Any] = {k: None for k in APP_REFS}
+    if dataset is not None:
+        mask_set_id = form.get("mask_set_id")
+        if mask_set_id is not None:
+            mask_set = db.get(MaskSet, mask_set_id)
+            if mask_set is None:
+                errors.append({"field": "mask_set_id", "message": "no such mask set"})
+            elif mask_set.dataset_id != dataset.id:
+                errors.append(
+                    {"field": "mask_set_id", "message": "this mask set belongs to another dataset"}
+                )
+            else:
+                refs["mask_set_id"] = mask_set_id
+        elif method in SIP_METHODS and mask_source == "human":
+            errors.append(
+                {
+                    "field": "mask_set_id",
+                    "message": "SIP-AT with human masks needs a frozen mask set of this dataset",
+                }
+            )
+
+        auto_run_id = form.get("auto_mask_run_id")
+        if method in SIP_METHODS and mask_source in AUTO_MASK_SOURCES:
+            if auto_run_id is None:
+                errors.append(
+                    {
+                        "field": "auto_mask_run_id",
+                        "message": "automatic masks need a finished run whose model makes them",
+                    }
+                )
+            elif _finished_run(db, auto_run_id, "auto_mask_run_id", dataset.id, errors) is not None:
+                refs["auto_mask_run_id"] = auto_run_id
+        elif auto_run_id is not None:
+            errors.append(
+                {
+                    "field": "auto_mask_run_id",
+                    "message": "only used by SIP-AT with automatic (gradcam, input_gradient) masks",
+                }
+            )
+
+        teacher_id = form.get("igd_teacher_run_id")
+        if method == "igd":
+            if teacher_id is None:
+                errors.append(
+                    {
+                        "field": "igd_teacher_run_id",
+                        "message": "IGD needs a finished standard run as its teacher",
+                    }
+                )
+            else:
+                teacher = _finished_run(db, teacher_id, "igd_teacher_run_id", dataset.id, errors)
+                if teacher is not None and teacher.method != "standard":
+                    errors.append(
+                        {
+                            "field": "igd_teacher_run_id",
+                            "message": "the teacher must be a standard run",
+                        }
+                    )
+                elif teacher is not None and teacher.config.get("model") != library_config.get(
+                    "model", teacher.config.get("model")
+                ):  # noqa: E501
+                    errors.append(
+                        {
+                            "field": "igd_teacher_run_id",
+                            "message": "the teacher must use the same model as the student",
+                        }
+                    )
+                elif teacher is not None:
+                    refs["igd_teacher_run_id"] = teacher_id
+        elif teacher_id is not None:
+            errors.append({"field": "igd_teacher_run_id", "message": "only used by IGD"})
+
+    if errors:
+        raise RunValidationError(errors)
+    return {**library_config, **refs}, seeds
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> None:
+    """Queue a run with a fresh dispatch token. The token is committed before the message is
+    sent, and a task whose token is no longer the run's does nothing, so a late redelivery of
+    an old message can never train the run twice."""
+    token = _new_token()
+    run.celery_task_id = token
+    run.state = "queued"
+    run.cancel_requested = False
+    run.error = None
+    db.commit()
+    try:
+        enqueue_fn(TRAIN_TASK, run.id, token)
+    except Exception as exc:  # noqa: BLE001 - any broker failure
+        _logger.exception("could not enqueue run %s", run.id)
+        run.state = "failed"
+        run.error = f"The task queue could not be reached ({type(exc).__name__}); retry the run."
+        run.finished_at = utcnow()
+        db.commit()
+
+
+def create_runs(
+    db: Session,
+    user_id: int | None,
+    form: dict[str, Any],
+    enqueue_fn: Enqueue = enqueue,
+    cloned_from_id: int | None = None,
+) -> list[TrainingRun]:
+    """Validate, store one run per seed (one group), queue them."""
+    config, seeds = validate_launch(db, form)
+    dataset = db.get(Dataset, form["dataset_id"])
+    assert dataset is not None
+    mask_set = db.get(MaskSet, config["mask_set_id"]) if config["mask_set_id"] else None
+    group_key = uuid.uuid4().hex[:16]
+    name = form.get("name", "").strip() or f"{config['method']} {config['model']}"
+    if cloned_from_id is not None and db.get(TrainingRun, cloned_from_id) is None:
+        cloned_from_id = None
+    runs = []
+    for seed in seeds:
+        run = TrainingRun(
+            name=name if len(seeds) == 1 else f"{name} (seed {seed})",
+            group_key=group_key,
+            tags=sorted(set(t.strip() for t in form.get("tags") or [])),
+            dataset_id=dataset.id,
+            mask_set_id=config["mask_set_id"],
+            method=config["method"],
+            config={**config, "seed": seed},
+            state="queued",
+            total_epochs=config["epochs"],
+            # lineage frozen at launch; the worker completes the record
+            reproducibility={
+                "seed": seed,
+                "dataset_content_hash": dataset.content_hash,
+                "mask_set_id": mask_set.id if mask_set else None,
+                "mask_set_hash": mask_set.hash if mask_set else None,
+            },
+            created_by_id=user_id,
+            cloned_from_id=cloned_from_id,
+        )
+        db.add(run)
+        runs.append(run)
+    db.commit()
+    for run in runs:
+        dispatch(db, run, enqueue_fn)
+    return runs
+
+
+def list_runs(
+    db: Session,
+    *,
+    dataset_id: int | None = None,
+    method: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    group_key: str | None = None,
+    sort: str = "-created_at",
+    limit: int = 200,
+    offset: int = 0,
+) -> tuple[list[TrainingRun], int]:
+    q = select(TrainingRun)
+    if dataset_id is not None:
+        q = q.where(TrainingRun.dataset_id == dataset_id)
+    if method:
+        q = q.where(TrainingRun.method == method)
+    if state:
+        q = q.where(TrainingRun.state == state)
+    if group_key:
+        q = q.where(TrainingRun.group_key == group_key)
+    desc = sort.startswith("-")
+    column = SORTABLE.get(sort.lstrip("-"), TrainingRun.created_at)
+    q = q.order_by(column.desc() if desc else column.asc(), TrainingRun.id.desc())
+    runs = list(db.scalars(q).all())
+    if tag:
+        # tags are a JSON list: filter here, the table is small (one row per run)
+        runs = [r for r in runs if tag in (r.tags or [])]
+    return runs[offset : offset + limit], len(runs)
+
+
+def dataset_names(db: Session, runs: Iterable[TrainingRun]) -> dict[int, str]:
+    ids = {r.dataset_id for r in runs}
+    if not ids:
+        return {}
+    return dict(db.execute(select(Dataset.id, Dataset.name).where(Dataset.id.in_(ids))).all())
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    if t is not None and t.tzinfo is None:
+        return t.replace(tzinfo=UTC)
+    return t
+
+
+def time_left_s(run: TrainingRun, now: datetime | None = None) -> float | None:
+    """Seconds left, from the pace of the epochs finished since the run (re)started."""
+    if run.state != "running" or run.started_at is None or run.total_epochs <= 0:
+        return None
+    now = now or utcnow()
+    started = _aware(run.started_at)
+    assert started is not None
+    recent = [e for e in run.epochs if _aware(e.created_at) >= started]  # type: ignore[operator]
+    if not recent:
+        return None
+    per_epoch = ((_aware(recent[-1].created_at) or now) - started).total_seconds() / len(recent)
+    remaining = max(0, run.total_epochs - run.current_epoch)
+    since_last = (now - (_aware(recent[-1].created_at) or now)).total_seconds()
+    return max(0.0, per_epoch * remaining - since_last) if remaining else 0.0
+
+
+def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once (its task will find it so and do nothing); a running
+    one is asked to stop, which its task notices within one batch."""
+    if run.state == "queued":
+        run.state = "cancelled"
+        run.finished_at = utcnow()
+        run.cancel_requested = True
+    elif run.state == "running":
+        run.cancel_requested = True
+    else:
+        raise RunStateError("Only a queued or running run can be cancelled.")
+    db.commit()
+    return run
+
+
+def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> TrainingRun:
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
+    if run.state not in ("failed", "cancelled"):
+        raise RunStateError("Only a failed or cancelled run can be retried.")
+    run.finished_at = None
+    run.attempts = 0
+    dispatch(db, run, enqueue_fn)
+    return run
+
+
+def clone_form(run: TrainingRun) -> dict[str, Any]:
+    """The launch form filled with a run's settings (for "clone and edit")."""
+    form: dict[str, Any] = {k: run.config.get(k) for k in LIBRARY_FIELDS if k in run.config}
+    for k in APP_REFS:
+        form[k] = run.config.get(k)
+    form.update(
+        dataset_id=run.dataset_id,
+        seed=run.config.get("seed", 0),
+        seeds=None,
+        tags=list(run.tags or []),
+        name=f"{run.name} (clone)"[:200],
+    )
+    return form
+
+
+def _flat(run: TrainingRun) -> dict[str, Any]:
+    d = {
+        "dataset_id": run.dataset_id,
+        **{k: v for k, v in run.config.items() if k not in WORKER_FIELDS},
+    }
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def config_diff(runs: Sequence[TrainingRun]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """(settings that differ: key -> value per run, settings all runs share)."""
+    flats = [_flat(r) for r in runs]
+    keys = sorted(set().union(*flats)) if flats else []
+    differences: dict[str, list[Any]] = {}
+    same: dict[str, Any] = {}
+    for k in keys:
+        values = [f.get(k) for f in flats]
+        if all(v == values[0] for v in values):
+            same[k] = list(values[0]) if isinstance(values[0], tuple) else values[0]
+        else:
+            differences[k] = [list(v) if isinstance(v, tuple) else v for v in values]
+    return differences, same
+
+
+def robust_vs_eps(run: TrainingRun) -> dict[str, float]:
+    final = (run.final_metrics or {}).get("final") or run.final_metrics or {}
+    pgd = final.get("pgd_accuracy") or {}
+    return {str(k): float(v) for k, v in pgd.items()}
+
+
+def final_summary(run: TrainingRun) -> dict[str, float]:
+    """The numbers averaged across seeds: clean, PGD per eps, salience agreement."""
+    final = (run.final_metrics or {}).get("final") or run.final_metrics or {}
+    out: dict[str, float] = {}
+    if isinstance(final.get("clean_accuracy"), (int, float)):
+        out["clean_accuracy"] = float(final["clean_accuracy"])
+    for eps, acc in robust_vs_eps(run).items():
+        out[f"pgd_accuracy@{eps}"] = acc
+    agreement = final.get("salience_agreement") or {}
+    if isinstance(agreement.get("top_mass_in_mask"), (int, float)):
+        out["salience_top_mass_in_mask"] = float(agreement["top_mass_in_mask"])
+    if run.epochs:
+        last = run.epochs[-1].metrics
+        for k in ("train_loss", "robust_accuracy"):
+            if isinstance(last.get(k), (int, float)):
+                out[f"last_epoch_{k}"] = float(last[k])
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def group_runs(runs: Sequence[TrainingRun], by: str) -> list[dict[str, Any]]:
+    """Succeeded runs grouped by one setting, with mean +- std of their final metrics."""
+    groups: dict[Any, list[TrainingRun]] = {}
+    for run in runs:
+        if run.state != "succeeded":
+            continue
+        value = run.group_key if by == "group_key" else _flat(run).get(by)
+        groups.setdefault(value, []).append(run)
+    out = []
+    for value, members in groups.items():
+        summaries = [final_summary(r) for r in members]
+        keys = sorted(set().union(*summaries))
+        metrics = {}
+        for k in keys:
+            vals = [s[k] for s in summaries if k in s]
+            mean, std = mean_std(vals)
+            metrics[k] = {"mean": mean, "std": std, "n": len(vals)}
+        out.append(
+            {
+                "value": list(value) if isinstance(value, tuple) else value,
+                "run_ids": [r.id for r in members],
+                "seeds": [r.config.get("seed") for r in members],
+                "metrics": metrics,
+            }
+        )
+    out.sort(key=lambda g: str(g["value"]))
+    return out
+
+
+def requeue_orphans(
+    db: Session,
+    settings: Settings,
+    *,
+    hostname: str | None = None,
+    enqueue_fn: Enqueue = enqueue,
+    now: datetime | None = None,
+) -> list[int]:
+    """Runs marked running whose worker has gone quiet (no heartbeat for
+    settings.run_heartbeat_timeout_s), or that a just-started worker `hostname` owned before it
+    restarted, are queued again (they resume from their checkpoint) or, after MAX_ATTEMPTS,
+    marked failed. Returns the ids handled."""
+    now = now or utcnow()
+    limit = now - timedelta(seconds=settings.run_heartbeat_timeout_s)
+    running = db.scalars(
+        select(TrainingRun).where(TrainingRun.state == "running").with_for_update(skip_locked=True)
+    ).all()
+    handled = []
+    for run in running:
+        beat = _aware(run.heartbeat_at) or _aware(run.started_at) or _aware(run.created_at)
+        restarted_here = hostname is not None and run.worker_hostname == hostname
+        if not restarted_here and beat is not None and beat >= limit:
+            continue
+        handled.append(run.id)
+        if run.cancel_requested:
+            run.state, run.finished_at = "cancelled", now
+            _append_log(run, "The worker stopped while the run was being cancelled.")
+        elif run.attempts >= MAX_ATTEMPTS:
+            run.state, run.finished_at = "failed", now
+            run.error = f"The worker stopped responding {run.attempts} times; the run was given up."
+        else:
+            _append_log(
+                run,
+                f"Worker {run.worker_hostname or '?'} went silent; the run was queued again.",
+            )
+            dispatch(db, run, enqueue_fn)
+            continue
+    db.commit()
+    if handled:
+        _logger.warning("orphaned runs handled: %s", handled)
+    return handled
+
+
+def _append_log(run: TrainingRun, line: str, keep: int = 60) -> None:
+    stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S")
+    lines = (run.log_tail or "").splitlines() + [f"{stamp} {line}"]
+    run.log_tail = "\n".join(lines[-keep:])
+
+
+def run_out_key(run_id: int) -> str:
+    return f"runs/{run_id}/out"
+
+
+def run_data_key(run_id: int) -> str:
+    return f"runs/{run_id}/data"
+
+
+DOWNLOADS = {"final.pt": "application/octet-stream", "metrics.json": "application/json"}
+
+
+def salience_summary(run: TrainingRun, storage) -> dict[str, Any]:  # noqa: ANN001 - LocalStorage
+    """What the worker wrote to out/salience/salience.json, with URLs for its PNGs."""
+    import json
+
+    key = f"{run_out_key(run.id)}/salience/salience.json"
+    if not storage.exists(key):
+        return {"available": False}
+    record = json.loads(storage.get_bytes(key))
+    base = f"/api/runs/{run.id}/salience/"
+    samples = [
+        {
+            "image_id": s.get("image_id"),
+            "label": s.get("label", ""),
+            "predicted": s.get("predicted"),
+            "agreement": s.get("agreement"),
+            "image_url": base + s["image"],
+            "model_url": base + s["model"],
+            "human_url": base + s["human"] if s.get("human") else None,
+        }
+        for s in record.get("samples", [])
+    ]
+    return {
+        "available": True,
+        "kind": record.get("kind"),
+        "agreement": record.get("agreement"),
+        "samples": samples,
+    }

@@ -1,0 +1,18 @@
+"""Who may call the training-run routes (researchers and admins only)."""
+
+STAFF = {"admin", "researcher"}
+
+ROUTES = {
+    ("POST", "/api/runs"): STAFF,
+    ("GET", "/api/runs"): STAFF,
+    ("GET", "/api/runs/defaults"): STAFF,
+    ("GET", "/api/runs/compare"): STAFF,
+    ("GET", "/api/runs/groups"): STAFF,
+    ("GET", "/api/runs/{run_id}"): STAFF,
+    ("POST", "/api/runs/{run_id}/cancel"): STAFF,
+    ("POST", "/api/runs/{run_id}/retry"): STAFF,
+    ("GET", "/api/runs/{run_id}/clone"): STAFF,
+    ("GET", "/api/runs/{run_id}/files/{name}"): STAFF,
+    ("GET", "/api/runs/{run_id}/salience"): STAFF,
+    ("GET", "/api/runs/{run_id}/salience/{name}"): STAFF,
+}
