@@ -86,7 +86,9 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize(("field", "bad"), BAD_FIELDS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_FIELDS)])
+@pytest.mark.parametrize(
+    ("field", "bad"), BAD_FIELDS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_FIELDS)]
+)
 def test_each_bad_field_is_named_and_nothing_is_stored(client, seeded, auth, db, field, bad):
     r = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], **{**SMALL, **bad})
     assert r.status_code == 422, r.text
@@ -98,8 +100,16 @@ def test_each_bad_field_is_named_and_nothing_is_stored(client, seeded, auth, db,
 
 
 def test_several_bad_fields_are_all_named(client, seeded, auth, db):
-    r = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"],
-               eps=2, epochs=0, schedule="x", seeds=[4, 4], method="sip_at")  # fmt: skip
+    r = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        eps=2,
+        epochs=0,
+        schedule="x",
+        seeds=[4, 4],
+        method="sip_at",
+    )
     assert r.status_code == 422
     fields = {e["field"] for e in r.json()["errors"]}
     assert fields == {"eps", "epochs", "schedule", "seeds", "mask_set_id"}
@@ -111,8 +121,14 @@ def test_unknown_dataset_and_foreign_mask_set(client, seeded, auth, db):
     assert [e["field"] for e in r.json()["errors"]] == ["dataset_id"]
     other = make_other_dataset(client, auth)
     ms = make_mask_set(db, other)
-    r = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], method="sip_at",
-               mask_set_id=ms.id, **SMALL)  # fmt: skip
+    r = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        method="sip_at",
+        mask_set_id=ms.id,
+        **SMALL,
+    )
     assert r.status_code == 422
     assert r.json()["errors"] == [
         {"field": "mask_set_id", "message": "this mask set belongs to another dataset"}
@@ -132,8 +148,18 @@ def test_roles(client, seeded, auth):
 
 def test_launch_stores_the_library_config_and_lineage(client, seeded, auth, db):
     ms = make_mask_set(db, seeded["dataset_id"], "b" * 64)
-    r = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], method="sip_at",
-               mask_set_id=ms.id, mask_fraction=0.5, seed=7, tags=["sweep"], name="masked", **SMALL)  # fmt: skip
+    r = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        method="sip_at",
+        mask_set_id=ms.id,
+        mask_fraction=0.5,
+        seed=7,
+        tags=["sweep"],
+        name="masked",
+        **SMALL,
+    )
     assert r.status_code == 201, r.text
     (run,) = r.json()["data"]
     assert run["state"] == "queued" and run["mask_set_id"] == ms.id and run["name"] == "masked"
@@ -152,8 +178,14 @@ def test_launch_stores_the_library_config_and_lineage(client, seeded, auth, db):
 
 
 def test_seeds_make_one_group(client, seeded, auth):
-    r = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], seeds=[1, 2, 3],
-               name="sweep", **SMALL)  # fmt: skip
+    r = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        seeds=[1, 2, 3],
+        name="sweep",
+        **SMALL,
+    )
     assert r.status_code == 201
     runs = r.json()["data"]
     assert len(runs) == 3 and len({x["group_key"] for x in runs}) == 1
@@ -161,17 +193,25 @@ def test_seeds_make_one_group(client, seeded, auth):
     ids = ",".join(str(x["id"]) for x in runs)
     cmp = client.get("/api/runs/compare", headers=auth["researcher"], params={"ids": ids}).json()
     assert set(cmp["differences"]) == {"seed"}
-    listed = client.get("/api/runs", headers=auth["researcher"],
-                        params={"group_key": runs[0]["group_key"]}).json()  # fmt: skip
+    listed = client.get(
+        "/api/runs", headers=auth["researcher"], params={"group_key": runs[0]["group_key"]}
+    ).json()
     assert listed["count"] == 3
 
 
 def test_compare_shows_only_differences(client, seeded, auth):
-    a = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], **SMALL).json()["data"][0]
-    b = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], **{**SMALL, "eps": 16 / 255,
-               "method": "standard"}).json()["data"][0]  # fmt: skip
-    cmp = client.get("/api/runs/compare", headers=auth["researcher"],
-                     params={"ids": f"{a['id']},{b['id']}"}).json()  # fmt: skip
+    a = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], **SMALL).json()["data"][
+        0
+    ]
+    b = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        **{**SMALL, "eps": 16 / 255, "method": "standard"},
+    ).json()["data"][0]
+    cmp = client.get(
+        "/api/runs/compare", headers=auth["researcher"], params={"ids": f"{a['id']},{b['id']}"}
+    ).json()
     assert set(cmp["differences"]) == {"eps", "method"}
     assert cmp["differences"]["method"] == ["pgd_at", "standard"]
     for key, value in cmp["same"].items():
@@ -183,13 +223,18 @@ def test_compare_shows_only_differences(client, seeded, auth):
 
 
 def test_group_mean_and_std_across_seeds(client, seeded, auth, db):
-    runs = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"], seeds=[0, 1, 2],
-                  **SMALL).json()["data"]  # fmt: skip
+    runs = launch(
+        client, auth["researcher"], dataset_id=seeded["dataset_id"], seeds=[0, 1, 2], **SMALL
+    ).json()["data"]
     clean = [0.5, 0.7, 0.9]
     for run, c in zip(runs, clean, strict=True):
         finish(db, run["id"], clean_accuracy=c, pgd_accuracy={"0.0313725": c / 2})
-    other = launch(client, auth["researcher"], dataset_id=seeded["dataset_id"],
-                   **{**SMALL, "method": "standard"}).json()["data"][0]  # fmt: skip
+    other = launch(
+        client,
+        auth["researcher"],
+        dataset_id=seeded["dataset_id"],
+        **{**SMALL, "method": "standard"},
+    ).json()["data"][0]
     finish(db, other["id"], clean_accuracy=0.95, pgd_accuracy={"0.0313725": 0.0})
     r = client.get("/api/runs/groups", headers=auth["researcher"], params={"by": "method"}).json()
     groups = {g["value"]: g for g in r["groups"]}
@@ -205,7 +250,9 @@ def test_group_mean_and_std_across_seeds(client, seeded, auth, db):
 
 def test_cancel_retry_clone(client, seeded, auth, db):
     h = auth["researcher"]
-    run = launch(client, h, dataset_id=seeded["dataset_id"], seed=5, tags=["a"], **SMALL).json()["data"][0]
+    run = launch(client, h, dataset_id=seeded["dataset_id"], seed=5, tags=["a"], **SMALL).json()[
+        "data"
+    ][0]
     token = db.get(TrainingRun, run["id"]).celery_task_id
     r = client.post(f"/api/runs/{run['id']}/cancel", headers=h)
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
@@ -223,7 +270,11 @@ def test_cancel_retry_clone(client, seeded, auth, db):
     clone = client.post("/api/runs", headers=h, params={"cloned_from": run["id"]}, json=form)
     assert clone.status_code == 201, clone.text
     new = clone.json()["data"][0]
-    assert new["config"] == run["config"] and new["tags"] == ["a"] and new["cloned_from_id"] == run["id"]
+    assert (
+        new["config"] == run["config"]
+        and new["tags"] == ["a"]
+        and new["cloned_from_id"] == run["id"]
+    )
 
 
 def test_list_filters_and_sort(client, seeded, auth, db):
@@ -231,7 +282,8 @@ def test_list_filters_and_sort(client, seeded, auth, db):
     launch(client, h, dataset_id=seeded["dataset_id"], name="b", tags=["x"], **SMALL)
     launch(client, h, dataset_id=seeded["dataset_id"], name="a", method="standard", **SMALL)
     launch(client, h, dataset_id=seeded["dataset_id"], name="c", tags=["x", "y"], **SMALL)
-    names = lambda **p: [r["name"] for r in client.get("/api/runs", headers=h, params=p).json()["data"]]  # noqa: E731
+    def names(**p):
+        return [r["name"] for r in client.get("/api/runs", headers=h, params=p).json()["data"]]
     assert names(sort="name") == ["a", "b", "c"]
     assert names(sort="-name") == ["c", "b", "a"]
     assert names(method="standard") == ["a"]
@@ -245,7 +297,12 @@ def test_orphaned_run_is_requeued_then_given_up(client, seeded, auth, db):
     run_id = launch(client, h, dataset_id=seeded["dataset_id"], **SMALL).json()["data"][0]["id"]
     run = db.get(TrainingRun, run_id)
     stale = utcnow() - timedelta(hours=2)
-    run.state, run.heartbeat_at, run.attempts, run.worker_hostname = "running", stale, 1, "gone@host"
+    run.state, run.heartbeat_at, run.attempts, run.worker_hostname = (
+        "running",
+        stale,
+        1,
+        "gone@host",
+    )
     token = run.celery_task_id
     db.commit()
     client.get("/api/runs", headers=h)  # reading the table runs the orphan check
@@ -269,14 +326,28 @@ def test_orphaned_run_is_requeued_then_given_up(client, seeded, auth, db):
 
 def test_detail_time_left_and_downloads(client, seeded, auth, db):
     h = auth["researcher"]
-    run_id = launch(client, h, dataset_id=seeded["dataset_id"], **{**SMALL, "epochs": 4}).json()["data"][0]["id"]
+    run_id = launch(client, h, dataset_id=seeded["dataset_id"], **{**SMALL, "epochs": 4}).json()[
+        "data"
+    ][0]["id"]
     run = db.get(TrainingRun, run_id)
     start = utcnow() - timedelta(seconds=20)
     run.state, run.started_at, run.heartbeat_at, run.current_epoch = "running", start, utcnow(), 2
-    db.add_all([
-        RunEpoch(run_id=run_id, epoch=1, metrics={"train_loss": 1.0}, created_at=start + timedelta(seconds=5)),
-        RunEpoch(run_id=run_id, epoch=2, metrics={"train_loss": 0.5}, created_at=start + timedelta(seconds=10)),
-    ])  # fmt: skip
+    db.add_all(
+        [
+            RunEpoch(
+                run_id=run_id,
+                epoch=1,
+                metrics={"train_loss": 1.0},
+                created_at=start + timedelta(seconds=5),
+            ),
+            RunEpoch(
+                run_id=run_id,
+                epoch=2,
+                metrics={"train_loss": 0.5},
+                created_at=start + timedelta(seconds=10),
+            ),
+        ]
+    )
     db.commit()
     d = client.get(f"/api/runs/{run_id}", headers=h).json()
     assert [e["epoch"] for e in d["epochs"]] == [1, 2]
@@ -288,5 +359,8 @@ def test_detail_time_left_and_downloads(client, seeded, auth, db):
     r = client.get(f"/api/runs/{run_id}/files/..%2Fsecret", headers=h)
     assert r.status_code == 404
     assert client.get(f"/api/runs/{run_id}/salience", headers=h).json() == {
-        "available": False, "kind": None, "agreement": None, "samples": []
+        "available": False,
+        "kind": None,
+        "agreement": None,
+        "samples": [],
     }
