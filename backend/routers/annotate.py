@@ -1,0 +1,186 @@
+"""The annotator's side: their queue, the image they work on, skips, mask saves and submit."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.deps import AnnotatorUser, ImageDep, SessionDep, SettingsDep
+from backend.models import Annotation, Dataset, DatasetClass, Image, User
+from backend.schemas.annotations import (
+    AnnotateDataset,
+    AnnotateDatasets,
+    AnnotateImage,
+    AnnotateItem,
+    AnnotationState,
+    MaskSave,
+    MaskSaved,
+    SkipRequest,
+    SubmitRequest,
+    SubmitResult,
+)
+from backend.services import masks as svc
+
+router = APIRouter(prefix="/annotate", tags=["annotate"])
+
+
+def _item(db: Session, user: User, image: Image) -> AnnotateItem:
+    dataset = db.get(Dataset, image.dataset_id)
+    cls = db.get(DatasetClass, image.class_id)
+    ann = db.scalar(
+        select(Annotation).where(
+            Annotation.image_id == image.id, Annotation.annotator_id == user.id
+        )
+    )
+    state = None
+    if ann is not None:
+        png = None
+        if ann.latest_revision > 0:
+            rev = ann.revisions[-1]
+            png = base64.b64encode(rev.mask_bytes).decode() if rev.mask_format == "png" else (
+                base64.b64encode(svc.mask_to_png(svc.load_revision_mask(rev))).decode()
+            )
+        state = AnnotationState(
+            id=ann.id, revision=ann.latest_revision, status=ann.status, mask_png_base64=png,
+            active_ms=ann.active_ms, review_comment=ann.review_comment,
+        )
+    return AnnotateItem(
+        image=AnnotateImage(
+            id=image.id, width=image.width, height=image.height,
+            class_name=cls.name if cls else "", dataset_id=image.dataset_id,
+            dataset_name=dataset.name if dataset else "",
+            instructions=dataset.instructions if dataset else "",
+            file_url=f"/api/images/{image.id}/file",
+        ),
+        annotation=state,
+        remaining=svc.remaining(db, user, image.dataset_id),
+    )
+
+
+def _refused(exc: svc.MaskError) -> HTTPException:
+    return HTTPException(exc.status_code, detail=str(exc))
+
+
+@router.get("/datasets", response_model=AnnotateDatasets)
+def my_datasets(user: AnnotatorUser, db: SessionDep):
+    """Datasets with images still waiting for this annotator."""
+    counts = svc.remaining_by_dataset(db, user)
+    rows = db.execute(
+        select(Dataset.id, Dataset.name).where(Dataset.id.in_(list(counts))).order_by(Dataset.id)
+    ).all()
+    return AnnotateDatasets(
+        data=[AnnotateDataset(id=i, name=n, remaining=counts[i]) for i, n in rows if counts[i]]
+    )
+
+
+@router.get("/next", response_model=AnnotateItem, responses={204: {"description": "Queue empty"}})
+def next_image(
+    user: AnnotatorUser, db: SessionDep, dataset_id: Annotated[int | None, Query()] = None
+):
+    """The next image of this annotator's queue (claimed for them); 204 when it is empty."""
+    image = svc.next_image(db, user, dataset_id)
+    if image is None:
+        return Response(status_code=204)
+    return _item(db, user, image)
+
+
+@router.get("/images/{image_id}", response_model=AnnotateItem)
+def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep):
+    """One image with this annotator's current mask (to resume after a reload)."""
+    return _item(db, user, image)
+
+
+@router.post("/images/{image_id}/skip", status_code=204)
+def skip(image: ImageDep, body: SkipRequest, user: AnnotatorUser, db: SessionDep) -> None:
+    """Skip an image, with a reason; it never comes back to this annotator."""
+    try:
+        svc.skip_image(db, user, image, body.reason)
+    except svc.MaskError as exc:
+        raise _refused(exc) from exc
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise HTTPException(400, detail="The Content-Length header is not a number.") from None
+        if declared > limit:
+            raise HTTPException(413, detail="The mask is larger than the allowed size.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(413, detail="The mask is larger than the allowed size.")
+    return bytes(body)
+
+
+def _save(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
+    if (body.width, body.height) != (image.width, image.height):
+        raise svc.MaskError(
+            f"The mask is declared as {body.width}x{body.height} pixels but the image is "
+            f"{image.width}x{image.height}."
+        )
+    mask = svc.png_to_mask(svc.decode_base64(body.mask_png_base64))
+    if mask.shape != (body.height, body.width):
+        raise svc.MaskError(
+            f"The PNG is {mask.shape[1]}x{mask.shape[0]} pixels, not the declared "
+            f"{body.width}x{body.height}."
+        )
+    result = svc.save_mask(
+        db, user, image, save_id=body.save_id, mask=mask, active_ms=body.active_ms
+    )
+    return MaskSaved(
+        annotation_id=result.annotation.id, revision=result.revision.revision,
+        status=result.annotation.status, saved_at=result.revision.created_at,
+    )
+
+
+@router.put(
+    "/images/{image_id}/mask",
+    response_model=MaskSaved,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": MaskSave.model_json_schema()}},
+        }
+    },
+)
+async def save_mask(
+    request: Request, image: ImageDep, user: AnnotatorUser, db: SessionDep,
+    settings: SettingsDep,
+):
+    """Save the current mask as a new revision (idempotent per save_id)."""
+    raw = await _read_limited(request, settings.max_mask_bytes)
+    try:
+        body = MaskSave.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+    try:
+        return await run_in_threadpool(_save, db, user, image, body)
+    except svc.MaskError as exc:
+        raise _refused(exc) from exc
+
+
+@router.post("/images/{image_id}/submit", response_model=SubmitResult)
+def submit(
+    image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None
+):
+    """Submit this annotator's saved mask for review."""
+    try:
+        ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)
+    except svc.MaskError as exc:
+        raise _refused(exc) from exc
+    return SubmitResult(status=ann.status)
+
+
+ROUTERS = [router]

@@ -1,0 +1,199 @@
+"""API schemas of annotation (the annotator's queue and saves), review, consensus and mask sets."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from backend.schemas.common import ORMModel
+
+
+class AnnotateDataset(BaseModel):
+    id: int
+    name: str
+    remaining: int
+
+
+class AnnotateDatasets(BaseModel):
+    data: list[AnnotateDataset]
+
+
+class AnnotateImage(BaseModel):
+    id: int
+    width: int
+    height: int
+    class_name: str
+    dataset_id: int
+    dataset_name: str
+    instructions: str
+    file_url: str
+
+
+class AnnotationState(BaseModel):
+    id: int
+    revision: int
+    status: str
+    mask_png_base64: str | None
+    active_ms: int
+    review_comment: str = ""
+
+
+class AnnotateItem(BaseModel):
+    image: AnnotateImage
+    annotation: AnnotationState | None
+    remaining: int
+
+
+class SkipRequest(BaseModel):
+    reason: str = Field(max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("say why you skip this image")
+        return value
+
+
+class MaskSave(BaseModel):
+    # chosen by the browser once per save: a retried request with it is recognised
+    save_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    mask_png_base64: str = Field(min_length=1)
+    width: int = Field(ge=1, le=20_000)
+    height: int = Field(ge=1, le=20_000)
+    # active time on task so far, in milliseconds
+    active_ms: int = Field(default=0, ge=0, le=10 * 24 * 3600 * 1000)
+
+
+class MaskSaved(BaseModel):
+    annotation_id: int
+    revision: int
+    status: str
+    saved_at: datetime
+
+
+class SubmitRequest(BaseModel):
+    # the save_id of the browser's last save: refused (409) until that save has arrived
+    save_id_of_last_save: str | None = Field(default=None, max_length=64)
+
+
+class SubmitResult(BaseModel):
+    status: str
+
+
+# ---------------------------------------------------------------------------- review
+
+
+class ReviewItem(BaseModel):
+    annotation_id: int
+    image_id: int
+    dataset_id: int
+    filename: str
+    class_name: str
+    width: int
+    height: int
+    annotator_id: int
+    annotator: str
+    status: str
+    revision: int
+    area: int
+    active_ms: int
+    submitted_at: datetime | None
+    review_comment: str
+    mask_url: str
+    image_url: str
+
+
+class ReviewQueue(BaseModel):
+    data: list[ReviewItem]
+    count: int
+
+
+class ReviewDecision(BaseModel):
+    decision: Literal["accept", "reject"]
+    comment: str = Field(default="", max_length=5000)
+
+
+class ReviewResult(BaseModel):
+    annotation_id: int
+    status: str
+    review_comment: str
+    reviewed_at: datetime | None
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+class ImageAgreement(BaseModel):
+    image_id: int
+    num_annotators: int
+    # mean pairwise IoU; None with fewer than two masks
+    mean_pairwise_iou: float | None
+
+
+class AnnotatorQuality(BaseModel):
+    annotator_id: int
+    annotator: str
+    num_masks: int
+    # mean IoU with the binarised leave-one-out consensus of the others (None: no overlap)
+    agreement_with_others: float | None
+    median_active_ms: float | None
+    mean_area_fraction: float
+
+
+class DatasetAgreement(BaseModel):
+    dataset_id: int
+    statuses: list[str]
+    threshold: float
+    num_images: int
+    mean_pairwise_iou: float | None
+    # split-half "human ceiling": agreement of two random halves' consensus maps
+    split_half_iou: float | None
+    split_half_correlation: float | None
+    splits: int
+    seed: int
+    images: list[ImageAgreement]
+    annotators: list[AnnotatorQuality]
+
+
+# ---------------------------------------------------------------------------- mask sets
+
+
+class MaskSetCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    statuses: list[Literal["submitted", "accepted"]] = Field(default=["accepted"], min_length=1)
+    min_annotators: int = Field(default=1, ge=1, le=1000)
+    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class MaskSetItemPublic(ORMModel):
+    image_id: int
+    revision_ids: list[int]
+    num_annotators: int
+    agreement: float | None
+
+
+class MaskSetPublic(ORMModel):
+    id: int
+    dataset_id: int
+    name: str
+    filter: dict
+    hash: str
+    num_images: int
+    created_at: datetime
+
+
+class MaskSetDetail(MaskSetPublic):
+    items: list[MaskSetItemPublic]
+
+
+class MaskSetsPublic(BaseModel):
+    data: list[MaskSetPublic]
+    count: int
+
+
+class MaskImportResult(BaseModel):
+    annotator: str
+    imported: int
+    image_ids: list[int]

@@ -1,0 +1,271 @@
+"""Consensus of several annotators' binary masks, and how well they agree.
+
+Conventions of salience research (ClickMe, CYBORG): the consensus is the per-pixel mean of the
+binary masks; agreement is the mean pairwise IoU and a split-half "human ceiling" (two random
+halves of the annotators, the agreement of their two consensus maps, averaged over splits).
+IoU of two empty masks is 1 (they agree perfectly on "nothing salient").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.models import (
+    Annotation,
+    AnnotationRevision,
+    Dataset,
+    Image,
+    MaskSet,
+    MaskSetItem,
+    User,
+)
+from backend.services.masks import MaskError, grey_png, load_revision_mask
+
+ALLOWED_STATUSES = ("submitted", "accepted")
+
+
+@dataclass
+class AnnotatorMask:
+    annotation_id: int
+    annotator_id: int
+    revision_id: int
+    active_ms: int
+    mask: np.ndarray
+
+
+@dataclass
+class ImageMasks:
+    image_id: int
+    masks: list[AnnotatorMask] = field(default_factory=list)
+
+
+def parse_statuses(text: str | list[str] | None) -> list[str]:
+    raw = text if isinstance(text, list) else (text or "accepted").split(",")
+    statuses = sorted({s.strip() for s in raw if s.strip()})
+    if not statuses or any(s not in ALLOWED_STATUSES for s in statuses):
+        raise MaskError("statuses must be accepted, submitted or both (comma-separated).")
+    return statuses
+
+
+def load_masks(
+    db: Session, *, dataset_id: int | None = None, image_id: int | None = None,
+    statuses: list[str],
+) -> dict[int, ImageMasks]:
+    """The newest revision of every annotation with one of the statuses, by image."""
+    query = (
+        select(Annotation, AnnotationRevision)
+        .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
+              & (AnnotationRevision.revision == Annotation.latest_revision))
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Annotation.status.in_(statuses))
+        .order_by(Annotation.image_id, Annotation.annotator_id)
+    )
+    if dataset_id is not None:
+        query = query.where(Image.dataset_id == dataset_id)
+    if image_id is not None:
+        query = query.where(Annotation.image_id == image_id)
+    out: dict[int, ImageMasks] = {}
+    for ann, rev in db.execute(query).all():
+        out.setdefault(ann.image_id, ImageMasks(ann.image_id)).masks.append(
+            AnnotatorMask(ann.id, ann.annotator_id, rev.id, ann.active_ms,
+                          load_revision_mask(rev))
+        )
+    return out
+
+
+def consensus(masks: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel mean of binary masks, in [0, 1]."""
+    return np.mean(np.stack([m.astype(np.float64) for m in masks]), axis=0)
+
+
+def consensus_uint8(mean: np.ndarray) -> np.ndarray:
+    """0..255 grey levels of a consensus (255 = every annotator marked the pixel)."""
+    return np.rint(mean * 255.0).astype(np.uint8)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    if union == 0:
+        return 1.0
+    return float(np.count_nonzero(a & b) / union)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two maps; None when either is constant."""
+    x = a.ravel().astype(np.float64)
+    y = b.ravel().astype(np.float64)
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def mean_pairwise_iou(masks: list[np.ndarray]) -> float | None:
+    if len(masks) < 2:
+        return None
+    return float(np.mean([iou(a, b) for a, b in itertools.combinations(masks, 2)]))
+
+
+def split_half(
+    images: dict[int, ImageMasks], *, splits: int, seed: int, threshold: float
+) -> tuple[float | None, float | None]:
+    """Human ceiling: split the annotators at random into two halves; per image where both
+    halves drew, the IoU of the two binarised consensus maps and the correlation of the two
+    mean maps; averaged over images, then over splits."""
+    annotators = sorted({m.annotator_id for im in images.values() for m in im.masks})
+    if len(annotators) < 2:
+        return None, None
+    rng = random.Random(seed)
+    ious: list[float] = []
+    corrs: list[float] = []
+    for _ in range(splits):
+        order = annotators[:]
+        rng.shuffle(order)
+        half = set(order[: len(order) // 2])
+        split_ious, split_corrs = [], []
+        for im in images.values():
+            a = [m.mask for m in im.masks if m.annotator_id in half]
+            b = [m.mask for m in im.masks if m.annotator_id not in half]
+            if not a or not b:
+                continue
+            ca, cb = consensus(a), consensus(b)
+            split_ious.append(iou(ca >= threshold, cb >= threshold))
+            r = correlation(ca, cb)
+            if r is not None:
+                split_corrs.append(r)
+        if split_ious:
+            ious.append(float(np.mean(split_ious)))
+        if split_corrs:
+            corrs.append(float(np.mean(split_corrs)))
+    return (float(np.mean(ious)) if ious else None, float(np.mean(corrs)) if corrs else None)
+
+
+def annotator_quality(images: dict[int, ImageMasks], threshold: float) -> dict[int, dict]:
+    """Per annotator: mean IoU with the binarised consensus of the others (leave-one-out),
+    median active time, number of masks and mean salient fraction."""
+    stats: dict[int, dict] = {}
+    for im in images.values():
+        for m in im.masks:
+            s = stats.setdefault(m.annotator_id, {"ious": [], "ms": [], "areas": []})
+            s["ms"].append(m.active_ms)
+            s["areas"].append(float(m.mask.mean()))
+            others = [o.mask for o in im.masks if o.annotator_id != m.annotator_id]
+            if others:
+                s["ious"].append(iou(m.mask, consensus(others) >= threshold))
+    return {
+        uid: {
+            "num_masks": len(s["ms"]),
+            "agreement_with_others": float(np.mean(s["ious"])) if s["ious"] else None,
+            "median_active_ms": float(statistics.median(s["ms"])) if s["ms"] else None,
+            "mean_area_fraction": float(np.mean(s["areas"])) if s["areas"] else 0.0,
+        }
+        for uid, s in stats.items()
+    }
+
+
+def dataset_agreement(
+    db: Session, dataset: Dataset, *, statuses: list[str], threshold: float, splits: int,
+    seed: int,
+) -> dict:
+    images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
+    per_image = []
+    for im in images.values():
+        per_image.append({
+            "image_id": im.image_id,
+            "num_annotators": len(im.masks),
+            "mean_pairwise_iou": mean_pairwise_iou([m.mask for m in im.masks]),
+        })
+    pair_values = [p["mean_pairwise_iou"] for p in per_image if p["mean_pairwise_iou"] is not None]
+    sh_iou, sh_r = split_half(images, splits=splits, seed=seed, threshold=threshold)
+    quality = annotator_quality(images, threshold)
+    names = dict(db.execute(select(User.id, User.username).where(User.id.in_(list(quality)))).all())
+    return {
+        "dataset_id": dataset.id,
+        "statuses": statuses,
+        "threshold": threshold,
+        "num_images": len(images),
+        "mean_pairwise_iou": float(np.mean(pair_values)) if pair_values else None,
+        "split_half_iou": sh_iou,
+        "split_half_correlation": sh_r,
+        "splits": splits,
+        "seed": seed,
+        "images": per_image,
+        "annotators": [
+            {"annotator_id": uid, "annotator": names.get(uid, "?"), **q}
+            for uid, q in sorted(quality.items())
+        ],
+    }
+
+
+def image_consensus(db: Session, image: Image, statuses: list[str]) -> np.ndarray:
+    images = load_masks(db, image_id=image.id, statuses=statuses)
+    if image.id not in images:
+        raise MaskError("This image has no masks with the chosen statuses.", 404)
+    return consensus([m.mask for m in images[image.id].masks])
+
+
+# ---------------------------------------------------------------------------- mask sets
+
+
+def mask_set_hash(dataset: Dataset, items: list[tuple[int, list[int], np.ndarray]]) -> str:
+    """sha256 over the dataset's content hash and the sorted (image id, revision ids, consensus
+    pixels) of the items: the same masks frozen twice give the same hash, any change another."""
+    digest = hashlib.sha256(f"dataset:{dataset.content_hash}\n".encode())
+    for image_id, revision_ids, pixels in sorted(items, key=lambda t: t[0]):
+        digest.update(f"{image_id}:{','.join(map(str, sorted(revision_ids)))}:".encode())
+        digest.update(f"{pixels.shape[0]}x{pixels.shape[1]}:".encode())
+        digest.update(hashlib.sha256(pixels.tobytes()).digest())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def freeze_mask_set(
+    db: Session, dataset: Dataset, *, name: str, statuses: list[str], min_annotators: int,
+    min_agreement: float | None, created_by: User | None,
+) -> tuple[MaskSet, bool]:
+    """Freeze the current consensus of the images passing the filter into a MaskSet.
+
+    Returns (mask set, created). Freezing exactly the same masks again returns the existing
+    set (its hash is unique), so a run's lineage never has two names for one content.
+    An image passes with at least min_annotators masks and, when min_agreement is given,
+    a mean pairwise IoU at or above it (single-mask images then fail: agreement unknown).
+    """
+    images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
+    chosen = []
+    for im in images.values():
+        masks = [m.mask for m in im.masks]
+        if len(masks) < min_annotators:
+            continue
+        agreement = mean_pairwise_iou(masks)
+        if min_agreement is not None and (agreement is None or agreement < min_agreement):
+            continue
+        pixels = consensus_uint8(consensus(masks))
+        chosen.append((im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks),
+                       agreement))
+    if not chosen:
+        raise MaskError("No image passes the filter; nothing was frozen.", 422)
+    digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
+    existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
+    if existing is not None:
+        return existing, False
+    mask_set = MaskSet(
+        dataset_id=dataset.id, name=name, hash=digest, num_images=len(chosen),
+        filter={"statuses": statuses, "min_annotators": min_annotators,
+                "min_agreement": min_agreement},
+        created_by_id=created_by.id if created_by else None,
+    )
+    mask_set.items = [
+        MaskSetItem(image_id=i, revision_ids=r, consensus_png=grey_png(p), num_annotators=n,
+                    agreement=a)
+        for i, r, p, n, a in chosen
+    ]
+    db.add(mask_set)
+    db.commit()
+    return mask_set, True

@@ -1,0 +1,424 @@
+"""Masks in and out: PNG zips and COCO RLE JSON (export and import), CUB-200-2011 style soft
+segmentations (import), and the training library's dataset folder (write_training_export).
+
+Imported masks belong to a pseudo-annotator account "import:<name>" (role annotator, never able
+to log in), so consensus and mask sets can use them like anyone's masks. An import checks every
+file before it writes anything: a refused import stores nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.core.storage import LocalStorage
+from backend.models import (
+    Annotation,
+    AnnotationRevision,
+    Dataset,
+    DatasetClass,
+    Image,
+    MaskSet,
+    MaskSetItem,
+    User,
+    utcnow,
+)
+from backend.services.consensus import load_masks
+from backend.services.masks import (
+    MaskError,
+    bbox,
+    mask_sha256,
+    mask_to_png,
+    png_to_mask,
+    rle_decode,
+    rle_encode,
+)
+
+_logger = logging.getLogger(__name__)
+
+IMPORT_PREFIX = "import:"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,50}$")
+
+
+def _stem(filename: str) -> str:
+    return str(PurePosixPath(filename.replace("\\", "/")).with_suffix(""))
+
+
+def _safe_dir(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+
+
+def _images(db: Session, dataset: Dataset) -> list[Image]:
+    return list(db.scalars(select(Image).where(Image.dataset_id == dataset.id)
+                           .order_by(Image.id)).all())
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportMask:
+    image: Image
+    mask: np.ndarray  # bool, or uint8 consensus levels for a mask set
+    annotator: str
+    revision: int
+
+
+def _collect(
+    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None,
+    mask_set: MaskSet | None,
+) -> list[ExportMask]:
+    images = {im.id: im for im in _images(db, dataset)}
+    out: list[ExportMask] = []
+    if mask_set is not None:
+        if mask_set.dataset_id != dataset.id:
+            raise MaskError("The mask set belongs to another dataset.", 422)
+        for item in sorted(mask_set.items, key=lambda i: i.image_id):
+            grey = np.asarray(_open_png(item.consensus_png))
+            out.append(ExportMask(images[item.image_id], grey, "consensus", mask_set.id))
+        return out
+    names = dict(db.execute(select(User.id, User.username)).all())
+    revisions = dict(db.execute(
+        select(AnnotationRevision.id, AnnotationRevision.revision)
+        .join(Annotation, Annotation.id == AnnotationRevision.annotation_id)
+        .join(Image, Image.id == Annotation.image_id).where(Image.dataset_id == dataset.id)
+    ).all())
+    for image_id, im in sorted(load_masks(db, dataset_id=dataset.id, statuses=statuses).items()):
+        for m in im.masks:
+            if annotator_id is not None and m.annotator_id != annotator_id:
+                continue
+            out.append(ExportMask(images[image_id], m.mask, names.get(m.annotator_id, "?"),
+                                  revisions[m.revision_id]))
+    return out
+
+
+def _open_png(data: bytes):
+    from PIL import Image as PILImage
+
+    return PILImage.open(io.BytesIO(data))
+
+
+def export_png_zip(
+    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None = None,
+    mask_set: MaskSet | None = None,
+) -> bytes:
+    """A zip of 8-bit grey PNGs named after the images' files: <annotator>/<path>.png with
+    0/255 per mask, or consensus/<path>.png (0..255 = mean) for a mask set; plus masks.json."""
+    from PIL import Image as PILImage
+
+    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id,
+                       mask_set=mask_set)
+    buf = io.BytesIO()
+    index = []
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for e in entries:
+            name = f"{_safe_dir(e.annotator)}/{_stem(e.image.filename)}.png"
+            grey = e.mask if e.mask.dtype == np.uint8 else np.where(e.mask, 255, 0).astype(
+                np.uint8)
+            png = io.BytesIO()
+            PILImage.fromarray(grey, "L").save(png, "PNG")
+            zf.writestr(name, png.getvalue())
+            index.append({"file": name, "image_id": e.image.id, "image_file": e.image.filename,
+                          "annotator": e.annotator, "revision": e.revision})
+        zf.writestr("masks.json", json.dumps({"dataset": dataset.name, "masks": index}, indent=1))
+    return buf.getvalue()
+
+
+def export_coco(
+    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None = None,
+    mask_set: MaskSet | None = None, threshold: float = 0.5,
+) -> dict:
+    """COCO JSON with RLE segmentations (pycocotools decodes them). A mask set exports its
+    consensus binarised at threshold. category_id = class index + 1 (COCO counts from 1)."""
+    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id,
+                       mask_set=mask_set)
+    classes = {c.id: c for c in db.scalars(
+        select(DatasetClass).where(DatasetClass.dataset_id == dataset.id)).all()}
+    cut = int(np.ceil(threshold * 255))
+    images, annotations = {}, []
+    for n, e in enumerate(entries, start=1):
+        im = e.image
+        images[im.id] = {"id": im.id, "file_name": im.filename, "width": im.width,
+                         "height": im.height}
+        mask = e.mask if e.mask.dtype == bool else e.mask >= cut
+        annotations.append({
+            "id": n, "image_id": im.id, "segmentation": rle_encode(mask),
+            "area": int(np.count_nonzero(mask)), "bbox": bbox(mask), "iscrowd": 0,
+            "category_id": classes[im.class_id].index + 1,
+            "attributes": {"annotator": e.annotator, "revision": e.revision},
+        })
+    return {
+        "info": {"description": f"Salient-region masks of {dataset.name}"},
+        "images": list(images.values()),
+        "annotations": annotations,
+        "categories": [{"id": c.index + 1, "name": c.name}
+                       for c in sorted(classes.values(), key=lambda c: c.index)],
+    }
+
+
+# ---------------------------------------------------------------------------- import
+
+
+class ImageMatcher:
+    """Finds the image a file name refers to: by its path without extension (the longest
+    trailing part of the name that names exactly one image), else by a numeric image id."""
+
+    def __init__(self, images: list[Image]) -> None:
+        self.by_id = {im.id: im for im in images}
+        self.by_suffix: dict[str, list[Image]] = {}
+        for im in images:
+            parts = PurePosixPath(_stem(im.filename)).parts
+            for k in range(1, len(parts) + 1):
+                self.by_suffix.setdefault("/".join(parts[-k:]), []).append(im)
+
+    def match(self, name: str, match_by: str = "auto") -> Image:
+        parts = PurePosixPath(_stem(name)).parts
+        if match_by in ("auto", "filename"):
+            for k in range(len(parts), 0, -1):
+                found = self.by_suffix.get("/".join(parts[-k:]), [])
+                if len(found) == 1:
+                    return found[0]
+                if len(found) > 1:
+                    raise MaskError(f"The file {name!r} matches several images; name it by its "
+                                    "full path.")
+        if match_by in ("auto", "id") and parts and parts[-1].isdigit():
+            image = self.by_id.get(int(parts[-1]))
+            if image is not None:
+                return image
+        raise MaskError(f"No image of this dataset matches the file {name!r}.")
+
+
+def _import_account(db: Session, name: str) -> User:
+    if not _SAFE_NAME.match(name):
+        raise MaskError("The import name must be 1-50 letters, digits, dots, dashes or "
+                        "underscores.")
+    username = IMPORT_PREFIX + name
+    user = db.scalar(select(User).where(User.username == username))
+    if user is None:
+        # Not a usable password hash and inactive: the account can never log in.
+        user = User(username=username, password_hash="!import-" + secrets.token_hex(8),
+                    role="annotator", is_active=False)
+        db.add(user)
+        db.flush()
+    return user
+
+
+def _check_size(mask: np.ndarray, image: Image, name: str) -> None:
+    if mask.shape != (image.height, image.width):
+        raise MaskError(f"The mask {name!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
+                        f"image is {image.width}x{image.height}.")
+
+
+def parse_png_zip(data: bytes, images: list[Image], *, soft: bool,
+                  match_by: str) -> dict[int, tuple[Image, np.ndarray, str]]:
+    """Decode every PNG of a zip (other files are ignored) into {image id: (image, mask, name)}."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise MaskError("The upload is not a valid zip archive.", 400) from exc
+    matcher = ImageMatcher(images)
+    found: dict[int, tuple[Image, np.ndarray, str]] = {}
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if sum(i.file_size for i in infos) > 2 * 1024**3:
+            raise MaskError("The archive expands to more than the allowed size.", 413)
+        for info in infos:
+            path = PurePosixPath(info.filename)
+            if (path.suffix.lower() != ".png" or path.name.startswith(".")
+                    or "__MACOSX" in path.parts):
+                continue
+            image = matcher.match(info.filename, match_by)
+            if image.id in found:
+                raise MaskError(f"Two files are for the same image: {found[image.id][2]!r} and "
+                                f"{info.filename!r}.")
+            try:
+                raw = zf.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise MaskError(f"The archive entry {info.filename!r} is damaged.") from exc
+            mask = png_to_mask(raw, soft=soft, name=f"The mask {info.filename!r}")
+            _check_size(mask, image, info.filename)
+            found[image.id] = (image, mask, info.filename)
+    if not found:
+        raise MaskError("The archive holds no PNG mask.")
+    return found
+
+
+def parse_coco(data: bytes, images: list[Image],
+               match_by: str) -> dict[int, tuple[Image, np.ndarray, str]]:
+    """Decode a COCO JSON with RLE segmentations; several annotations of one image are united."""
+    try:
+        doc = json.loads(data)
+        coco_images = {int(i["id"]): i for i in doc["images"]}
+        annotations = list(doc["annotations"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MaskError("The file is not COCO JSON with images and annotations.") from exc
+    matcher = ImageMatcher(images)
+    found: dict[int, tuple[Image, np.ndarray, str]] = {}
+    for n, ann in enumerate(annotations):
+        try:
+            coco_image = coco_images[int(ann["image_id"])]
+            seg = ann["segmentation"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MaskError(f"Annotation {n} names no known image or has no segmentation.") from exc
+        if not isinstance(seg, dict):
+            raise MaskError(f"Annotation {n} is not an RLE segmentation (polygons are not "
+                            "accepted).")
+        label = str(coco_image.get("file_name") or coco_image["id"])
+        if match_by == "id":
+            image = matcher.match(str(coco_image["id"]), "id")
+        else:
+            try:
+                image = matcher.match(label, "filename")
+            except MaskError:
+                if match_by == "filename":
+                    raise
+                image = matcher.match(str(coco_image["id"]), "id")
+        mask = rle_decode(seg)
+        _check_size(mask, image, label)
+        if image.id in found:
+            found[image.id] = (image, found[image.id][1] | mask, label)
+        else:
+            found[image.id] = (image, mask, label)
+    if not found:
+        raise MaskError("The COCO file holds no annotation.")
+    return found
+
+
+def import_masks(
+    db: Session, dataset: Dataset, data: bytes, *, fmt: str, name: str,
+    status: str = "accepted", match_by: str = "auto",
+) -> tuple[User, list[int]]:
+    """Import masks as revisions of the pseudo-annotator import:<name>; all or nothing.
+
+    fmt: "png" (zip of binary PNGs), "coco" (COCO JSON with RLE), or "cub" (zip of soft grey
+    segmentations, binarised at >= 128, as CUB-200-2011 ships them).
+    """
+    if fmt not in ("png", "coco", "cub"):
+        raise MaskError("format must be png, coco or cub.")
+    if status not in ("submitted", "accepted"):
+        raise MaskError("status must be submitted or accepted.")
+    if match_by not in ("auto", "filename", "id"):
+        raise MaskError("match_by must be auto, filename or id.")
+    images = _images(db, dataset)
+    if fmt == "coco":
+        found = parse_coco(data, images, match_by)
+    else:
+        found = parse_png_zip(data, images, soft=fmt == "cub", match_by=match_by)
+    try:
+        user = _import_account(db, name)
+        now = utcnow()
+        batch = secrets.token_hex(6)
+        for image_id, (image, mask, _) in sorted(found.items()):
+            ann = db.scalar(select(Annotation).where(Annotation.image_id == image_id,
+                                                     Annotation.annotator_id == user.id))
+            if ann is None:
+                ann = Annotation(image_id=image_id, annotator_id=user.id, status=status,
+                                 latest_revision=0, created_at=now)
+                db.add(ann)
+                db.flush()
+            ann.latest_revision += 1
+            ann.status = status
+            ann.submitted_at = now
+            ann.updated_at = now
+            db.add(AnnotationRevision(
+                annotation_id=ann.id, revision=ann.latest_revision,
+                save_id=f"import-{batch}-{image_id}", mask_format="png",
+                mask_bytes=mask_to_png(mask), width=image.width, height=image.height,
+                area=int(np.count_nonzero(mask)), sha256=mask_sha256(mask), active_ms=0,
+                source=f"import:{fmt}", created_at=now,
+            ))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    _logger.info("imported %d %s masks into dataset %s as %s", len(found), fmt, dataset.id,
+                 user.username)
+    return user, sorted(found)
+
+
+# ---------------------------------------------------------------------------- training data
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def write_training_export(
+    db: Session, storage: LocalStorage, dataset_id: int, mask_set_id: int | None, out_dir: Path
+) -> Path:
+    """Write the training library's dataset folder and return the manifest's path.
+
+    out_dir/manifest.json: {"format": "sipat-dataset/1", "dataset", "classes" (names by index),
+    "mask_set": {"id", "hash"} | null, "images": [{"id", "file", "label", "split", "mask"}]};
+    images/<id>.<ext> hard-linked (or copied) from storage; masks/<id>.png the mask set's
+    consensus as 8-bit grey (0..255 = consensus in [0, 1]), for images in the mask set.
+    """
+    dataset = db.get(Dataset, dataset_id)
+    if dataset is None:
+        raise ValueError(f"dataset {dataset_id} does not exist")
+    mask_set = None
+    if mask_set_id is not None:
+        mask_set = db.get(MaskSet, mask_set_id)
+        if mask_set is None or mask_set.dataset_id != dataset_id:
+            raise ValueError(f"mask set {mask_set_id} does not belong to dataset {dataset_id}")
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    classes = sorted(dataset.classes, key=lambda c: c.index)
+    index_of = {c.id: c.index for c in classes}
+    items: dict[int, MaskSetItem] = {}
+    if mask_set is not None:
+        items = {it.image_id: it for it in mask_set.items}
+        (out_dir / "masks").mkdir(exist_ok=True)
+    records = []
+    for image in _images(db, dataset):
+        ext = PurePosixPath(image.storage_key).suffix or ".png"
+        rel = f"images/{image.id}{ext}"
+        _link_or_copy(storage.path(image.storage_key), out_dir / rel)
+        mask_rel = None
+        item = items.get(image.id)
+        if item is not None:
+            mask_rel = f"masks/{image.id}.png"
+            _write_grey(out_dir / mask_rel, item.consensus_png)
+        records.append({"id": image.id, "file": rel, "label": index_of[image.class_id],
+                        "split": image.split, "mask": mask_rel})
+    manifest = {
+        "format": "sipat-dataset/1",
+        "dataset": dataset.name,
+        "classes": [c.name for c in classes],
+        "mask_set": {"id": mask_set.id, "hash": mask_set.hash} if mask_set else None,
+        "images": records,
+    }
+    path = out_dir / "manifest.json"
+    tmp = out_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)  # a reader never sees half a manifest
+    return path
+
+
+def _write_grey(path: Path, png: bytes) -> None:
+    img = _open_png(png)
+    if img.mode != "L":
+        img = img.convert("L")
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        png = buf.getvalue()
+    path.write_bytes(png)
+

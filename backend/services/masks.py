@@ -1,0 +1,514 @@
+"""Binary masks: decoding what browsers and files send, compact storage, COCO RLE, and saving
+revisions of an annotation safely under concurrent (and repeated) requests.
+
+A mask is a 2-D numpy bool array of shape (height, width); True = salient.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.models import Annotation, AnnotationRevision, Dataset, Image, Skip, User, utcnow
+
+_logger = logging.getLogger(__name__)
+
+# A draft annotation without any saved revision is a claim on a queue slot handed out by
+# /annotate/next; it stops holding the slot after this long without a save.
+CLAIM_TTL = timedelta(minutes=30)
+
+
+class MaskError(ValueError):
+    """A mask or request refused for a reason the user can fix; the message is a sentence."""
+
+    def __init__(self, message: str, status_code: int = 422) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def decode_base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MaskError("The mask is not valid base64 data.") from exc
+
+
+def png_to_mask(data: bytes, *, soft: bool = False, name: str = "The mask") -> np.ndarray:
+    """Decode a PNG into a binary mask: alpha when the PNG has it, else grey >= 128.
+
+    A strict mask (soft=False) must hold only 0 and 255 in the channel used; soft
+    segmentations (CUB-200-2011 style) are binarised at >= 128 instead.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            img = PILImage.open(io.BytesIO(data))
+            if img.format != "PNG":
+                raise MaskError(f"{name} is not a PNG image.")
+            if img.width * img.height > 64_000_000:
+                raise MaskError(f"{name} is too large.")
+            img.load()
+    except MaskError:
+        raise
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError,
+            PILImage.DecompressionBombWarning) as exc:
+        raise MaskError(f"{name} could not be decoded as a PNG image.") from exc
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "L")
+    if img.mode in ("LA", "RGBA", "PA", "La", "RGBa"):
+        channel = np.asarray(img.getchannel("A"))
+    elif img.mode == "1":
+        channel = np.asarray(img.convert("L"))
+    elif img.mode in ("L", "RGB"):
+        channel = np.asarray(img.convert("L"))
+    elif img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        wide = np.asarray(img).astype(np.int64)
+        peak = 65535 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255
+        channel = (wide * 255 // peak).astype(np.uint8) if peak != 255 else wide.astype(np.uint8)
+    else:
+        raise MaskError(f"{name} has an unsupported PNG pixel format ({img.mode}).")
+    if not soft:
+        values = np.unique(channel)
+        if not np.isin(values, (0, 255)).all():
+            raise MaskError(
+                f"{name} is not binary: its pixels must be 0 or 255 "
+                f"(found {len(values)} distinct values)."
+            )
+    return channel >= 128
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    """A compact 1-bit PNG (about 1 bit per pixel before deflate)."""
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(mask, dtype=bool)).convert("1").save(
+        buf, "PNG", optimize=True
+    )
+    return buf.getvalue()
+
+
+def grey_png(values: np.ndarray) -> bytes:
+    """An 8-bit grey PNG of a uint8 array."""
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(values, dtype=np.uint8), mode="L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def mask_sha256(mask: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def load_revision_mask(rev: AnnotationRevision) -> np.ndarray:
+    if rev.mask_format == "rle":
+        return rle_decode({"size": [rev.height, rev.width], "counts": rev.mask_bytes.decode()})
+    return png_to_mask(rev.mask_bytes)
+
+
+# ---------------------------------------------------------------------------- COCO RLE
+
+
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO counts: run lengths of the column-major pixels, starting with zeros."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], change, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs.insert(0, 0)
+    return [int(r) for r in runs]
+
+
+def counts_to_string(counts: list[int]) -> str:
+    """COCO's compact string form: deltas against the count two back, 5 bits a character."""
+    out = []
+    for i, count in enumerate(counts):
+        x = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift: negative deltas end on all-ones
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def string_to_counts(text: str) -> list[int]:
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        x = 0
+        shift = 0
+        more = True
+        c = 0
+        while more:
+            if pos >= len(text):
+                raise MaskError("The RLE counts string ends in the middle of a number.")
+            c = ord(text[pos]) - 48
+            if c < 0 or c > 63:
+                raise MaskError("The RLE counts string holds an invalid character.")
+            x |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+        if c & 0x10:
+            x |= -1 << shift
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    h, w = mask.shape
+    return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskError("An RLE segmentation needs a size [height, width] and counts.") from exc
+    if h <= 0 or w <= 0 or h * w > 64_000_000:
+        raise MaskError("An RLE segmentation has an invalid size.")
+    if isinstance(counts, str):
+        runs = string_to_counts(counts)
+    elif isinstance(counts, list) and all(isinstance(c, int) for c in counts):
+        runs = counts
+    else:
+        raise MaskError("RLE counts must be a string or a list of integers.")
+    if any(r < 0 for r in runs) or sum(runs) != h * w:
+        raise MaskError("The RLE counts do not add up to the mask's size.")
+    values = np.zeros(len(runs), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, runs)
+    return flat.reshape((w, h)).T.copy()
+
+
+def bbox(mask: np.ndarray) -> list[int]:
+    """[x, y, width, height] of the salient pixels (zeros when empty), as COCO."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0, 0, 0, 0]
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+
+
+# ---------------------------------------------------------------------------- the queue
+
+
+def _holds_slot(now: datetime):
+    """Annotations that count against an image's annotators_per_image (imported masks of
+    the "import:<name>" pseudo-annotators do not: people still draw those images)."""
+    imported = select(User.id).where(User.username.like("import:%"))
+    return and_(
+        Annotation.status != "rejected",
+        Annotation.annotator_id.not_in(imported),
+        or_(Annotation.latest_revision > 0, Annotation.updated_at > now - CLAIM_TTL),
+    )
+
+
+def _available_images(user: User, now: datetime, dataset_id: int | None):
+    """Images another annotation could still go to, excluding this annotator's own."""
+    taken = (
+        select(Annotation.image_id, func.count().label("n"))
+        .where(_holds_slot(now))
+        .group_by(Annotation.image_id)
+        .subquery()
+    )
+    mine = select(Annotation.image_id).where(Annotation.annotator_id == user.id)
+    skipped = select(Skip.image_id).where(Skip.annotator_id == user.id)
+    n_taken = func.coalesce(taken.c.n, 0)
+    query = (
+        select(Image.id, Image.dataset_id, n_taken.label("n"))
+        .join(Dataset, Dataset.id == Image.dataset_id)
+        .outerjoin(taken, taken.c.image_id == Image.id)
+        .where(
+            Image.id.not_in(mine),
+            Image.id.not_in(skipped),
+            n_taken < Dataset.annotators_per_image,
+        )
+    )
+    if dataset_id is not None:
+        query = query.where(Image.dataset_id == dataset_id)
+    return query
+
+
+def _own_pending(user: User, dataset_id: int | None):
+    """This annotator's drafts and rejected masks (resume / redo), not skipped ones."""
+    skipped = select(Skip.image_id).where(Skip.annotator_id == user.id)
+    query = (
+        select(Annotation.image_id, Image.dataset_id, Annotation.status)
+        .join(Image, Image.id == Annotation.image_id)
+        .where(
+            Annotation.annotator_id == user.id,
+            Annotation.status.in_(("draft", "rejected")),
+            Annotation.image_id.not_in(skipped),
+        )
+    )
+    if dataset_id is not None:
+        query = query.where(Image.dataset_id == dataset_id)
+    return query
+
+
+def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
+    now = utcnow()
+    out: dict[int, int] = {}
+    for _, ds in db.execute(_own_pending(user, None).with_only_columns(
+        Annotation.image_id, Image.dataset_id
+    )).all():
+        out[ds] = out.get(ds, 0) + 1
+    avail = _available_images(user, now, None).subquery()
+    for ds, n in db.execute(
+        select(avail.c.dataset_id, func.count()).group_by(avail.c.dataset_id)
+    ).all():
+        out[ds] = out.get(ds, 0) + n
+    return out
+
+
+def remaining(db: Session, user: User, dataset_id: int | None) -> int:
+    counts = remaining_by_dataset(db, user)
+    return counts.get(dataset_id, 0) if dataset_id is not None else sum(counts.values())
+
+
+def _lock_queue(db: Session, dataset_id: int | None) -> None:
+    """Serialise the pick-and-claim of /next per dataset (PostgreSQL transaction lock).
+
+    SQLite needs nothing: its transactions begin IMMEDIATE, so writers are already serial.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(func.pg_advisory_xact_lock(7_400_000 + (dataset_id or 0))))
+
+
+def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
+    """The next image for this annotator, claimed for them; None when the queue is empty.
+
+    Own drafts and rejected masks come first (rejected first). Otherwise the image with
+    the most annotations still short of annotators_per_image (to finish images), lowest id
+    first. The pick and a claim (a draft annotation without revisions) happen under a
+    per-dataset lock, so two annotators asking at once do not both take the last slot. A
+    claim that sees no save for CLAIM_TTL stops holding the slot, so an abandoned tab does
+    not block an image for ever (the cost: an image may then get one mask too many).
+    """
+    own = db.execute(
+        _own_pending(user, dataset_id).order_by(
+            (Annotation.status == "rejected").desc(), Annotation.updated_at, Annotation.id
+        ).limit(1)
+    ).first()
+    if own is not None:
+        return db.get(Image, own[0])
+    _lock_queue(db, dataset_id)
+    now = utcnow()
+    avail = _available_images(user, now, dataset_id).subquery()
+    row = db.execute(
+        select(avail.c.id).order_by(avail.c.n.desc(), avail.c.id).limit(1)
+    ).first()
+    if row is None:
+        db.rollback()
+        return None
+    image = db.get(Image, row[0])
+    db.add(Annotation(image_id=image.id, annotator_id=user.id, status="draft",
+                      created_at=now, updated_at=now))
+    try:
+        db.commit()
+    except IntegrityError:  # a second tab of the same annotator claimed it at the same time
+        db.rollback()
+    return image
+
+
+def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
+    """Record a skip. A draft of this annotator on the image is abandoned with it; a mask
+    already submitted or accepted cannot be skipped (409)."""
+    ann = db.scalar(
+        select(Annotation).where(
+            Annotation.image_id == image.id, Annotation.annotator_id == user.id
+        )
+    )
+    if ann is not None and ann.status in ("submitted", "accepted"):
+        raise MaskError("You already submitted a mask for this image.", 409)
+    existing = db.scalar(
+        select(Skip).where(Skip.image_id == image.id, Skip.annotator_id == user.id)
+    )
+    if existing is None:
+        db.add(Skip(image_id=image.id, annotator_id=user.id, reason=reason))
+    else:
+        existing.reason = reason
+    if ann is not None and ann.status == "draft":
+        db.delete(ann)
+    try:
+        db.commit()
+    except IntegrityError:  # the same skip sent twice at once: the first one stands
+        db.rollback()
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+@dataclass
+class SaveResult:
+    annotation: Annotation
+    revision: AnnotationRevision
+    created: bool
+
+
+def _get_or_create_annotation(db: Session, user: User, image: Image) -> Annotation:
+    query = select(Annotation).where(
+        Annotation.image_id == image.id, Annotation.annotator_id == user.id
+    )
+    ann = db.scalar(query)
+    if ann is not None:
+        return ann
+    now = utcnow()
+    try:
+        with db.begin_nested():
+            ann = Annotation(image_id=image.id, annotator_id=user.id, status="draft",
+                             created_at=now, updated_at=now)
+            db.add(ann)
+    except IntegrityError:  # created by a concurrent request of the same annotator
+        ann = db.scalar(query)
+        assert ann is not None
+    return ann
+
+
+def _check_may_start(db: Session, user: User, image: Image) -> None:
+    """A first save on an image needs a free slot and no skip by this annotator."""
+    if db.scalar(select(Skip.id).where(Skip.image_id == image.id, Skip.annotator_id == user.id)):
+        raise MaskError("You skipped this image.", 409)
+    dataset = db.get(Dataset, image.dataset_id)
+    taken = db.scalar(
+        select(func.count()).select_from(Annotation).where(
+            Annotation.image_id == image.id, _holds_slot(utcnow())
+        )
+    ) or 0
+    if dataset is not None and taken >= dataset.annotators_per_image:
+        raise MaskError(
+            "This image already has enough masks; take the next one from your queue.", 409
+        )
+
+
+def save_mask(
+    db: Session,
+    user: User,
+    image: Image,
+    *,
+    save_id: str,
+    mask: np.ndarray,
+    active_ms: int,
+    source: str = "browser",
+    check_queue: bool = True,
+    status_after: str | None = None,
+) -> SaveResult:
+    """Add a revision to the user's annotation of the image (idempotent per save_id).
+
+    Saves on a submitted (not yet reviewed) mask are allowed and put it back to draft, so
+    the reviewer never sees a mask that changes after submission; a rejected one also
+    returns to draft (the redo); an accepted mask is final (409).
+    """
+    if mask.shape != (image.height, image.width):
+        raise MaskError(
+            f"The mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
+            f"{image.width}x{image.height}."
+        )
+    png = mask_to_png(mask)
+    digest = mask_sha256(mask)
+    area = int(np.count_nonzero(mask))
+    for attempt in range(3):
+        try:
+            return _save_once(db, user, image, save_id, png, digest, area, active_ms, source,
+                              check_queue, status_after)
+        except IntegrityError:
+            # Two identical save_ids raced past the lookup: the loser finds the winner's row.
+            db.rollback()
+            _logger.info("save %s on image %s retried after a conflict (%d)", save_id,
+                         image.id, attempt)
+    raise MaskError("The mask could not be saved because of concurrent saves; retry.", 409)
+
+
+def _save_once(db, user, image, save_id, png, digest, area, active_ms, source, check_queue,
+               status_after) -> SaveResult:
+    ann = db.scalar(
+        select(Annotation).where(
+            Annotation.image_id == image.id, Annotation.annotator_id == user.id
+        )
+    )
+    if ann is None:
+        if check_queue:
+            _check_may_start(db, user, image)
+        ann = _get_or_create_annotation(db, user, image)
+    # Row lock: saves of one annotation are serial, so revision numbers never collide and a
+    # repeated save_id is seen by the second request once the first has committed.
+    ann = db.scalar(
+        select(Annotation).where(Annotation.id == ann.id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    existing = db.scalar(
+        select(AnnotationRevision).where(
+            AnnotationRevision.annotation_id == ann.id, AnnotationRevision.save_id == save_id
+        )
+    )
+    if existing is not None:
+        db.commit()
+        return SaveResult(ann, existing, created=False)
+    if ann.status == "accepted" and status_after is None:
+        raise MaskError("This mask was already accepted; it can no longer be changed.", 409)
+    now = utcnow()
+    rev = AnnotationRevision(
+        annotation_id=ann.id, revision=ann.latest_revision + 1, save_id=save_id,
+        mask_format="png", mask_bytes=png, width=image.width, height=image.height,
+        area=area, sha256=digest, active_ms=active_ms, source=source, created_at=now,
+    )
+    db.add(rev)
+    ann.latest_revision = rev.revision
+    ann.active_ms = max(ann.active_ms or 0, active_ms)
+    ann.updated_at = now
+    if status_after is not None:
+        ann.status = status_after
+        if status_after in ("submitted", "accepted"):
+            ann.submitted_at = ann.submitted_at or now
+    elif ann.status in ("submitted", "rejected"):
+        ann.status = "draft"
+        ann.submitted_at = None
+    db.commit()
+    return SaveResult(ann, rev, created=True)
+
+
+def submit(db: Session, user: User, image: Image, last_save_id: str | None) -> Annotation:
+    ann = db.scalar(
+        select(Annotation).where(
+            Annotation.image_id == image.id, Annotation.annotator_id == user.id
+        ).with_for_update()
+    )
+    if ann is None or ann.latest_revision == 0:
+        raise MaskError("There is no saved mask to submit; draw and save first.", 409)
+    if last_save_id and not db.scalar(
+        select(AnnotationRevision.id).where(
+            AnnotationRevision.annotation_id == ann.id, AnnotationRevision.save_id == last_save_id
+        )
+    ):
+        raise MaskError("The last save has not reached the server yet; try again.", 409)
+    if ann.status == "accepted":
+        raise MaskError("This mask was already accepted.", 409)
+    if ann.status != "submitted":
+        ann.status = "submitted"
+        ann.submitted_at = utcnow()
+        ann.updated_at = ann.submitted_at
+    db.commit()
+    return ann
