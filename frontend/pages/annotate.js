@@ -98,8 +98,12 @@ export async function mount(root, { params, query, session, navigate }) {
         <div>
           <div class="muted small">${image.dataset_name}${data.remaining !== undefined ? ` · ${data.remaining} left` : ""}</div>
           <h2 class="class-name">${image.class_name}</h2>
-          <div class="muted small">${width} × ${height} px${data.annotation ? ` · revision ${data.annotation.revision} (${data.annotation.status})` : ""}</div>
+          <div class="muted small">${width} × ${height} px${data.annotation && data.annotation.revision
+            ? ` · revision ${data.annotation.revision} (${data.annotation.status})` : ""}
+            · time on task <span class="active-time">0:00</span></div>
         </div>
+        ${data.annotation && data.annotation.status === "rejected" ? html`<div class="review-note">
+          <strong>Returned by the reviewer.</strong> ${data.annotation.review_comment || "Please redo this mask."}</div>` : ""}
         <div class="instructions">${image.instructions ? image.instructions : html`<span class="muted">Paint the
           region of the image that shows why it is a ${image.class_name}.</span>`}</div>
         <div class="row">
@@ -193,6 +197,13 @@ export async function mount(root, { params, query, session, navigate }) {
   const knownRevision = Math.max(serverRev, useLocal ? local.knownRevision || 0 : 0);
   const timer = new ActiveTimer(activeStart);
   timer.start();
+  const activeEl = root.querySelector(".active-time");
+  const showActive = () => {
+    const sec = Math.floor(timer.ms / 1000);
+    activeEl.textContent = `${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, "0")}`;
+  };
+  showActive();
+  const activeInterval = setInterval(showActive, 1000);
 
   // ---- local stash after each stroke (debounced), then the queue sends it ----
   let unstashed = 0;
@@ -309,7 +320,9 @@ export async function mount(root, { params, query, session, navigate }) {
       mc.cancel();
       // Make sure the server holds the final drawing (and the final active time).
       const rec = queue.read(imageId);
-      const neverSaved = !data.annotation && !(rec && rec.lastSaveId) && !(rec && !rec.synced);
+      // A claimed image has an annotation at revision 0 (no mask yet): submit needs one save.
+      const serverHasMask = data.annotation && data.annotation.revision > 0;
+      const neverSaved = !serverHasMask && !(rec && rec.lastSaveId) && !(rec && !rec.synced);
       if (unstashed || stashTimer || neverSaved || timer.ms - lastStashedActive > 5000) {
         await stashNow();
       }
@@ -378,6 +391,7 @@ export async function mount(root, { params, query, session, navigate }) {
     if (unstashed || stashTimer) stashNow();
     else if (timer.ms > lastStashedActive) queue.updateActiveMs(imageId, timer.ms);
     timer.stop();
+    clearInterval(activeInterval);
     mc.destroy();
     queue.removeEventListener("state", onQueueState);
     window.removeEventListener("online", onNet);
