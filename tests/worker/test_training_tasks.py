@@ -224,9 +224,7 @@ def test_tiny_run_succeeds_with_epochs_stored(worker, db, dataset_id):
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert storage.exists(f"{run.checkpoint_key}/salience/salience.json")
     assert "epoch 3/3" in run.log_tail
-    print(
-        f"\ntiny run (3 epochs, 60 train images 12x12, small_cnn, PGD-3): {elapsed:.1f} s end to end"
-    )
+    print(f"\ntiny run (3 epochs, 60 images 12x12, small_cnn, PGD-3): {elapsed:.1f} s end to end")
     # a second delivery of the same finished run does nothing
     from backend.core.queue import TRAIN_TASK
 
@@ -263,7 +261,8 @@ def test_killed_worker_resumes_with_the_same_metrics(worker, db, dataset_id):
     worker.start()  # its start-up check finds the run it owned and queues it again
     resumed = wait_for(run_id, lambda r: r.state == "succeeded", worker)
     print(
-        f"\nkilled after epoch {killed_at.current_epoch}; restart -> succeeded in {time.monotonic() - t0:.1f} s"
+        f"\nkilled after epoch {killed_at.current_epoch}; "
+        f"restart -> succeeded in {time.monotonic() - t0:.1f} s"
     )
     assert resumed.attempts == 2
     assert (
