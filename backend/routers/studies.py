@@ -1,0 +1,144 @@
+"""Perception studies, the researcher's side: design, stimulus generation, open/close, results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from backend.deps import ResearcherUser, SessionDep
+from backend.models import Study
+from backend.schemas.studies import (
+    SourceRunsPublic,
+    StudiesPublic,
+    StudyCreate,
+    StudyDetail,
+    StudyPublic,
+)
+from backend.services import studies as service
+from backend.services.studies import StudyError
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+
+def get_study(study_id: int, db: SessionDep, _: ResearcherUser) -> Study:
+    study = db.get(Study, study_id)
+    if study is None:
+        raise HTTPException(404, detail="Study not found.")
+    return study
+
+
+StudyDep = Annotated[Study, Depends(get_study)]
+
+
+def _refused(exc: StudyError) -> HTTPException:
+    return HTTPException(exc.status_code, detail=str(exc))
+
+
+def _field_error(exc: StudyError) -> JSONResponse:
+    """The shape of request validation errors: one sentence plus per-field messages."""
+    return JSONResponse(
+        status_code=exc.status_code,
+        content={
+            "detail": f"Invalid input — {exc.field}: {exc}",
+            "errors": [{"field": exc.field, "message": str(exc)}],
+        },
+    )
+
+
+def _public(db, studies: list[Study], detail: bool = False) -> list[StudyPublic]:
+    counts = service.study_counts(db, [s.id for s in studies])
+    out: list[StudyPublic] = []
+    for s in studies:
+        cls = StudyDetail if detail else StudyPublic
+        item = cls.model_validate(s)
+        for k, v in counts[s.id].items():
+            setattr(item, k, v)
+        if isinstance(item, StudyDetail):
+            item.link_path = f"/s/{s.link_token}"
+        out.append(item)
+    return out
+
+
+@router.get("", response_model=StudiesPublic)
+def list_studies(_: ResearcherUser, db: SessionDep):
+    """All studies, newest first."""
+    studies = list(db.scalars(select(Study).order_by(Study.id.desc())))
+    return StudiesPublic(data=_public(db, studies), count=len(studies))
+
+
+@router.get("/source-runs", response_model=SourceRunsPublic)
+def list_source_runs(_: ResearcherUser, db: SessionDep):
+    """Finished training runs whose checkpoints can make stimuli."""
+    runs = service.source_runs(db)
+    return SourceRunsPublic(data=runs, count=len(runs))
+
+
+@router.post("", response_model=StudyDetail, status_code=201)
+def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep):
+    """Create a draft study (design fixed, stimuli not yet made)."""
+    try:
+        study = service.create_study(db, body, user)
+    except StudyError as exc:
+        db.rollback()
+        if exc.field:
+            return _field_error(exc)
+        raise _refused(exc) from exc
+    return _public(db, [study], detail=True)[0]
+
+
+@router.get("/{study_id}", response_model=StudyDetail)
+def get_study_detail(study: StudyDep, db: SessionDep):
+    """One study with its configuration, progress and participant link."""
+    return _public(db, [study], detail=True)[0]
+
+
+@router.post("/{study_id}/generate", response_model=StudyDetail)
+def generate(study: StudyDep, db: SessionDep):
+    """Start making the stimuli (a Celery task; progress in the study)."""
+    try:
+        service.start_generation(db, study)
+    except StudyError as exc:
+        raise _refused(exc) from exc
+    return _public(db, [study], detail=True)[0]
+
+
+@router.post("/{study_id}/open", response_model=StudyDetail)
+def open_study(study: StudyDep, db: SessionDep):
+    """Let participants in through the link."""
+    try:
+        service.set_open(db, study, True)
+    except StudyError as exc:
+        raise _refused(exc) from exc
+    return _public(db, [study], detail=True)[0]
+
+
+@router.post("/{study_id}/close", response_model=StudyDetail)
+def close_study(study: StudyDep, db: SessionDep):
+    """Stop admitting new participants (started sessions may finish)."""
+    try:
+        service.set_open(db, study, False)
+    except StudyError as exc:
+        raise _refused(exc) from exc
+    return _public(db, [study], detail=True)[0]
+
+
+@router.get("/{study_id}/results")
+def study_results(study: StudyDep, db: SessionDep) -> dict:
+    """Detection per run and epsilon with intervals, fitted curves and thresholds, exclusions."""
+    return service.results(db, study)
+
+
+@router.get("/{study_id}/trials.csv")
+def trials_csv(study: StudyDep, db: SessionDep) -> Response:
+    """Every trial as one CSV row (tidy): participant, stimulus, run, epsilon, answer, timing."""
+    return Response(
+        service.trials_csv(db, study),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="study-{study.id}-trials.csv"'},
+    )
+
+
+ROUTERS = [router]

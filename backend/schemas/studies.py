@@ -1,0 +1,267 @@
+"""API schemas of perception studies: the researcher's side and the participant's side.
+
+Participant schemas never carry an epsilon, a run, a side or a correct answer: the browser
+answers by opaque ids only (tests/backend/test_study_participate.py scans every response).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from backend.schemas.common import ORMModel
+
+MAX_EPS_255 = 64.0
+
+
+class AttackConfig(BaseModel):
+    # only L-inf PGD for now
+    name: Literal["pgd-linf"] = "pgd-linf"
+    # PGD iterations
+    steps: int = Field(default=20, ge=1, le=500)
+    # step size as a fraction of each stimulus's epsilon (alpha = alpha_ratio * eps)
+    alpha_ratio: float = Field(default=0.25, gt=0, le=2)
+    # uniform random start inside the budget (seeded per stimulus)
+    random_start: bool = True
+
+
+class ExclusionRules(BaseModel):
+    # a participant whose catch-trial accuracy is below this is excluded (0..1)
+    min_catch_accuracy: float = Field(default=0.75, ge=0, le=1)
+    # answers faster than this many milliseconds count as "too fast"
+    too_fast_ms: float = Field(default=200, ge=0, le=10_000)
+    # a participant with more than this share of too-fast main answers is excluded (0..1)
+    max_too_fast_fraction: float = Field(default=0.1, ge=0, le=1)
+    # exclude a participant who gave the same answer on every main trial
+    same_answer_throughout: bool = True
+
+
+class StudyTexts(BaseModel):
+    consent: str = Field(
+        default="This study is part of research on image perception. Taking part is voluntary; "
+        "you may stop at any time. We record your answers, response times, screen size and "
+        "your Prolific id, and nothing else.",
+        max_length=20_000,
+    )
+    instructions: str = Field(
+        default="Some images have been changed by adding a faint pattern. Look closely and "
+        "answer as accurately as you can.",
+        max_length=20_000,
+    )
+    debrief: str = Field(
+        default="Thank you. The changed images were made by an algorithm that tries to fool "
+        "image classifiers with changes people should not notice.",
+        max_length=20_000,
+    )
+
+
+class StudyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    design: Literal["2afc", "yesno"] = "2afc"
+    # finished training runs of one dataset whose checkpoints make the stimuli
+    run_ids: list[int] = Field(min_length=1, max_length=8)
+    # explicit images (any split of the runs' dataset) ...
+    image_ids: list[int] | None = Field(default=None, max_length=5000)
+    # ... or this many random test images, drawn with `seed`
+    num_random_images: int | None = Field(default=None, ge=1, le=5000)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    # the epsilon grid in grey levels (8 means 8/255)
+    epsilons_255: list[float] = Field(
+        default_factory=lambda: [0, 1, 2, 4, 8, 16], min_length=1, max_length=20
+    )
+    # main trials per run x epsilon cell (yes/no: per perturbed cell; as many clean trials again)
+    trials_per_condition: int = Field(default=2, ge=1, le=200)
+    # attention checks at a large epsilon, mixed into the main trials
+    catch_trials: int = Field(default=2, ge=0, le=100)
+    catch_epsilon_255: float = Field(default=32, gt=0, le=MAX_EPS_255)
+    # practice trials with feedback before the main trials (also at catch_epsilon_255)
+    practice_trials: int = Field(default=2, ge=0, le=50)
+    texts: StudyTexts = Field(default_factory=StudyTexts)
+    exclusion: ExclusionRules = Field(default_factory=ExclusionRules)
+    # where the participant is sent at the end; "{code}" is replaced by the completion code
+    completion_url: str | None = Field(default=None, max_length=2000)
+    # the study-wide completion code Prolific gave you; empty = a random code per participant
+    completion_code: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
+    # seeds image selection, attack random starts and trial order
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v.strip()
+
+    @field_validator("run_ids")
+    @classmethod
+    def _distinct_runs(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a run")
+        return v
+
+    @field_validator("image_ids")
+    @classmethod
+    def _distinct_images(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("must not repeat an image")
+        return v
+
+    @field_validator("epsilons_255")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        for e in v:
+            if not (0 <= e <= MAX_EPS_255):
+                raise ValueError(
+                    f"every epsilon must be between 0 and {MAX_EPS_255:g} (in /255 units)"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat an epsilon")
+        return sorted(v)
+
+    @field_validator("completion_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if not (v.startswith("https://") or v.startswith("http://")):
+            raise ValueError("must start with https:// or http://")
+        if "{code}" not in v:
+            raise ValueError("must contain the placeholder {code}")
+        return v
+
+    @model_validator(mode="after")
+    def _images_and_design(self) -> StudyCreate:
+        if (self.image_ids is None) == (self.num_random_images is None):
+            raise ValueError("give either image_ids or num_random_images, not both and not neither")
+        if self.design == "yesno" and not any(e > 0 for e in self.epsilons_255):
+            raise ValueError("a yes/no study needs at least one epsilon above 0")
+        return self
+
+
+class StudyPublic(ORMModel):
+    id: int
+    name: str
+    design: str
+    state: str
+    progress: float
+    error: str | None
+    link_token: str
+    created_at: datetime
+    run_ids: list[int] = []
+    num_sessions: int = 0
+    num_completed: int = 0
+    num_stimuli: int = 0
+
+
+class StudyDetail(StudyPublic):
+    config: dict[str, Any]
+    # the participant link path (prepend the site's origin and add Prolific's parameters)
+    link_path: str = ""
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
+class SourceRun(BaseModel):
+    id: int
+    name: str
+    method: str
+    dataset_id: int
+    dataset_name: str
+    image_size: int | None
+    finished_at: datetime | None
+
+
+class SourceRunsPublic(BaseModel):
+    data: list[SourceRun]
+    count: int
+
+
+# ---- participant side ---------------------------------------------------------------------
+
+
+class SessionStart(BaseModel):
+    prolific_pid: str | None = Field(default=None, max_length=128)
+    study_id: str | None = Field(default=None, max_length=128)
+    session_id: str | None = Field(default=None, max_length=128)
+
+
+class DeviceInfo(BaseModel):
+    screen_width: int = Field(ge=0, le=100_000)
+    screen_height: int = Field(ge=0, le=100_000)
+    window_width: int = Field(ge=0, le=100_000)
+    window_height: int = Field(ge=0, le=100_000)
+    device_pixel_ratio: float = Field(gt=0, le=16)
+    user_agent: str = Field(default="", max_length=1000)
+    touch_only: bool = False
+
+
+class StudyInfo(BaseModel):
+    """What a participant's page needs before it starts: texts and sizes, nothing else."""
+
+    name: str
+    design: str
+    accepting: bool
+    texts: StudyTexts
+    image_width: int
+    image_height: int
+    min_window_width: int
+    min_window_height: int
+
+
+class SessionState(BaseModel):
+    token: str
+    stage: str
+    design: str
+    practice_total: int
+    practice_done: int
+    main_total: int
+    main_done: int
+    completion_code: str | None = None
+    completion_url: str | None = None
+
+
+class TrialPayload(BaseModel):
+    """One trial as the browser sees it: an opaque id and opaque image URLs, in display order."""
+
+    id: str
+    phase: Literal["practice", "main"]
+    number: int
+    images: list[str]
+
+
+class TrialsPayload(BaseModel):
+    data: list[TrialPayload]
+
+
+class ExamplePayload(BaseModel):
+    original: str
+    changed: str
+
+
+class AnswerIn(BaseModel):
+    # 2AFC: "left" or "right" (which image was changed); yes/no: "yes" or "no"
+    answer: Literal["left", "right", "yes", "no"]
+    # milliseconds from the images appearing to the answer, measured by the page
+    rt_ms: float = Field(ge=0, le=3_600_000)
+    # when the images appeared, by the browser's clock
+    shown_at: datetime | None = None
+
+
+class AnswerOut(BaseModel):
+    trial: str
+    stored: bool
+    # only for practice trials, and only after the answer is stored
+    feedback: bool | None = None
+    stage: str
+    remaining: int
+
+
+class CompletionOut(BaseModel):
+    completion_code: str
+    completion_url: str | None
