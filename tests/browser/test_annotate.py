@@ -18,7 +18,8 @@ from .conftest import sign_in
 
 pytestmark = pytest.mark.browser
 
-READ_MASK = """() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => {
+READ_MASK = """() => new Promise((resolve) => requestAnimationFrame(() =>
+requestAnimationFrame(() => {
   const c = document.querySelector('.mc-mask');
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   const bits = new Uint8Array(c.width * c.height);
@@ -88,7 +89,9 @@ def open_first_image(page, seeded):
     expect(page).to_have_url(re.compile(r"#/annotate/\d+"))
     page.wait_for_selector(".mc-mask")
     image_id = int(re.search(r"#/annotate/(\d+)", page.url).group(1))
-    size = page.evaluate("() => [document.querySelector('.mc-mask').width, document.querySelector('.mc-mask').height]")
+    size = page.evaluate(
+        "() => { const c = document.querySelector('.mc-mask'); return [c.width, c.height]; }"
+    )
     page.keyboard.press("0")  # fit the (small) image to the window so strokes are precise
     return image_id, tuple(size)
 
@@ -198,12 +201,20 @@ def test_lasso_fills_and_cuts_remap_hotkey_and_skip_needs_a_reason(page, seeded)
     expect(page.locator(".hotkeys button.key").first).to_have_text("b")
     page.keyboard.press("l")
     # freehand lasso adds a filled region
-    stroke(page, [(w * 0.2, h * 0.2), (w * 0.8, h * 0.2), (w * 0.8, h * 0.8), (w * 0.2, h * 0.8)], (w, h))
+    stroke(
+        page,
+        [(w * 0.2, h * 0.2), (w * 0.8, h * 0.2), (w * 0.8, h * 0.8), (w * 0.2, h * 0.8)],
+        (w, h),
+    )
     filled = read_mask(page)
     assert filled[h // 2, w // 2] == 1 and filled[2, 2] == 0
     # holding Alt while closing cuts a hole
     page.keyboard.down("Alt")
-    stroke(page, [(w * 0.4, h * 0.4), (w * 0.6, h * 0.4), (w * 0.6, h * 0.6), (w * 0.4, h * 0.6)], (w, h))
+    stroke(
+        page,
+        [(w * 0.4, h * 0.4), (w * 0.6, h * 0.4), (w * 0.6, h * 0.6), (w * 0.4, h * 0.6)],
+        (w, h),
+    )
     page.keyboard.up("Alt")
     cut = read_mask(page)
     assert cut[h // 2, w // 2] == 0 and cut[int(h * 0.3), int(w * 0.3)] == 1

@@ -51,7 +51,8 @@ def test_import_zip_lists_dataset_and_shows_details(page, seeded, tmp_path):
     expect(thumbs).to_have_count(6)
     # thumbnails really load through /api/images/{id}/file
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.thumbs img')].every(i => i.complete && i.naturalWidth === 40)"
+        "() => [...document.querySelectorAll('.thumbs img')]"
+        ".every(i => i.complete && i.naturalWidth === 40)"
     )
 
     page.fill("form.settings textarea[name=instructions]", "Paint the wings.")
@@ -59,7 +60,9 @@ def test_import_zip_lists_dataset_and_shows_details(page, seeded, tmp_path):
     page.click("form.settings button[type=submit]")
     expect(page.locator("form.settings .form-ok")).to_have_text("Saved.")
     page.reload()
-    expect(page.locator("form.settings textarea[name=instructions]")).to_have_value("Paint the wings.")
+    expect(page.locator("form.settings textarea[name=instructions]")).to_have_value(
+        "Paint the wings."
+    )
     expect(page.locator("form.settings input[name=annotators_per_image]")).to_have_value("2")
 
 

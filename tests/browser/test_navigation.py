@@ -52,7 +52,9 @@ def test_each_role_gets_its_home_and_navigation(page, seeded, role):
         row.locator("select.role").select_option("researcher")
         expect(row.locator("select.role")).to_have_value("researcher")
         row.get_by_role("button", name="Deactivate").click()
-        expect(page.locator("table.users tbody tr", has_text="newbie").locator(".badge")).to_have_text("deactivated")
+        expect(
+            page.locator("table.users tbody tr", has_text="newbie").locator(".badge")
+        ).to_have_text("deactivated")
         users = page.request.get("/api/users").json()["data"]
         newbie = next(u for u in users if u["username"] == "newbie")
         assert newbie["role"] == "researcher" and newbie["is_active"] is False
@@ -66,7 +68,9 @@ def test_each_role_gets_its_home_and_navigation(page, seeded, role):
         expect(page.get_by_role("button", name="Start annotating")).to_be_enabled()
 
     # pages of other roles are refused in the page, not only by the API
-    other = {"admin": "#/datasets", "researcher": "#/admin/users", "annotator": "#/admin/users"}[role]
+    other = {"admin": "#/datasets", "researcher": "#/admin/users", "annotator": "#/admin/users"}[
+        role
+    ]
     page.goto(f"/{other}")
     expect(page.locator("h1")).to_have_text("Not available")
 

@@ -94,12 +94,18 @@ def test_pointer_handling_under_16ms_on_2048_image(chromium, live_server, seeded
         "() => ({pointer: [...__maskCanvasStats.pointer], flush: [...__maskCanvasStats.flush],"
         " commit: [...__maskCanvasStats.commit]})"
     )
-    pointer, flush, commit = summary(stats["pointer"]), summary(stats["flush"]), summary(stats["commit"])
+    pointer, flush, commit = (
+        summary(stats["pointer"]),
+        summary(stats["flush"]),
+        summary(stats["commit"]),
+    )
     print(
         f"\n2048x2048 pointermove handler: n={pointer['n']} median={pointer['median']:.2f} ms "
         f"p99={pointer['p99']:.2f} ms max={pointer['max']:.2f} ms"
-        f"\n  frame upload of changed pixels: median={flush['median']:.2f} ms p99={flush['p99']:.2f} ms"
-        f"\n  end of stroke (undo step): median={commit['median']:.2f} ms max={commit['max']:.2f} ms"
+        f"\n  frame upload of changed pixels: median={flush['median']:.2f} ms "
+        f"p99={flush['p99']:.2f} ms"
+        f"\n  end of stroke (undo step): median={commit['median']:.2f} ms "
+        f"max={commit['max']:.2f} ms"
     )
     assert pointer["n"] >= 500
     assert pointer["median"] < 16, pointer

@@ -1,0 +1,373 @@
+// Researcher's training runs (#/runs): the runs table (sort, filter, choose columns, select to
+// compare) and the launch form (per-field errors from the server; #/runs?clone=<id> fills it
+// from an earlier run).
+// Usage: routed by app.js; exports mount(root, ctx).
+
+import { api, ApiError } from "../lib/api.js";
+import { html, render } from "../lib/html.js";
+import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
+
+const METHOD_NAMES = {
+  standard: "Standard", pgd_at: "PGD-AT", sip_at: "SIP-AT", part: "PART", igd: "IGD", fast_sip_at: "Fast SIP-AT",
+};
+const MODELS = ["small_cnn", "preact_resnet18", "resnet18", "resnet50"];
+const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+// fields entered in grey levels (x/255) and sent in pixel units
+const BUDGETS = new Set(["eps", "alpha", "part_eps_low"]);
+
+const COLUMNS = [
+  { key: "name", label: "Name", sort: "name", always: true },
+  { key: "dataset", label: "Dataset" },
+  { key: "method", label: "Method", sort: "method" },
+  { key: "model", label: "Model" },
+  { key: "eps", label: "ε" },
+  { key: "seed", label: "Seed" },
+  { key: "state", label: "State", sort: "state" },
+  { key: "progress", label: "Progress", sort: "progress" },
+  { key: "clean", label: "Clean acc.", client: (r) => finalOf(r).clean_accuracy },
+  { key: "robust", label: "Robust acc. (train ε)", client: (r) => robustAtTrainEps(r) },
+  { key: "agreement", label: "Salience agreement", client: (r) => (finalOf(r).salience_agreement || {}).top_mass_in_mask },
+  { key: "tags", label: "Tags" },
+  { key: "created", label: "Created", sort: "created_at" },
+];
+const DEFAULT_COLUMNS = ["name", "dataset", "method", "model", "eps", "seed", "state", "progress", "clean", "robust", "created"];
+
+export function finalOf(run) {
+  const f = run.final_metrics || {};
+  return f.final || f;
+}
+
+function robustAtTrainEps(run) {
+  const pgd = finalOf(run).pgd_accuracy || {};
+  const eps = run.config.eps;
+  let best = null;
+  for (const [k, v] of Object.entries(pgd)) {
+    if (best === null || Math.abs(Number(k) - eps) < Math.abs(Number(best[0]) - eps)) best = [k, v];
+  }
+  return best ? best[1] : undefined;
+}
+
+const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
+
+export function stateBadge(state) {
+  return html`<span class="state state-${state}" data-state="${state}">${state}</span>`;
+}
+
+function loadColumns() {
+  try {
+    const saved = JSON.parse(localStorage.getItem("runs.columns") || "null");
+    if (Array.isArray(saved) && saved.length) return new Set(saved);
+  } catch { /* fall back to the defaults */ }
+  return new Set(DEFAULT_COLUMNS);
+}
+
+export async function mount(root, ctx) {
+  ensureChartStyles();
+  const state = {
+    sort: "-created_at", clientSort: null, filters: { dataset_id: "", method: "", state: "", tag: "" },
+    columns: loadColumns(), selected: new Set(), runs: [], datasets: [], defaults: {},
+  };
+  let timer = null;
+  let alive = true;
+
+  render(root, html`
+    <section class="page wide runs-page">
+      <div class="row"><h1>Training runs</h1><span class="spacer"></span>
+        <button type="button" class="compare-btn" disabled>Compare selected</button>
+        <button type="button" class="primary new-run">New run</button></div>
+      <div class="launch"></div>
+      <form class="row filters" aria-label="Filter runs">
+        <label>Dataset <select name="dataset_id"><option value="">all</option></select></label>
+        <label>Method <select name="method"><option value="">all</option>
+          ${Object.entries(METHOD_NAMES).map(([k, v]) => html`<option value="${k}">${v}</option>`)}</select></label>
+        <label>State <select name="state"><option value="">all</option>
+          ${STATES.map((s) => html`<option>${s}</option>`)}</select></label>
+        <label>Tag <input name="tag" type="text" placeholder="any"></label>
+        <details class="columns"><summary>Columns</summary>
+          ${COLUMNS.filter((c) => !c.always).map((c) => html`<label class="inline"><input type="checkbox" name="col"
+            value="${c.key}" ${state.columns.has(c.key) ? "checked" : ""}> ${c.label}</label>`)}</details>
+      </form>
+      <p class="form-error list-error" role="alert"></p>
+      <table class="data runs"><thead></thead><tbody><tr><td class="muted">Loading…</td></tr></tbody></table>
+    </section>`);
+  const $ = (s) => root.querySelector(s);
+
+  try {
+    const [ds, defaults] = await Promise.all([api("/api/datasets"), api("/api/runs/defaults")]);
+    state.datasets = ds.data;
+    state.defaults = defaults.defaults;
+  } catch (err) {
+    $(".list-error").textContent = err.message;
+  }
+  const dsSelect = $(".filters select[name=dataset_id]");
+  dsSelect.insertAdjacentHTML("beforeend", String(html`${state.datasets.map((d) => html`<option value="${d.id}">${d.name}</option>`)}`));
+
+  $(".filters").addEventListener("change", (e) => {
+    if (e.target.name === "col") {
+      if (e.target.checked) state.columns.add(e.target.value); else state.columns.delete(e.target.value);
+      localStorage.setItem("runs.columns", JSON.stringify([...state.columns]));
+      drawTable();
+      return;
+    }
+    state.filters[e.target.name] = e.target.value.trim();
+    load();
+  });
+  $(".filters").addEventListener("submit", (e) => e.preventDefault());
+  $(".filters input[name=tag]").addEventListener("input", (e) => {
+    state.filters.tag = e.target.value.trim();
+    clearTimeout(tagTimer);
+    tagTimer = setTimeout(load, 300);
+  });
+  let tagTimer = null;
+  $(".new-run").addEventListener("click", () => openForm(null));
+  $(".compare-btn").addEventListener("click", () => ctx.navigate(`#/compare?ids=${[...state.selected].join(",")}`));
+
+  async function load() {
+    const params = new URLSearchParams({ sort: state.sort });
+    for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
+    try {
+      const res = await api(`/api/runs?${params}`);
+      if (!alive) return;
+      state.runs = res.data;
+      $(".list-error").textContent = "";
+      drawTable();
+    } catch (err) {
+      if (alive) $(".list-error").textContent = err.message;
+    }
+    clearTimeout(timer);
+    if (alive && state.runs.some((r) => r.state === "queued" || r.state === "running")) timer = setTimeout(load, 3000);
+  }
+
+  function cell(key, r) {
+    switch (key) {
+      case "name": return html`<a href="#/runs/${r.id}">${r.name || `run ${r.id}`}</a>`;
+      case "dataset": return r.dataset_name;
+      case "method": return METHOD_NAMES[r.method] || r.method;
+      case "model": return r.config.model;
+      case "eps": return epsLabel(r.config.eps);
+      case "seed": return r.config.seed;
+      case "state": return stateBadge(r.state);
+      case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${Math.round(r.progress * 100)}%"></div></div>`;
+      case "clean": return pct(finalOf(r).clean_accuracy);
+      case "robust": return pct(robustAtTrainEps(r));
+      case "agreement": return pct((finalOf(r).salience_agreement || {}).top_mass_in_mask);
+      case "tags": return (r.tags || []).join(", ");
+      case "created": return new Date(r.created_at).toLocaleString();
+      default: return "";
+    }
+  }
+
+  function drawTable() {
+    const cols = COLUMNS.filter((c) => c.always || state.columns.has(c.key));
+    let rows = [...state.runs];
+    if (state.clientSort) {
+      const col = COLUMNS.find((c) => c.key === state.clientSort.key);
+      const v = (r) => { const x = col.client(r); return Number.isFinite(x) ? x : -Infinity; };
+      rows.sort((a, b) => (v(a) - v(b)) * state.clientSort.dir);
+    }
+    const arrow = (c) => {
+      if (c.sort && !state.clientSort && state.sort.replace("-", "") === c.sort) return state.sort.startsWith("-") ? " ▼" : " ▲";
+      if (c.client && state.clientSort && state.clientSort.key === c.key) return state.clientSort.dir < 0 ? " ▼" : " ▲";
+      return "";
+    };
+    render($("table.runs thead"), html`<tr><th><span class="muted" title="select to compare">✓</span></th>
+      ${cols.map((c) => html`<th data-col="${c.key}" class="${c.sort || c.client ? "sortable" : ""}"
+        style="${c.sort || c.client ? "cursor:pointer" : ""}">${c.label}${arrow(c)}</th>`)}</tr>`);
+    if (!rows.length) {
+      render($("table.runs tbody"), html`<tr><td colspan="${cols.length + 1}" class="muted">No runs match. Launch one with “New run”.</td></tr>`);
+    } else {
+      render($("table.runs tbody"), html`${rows.map((r) => html`<tr data-run="${r.id}">
+        <td><input type="checkbox" class="pick" value="${r.id}" aria-label="select run ${r.id}" ${state.selected.has(r.id) ? "checked" : ""}></td>
+        ${cols.map((c) => html`<td class="col-${c.key}">${cell(c.key, r)}</td>`)}</tr>`)}`);
+    }
+    $(".compare-btn").disabled = state.selected.size < 1;
+    $(".compare-btn").textContent = `Compare selected (${state.selected.size})`;
+  }
+
+  $("table.runs").addEventListener("click", (e) => {
+    const th = e.target.closest("th[data-col]");
+    if (th) {
+      const col = COLUMNS.find((c) => c.key === th.dataset.col);
+      if (col.sort) {
+        state.clientSort = null;
+        state.sort = state.sort === `-${col.sort}` ? col.sort : `-${col.sort}`;
+        load();
+      } else if (col.client) {
+        const dir = state.clientSort && state.clientSort.key === col.key ? -state.clientSort.dir : -1;
+        state.clientSort = { key: col.key, dir };
+        drawTable();
+      }
+    }
+  });
+  $("table.runs").addEventListener("change", (e) => {
+    if (!e.target.classList.contains("pick")) return;
+    const id = Number(e.target.value);
+    if (e.target.checked) state.selected.add(id); else state.selected.delete(id);
+    drawTable();
+  });
+
+  // ------------------------------------------------------------------ launch form
+
+  async function openForm(cloneId) {
+    let values = { ...state.defaults, seed: 0, dataset_id: state.datasets[0] ? state.datasets[0].id : "" };
+    let clonedFrom = null;
+    if (cloneId) {
+      try {
+        const c = await api(`/api/runs/${cloneId}/clone`);
+        values = { ...values, ...Object.fromEntries(Object.entries(c.form).filter(([, v]) => v !== null)) };
+        clonedFrom = c.cloned_from_id;
+      } catch (err) {
+        $(".list-error").textContent = err.message;
+      }
+    }
+    const v = (k) => (values[k] === undefined || values[k] === null ? "" : values[k]);
+    const budget = (k) => (values[k] === undefined || values[k] === null ? "" : +(values[k] * 255).toFixed(3));
+    const err = (...names) => html`<span class="field-error" data-for="${names.join(" ")}"></span>`;
+    const num = (name, label, attrs = "") => html`<label>${label}<input type="number" name="${name}" value="${BUDGETS.has(name) ? budget(name) : v(name)}" step="any" ${attrs}>${err(name)}</label>`;
+    render($(".launch"), html`
+      <form class="card launch-form" novalidate aria-label="Launch a training run">
+        <h2>${clonedFrom ? `New run (clone of run ${clonedFrom})` : "New run"}</h2>
+        <fieldset><legend>What</legend><div class="fields">
+          <label>Name<input type="text" name="name" value="${v("name")}" maxlength="200" placeholder="optional">${err("name")}</label>
+          <label>Dataset<select name="dataset_id">${state.datasets.map((d) => html`<option value="${d.id}" ${String(d.id) === String(values.dataset_id) ? "selected" : ""}>${d.name}</option>`)}</select>${err("dataset_id")}</label>
+          <label>Method<select name="method">${Object.entries(METHOD_NAMES).map(([k, n]) => html`<option value="${k}" ${k === values.method ? "selected" : ""}>${n}</option>`)}</select>${err("method")}</label>
+          <label>Model<select name="model">${MODELS.map((m) => html`<option ${m === values.model ? "selected" : ""}>${m}</option>`)}</select>${err("model")}</label>
+          <label>Seed(s)<input type="text" name="seeds" value="${values.seeds && values.seeds.length ? values.seeds.join(", ") : v("seed")}" placeholder="0 or 0, 1, 2">${err("seed", "seeds")}</label>
+          <label>Tags<input type="text" name="tags" value="${(values.tags || []).join(", ")}" placeholder="comma separated">${err("tags")}</label>
+        </div></fieldset>
+        <fieldset><legend>Attack (ε, step in grey levels /255)</legend><div class="fields">
+          ${num("eps", "ε (/255)")}${num("alpha", "Step α (/255)")}${num("steps", "PGD steps")}
+        </div></fieldset>
+        <fieldset><legend>Optimisation</legend><div class="fields">
+          ${num("epochs", "Epochs")}${num("batch_size", "Batch size")}${num("lr", "Learning rate")}
+          <label>Schedule<select name="schedule">${["step", "cosine", "none"].map((s) => html`<option ${s === values.schedule ? "selected" : ""}>${s}</option>`)}</select>${err("schedule")}</label>
+          ${num("image_size", "Image size (px, blank = as stored)")}
+        </div></fieldset>
+        <fieldset class="only sip_at fast_sip_at"><legend>SIP-AT masks</legend><div class="fields">
+          <label>Mask source<select name="mask_source">${[["human", "human (mask set)"], ["gradcam", "automatic: Grad-CAM"], ["input_gradient", "automatic: input gradient"]].map(([k, n]) => html`<option value="${k}" ${k === values.mask_source ? "selected" : ""}>${n}</option>`)}</select>${err("mask_source")}</label>
+          <label class="src-human">Mask set<select name="mask_set_id"><option value="">—</option></select>${err("mask_set_id")}</label>
+          <label class="src-auto">Model for automatic maps (finished run)<select name="auto_mask_run_id"><option value="">—</option></select>${err("auto_mask_run_id")}</label>
+          ${num("mask_fraction", "Share of images with a map (0–1)")}${num("mask_threshold", "Binarise threshold")}
+        </div></fieldset>
+        <fieldset class="only part"><legend>PART</legend><div class="fields">
+          ${num("part_warmup_epochs", "Warm-up epochs (PGD-AT)")}${num("part_eps_low", "Low budget ε (/255)")}
+        </div></fieldset>
+        <fieldset class="only igd"><legend>IGD</legend><div class="fields">
+          <label>Teacher (finished standard run)<select name="igd_teacher_run_id"><option value="">—</option></select>${err("igd_teacher_run_id")}</label>
+          ${num("igd_lambda", "λ (distillation weight)")}
+        </div></fieldset>
+        <fieldset><legend>Evaluation</legend><div class="fields">
+          <label>Robust accuracy at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => +(e * 255).toFixed(3)).join(", ")}">${err("eval_eps")}</label>
+          ${num("eval_subset", "Test images attacked")}${num("eval_steps", "PGD steps (eval)")}
+        </div></fieldset>
+        <p class="form-error launch-error" role="alert"></p>
+        <div class="row end"><button type="button" class="cancel-form">Close</button>
+          <button type="submit" class="primary launch-btn">Launch</button></div>
+      </form>`);
+    const form = $(".launch-form");
+    const methodSel = form.elements.method;
+    const sync = () => {
+      for (const fs of form.querySelectorAll("fieldset.only")) fs.hidden = !fs.classList.contains(methodSel.value);
+      const human = form.elements.mask_source.value === "human";
+      form.querySelector(".src-human").hidden = !human;
+      form.querySelector(".src-auto").hidden = human;
+    };
+    async function fillChoices() {
+      const dsId = form.elements.dataset_id.value;
+      const sets = await api(`/api/datasets/${dsId}/mask-sets`).catch(() => ({ data: [] }));
+      const done = await api(`/api/runs?state=succeeded&dataset_id=${dsId}`).catch(() => ({ data: [] }));
+      const opt = (val, label, chosen) => html`<option value="${val}" ${String(val) === String(chosen) ? "selected" : ""}>${label}</option>`;
+      render(form.elements.mask_set_id, html`<option value="">—</option>${sets.data.map((s) => opt(s.id, `${s.name} (${s.num_images} images, ${s.hash.slice(0, 8)})`, values.mask_set_id))}`);
+      render(form.elements.auto_mask_run_id, html`<option value="">—</option>${done.data.map((r) => opt(r.id, `#${r.id} ${r.name}`, values.auto_mask_run_id))}`);
+      render(form.elements.igd_teacher_run_id, html`<option value="">—</option>${done.data.filter((r) => r.method === "standard").map((r) => opt(r.id, `#${r.id} ${r.name}`, values.igd_teacher_run_id))}`);
+    }
+    form.addEventListener("change", (e) => {
+      if (e.target.name === "dataset_id") fillChoices();
+      sync();
+    });
+    sync();
+    fillChoices();
+    form.querySelector(".cancel-form").addEventListener("click", () => { render($(".launch"), html``); });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+      for (const el of form.querySelectorAll(".invalid")) el.classList.remove("invalid");
+      form.querySelector(".launch-error").textContent = "";
+      const body = readForm(form);
+      if (body === null) return;
+      const btn = form.querySelector(".launch-btn");
+      btn.disabled = true;
+      try {
+        const url = clonedFrom ? `/api/runs?cloned_from=${clonedFrom}` : "/api/runs";
+        const res = await api(url, { method: "POST", body });
+        render($(".launch"), html``);
+        if (res.data.length === 1) ctx.navigate(`#/runs/${res.data[0].id}`);
+        else ctx.navigate(`#/compare?ids=${res.data.map((r) => r.id).join(",")}`);
+      } catch (ex) {
+        showErrors(form, ex);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+    form.scrollIntoView({ block: "start" });
+  }
+
+  const cloneId = ctx.query.get("clone");
+  await load();
+  if (cloneId) openForm(cloneId);
+  return () => { alive = false; clearTimeout(timer); clearTimeout(tagTimer); };
+}
+
+/** The form as the API's RunCreate body; marks local parse errors and returns null on one. */
+function readForm(form) {
+  const el = form.elements;
+  const body = { name: el.name.value.trim(), dataset_id: Number(el.dataset_id.value), method: el.method.value,
+    model: el.model.value, schedule: el.schedule.value };
+  const method = el.method.value;
+  const numbers = ["eps", "alpha", "steps", "epochs", "batch_size", "lr", "image_size", "eval_subset", "eval_steps"];
+  if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
+  if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");
+  if (method === "igd") numbers.push("igd_lambda");
+  const local = [];
+  for (const name of numbers) {
+    const raw = el[name].value.trim();
+    if (raw === "") continue;
+    const n = Number(raw);
+    if (!Number.isFinite(n)) { local.push({ field: name, message: "must be a number" }); continue; }
+    body[name] = BUDGETS.has(name) ? n / 255 : n;
+  }
+  const seeds = el.seeds.value.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (seeds.some((s) => !Number.isInteger(s))) local.push({ field: "seeds", message: "seeds are whole numbers" });
+  else if (seeds.length === 1) body.seed = seeds[0];
+  else if (seeds.length > 1) body.seeds = seeds;
+  body.tags = el.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+  const evalEps = el.eval_eps.value.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (evalEps.some((x) => !Number.isFinite(x))) local.push({ field: "eval_eps", message: "a list of numbers (/255)" });
+  else if (evalEps.length) body.eval_eps = evalEps.map((x) => x / 255);
+  if (method === "sip_at" || method === "fast_sip_at") {
+    body.mask_source = el.mask_source.value;
+    if (body.mask_source === "human" && el.mask_set_id.value) body.mask_set_id = Number(el.mask_set_id.value);
+    if (body.mask_source !== "human" && el.auto_mask_run_id.value) body.auto_mask_run_id = Number(el.auto_mask_run_id.value);
+  }
+  if (method === "igd" && el.igd_teacher_run_id.value) body.igd_teacher_run_id = Number(el.igd_teacher_run_id.value);
+  if (local.length) {
+    showErrors(form, new ApiError(422, "Check the marked fields.", { errors: local }));
+    return null;
+  }
+  return body;
+}
+
+function showErrors(form, ex) {
+  const errors = (ex.body && Array.isArray(ex.body.errors)) ? ex.body.errors : [];
+  let shownAll = errors.length > 0;
+  for (const { field, message } of errors) {
+    const slot = [...form.querySelectorAll(".field-error")].find((s) => s.dataset.for.split(" ").includes(field));
+    if (!slot) { shownAll = false; continue; }
+    slot.textContent = message;
+    const input = slot.parentElement.querySelector("input, select");
+    if (input) input.classList.add("invalid");
+  }
+  form.querySelector(".launch-error").textContent = shownAll ? "The run was not launched: fix the marked fields." : ex.message;
+  const first = form.querySelector(".invalid");
+  if (first) first.focus();
+}
