@@ -18,12 +18,15 @@ const ROUTES = [
   { path: /^\/datasets\/(\d+)$/, load: () => import("./pages/dataset-detail.js"), roles: ["researcher"] },
   { path: /^\/annotate$/, load: () => import("./pages/annotate-queue.js"), roles: ["annotator"] },
   { path: /^\/annotate\/(\d+)$/, load: () => import("./pages/annotate.js"), roles: ["annotator"] },
+  { path: /^\/runs$/, load: () => import("./pages/runs.js"), roles: ["researcher", "admin"] },
+  { path: /^\/runs\/(\d+)$/, load: () => import("./pages/run.js"), roles: ["researcher", "admin"] },
+  { path: /^\/compare$/, load: () => import("./pages/compare.js"), roles: ["researcher", "admin"] },
 ];
 
 // Only pages that exist get a navigation entry.
 const NAV = {
   admin: [["#/home", "Home"], ["#/admin/users", "Users"]],
-  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"]],
+  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/runs", "Runs"]],
   annotator: [["#/home", "Home"], ["#/annotate", "Annotate"]],
 };
 

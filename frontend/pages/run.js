@@ -1,0 +1,172 @@
+// One training run (#/runs/<id>): live curves (polled every 2 s while it is queued or running),
+// progress with time left, log tail, config, reproducibility record, downloads, cancel / retry /
+// clone, final robust accuracy against epsilon, and its salience beside the human masks.
+// Usage: routed by app.js; exports mount(root, ctx).
+
+import { api } from "../lib/api.js";
+import { html, raw, render } from "../lib/html.js";
+import { ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
+import { finalOf, stateBadge } from "./runs.js";
+
+const POLL_MS = 2000;
+const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
+
+function duration(s) {
+  if (!Number.isFinite(s)) return "";
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function kvTable(obj) {
+  const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td><code>${
+    v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}</code></td></tr>`);
+  return html`<table class="data kv">${rows}</table>`;
+}
+
+export function epochCharts(series) {
+  // series: [{name, epochs: [metrics...]}]; one chart for loss, one for accuracies
+  const one = series.length === 1;
+  const loss = series.map((s) => ({ name: one ? "train loss" : s.name, points: s.epochs.map((e) => [e.epoch, e.train_loss]) }));
+  const acc = series.flatMap((s, i) => [
+    { name: one ? "clean" : `${s.name} clean`, points: s.epochs.map((e) => [e.epoch, e.clean_accuracy]), colorIndex: i },
+    { name: one ? "robust" : `${s.name} robust`, points: s.epochs.map((e) => [e.epoch, e.robust_accuracy]), dashed: true, colorIndex: i },
+  ]);
+  if (!one) {
+    const palette = ["#2f6fde", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#e67700", "#0b7285", "#5c940d"];
+    for (const s of acc) s.color = palette[s.colorIndex % palette.length];
+  }
+  return html`<div class="charts">
+    <div class="chart chart-loss">${lineChartSafe({ title: "Training loss", xLabel: "epoch", series: loss })}</div>
+    <div class="chart chart-acc">${lineChartSafe({ title: "Accuracy (robust: PGD at the training ε)", xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
+  </div>`;
+}
+
+/** lineChart output is markup we built (labels escaped inside); wrap it as trusted html. */
+export function lineChartSafe(opts) {
+  return raw(lineChart(opts));
+}
+
+export function robustVsEpsChart(series) {
+  // series: [{name, pgd: {eps: acc}}]
+  const s = series.map((x) => ({ name: x.name, points: Object.entries(x.pgd || {}).map(([e, a]) => [Number(e), a]) }));
+  return lineChartSafe({ title: "Robust accuracy against ε (PGD)", xLabel: "ε", yMin: 0, yMax: 1, series: s, xFormat: epsLabel });
+}
+
+export async function mount(root, ctx) {
+  ensureChartStyles();
+  const id = Number(ctx.params[0]);
+  let timer = null;
+  let alive = true;
+  let salienceShown = false;
+
+  render(root, html`<section class="page wide run-page">
+    <p><a href="#/runs">← All runs</a></p>
+    <div class="run-head"></div>
+    <p class="form-error action-error" role="alert"></p>
+    <div class="run-curves"></div>
+    <div class="grid-2" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;margin-top:16px">
+      <div><h2>Final evaluation</h2><div class="run-final muted">Not finished yet.</div></div>
+      <div><h2>Log</h2><pre class="log-tail">…</pre></div>
+      <div><h2>Configuration</h2><div class="run-config"></div></div>
+      <div><h2>Reproducibility</h2><div class="run-repro"></div><h2 style="margin-top:12px">Downloads</h2><div class="run-downloads"></div></div>
+    </div>
+    <div class="run-salience" style="margin-top:16px"></div>
+  </section>`);
+  const $ = (s) => root.querySelector(s);
+
+  async function act(path) {
+    $(".action-error").textContent = "";
+    try {
+      await api(`/api/runs/${id}/${path}`, { method: "POST" });
+    } catch (err) {
+      $(".action-error").textContent = err.message;
+    }
+    load();
+  }
+  $(".run-head").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-act]");
+    if (!b) return;
+    if (b.dataset.act === "clone") ctx.navigate(`#/runs?clone=${id}`);
+    else act(b.dataset.act);
+  });
+
+  async function load() {
+    let run;
+    try {
+      run = await api(`/api/runs/${id}`);
+    } catch (err) {
+      if (!alive) return;
+      $(".action-error").textContent = err.message;
+      timer = setTimeout(load, POLL_MS * 2);
+      return;
+    }
+    if (!alive) return;
+    draw(run);
+    clearTimeout(timer);
+    if (run.state === "queued" || run.state === "running") timer = setTimeout(load, POLL_MS);
+    else if (run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(); }
+  }
+
+  function draw(run) {
+    const active = run.state === "queued" || run.state === "running";
+    const left = run.time_left_s !== null && run.time_left_s !== undefined ? `about ${duration(run.time_left_s)} left` : "";
+    render($(".run-head"), html`
+      <div class="row"><h1 class="run-name">${run.name || `Run ${run.id}`}</h1> ${stateBadge(run.state)}
+        ${run.cancel_requested && run.state === "running" ? html`<span class="muted">stopping…</span>` : ""}
+        <span class="spacer"></span>
+        ${active ? html`<button type="button" class="danger" data-act="cancel" ${run.cancel_requested ? "disabled" : ""}>Cancel</button>` : ""}
+        ${run.state === "failed" || run.state === "cancelled" ? html`<button type="button" data-act="retry">Retry</button>` : ""}
+        <button type="button" data-act="clone">Clone</button>
+        <a class="button" href="#/compare?ids=${run.id}">Compare…</a></div>
+      <p class="muted">#${run.id} · ${run.dataset_name} · ${run.method} · ${run.config.model} · ε ${epsLabel(run.config.eps)} · seed ${run.config.seed}
+        ${run.tags.length ? html` · tags ${run.tags.join(", ")}` : ""}${run.cloned_from_id ? html` · cloned from <a href="#/runs/${run.cloned_from_id}">#${run.cloned_from_id}</a>` : ""}</p>
+      <div class="row"><div class="progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+        aria-valuenow="${Math.round(run.progress * 100)}"><div style="width:${Math.round(run.progress * 100)}%"></div></div>
+        <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${left ? ` · ${left}` : ""}</span>
+        ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
+      ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}`);
+    render($(".run-curves"), epochCharts([{ name: run.name, epochs: run.epochs.map((e) => e.metrics) }]));
+    const log = $(".log-tail");
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.textContent = run.log_tail || "(no output yet)";
+    if (atBottom) log.scrollTop = log.scrollHeight;
+    render($(".run-config"), kvTable(run.config));
+    render($(".run-repro"), kvTable(run.reproducibility));
+    const dl = Object.entries(run.downloads || {});
+    render($(".run-downloads"), dl.length
+      ? html`${dl.map(([name, url]) => html`<a class="button" href="${url}" download>${name}</a> `)}`
+      : html`<span class="muted">Available when the run has finished.</span>`);
+    const f = finalOf(run);
+    if (run.final_metrics) {
+      const agree = f.salience_agreement;
+      render($(".run-final"), html`
+        <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images;
+          PGD-${f.pgd_steps} on ${f.robust_subset}.</p>
+        <table class="data"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
+          <tr><td>robust acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
+        ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}
+        ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
+          <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>` : ""}`);
+      $(".run-final").classList.remove("muted");
+    }
+  }
+
+  async function drawSalience() {
+    let s;
+    try { s = await api(`/api/runs/${id}/salience`); } catch { return; }
+    if (!alive || !s.available) return;
+    const a = s.agreement;
+    render($(".run-salience"), html`<h2>Salience beside robustness</h2>
+      <p class="muted">The model's own ${s.kind} maps next to the human consensus masks on test images${a ? html` —
+        mean share of the top salience mass inside the mask: <strong>${pct(a.top_mass_in_mask)}</strong> over ${a.n} images` : " (this run's data has no human masks)"}.</p>
+      <div class="salience-grid">${s.samples.map((x) => html`<figure>
+        <div class="row"><img src="${x.image_url}" alt="image"><img src="${x.model_url}" alt="model salience">
+          ${x.human_url ? html`<img src="${x.human_url}" alt="human mask">` : ""}</div>
+        <figcaption class="muted">label ${x.label}, predicted ${x.predicted}${Number.isFinite(x.agreement) ? ` · agreement ${pct(x.agreement)}` : ""}</figcaption>
+      </figure>`)}</div>`);
+  }
+
+  await load();
+  return () => { alive = false; clearTimeout(timer); };
+}
