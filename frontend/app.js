@@ -16,6 +16,7 @@ const ROUTES = [
   { path: /^\/admin\/users$/, load: () => import("./pages/admin-users.js"), roles: ["admin"] },
   { path: /^\/datasets$/, load: () => import("./pages/datasets.js"), roles: ["researcher"] },
   { path: /^\/datasets\/(\d+)$/, load: () => import("./pages/dataset-detail.js"), roles: ["researcher"] },
+  { path: /^\/review$/, load: () => import("./pages/review.js"), roles: ["researcher"] },
   { path: /^\/annotate$/, load: () => import("./pages/annotate-queue.js"), roles: ["annotator"] },
   { path: /^\/annotate\/(\d+)$/, load: () => import("./pages/annotate.js"), roles: ["annotator"] },
   { path: /^\/runs$/, load: () => import("./pages/runs.js"), roles: ["researcher", "admin"] },
@@ -26,7 +27,7 @@ const ROUTES = [
 // Only pages that exist get a navigation entry.
 const NAV = {
   admin: [["#/home", "Home"], ["#/admin/users", "Users"]],
-  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/runs", "Runs"]],
+  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"]],
   annotator: [["#/home", "Home"], ["#/annotate", "Annotate"]],
 };
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 NAV = {
     "admin": ["Home", "Users"],
-    "researcher": ["Home", "Datasets"],
+    "researcher": ["Home", "Datasets", "Review", "Runs"],
     "annotator": ["Home", "Annotate"],
 }
 

@@ -1,0 +1,49 @@
+"""Review: an annotator submits a mask; the researcher sees it over its image in the review
+queue, cannot reject without a comment, rejects with one; the mask returns first in the
+annotator's queue with the comment and the drawing as it was."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import sign_in
+from .test_annotate import open_first_image, read_mask, stroke
+
+pytestmark = pytest.mark.browser
+
+
+def test_reject_with_comment_returns_mask_to_annotator(chromium, live_server, seeded):
+    ctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    image_id, (w, h) = open_first_image(page, seeded)
+    page.locator("input[data-size=brush]").fill(str(max(2, w // 6)))
+    stroke(page, [(w * 0.3, h * 0.3), (w * 0.7, h * 0.6)], (w, h))
+    drawn = read_mask(page)
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(lambda url: f"#/annotate/{image_id}" not in url)
+
+    rctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
+    review = rctx.new_page()
+    sign_in(review, "researcher")
+    review.locator(".app-header nav").get_by_role("link", name="Review").click()
+    card = review.locator(".review-card").first
+    expect(card).to_contain_text("annotator")
+    # the preview canvas is the image at its own size
+    expect(card.locator("canvas.mask-preview")).to_have_attribute("width", str(w))
+    card.get_by_role("button", name="Reject").click()
+    expect(card.locator(".form-error")).to_contain_text("Say why")
+    card.locator("textarea[name=comment]").fill("Cover the whole object, please.")
+    card.get_by_role("button", name="Reject").click()
+    expect(card.locator(".status")).to_have_text("rejected")
+    rctx.close()
+
+    page.goto("/#/annotate")
+    page.get_by_role("button", name="Start annotating").click()
+    expect(page).to_have_url(re.compile(rf"#/annotate/{image_id}\b"))
+    expect(page.locator(".review-note")).to_contain_text("Cover the whole object, please.")
+    assert np.array_equal(read_mask(page), drawn)
+    ctx.close()
