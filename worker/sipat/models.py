@@ -34,16 +34,18 @@ class Normalized(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks and a linear head: fast enough for tests and CPU benchmarks."""
+    """Three conv-BN-ReLU blocks (two max-pools) and a linear head: for tests and CPU runs."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32):
         super().__init__()
         w = width
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            *block(in_channels, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w)
+        )
         self.head = nn.Linear(4 * w, num_classes)
 
     @property

@@ -1,0 +1,7 @@
+"""python -m worker.sipat ..."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

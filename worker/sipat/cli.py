@@ -1,0 +1,176 @@
+"""Command line: train, evaluate, make-benchmark-data, compare.
+
+    python -m worker.sipat train --config cfg.json --out runs/a [--set eps=0.03 --set method=sip_at]
+    python -m worker.sipat evaluate --checkpoint runs/a/final.pt [--data DIR] [--eps 2/255,8/255]
+    python -m worker.sipat make-benchmark-data --out data/bench
+    python -m worker.sipat compare --dataset salience --seeds 0,1,2 --out runs/compare
+
+Re-running the same train command after a kill resumes from the last finished epoch.
+A bad configuration prints one line naming the field and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .config import ConfigError, TrainConfig, TrainingCancelled
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return float(Fraction(text))  # 8/255
+        except (ValueError, ZeroDivisionError):
+            return text
+
+
+def _eps_list(text: str) -> list[float]:
+    return [float(Fraction(t)) for t in text.split(",") if t]
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    d = {}
+    if args.config:
+        try:
+            d = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError("config", f"cannot read {args.config}: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError("config", "must be a JSON object")
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(key or "--set", "expected key=value")
+        d[key.strip()] = _parse_value(value)
+    if args.data:
+        d["data_dir"] = args.data
+    return TrainConfig.from_dict(d)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = build_config(args)
+    if cfg.data_dir is None:
+        raise ConfigError("data_dir", "is required (in the config, --set data_dir=... or --data)")
+    if not Path(cfg.data_dir).is_dir():
+        raise ConfigError("data_dir", f"directory not found: {cfg.data_dir}")
+    out = Path(args.out)
+    result = train(cfg, out, progress=not args.no_progress,
+                   on_epoch=lambda e, n, m: print(json.dumps(m), flush=True))  # fmt: skip
+    print(json.dumps({"final": result["final"], "out": str(out)}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.data, _eps_list(args.eps), subset=args.subset,
+                                 autoattack_n=args.autoattack_n, inequality_n=args.inequality_n,
+                                 device=args.device)  # fmt: skip
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_make_benchmark_data(args: argparse.Namespace) -> int:
+    """Write the salience benchmark in the app's export format (sipat-dataset/1)."""
+    from .benchmark_data import salience_benchmark
+
+    data = salience_benchmark(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed)
+    out = Path(args.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    entries, i = [], 0
+    for split, ts in (("train", data.train), ("test", data.test)):
+        for k in range(len(ts)):
+            Image.fromarray(ts.images[k].permute(1, 2, 0).numpy()).save(out / f"images/{i}.png")
+            Image.fromarray(np.ascontiguousarray(ts.maps[k, 0].numpy())).save(out / f"masks/{i}.png")
+            entries.append({"id": i, "file": f"images/{i}.png", "label": int(ts.labels[k]), "split": split,
+                            "mask": f"masks/{i}.png"})  # fmt: skip
+            i += 1
+    manifest = {"format": "sipat-dataset/1", "dataset": "salience-benchmark", "classes": data.classes,
+                "mask_set": None, "images": entries}  # fmt: skip
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    print(f"wrote {i} images to {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import VARIANTS, markdown_table, run_compare
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = _parse_value(value)
+    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
+    seeds = [int(s) for s in args.seeds.split(",")]
+    summary = run_compare(args.dataset, seeds, Path(args.out), variants, overrides, progress=not args.no_progress)
+    print(markdown_table(summary))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m worker.sipat", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one run (resumes if --out holds a checkpoint)")
+    t.add_argument("--config", help="JSON file with TrainConfig fields")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable)")
+    t.add_argument("--data", help="data directory (overrides data_dir)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", help="data directory (default: the run's data_dir)")
+    e.add_argument("--eps", default="1/255,2/255,4/255,8/255", help="comma-separated epsilon grid")
+    e.add_argument("--subset", type=int, default=500, help="test images for PGD")
+    e.add_argument("--autoattack-n", type=int, default=0, help="test images for AutoAttack (0 = skip)")
+    e.add_argument("--inequality-n", type=int, default=0, help="images for the inequality tests (0 = skip)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--out", help="also write the JSON here")
+    e.set_defaults(func=cmd_evaluate)
+    m = sub.add_parser("make-benchmark-data", help="write the salience benchmark as an export directory")
+    m.add_argument("--out", required=True)
+    m.add_argument("--n-train", type=int, default=1200)
+    m.add_argument("--n-test", type=int, default=400)
+    m.add_argument("--image-size", type=int, default=16)
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_make_benchmark_data)
+    c = sub.add_parser("compare", help="all methods x seeds on a benchmark, prints a markdown table")
+    c.add_argument("--dataset", choices=["salience", "mnist"], default="salience")
+    c.add_argument("--seeds", default="0,1,2")
+    c.add_argument("--variants", help="comma-separated subset of the variants")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field")
+    c.add_argument("--out", required=True)
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except TrainingCancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

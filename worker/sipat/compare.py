@@ -1,0 +1,89 @@
+"""Train every method on one dataset over several seeds and tabulate clean / robust accuracy.
+
+Runs go to out_dir/<dataset>/seed<k>/<variant>/ and resume like any training run. The
+standard model of each seed is the IGD teacher and the source of the automatic masks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .benchmark_data import mnist_strokes, salience_benchmark
+from .config import TrainConfig
+from .data import DataBundle
+from .train import train
+
+_logger = logging.getLogger(__name__)
+
+VARIANTS = ("standard", "pgd_at", "sip_at", "sip_at_auto", "part", "igd", "fast_sip_at")
+LABELS = {
+    "standard": "Standard", "pgd_at": "PGD-AT", "sip_at": "SIP-AT (true masks)",
+    "sip_at_auto": "SIP-AT (automatic masks, Grad-CAM of the standard model)", "part": "PART",
+    "igd": "IGD", "fast_sip_at": "fast SIP-AT (masked FGSM-RS)",
+}  # fmt: skip
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "salience": dict(epochs=6, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4, crop_padding=2,
+                     eps=8 / 255, alpha=2 / 255, steps=5, eval_eps=[8 / 255], eval_subset=300,
+                     eval_steps=20, part_warmup_epochs=2),
+    "mnist": dict(epochs=5, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4, crop_padding=2,
+                  hflip=False, eps=0.2, alpha=0.05, steps=5, eval_eps=[0.2], eval_subset=300,
+                  eval_steps=20, part_eps_low=0.175, part_warmup_epochs=2),
+}  # fmt: skip
+
+
+def load_named(dataset: str) -> DataBundle:
+    if dataset == "salience":
+        return salience_benchmark(n_train=1200, n_test=400, image_size=16, region=6, seed=0)
+    if dataset == "mnist":
+        return mnist_strokes()
+    raise ValueError(f"unknown dataset {dataset!r}: salience or mnist")
+
+
+def run_compare(dataset: str, seeds: list[int], out_dir: Path, variants=VARIANTS,
+                overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    data = load_named(dataset)
+    base = {**PRESETS[dataset], **(overrides or {})}
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for seed in seeds:
+        root = out_dir / dataset / f"seed{seed}"
+        teacher = str(root / "standard" / "final.pt")
+        for v in ("standard", *[v for v in variants if v != "standard"]):
+            extra: dict[str, Any] = {}
+            method = v
+            if v == "sip_at_auto":
+                method, extra = "sip_at", {"mask_source": "gradcam", "auto_mask_model": teacher}
+            elif v == "igd":
+                extra = {"igd_teacher": teacher}
+            cfg = TrainConfig.from_dict({**base, **extra, "method": method, "seed": seed})
+            r = train(cfg, root / v, data=data, progress=progress)
+            if v in results:
+                acc = r["final"]["pgd_accuracy"]
+                results[v].append({"clean": r["final"]["clean_accuracy"], "robust": list(acc.values())[-1]})
+            _logger.info("%s seed %d %s: %s", dataset, seed, v, results.get(v, [None])[-1])
+    summary = {"dataset": dataset, "source": data.source, "seeds": seeds, "config": base, "results": results}
+    (out_dir / dataset).mkdir(parents=True, exist_ok=True)
+    (out_dir / dataset / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    eps = summary["config"]["eval_eps"][-1]
+    lines = [f"| method | clean accuracy (%) | PGD-{summary['config']['eval_steps']} accuracy at eps {eps:.4g} (%) |",
+             "|---|---|---|"]  # fmt: skip
+    for v, runs in summary["results"].items():
+        lines.append(f"| {LABELS.get(v, v)} | {_ms([r['clean'] for r in runs])} | {_ms([r['robust'] for r in runs])} |")
+    return "\n".join(lines)
+
+
