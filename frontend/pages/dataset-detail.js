@@ -1,9 +1,11 @@
 // Dataset detail (#/datasets/{id}): classes, splits, editable instructions / annotators per
-// image / description, and a paged grid of image thumbnails (filter by split).
+// image / description, a paged grid of image thumbnails (filter by split), and the masks
+// panel (agreement, mask sets, export / import; see dataset-masks.js).
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
+import { mountMasksPanel } from "./dataset-masks.js";
 
 const PAGE = 50;
 
@@ -50,6 +52,7 @@ export async function mount(root, { params }) {
         <div class="thumbs" style="margin-top:12px"></div>
         <div class="row" style="margin-top:12px"><button type="button" class="more" hidden>Load more</button></div>
       </div>
+      <div class="masks-panel"></div>
     </section>`);
 
   const form = root.querySelector("form.settings");
@@ -104,4 +107,5 @@ export async function mount(root, { params }) {
   splitSel.addEventListener("change", () => loadPage(true));
   more.addEventListener("click", () => loadPage(false));
   await loadPage(true);
+  await mountMasksPanel(root.querySelector(".masks-panel"), id);
 }

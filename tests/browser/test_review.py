@@ -47,3 +47,41 @@ def test_reject_with_comment_returns_mask_to_annotator(chromium, live_server, se
     expect(page.locator(".review-note")).to_contain_text("Cover the whole object, please.")
     assert np.array_equal(read_mask(page), drawn)
     ctx.close()
+
+
+def test_accept_then_agreement_mask_set_and_export(chromium, live_server, seeded):
+    import io
+    import zipfile
+
+    ctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    image_id, (w, h) = open_first_image(page, seeded)
+    page.locator("input[data-size=brush]").fill(str(max(2, w // 5)))
+    stroke(page, [(w * 0.2, h * 0.5), (w * 0.8, h * 0.5)], (w, h))
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(lambda url: f"#/annotate/{image_id}" not in url)
+    ctx.close()
+
+    rctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 1000})
+    page = rctx.new_page()
+    sign_in(page, "researcher")
+    page.goto(f"/#/review?dataset={seeded['dataset_id']}&status=submitted")
+    card = page.locator(".review-card").first
+    card.get_by_role("button", name="Accept").click()
+    expect(card.locator(".status")).to_have_text("accepted")
+
+    page.goto(f"/#/datasets/{seeded['dataset_id']}")
+    page.get_by_role("button", name="Compute").click()
+    expect(page.locator("table.annotators tbody tr")).to_have_count(1)
+    expect(page.locator("table.annotators tbody tr")).to_contain_text("annotator")
+
+    page.fill("form.freeze input[name=name]", "first set")
+    page.get_by_role("button", name="Freeze consensus").click()
+    expect(page.locator("table.sets tbody tr", has_text="first set")).to_have_count(1)
+
+    href = page.locator("a.export-png").get_attribute("href")
+    r = page.request.get(href)
+    assert r.ok, r.text()
+    names = zipfile.ZipFile(io.BytesIO(r.body())).namelist()
+    assert any(n.endswith(".png") for n in names), names
+    rctx.close()
