@@ -69,7 +69,7 @@ export async function mountMasksPanel(el, datasetId) {
       const a = await api(`/api/datasets/${datasetId}/agreement?statuses=${encodeURIComponent(statusesSel.value)}`);
       out.classList.remove("muted");
       render(out, html`
-        <p>${a.num_images} images with masks · mean pairwise IoU <strong>${pct(a.mean_pairwise_iou)}</strong> ·
+        <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${pct(a.mean_pairwise_iou)}</strong> ·
           split-half IoU (human ceiling) <strong>${pct(a.split_half_iou)}</strong> ·
           split-half correlation <strong>${pct(a.split_half_correlation)}</strong></p>
         <table class="data annotators"><thead><tr><th>Annotator</th><th class="num">Masks</th>

@@ -1,5 +1,6 @@
-// Read-only preview of a mask over its image (review, consensus): the image at its own pixels
-// with the mask tinted on top. Grey masks (consensus) are drawn with proportional opacity.
+// Read-only preview of a mask over its image (review, consensus): the image at its own pixels,
+// dimmed outside the mask so the salient region reads on any image colour. Grey masks
+// (consensus) dim in proportion.
 // Usage: import { drawMaskPreview } from "/static/components/mask-preview/mask-preview.js";
 //   const canvas = document.createElement("canvas");
 //   await drawMaskPreview(canvas, "/api/images/3/file", "/api/annotations/9/mask.png");
@@ -14,7 +15,7 @@ function load(src) {
 }
 
 /** Draw image + tinted mask into canvas (sized to the image); returns the salient fraction. */
-export async function drawMaskPreview(canvas, imageUrl, maskUrl, { color = [255, 40, 90], opacity = 0.55 } = {}) {
+export async function drawMaskPreview(canvas, imageUrl, maskUrl, { dim = 0.7 } = {}) {
   const [img, mask] = await Promise.all([load(imageUrl), load(maskUrl)]);
   const w = img.naturalWidth, h = img.naturalHeight;
   canvas.width = w;
@@ -36,10 +37,8 @@ export async function drawMaskPreview(canvas, imageUrl, maskUrl, { color = [255,
   for (let i = 0; i < d.length; i += 4) {
     const v = hasAlpha ? d[i + 3] : d[i]; // salience 0..255
     if (v >= 128) on++;
-    d[i] = color[0];
-    d[i + 1] = color[1];
-    d[i + 2] = color[2];
-    d[i + 3] = Math.round(v * opacity);
+    d[i] = d[i + 1] = d[i + 2] = 0;
+    d[i + 3] = Math.round((255 - v) * dim);
   }
   mctx.putImageData(data, 0, 0);
   ctx.drawImage(m, 0, 0);
