@@ -129,7 +129,9 @@ def _save(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
             f"The mask is declared as {body.width}x{body.height} pixels but the image is "
             f"{image.width}x{image.height}."
         )
-    mask = svc.png_to_mask(svc.decode_base64(body.mask_png_base64))
+    mask = svc.png_to_mask(
+        svc.decode_base64(body.mask_png_base64), expected_size=(body.width, body.height)
+    )
     if mask.shape != (body.height, body.width):
         raise svc.MaskError(
             f"The PNG is {mask.shape[1]}x{mask.shape[0]} pixels, not the declared "
