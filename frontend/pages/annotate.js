@@ -47,6 +47,9 @@ function blobToDataUrl(blob) {
   });
 }
 
+const COLORS = { pink: [255, 40, 90], cyan: [0, 220, 255], green: [40, 230, 60], yellow: [255, 230, 0], blue: [40, 80, 255] };
+const COLOR_STORAGE = "salience-mask-color";
+
 const TOOL_BUTTONS = [
   ["brush", "Brush", "B"],
   ["eraser", "Eraser", "E"],
@@ -78,6 +81,8 @@ export async function mount(root, { params, query, session, navigate }) {
           <input type="checkbox" name="cut"> Lasso cuts <kbd>X</kbd></label>
         <label class="opacity">Mask opacity <span class="val"></span>
           <input type="range" min="0" max="100" name="opacity"></label>
+        <label>Mask colour <select name="color">
+          ${Object.keys(COLORS).map((c) => html`<option>${c}</option>`)}</select></label>
         <div class="tool-group">
           <button type="button" data-action="undo" title="Undo (Ctrl+Z)">Undo</button>
           <button type="button" data-action="redo" title="Redo (Ctrl+Shift+Z)">Redo</button>
@@ -104,8 +109,8 @@ export async function mount(root, { params, query, session, navigate }) {
         </div>
         ${data.annotation && data.annotation.status === "rejected" ? html`<div class="review-note">
           <strong>Returned by the reviewer.</strong> ${data.annotation.review_comment || "Please redo this mask."}</div>` : ""}
-        <div class="instructions">${image.instructions ? image.instructions : html`<span class="muted">Paint the
-          region of the image that shows why it is a ${image.class_name}.</span>`}</div>
+        <div class="instructions">${image.instructions ? image.instructions
+          : html`<span class="muted">Paint the region of the image that shows why it is a ${image.class_name}.</span>`}</div>
         <div class="row">
           <button type="button" class="primary submit" title="Submit (Ctrl+Enter)">Submit</button>
           <button type="button" class="skip-open">Skip…</button>
@@ -268,6 +273,14 @@ export async function mount(root, { params, query, session, navigate }) {
   }
 
   // ---- toolbar ----
+  const colorSel = root.querySelector("select[name=color]");
+  const savedColor = localStorage.getItem(COLOR_STORAGE);
+  if (savedColor && COLORS[savedColor]) { colorSel.value = savedColor; mc.setColor(COLORS[savedColor]); }
+  colorSel.addEventListener("change", () => {
+    mc.setColor(COLORS[colorSel.value]);
+    localStorage.setItem(COLOR_STORAGE, colorSel.value);
+    host.focus({ preventScroll: true });
+  });
   const opacityInput = root.querySelector("input[name=opacity]");
   opacityInput.value = String(Math.round(mc.opacity * 100));
   function syncTools() {

@@ -393,6 +393,14 @@ export class MaskCanvas extends EventTarget {
 
   setOpacity(opacity) { this.opacity = opacity; this.overlayVisible = true; this._applyOpacity(); }
 
+  /** Overlay colour [r, g, b] (display only: the saved PNG is always white + alpha). */
+  setColor(rgb) {
+    const d = this.raster.data;
+    for (let i = 0; i < d.length; i += 4) { d[i] = rgb[0]; d[i + 1] = rgb[1]; d[i + 2] = rgb[2]; }
+    this.raster.renderBox = [0, 0, this.width, this.height];
+    this._scheduleFlush();
+  }
+
   toggleOverlay() { this.overlayVisible = !this.overlayVisible; this._applyOpacity(); }
 
   undo() {
