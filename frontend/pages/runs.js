@@ -92,15 +92,18 @@ export async function mount(root, ctx) {
     </section>`);
   const $ = (s) => root.querySelector(s);
 
-  try {
-    const [ds, defaults] = await Promise.all([api("/api/datasets"), api("/api/runs/defaults")]);
-    state.datasets = ds.data;
-    state.defaults = defaults.defaults;
-  } catch (err) {
-    $(".list-error").textContent = err.message;
-  }
-  const dsSelect = $(".filters select[name=dataset_id]");
-  dsSelect.insertAdjacentHTML("beforeend", String(html`${state.datasets.map((d) => html`<option value="${d.id}">${d.name}</option>`)}`));
+  // the form and the filters need the datasets and defaults: listeners wait for them
+  const ready = (async () => {
+    try {
+      const [ds, defaults] = await Promise.all([api("/api/datasets"), api("/api/runs/defaults")]);
+      state.datasets = ds.data;
+      state.defaults = defaults.defaults;
+    } catch (err) {
+      $(".list-error").textContent = err.message;
+    }
+    const dsSelect = $(".filters select[name=dataset_id]");
+    dsSelect.insertAdjacentHTML("beforeend", String(html`${state.datasets.map((d) => html`<option value="${d.id}">${d.name}</option>`)}`));
+  })();
 
   $(".filters").addEventListener("change", (e) => {
     if (e.target.name === "col") {
@@ -209,6 +212,7 @@ export async function mount(root, ctx) {
   // ------------------------------------------------------------------ launch form
 
   async function openForm(cloneId) {
+    await ready;
     let values = { ...state.defaults, seed: 0, dataset_id: state.datasets[0] ? state.datasets[0].id : "" };
     let clonedFrom = null;
     if (cloneId) {
@@ -313,7 +317,7 @@ export async function mount(root, ctx) {
   }
 
   const cloneId = ctx.query.get("clone");
-  await load();
+  await Promise.all([ready, load()]);
   if (cloneId) openForm(cloneId);
   return () => { alive = false; clearTimeout(timer); clearTimeout(tagTimer); };
 }
