@@ -49,14 +49,14 @@ def _texture(cls: int, n: int) -> np.ndarray:
 
 
 def salience_benchmark(
-    n_train: int = 3000,
-    n_test: int = 1000,
-    image_size: int = 24,
+    n_train: int = 1000,
+    n_test: int = 300,
+    image_size: int = 16,
     region: int = 8,
-    fragile_amplitude: float = 4 / 255,
+    fragile_amplitude: float = 10 / 255,
     shape_contrast: float = 0.35,
     shape_reliability: float = 0.8,
-    noise_std: float = 3 / 255,
+    noise_std: float = 2 / 255,
     seed: int = 0,
 ) -> DataBundle:
     """The generated salience benchmark (4 classes, RGB, uint8); see the module docstring."""
