@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -12,7 +13,15 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.deps import AnnotatorUser, ImageDep, SessionDep, SettingsDep
+from backend.deps import (
+    AnnotatorUser,
+    ImageDep,
+    SessionDep,
+    SettingsDep,
+    get_current_user,
+    require_roles,
+)
+from backend.deps import get_image as lookup_image
 from backend.models import Annotation, Dataset, DatasetClass, Image, User
 from backend.schemas.annotations import (
     AnnotateDataset,
@@ -29,6 +38,11 @@ from backend.schemas.annotations import (
 from backend.services import masks as svc
 
 router = APIRouter(prefix="/annotate", tags=["annotate"])
+
+# Saves decoding and writing at once, per server process. More would not go faster on a few
+# cores; it would only hold more database connections (PostgreSQL allows ~100 in all).
+_SAVE_SLOTS = threading.BoundedSemaphore(8)
+_ANNOTATOR_ONLY = require_roles("annotator")
 
 
 def _item(db: Session, user: User, image: Image) -> AnnotateItem:
@@ -123,7 +137,24 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _save(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
+def _save(request: Request, db: Session, image_id: int, raw: bytes) -> MaskSaved:
+    """Log-in check, lookups and the save, in one bounded slot: a connection is taken only
+    here, so a burst of saves never holds more than a few database connections."""
+    with _SAVE_SLOTS:
+        try:
+            user = _ANNOTATOR_ONLY(get_current_user(request, db))
+            image = lookup_image(image_id, db)
+            try:
+                body = MaskSave.model_validate_json(raw or b"null")
+            except ValidationError as exc:
+                errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+                raise RequestValidationError(errors) from None
+            return _save_now(db, user, image, body)
+        finally:
+            db.rollback()  # nothing is pending after a save; frees the connection at once
+
+
+def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
     if (body.width, body.height) != (image.width, image.height):
         raise svc.MaskError(
             f"The mask is declared as {body.width}x{body.height} pixels but the image is "
@@ -132,11 +163,6 @@ def _save(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
     mask = svc.png_to_mask(
         svc.decode_base64(body.mask_png_base64), expected_size=(body.width, body.height)
     )
-    if mask.shape != (body.height, body.width):
-        raise svc.MaskError(
-            f"The PNG is {mask.shape[1]}x{mask.shape[0]} pixels, not the declared "
-            f"{body.width}x{body.height}."
-        )
     result = svc.save_mask(
         db, user, image, save_id=body.save_id, mask=mask, active_ms=body.active_ms
     )
@@ -156,19 +182,11 @@ def _save(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
         }
     },
 )
-async def save_mask(
-    request: Request, image: ImageDep, user: AnnotatorUser, db: SessionDep,
-    settings: SettingsDep,
-):
+async def save_mask(image_id: int, request: Request, db: SessionDep, settings: SettingsDep):
     """Save the current mask as a new revision (idempotent per save_id)."""
     raw = await _read_limited(request, settings.max_mask_bytes)
     try:
-        body = MaskSave.model_validate_json(raw or b"null")
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
-        raise RequestValidationError(errors) from None
-    try:
-        return await run_in_threadpool(_save, db, user, image, body)
+        return await run_in_threadpool(_save, request, db, image_id, raw)
     except svc.MaskError as exc:
         raise _refused(exc) from exc
 
