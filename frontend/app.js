@@ -22,12 +22,14 @@ const ROUTES = [
   { path: /^\/runs$/, load: () => import("./pages/runs.js"), roles: ["researcher", "admin"] },
   { path: /^\/runs\/(\d+)$/, load: () => import("./pages/run.js"), roles: ["researcher", "admin"] },
   { path: /^\/compare$/, load: () => import("./pages/compare.js"), roles: ["researcher", "admin"] },
+  { path: /^\/studies$/, load: () => import("./pages/studies.js"), roles: ["researcher", "admin"] },
+  { path: /^\/studies\/(\d+)$/, load: () => import("./pages/study.js"), roles: ["researcher", "admin"] },
 ];
 
 // Only pages that exist get a navigation entry.
 const NAV = {
   admin: [["#/home", "Home"], ["#/admin/users", "Users"]],
-  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"]],
+  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"], ["#/studies", "Studies"]],
   annotator: [["#/home", "Home"], ["#/annotate", "Annotate"]],
 };
 
