@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +183,8 @@ async def _client(base: str, username: str, image_id: int, pngs: list[str], star
     return ok
 
 
-async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: float) -> dict:
+async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: float,
+                       server_cpu: Callable[[], float]) -> dict:
     pngs = [_canvas_pngs(i) for i in range(len(accounts))]
     start = asyncio.Event()
     stop_at = [float("inf")]
@@ -197,13 +199,15 @@ async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: floa
     # every client logs in (argon2: slow on purpose) before the clock starts
     while len(ready) < len(tasks) and not all(t.done() for t in tasks):
         await asyncio.sleep(0.1)
+    cpu0, client0 = server_cpu(), time.process_time()
     t0 = time.monotonic()
     stop_at[0] = t0 + seconds
     start.set()
     per_client = await asyncio.gather(*tasks)
     elapsed = time.monotonic() - t0
     return {"per_client": per_client, "latencies": latencies, "errors": errors,
-            "elapsed": elapsed}
+            "elapsed": elapsed, "server_cpu": server_cpu() - cpu0,
+            "client_cpu": time.process_time() - client0}
 
 
 def _stored_revisions(url: str) -> dict[int, tuple[int, int]]:
@@ -218,6 +222,23 @@ def _stored_revisions(url: str) -> dict[int, tuple[int, int]]:
         )).all()
     engine.dispose()
     return {image_id: (n, latest) for image_id, n, latest in rows}
+
+
+def _cpu_seconds(root_pid: int) -> float:
+    """User + system CPU time of a process and its children (the uvicorn workers), Linux."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root_pid or ppid == root_pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -239,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     storage = tempfile.mkdtemp(prefix="sipat-bench-")
     proc, base = _start_server(url, args.workers, storage)
     try:
-        result = asyncio.run(_run_clients(base, accounts, args.seconds))
+        result = asyncio.run(
+            _run_clients(base, accounts, args.seconds, lambda: _cpu_seconds(proc.pid))
+        )
+        server_cpu = result["server_cpu"]
     finally:
         proc.terminate()
         try:
@@ -263,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         "errors": errors,
     }
     sys.stdout.write(json.dumps(line) + "\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    sys.stderr.write(f"server CPU {1000 * server_cpu / max(ok, 1):.1f} ms per save, clients "
+                     f"{1000 * result['client_cpu'] / max(ok, 1):.1f} ms "
+                     f"({args.workers} workers, {os.cpu_count()} cores, load average {load:.1f})\n")
     if result["errors"]:
         sys.stderr.write(f"first errors: {result['errors'][:5]}\n")
     if lost:

@@ -13,11 +13,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
+from backend.db import get_sessionmaker
 from backend.deps import (
     AnnotatorUser,
     ImageDep,
     SessionDep,
-    SettingsDep,
     get_current_user,
     require_roles,
 )
@@ -41,7 +42,7 @@ router = APIRouter(prefix="/annotate", tags=["annotate"])
 
 # Saves decoding and writing at once, per server process. More would not go faster on a few
 # cores; it would only hold more database connections (PostgreSQL allows ~100 in all).
-_SAVE_SLOTS = threading.BoundedSemaphore(8)
+_SAVE_SLOTS = threading.BoundedSemaphore(3)
 _ANNOTATOR_ONLY = require_roles("annotator")
 
 
@@ -137,21 +138,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _save(request: Request, db: Session, image_id: int, raw: bytes) -> MaskSaved:
+def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
     """Log-in check, lookups and the save, in one bounded slot: a connection is taken only
-    here, so a burst of saves never holds more than a few database connections."""
-    with _SAVE_SLOTS:
+    here, so a burst of saves never holds more than a few database connections. (The hot
+    path opens its own session instead of using dependencies: each sync dependency would
+    cost a thread hop per request.)"""
+    with _SAVE_SLOTS, get_sessionmaker()() as db:
+        user = _ANNOTATOR_ONLY(get_current_user(request, db))
+        image = lookup_image(image_id, db)
         try:
-            user = _ANNOTATOR_ONLY(get_current_user(request, db))
-            image = lookup_image(image_id, db)
-            try:
-                body = MaskSave.model_validate_json(raw or b"null")
-            except ValidationError as exc:
-                errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
-                raise RequestValidationError(errors) from None
-            return _save_now(db, user, image, body)
-        finally:
-            db.rollback()  # nothing is pending after a save; frees the connection at once
+            body = MaskSave.model_validate_json(raw or b"null")
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+            raise RequestValidationError(errors) from None
+        return _save_now(db, user, image, body)
 
 
 def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
@@ -182,11 +182,11 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
         }
     },
 )
-async def save_mask(image_id: int, request: Request, db: SessionDep, settings: SettingsDep):
+async def save_mask(image_id: int, request: Request):
     """Save the current mask as a new revision (idempotent per save_id)."""
-    raw = await _read_limited(request, settings.max_mask_bytes)
+    raw = await _read_limited(request, get_settings().max_mask_bytes)
     try:
-        return await run_in_threadpool(_save, request, db, image_id, raw)
+        return await run_in_threadpool(_save, request, image_id, raw)
     except svc.MaskError as exc:
         raise _refused(exc) from exc
 
