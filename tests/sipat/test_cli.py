@@ -20,7 +20,14 @@ def test_bad_config_exits_2_naming_field(tmp_path):
     assert r.returncode == 2 and "epz" in r.stderr
 
 
-def test_train_and_evaluate_from_export_dir(tmp_path):
+def test_train_and_evaluate_from_export_dir(tmp_path, capsys):
+    from worker.sipat.cli import main
+
+    def _run(*args):  # in-process: the same main() as python -m, without re-importing torch
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
     data = tmp_path / "data"
     assert _run("make-benchmark-data", "--out", str(data), "--n-train", "64", "--n-test", "32",
                 "--image-size", "12").returncode == 0  # fmt: skip
@@ -33,3 +40,5 @@ def test_train_and_evaluate_from_export_dir(tmp_path):
     r = _run("evaluate", "--checkpoint", str(tmp_path / "run" / "final.pt"), "--eps", "8/255", "--subset", "8")
     assert r.returncode == 0, r.stderr
     assert "pgd_accuracy" in json.loads(r.stdout)
+    r = _run(*args)  # the same command again: the run is complete, nothing retrained
+    assert r.returncode == 0

@@ -5,7 +5,7 @@ from worker.sipat.checkpoint import load_model_from_checkpoint
 
 
 def _cfg(**kw):
-    return TrainConfig(method="pgd_at", epochs=3, batch_size=32, lr=0.05, steps=2, eval_subset=16,
+    return TrainConfig(method="pgd_at", epochs=2, batch_size=32, lr=0.05, steps=2, eval_subset=16,
                        eval_steps=2, eval_eps=[8 / 255], crop_padding=1, schedule="step", step_size=1,
                        gamma=0.5, seed=5, **kw)  # fmt: skip
 
@@ -31,9 +31,10 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
 def test_other_config_in_same_dir_refused(tiny_data, tmp_path):
     from worker.sipat import ConfigError
 
-    train(_cfg(), tmp_path, data=tiny_data, progress=False)
+    train(TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard"}), tmp_path, data=tiny_data,
+          progress=False)  # fmt: skip
     with pytest.raises(ConfigError) as e:
-        train(TrainConfig(**{**_cfg().to_dict(), "lr": 0.01}), tmp_path,
+        train(TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard", "lr": 0.01}), tmp_path,
               data=tiny_data, progress=False)  # fmt: skip
     assert e.value.field == "out_dir"
 

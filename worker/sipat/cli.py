@@ -18,9 +18,6 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from .config import ConfigError, TrainConfig, TrainingCancelled
 
 
@@ -58,13 +55,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-
     cfg = build_config(args)
     if cfg.data_dir is None:
         raise ConfigError("data_dir", "is required (in the config, --set data_dir=... or --data)")
     if not Path(cfg.data_dir).is_dir():
         raise ConfigError("data_dir", f"directory not found: {cfg.data_dir}")
+    from .train import train  # after validation: a bad config fails fast, without importing torch
+
     out = Path(args.out)
     result = train(cfg, out, progress=not args.no_progress,
                    on_epoch=lambda e, n, m: print(json.dumps(m), flush=True))  # fmt: skip
@@ -87,6 +84,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_make_benchmark_data(args: argparse.Namespace) -> int:
     """Write the salience benchmark in the app's export format (sipat-dataset/1)."""
+    import numpy as np
+    from PIL import Image
+
     from .benchmark_data import salience_benchmark
 
     data = salience_benchmark(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed)
