@@ -21,10 +21,17 @@ def _setup(seed, masked, per_pixel):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), masked=st.booleans(), per_pixel=st.booleans(), steps=st.integers(1, 4))
+@given(
+    seed=st.integers(0, 10_000),
+    masked=st.booleans(),
+    per_pixel=st.booleans(),
+    steps=st.integers(1, 4),
+)
 def test_pgd_invariants(seed, masked, per_pixel, steps):
     model, x, y, m, eps = _setup(seed, masked, per_pixel)
-    x_adv = pgd_attack(model, x, y, eps, 2 / 255, steps, step_mask=m, generator=torch.Generator().manual_seed(1))
+    x_adv = pgd_attack(
+        model, x, y, eps, 2 / 255, steps, step_mask=m, generator=torch.Generator().manual_seed(1)
+    )
     eps_t = torch.as_tensor(eps).expand_as(x)
     assert ((x_adv - x).abs() <= eps_t + 1e-6).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1

@@ -6,8 +6,13 @@ from conftest import ROOT
 
 
 def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "worker.sipat", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "worker.sipat", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_bad_config_exits_2_naming_field(tmp_path):
@@ -16,7 +21,17 @@ def test_bad_config_exits_2_naming_field(tmp_path):
     r = _run("train", "--config", str(cfg), "--out", str(tmp_path / "run"))
     assert r.returncode == 2
     assert "steps" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _run("train", "--config", str(cfg), "--set", "steps=2", "--set", "epz=0.1", "--out", str(tmp_path / "r"))
+    r = _run(
+        "train",
+        "--config",
+        str(cfg),
+        "--set",
+        "steps=2",
+        "--set",
+        "epz=0.1",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert r.returncode == 2 and "epz" in r.stderr
 
 
@@ -29,15 +44,54 @@ def test_train_and_evaluate_from_export_dir(tmp_path, capsys):
         return subprocess.CompletedProcess(args, code, out, err)
 
     data = tmp_path / "data"
-    assert _run("make-benchmark-data", "--out", str(data), "--n-train", "64", "--n-test", "32",
-                "--image-size", "12").returncode == 0  # fmt: skip
-    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress", "--set", "method=sip_at",
-            "--set", "epochs=1", "--set", "steps=1", "--set", "batch_size=32", "--set", "eval_subset=8",
-            "--set", "eval_steps=1", "--set", "eval_eps=[0.03]"]  # fmt: skip
+    assert (
+        _run(
+            "make-benchmark-data",
+            "--out",
+            str(data),
+            "--n-train",
+            "64",
+            "--n-test",
+            "32",
+            "--image-size",
+            "12",
+        ).returncode
+        == 0
+    )
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--set",
+        "method=sip_at",
+        "--set",
+        "epochs=1",
+        "--set",
+        "steps=1",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "eval_subset=8",
+        "--set",
+        "eval_steps=1",
+        "--set",
+        "eval_eps=[0.03]",
+    ]
     r = _run(*args)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "metrics.json").exists()
-    r = _run("evaluate", "--checkpoint", str(tmp_path / "run" / "final.pt"), "--eps", "8/255", "--subset", "8")
+    r = _run(
+        "evaluate",
+        "--checkpoint",
+        str(tmp_path / "run" / "final.pt"),
+        "--eps",
+        "8/255",
+        "--subset",
+        "8",
+    )
     assert r.returncode == 0, r.stderr
     assert "pgd_accuracy" in json.loads(r.stdout)
     r = _run(*args)  # the same command again: the run is complete, nothing retrained

@@ -44,9 +44,16 @@ def test_load_export_format(tmp_path):
             _png(tmp_path / f"masks/{i}.png", m)
             mask = f"masks/{i}.png"
         split = "test" if i >= 4 else "train"
-        images.append({"id": i, "file": f"images/{i}.png", "label": i % 2, "split": split, "mask": mask})
-    manifest = {"format": "sipat-dataset/1", "dataset": "toy", "classes": ["a", "b"],
-                "mask_set": {"id": 1, "hash": "x"}, "images": images}  # fmt: skip
+        images.append(
+            {"id": i, "file": f"images/{i}.png", "label": i % 2, "split": split, "mask": mask}
+        )
+    manifest = {
+        "format": "sipat-dataset/1",
+        "dataset": "toy",
+        "classes": ["a", "b"],
+        "mask_set": {"id": 1, "hash": "x"},
+        "images": images,
+    }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     d = load_data(tmp_path)
     assert len(d.train) == 4 and len(d.test) == 2 and d.classes == ["a", "b"]

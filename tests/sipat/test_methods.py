@@ -28,8 +28,20 @@ def test_igd_cosine_term_backpropagates_through_input_gradient():
 
 
 def _cfg(method, **kw):
-    base = dict(method=method, epochs=1, batch_size=32, lr=0.05, eps=8 / 255, alpha=2 / 255, steps=2,
-                eval_subset=16, eval_steps=2, eval_eps=[8 / 255], crop_padding=1, part_warmup_epochs=0)  # fmt: skip
+    base = dict(
+        method=method,
+        epochs=1,
+        batch_size=32,
+        lr=0.05,
+        eps=8 / 255,
+        alpha=2 / 255,
+        steps=2,
+        eval_subset=16,
+        eval_steps=2,
+        eval_eps=[8 / 255],
+        crop_padding=1,
+        part_warmup_epochs=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -46,7 +58,9 @@ def test_each_method_trains_one_epoch(method, tiny_data, teacher_ckpt, tmp_path)
     cfg = _cfg(method, igd_teacher=teacher_ckpt)
     cfg.validate()
     seen = []
-    r = train(cfg, tmp_path, data=tiny_data, progress=False, on_epoch=lambda e, n, m: seen.append((e, n)))
+    r = train(
+        cfg, tmp_path, data=tiny_data, progress=False, on_epoch=lambda e, n, m: seen.append((e, n))
+    )
     assert seen == [(1, 1)]
     assert (tmp_path / "final.pt").exists() and (tmp_path / "metrics.json").exists()
     assert 0 <= r["final"]["clean_accuracy"] <= 1

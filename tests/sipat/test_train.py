@@ -5,9 +5,22 @@ from worker.sipat.checkpoint import load_model_from_checkpoint
 
 
 def _cfg(**kw):
-    return TrainConfig(method="pgd_at", epochs=2, batch_size=32, lr=0.05, steps=2, eval_subset=16,
-                       eval_steps=2, eval_eps=[8 / 255], crop_padding=1, schedule="step", step_size=1,
-                       gamma=0.5, seed=5, **kw)  # fmt: skip
+    return TrainConfig(
+        method="pgd_at",
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        steps=2,
+        eval_subset=16,
+        eval_steps=2,
+        eval_eps=[8 / 255],
+        crop_padding=1,
+        schedule="step",
+        step_size=1,
+        gamma=0.5,
+        seed=5,
+        **kw,
+    )
 
 
 def test_resume_equals_uninterrupted(tiny_data, tmp_path):
@@ -21,7 +34,13 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
         return calls["n"] > batches_per_epoch + 1  # one batch into epoch 2
 
     with pytest.raises(TrainingCancelled):
-        train(_cfg(), tmp_path / "cut", data=tiny_data, progress=False, should_stop=stop_in_second_epoch)
+        train(
+            _cfg(),
+            tmp_path / "cut",
+            data=tiny_data,
+            progress=False,
+            should_stop=stop_in_second_epoch,
+        )
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = train(_cfg(), tmp_path / "cut", data=tiny_data, progress=False)
     assert resumed["history"] == full["history"]
@@ -31,16 +50,30 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
 def test_other_config_in_same_dir_refused(tiny_data, tmp_path):
     from worker.sipat import ConfigError
 
-    train(TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard"}), tmp_path, data=tiny_data,
-          progress=False)  # fmt: skip
+    train(
+        TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard"}),
+        tmp_path,
+        data=tiny_data,
+        progress=False,
+    )
     with pytest.raises(ConfigError) as e:
-        train(TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard", "lr": 0.01}), tmp_path,
-              data=tiny_data, progress=False)  # fmt: skip
+        train(
+            TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard", "lr": 0.01}),
+            tmp_path,
+            data=tiny_data,
+            progress=False,
+        )
     assert e.value.field == "out_dir"
 
 
 def test_load_model_from_checkpoint_eval_mode(tiny_data, tmp_path):
-    train(TrainConfig(method="standard", epochs=1, batch_size=32, eval_subset=8, eval_steps=1, eval_eps=[]),
-          tmp_path, data=tiny_data, progress=False)  # fmt: skip
+    train(
+        TrainConfig(
+            method="standard", epochs=1, batch_size=32, eval_subset=8, eval_steps=1, eval_eps=[]
+        ),
+        tmp_path,
+        data=tiny_data,
+        progress=False,
+    )
     model = load_model_from_checkpoint(tmp_path / "final.pt")
     assert not model.training

@@ -11,10 +11,17 @@ from typing import Any
 from .config import METHODS, ConfigError, TrainConfig, TrainingCancelled
 
 _LAZY = {
-    "pgd_attack": "attacks", "fgsm_rs_attack": "attacks", "load_model_from_checkpoint": "checkpoint",
-    "DataBundle": "data", "TensorSet": "data", "load_data": "data", "evaluate_checkpoint": "evaluate",
-    "evaluate_model": "evaluate", "build_model": "models", "train": "train",
-}  # fmt: skip
+    "pgd_attack": "attacks",
+    "fgsm_rs_attack": "attacks",
+    "load_model_from_checkpoint": "checkpoint",
+    "DataBundle": "data",
+    "TensorSet": "data",
+    "load_data": "data",
+    "evaluate_checkpoint": "evaluate",
+    "evaluate_model": "evaluate",
+    "build_model": "models",
+    "train": "train",
+}
 
 __all__ = ["METHODS", "ConfigError", "TrainConfig", "TrainingCancelled", *_LAZY]
 

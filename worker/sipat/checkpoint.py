@@ -32,7 +32,12 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     return build_model(
-        spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"], spec["mean"], spec["std"]
+        spec["name"],
+        spec["num_classes"],
+        spec["in_channels"],
+        spec["image_size"],
+        spec["mean"],
+        spec["std"],
     )
 
 

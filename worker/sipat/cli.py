@@ -63,8 +63,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train  # after validation: a bad config fails fast, without importing torch
 
     out = Path(args.out)
-    result = train(cfg, out, progress=not args.no_progress,
-                   on_epoch=lambda e, n, m: print(json.dumps(m), flush=True))  # fmt: skip
+    result = train(
+        cfg,
+        out,
+        progress=not args.no_progress,
+        on_epoch=lambda e, n, m: print(json.dumps(m), flush=True),
+    )
     print(json.dumps({"final": result["final"], "out": str(out)}))
     return 0
 
@@ -72,9 +76,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, _eps_list(args.eps), subset=args.subset,
-                                 autoattack_n=args.autoattack_n, inequality_n=args.inequality_n,
-                                 device=args.device)  # fmt: skip
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        _eps_list(args.eps),
+        subset=args.subset,
+        autoattack_n=args.autoattack_n,
+        inequality_n=args.inequality_n,
+        device=args.device,
+    )
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
@@ -89,7 +99,9 @@ def cmd_make_benchmark_data(args: argparse.Namespace) -> int:
 
     from .benchmark_data import salience_benchmark
 
-    data = salience_benchmark(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed)
+    data = salience_benchmark(
+        n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed
+    )
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -97,12 +109,26 @@ def cmd_make_benchmark_data(args: argparse.Namespace) -> int:
     for split, ts in (("train", data.train), ("test", data.test)):
         for k in range(len(ts)):
             Image.fromarray(ts.images[k].permute(1, 2, 0).numpy()).save(out / f"images/{i}.png")
-            Image.fromarray(np.ascontiguousarray(ts.maps[k, 0].numpy())).save(out / f"masks/{i}.png")
-            entries.append({"id": i, "file": f"images/{i}.png", "label": int(ts.labels[k]), "split": split,
-                            "mask": f"masks/{i}.png"})  # fmt: skip
+            Image.fromarray(np.ascontiguousarray(ts.maps[k, 0].numpy())).save(
+                out / f"masks/{i}.png"
+            )
+            entries.append(
+                {
+                    "id": i,
+                    "file": f"images/{i}.png",
+                    "label": int(ts.labels[k]),
+                    "split": split,
+                    "mask": f"masks/{i}.png",
+                }
+            )
             i += 1
-    manifest = {"format": "sipat-dataset/1", "dataset": "salience-benchmark", "classes": data.classes,
-                "mask_set": None, "images": entries}  # fmt: skip
+    manifest = {
+        "format": "sipat-dataset/1",
+        "dataset": "salience-benchmark",
+        "classes": data.classes,
+        "mask_set": None,
+        "images": entries,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest))
     print(f"wrote {i} images to {out}")
     return 0
@@ -117,7 +143,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overrides[key.strip()] = _parse_value(value)
     variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
     seeds = [int(s) for s in args.seeds.split(",")]
-    summary = run_compare(args.dataset, seeds, Path(args.out), variants, overrides, progress=not args.no_progress)
+    summary = run_compare(
+        args.dataset, seeds, Path(args.out), variants, overrides, progress=not args.no_progress
+    )
     print(markdown_table(summary))
     return 0
 
@@ -127,7 +155,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one run (resumes if --out holds a checkpoint)")
     t.add_argument("--config", help="JSON file with TrainConfig fields")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable)")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable)"
+    )
     t.add_argument("--data", help="data directory (overrides data_dir)")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--no-progress", action="store_true")
@@ -137,19 +167,27 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="data directory (default: the run's data_dir)")
     e.add_argument("--eps", default="1/255,2/255,4/255,8/255", help="comma-separated epsilon grid")
     e.add_argument("--subset", type=int, default=500, help="test images for PGD")
-    e.add_argument("--autoattack-n", type=int, default=0, help="test images for AutoAttack (0 = skip)")
-    e.add_argument("--inequality-n", type=int, default=0, help="images for the inequality tests (0 = skip)")
+    e.add_argument(
+        "--autoattack-n", type=int, default=0, help="test images for AutoAttack (0 = skip)"
+    )
+    e.add_argument(
+        "--inequality-n", type=int, default=0, help="images for the inequality tests (0 = skip)"
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", help="also write the JSON here")
     e.set_defaults(func=cmd_evaluate)
-    m = sub.add_parser("make-benchmark-data", help="write the salience benchmark as an export directory")
+    m = sub.add_parser(
+        "make-benchmark-data", help="write the salience benchmark as an export directory"
+    )
     m.add_argument("--out", required=True)
     m.add_argument("--n-train", type=int, default=1000)
     m.add_argument("--n-test", type=int, default=300)
     m.add_argument("--image-size", type=int, default=16)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_make_benchmark_data)
-    c = sub.add_parser("compare", help="all methods x seeds on a benchmark, prints a markdown table")
+    c = sub.add_parser(
+        "compare", help="all methods x seeds on a benchmark, prints a markdown table"
+    )
     c.add_argument("--dataset", choices=["salience", "mnist"], default="salience")
     c.add_argument("--seeds", default="0,1,2")
     c.add_argument("--variants", help="comma-separated subset of the variants")

@@ -21,32 +21,72 @@ _logger = logging.getLogger(__name__)
 
 VARIANTS = ("standard", "pgd_at", "sip_at", "sip_at_auto", "part", "igd", "fast_sip_at")
 LABELS = {
-    "standard": "Standard", "pgd_at": "PGD-AT", "sip_at": "SIP-AT (true masks)",
-    "sip_at_auto": "SIP-AT (automatic masks, Grad-CAM of the standard model)", "part": "PART",
-    "igd": "IGD", "fast_sip_at": "fast SIP-AT (masked FGSM-RS)",
-}  # fmt: skip
+    "standard": "Standard",
+    "pgd_at": "PGD-AT",
+    "sip_at": "SIP-AT (true masks)",
+    "sip_at_auto": "SIP-AT (automatic masks, Grad-CAM of the standard model)",
+    "part": "PART",
+    "igd": "IGD",
+    "fast_sip_at": "fast SIP-AT (masked FGSM-RS)",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # budget 12/255 > fragile amplitude 10/255; K = 3 with alpha 5/255 to fit a CPU
-    "salience": dict(epochs=8, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4, crop_padding=2,
-                     eps=12 / 255, alpha=5 / 255, steps=3, eval_eps=[12 / 255], eval_subset=300,
-                     eval_steps=10, part_warmup_epochs=2, part_eps_low=10.5 / 255, threads=1),
-    "mnist": dict(epochs=5, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4, crop_padding=2,
-                  hflip=False, eps=0.2, alpha=0.05, steps=5, eval_eps=[0.2], eval_subset=300,
-                  eval_steps=20, part_eps_low=0.175, part_warmup_epochs=2),
-}  # fmt: skip
+    "salience": dict(
+        epochs=8,
+        batch_size=64,
+        lr=0.05,
+        schedule="cosine",
+        weight_decay=5e-4,
+        crop_padding=2,
+        eps=12 / 255,
+        alpha=5 / 255,
+        steps=3,
+        eval_eps=[12 / 255],
+        eval_subset=300,
+        eval_steps=10,
+        part_warmup_epochs=2,
+        part_eps_low=10.5 / 255,
+        threads=1,
+    ),
+    "mnist": dict(
+        epochs=5,
+        batch_size=64,
+        lr=0.05,
+        schedule="cosine",
+        weight_decay=5e-4,
+        crop_padding=2,
+        hflip=False,
+        eps=0.2,
+        alpha=0.05,
+        steps=5,
+        eval_eps=[0.2],
+        eval_subset=300,
+        eval_steps=20,
+        part_eps_low=0.175,
+        part_warmup_epochs=2,
+    ),
+}
 
 
 def load_named(dataset: str) -> DataBundle:
     if dataset == "salience":
-        return salience_benchmark(n_train=1000, n_test=300, image_size=16, region=8, seed=0)  # the defaults
+        return salience_benchmark(
+            n_train=1000, n_test=300, image_size=16, region=8, seed=0
+        )  # the defaults
     if dataset == "mnist":
         return mnist_strokes()
     raise ValueError(f"unknown dataset {dataset!r}: salience or mnist")
 
 
-def run_compare(dataset: str, seeds: list[int], out_dir: Path, variants=VARIANTS,
-                overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def run_compare(
+    dataset: str,
+    seeds: list[int],
+    out_dir: Path,
+    variants=VARIANTS,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     data = load_named(dataset)
     base = {**PRESETS[dataset], **(overrides or {})}
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
@@ -64,9 +104,17 @@ def run_compare(dataset: str, seeds: list[int], out_dir: Path, variants=VARIANTS
             r = train(cfg, root / v, data=data, progress=progress)
             if v in results:
                 acc = r["final"]["pgd_accuracy"]
-                results[v].append({"clean": r["final"]["clean_accuracy"], "robust": list(acc.values())[-1]})
+                results[v].append(
+                    {"clean": r["final"]["clean_accuracy"], "robust": list(acc.values())[-1]}
+                )
             _logger.info("%s seed %d %s: %s", dataset, seed, v, results.get(v, [None])[-1])
-    summary = {"dataset": dataset, "source": data.source, "seeds": seeds, "config": base, "results": results}
+    summary = {
+        "dataset": dataset,
+        "source": data.source,
+        "seeds": seeds,
+        "config": base,
+        "results": results,
+    }
     (out_dir / dataset).mkdir(parents=True, exist_ok=True)
     (out_dir / dataset / "results.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -80,11 +128,13 @@ def _ms(values: list[float]) -> str:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    eps = summary["config"]["eval_eps"][-1]
-    lines = [f"| method | clean accuracy (%) | PGD-{summary['config']['eval_steps']} accuracy at eps {eps:.4g} (%) |",
-             "|---|---|---|"]  # fmt: skip
+    eps = summary["config"]["eval_eps"][-1] * 255
+    steps = summary["config"]["eval_steps"]
+    lines = [
+        f"| method | clean accuracy (%) | PGD-{steps} accuracy at eps {eps:.3g}/255 (%) |",
+        "|---|---|---|",
+    ]
     for v, runs in summary["results"].items():
-        lines.append(f"| {LABELS.get(v, v)} | {_ms([r['clean'] for r in runs])} | {_ms([r['robust'] for r in runs])} |")
+        clean, robust = _ms([r["clean"] for r in runs]), _ms([r["robust"] for r in runs])
+        lines.append(f"| {LABELS.get(v, v)} | {clean} | {robust} |")
     return "\n".join(lines)
-
-

@@ -60,7 +60,9 @@ class TrainConfig:
     igd_lambda: float = 1.0  # IGD: weight of the cosine distillation term
     igd_teacher: str | None = None  # IGD: checkpoint path of the standard-trained teacher
     igd_grad_point: str = "clean"  # IGD: where the student's gradient is taken: clean or adv
-    eval_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255])  # pixel units
+    eval_eps: list[float] = field(
+        default_factory=lambda: [2 / 255, 4 / 255, 8 / 255]
+    )  # pixel units
     eval_subset: int = 500  # test images used for the per-epoch PGD robust accuracy
     eval_steps: int = 20  # PGD steps of the evaluation attack (alpha = eps / 4)
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
@@ -109,7 +111,11 @@ class TrainConfig:
 
         need(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
         need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
-        need(self.mask_source in MASK_SOURCES, "mask_source", f"must be one of {', '.join(MASK_SOURCES)}")
+        need(
+            self.mask_source in MASK_SOURCES,
+            "mask_source",
+            f"must be one of {', '.join(MASK_SOURCES)}",
+        )
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(self.igd_grad_point in ("clean", "adv"), "igd_grad_point", "must be clean or adv")
         for name in ("epochs", "batch_size", "steps", "step_size", "eval_steps"):
@@ -131,16 +137,27 @@ class TrainConfig:
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
         need(all(0 <= e <= 1 for e in self.eval_eps), "eval_eps", "every value must be in [0, 1]")
         if self.method in ("sip_at", "fast_sip_at") and self.mask_source != "human":
-            need(bool(self.auto_mask_model), "auto_mask_model", "automatic masks need a checkpoint path")
+            need(
+                bool(self.auto_mask_model),
+                "auto_mask_model",
+                "automatic masks need a checkpoint path",
+            )
         if self.method == "igd":
-            need(bool(self.igd_teacher), "igd_teacher", "igd needs a standard-trained teacher checkpoint")
+            need(
+                bool(self.igd_teacher),
+                "igd_teacher",
+                "igd needs a standard-trained teacher checkpoint",
+            )
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Check a JSON value against a field's type; ints are accepted for floats."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if (
+        origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and type(None) in args
+    ):
         if value is None:
             return None
         (hint,) = [a for a in args if a is not type(None)]
@@ -158,7 +175,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(name, f"must be an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ConfigError(name, f"must be a number, got {value!r}")
         return float(value)
     if hint is str:

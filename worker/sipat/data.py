@@ -40,7 +40,9 @@ class TensorSet:
     def subset(self, idx: Tensor) -> TensorSet:
         return TensorSet(self.images[idx], self.maps[idx], self.has_map[idx], self.labels[idx])
 
-    def batch(self, idx: Tensor, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def batch(
+        self, idx: Tensor, device: str | torch.device = "cpu"
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Float images in [0, 1], float maps in [0, 1], has_map, labels for indices idx."""
         x = self.images[idx].to(device).float().div_(255)
         s = self.maps[idx].to(device).float().div_(255)
@@ -74,7 +76,9 @@ class DataBundle:
         return mean.tolist(), std.tolist()
 
 
-def augment(x: Tensor, s: Tensor, padding: int, hflip: bool, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def augment(
+    x: Tensor, s: Tensor, padding: int, hflip: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Random crop with zero padding and random horizontal flip, the same for x and s.
 
     x: B x C x H x W, s: B x 1 x H x W. The image and its map are concatenated and cut
@@ -89,7 +93,9 @@ def augment(x: Tensor, s: Tensor, padding: int, hflip: bool, generator: torch.Ge
         rows = (oy.view(b, 1) + torch.arange(h).view(1, h)).to(x.device)  # B x H
         cols = (ox.view(b, 1) + torch.arange(w).view(1, w)).to(x.device)  # B x W
         bi = torch.arange(b, device=x.device).view(b, 1, 1)
-        both = both.permute(0, 2, 3, 1)[bi, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
+        both = both.permute(0, 2, 3, 1)[bi, rows.view(b, h, 1), cols.view(b, 1, w)].permute(
+            0, 3, 1, 2
+        )
     if hflip:
         flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         both = torch.where(flip.view(b, 1, 1, 1), both.flip(3), both)
@@ -137,8 +143,12 @@ def _image_mode(paths: list[Path]) -> str:
 def _stack(arrays: list[np.ndarray], what: str) -> Tensor:
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"{what} differ in size ({sorted(shapes)[:3]}...); set image_size to resize")
-    return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+        raise ValueError(
+            f"{what} differ in size ({sorted(shapes)[:3]}...); set image_size to resize"
+        )
+    return (
+        torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+    )
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -148,7 +158,9 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
-def load_export(root: Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> DataBundle:
+def load_export(
+    root: Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
+) -> DataBundle:
     """The app's export: manifest.json (format sipat-dataset/1), images/, masks/."""
     manifest = json.loads((root / "manifest.json").read_text())
     if manifest.get("format") != "sipat-dataset/1":
@@ -161,7 +173,9 @@ def load_export(root: Path, image_size: int | None = None, test_fraction: float 
         img = _load_image(p, image_size, mode)
         images.append(img)
         if e.get("mask"):
-            m = _load_image(root / e["mask"], img.shape[-1] if image_size is None else image_size, "L")
+            m = _load_image(
+                root / e["mask"], img.shape[-1] if image_size is None else image_size, "L"
+            )
             if m.shape[-2:] != img.shape[-2:]:
                 raise ValueError(f"mask {e['mask']} does not match the size of {e['file']}")
             maps.append(m)
@@ -181,7 +195,11 @@ def load_export(root: Path, image_size: int | None = None, test_fraction: float 
         te = torch.tensor([i for i, s in enumerate(splits) if s == "test"])
     else:
         tr, te = _split(len(entries), test_fraction, seed)
-    source = {"kind": "export", "dataset": manifest.get("dataset"), "mask_set": manifest.get("mask_set")}
+    source = {
+        "kind": "export",
+        "dataset": manifest.get("dataset"),
+        "mask_set": manifest.get("mask_set"),
+    }
     return DataBundle(ts.subset(tr), ts.subset(te), list(manifest["classes"]), source)
 
 
@@ -202,19 +220,25 @@ def _read_folder(root: Path, classes: list[str], size: int | None, mode: str) ->
     return images, labels
 
 
-def load_image_folder(root: Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> DataBundle:
+def load_image_folder(
+    root: Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
+) -> DataBundle:
     """root/class_x/*.png, or root/train/class_x and root/test/class_x. No masks."""
     has_split = (root / "train").is_dir() and (root / "test").is_dir()
     class_root = root / "train" if has_split else root
     classes = [p.name for p in _class_dirs(class_root)]
-    all_files = [p for c in classes for p in (class_root / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    all_files = [
+        p for c in classes for p in (class_root / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     mode = _image_mode(all_files)
 
     def to_set(images: list, labels: list) -> TensorSet:
         x = _stack(images, "images")
         n = len(labels)
         maps = torch.zeros(n, 1, *x.shape[-2:], dtype=torch.uint8)
-        return TensorSet(x, maps, torch.zeros(n, dtype=torch.bool), torch.tensor(labels, dtype=torch.long))
+        return TensorSet(
+            x, maps, torch.zeros(n, dtype=torch.bool), torch.tensor(labels, dtype=torch.long)
+        )
 
     source = {"kind": "image_folder", "root": str(root)}
     if has_split:
@@ -226,7 +250,9 @@ def load_image_folder(root: Path, image_size: int | None = None, test_fraction: 
     return DataBundle(ts.subset(tr), ts.subset(te), classes, source)
 
 
-def load_data(data_dir: str | Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> DataBundle:
+def load_data(
+    data_dir: str | Path, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
+) -> DataBundle:
     """An export directory (has manifest.json) or an ImageFolder tree."""
     root = Path(data_dir)
     if not root.is_dir():

@@ -31,7 +31,9 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
         return model(x).argmax(1)
 
 
-def clean_accuracy(model: nn.Module, ts: TensorSet, device: str = "cpu", batch_size: int = 256) -> float:
+def clean_accuracy(
+    model: nn.Module, ts: TensorSet, device: str = "cpu", batch_size: int = 256
+) -> float:
     correct = 0
     for idx in _batches(len(ts), batch_size):
         x, _, _, y = ts.batch(idx, device)
@@ -40,9 +42,16 @@ def clean_accuracy(model: nn.Module, ts: TensorSet, device: str = "cpu", batch_s
 
 
 def robust_accuracy(
-    model: nn.Module, ts: TensorSet, eps: float, *, steps: int = 20, alpha: float | None = None,
-    seed: int = 0, device: str = "cpu", batch_size: int = 256,
-) -> float:  # fmt: skip
+    model: nn.Module,
+    ts: TensorSet,
+    eps: float,
+    *,
+    steps: int = 20,
+    alpha: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> float:
     """Accuracy under L-inf PGD (random start, alpha = eps / 4 unless given)."""
     if eps == 0:
         return clean_accuracy(model, ts, device, batch_size)
@@ -56,14 +65,23 @@ def robust_accuracy(
     return correct / max(1, len(ts))
 
 
-def autoattack_accuracy(model: nn.Module, ts: TensorSet, eps: float, n_classes: int, *,
-                        seed: int = 0, device: str = "cpu", batch_size: int = 256) -> float:  # fmt: skip
+def autoattack_accuracy(
+    model: nn.Module,
+    ts: TensorSet,
+    eps: float,
+    n_classes: int,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> float:
     """Robust accuracy under AutoAttack (standard, L-inf) from torchattacks."""
     import torchattacks
 
     with eval_mode(model):
-        attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
-                                         n_classes=n_classes, seed=seed)  # fmt: skip
+        attack = torchattacks.AutoAttack(
+            model, norm="Linf", eps=eps, version="standard", n_classes=n_classes, seed=seed
+        )
         correct = 0
         for idx in _batches(len(ts), batch_size):
             x, _, _, y = ts.batch(idx, device)
@@ -100,11 +118,17 @@ def _error_rate_top_k(model, x, y, score: Tensor, t: float, gen: torch.Generator
 
 
 def inequality_tests(
-    model: nn.Module, x: Tensor, y: Tensor, *, seed: int = 0,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    seed: int = 0,
     inductive_t: Sequence[float] = tuple(0.002 * i for i in range(1, 11)),
     random_t: Sequence[float] = tuple(0.02 * i for i in range(1, 11)),
-    occlusion_n: int = 10, occlusion_r: int = 20, occlusion_value: float = 0.5,
-) -> dict[str, Any]:  # fmt: skip
+    occlusion_n: int = 10,
+    occlusion_r: int = 20,
+    occlusion_value: float = 0.5,
+) -> dict[str, Any]:
     """The IGD / Duan et al. protocol on images (x, y) the compared models all classify correctly.
 
     Returns error rates for inductive noise (top-k by signed true-class input gradient),
@@ -115,16 +139,24 @@ def inequality_tests(
     gen = torch.Generator(device=x.device).manual_seed(seed)
     g = true_logit_grad(model, x, y)
     out: dict[str, Any] = {"n": int(x.shape[0]), "gini": float(gini(g.abs()).mean())}
-    out["inductive_noise"] = {f"{t:.3f}": _error_rate_top_k(model, x, y, g, t, gen) for t in inductive_t}
+    out["inductive_noise"] = {
+        f"{t:.3f}": _error_rate_top_k(model, x, y, g, t, gen) for t in inductive_t
+    }
     out["random_noise"] = {
-        f"{t:.2f}": _error_rate_top_k(model, x, y, torch.rand(g.shape, generator=gen, device=x.device), t, gen)
+        f"{t:.2f}": _error_rate_top_k(
+            model, x, y, torch.rand(g.shape, generator=gen, device=x.device), t, gen
+        )
         for t in random_t
     }
-    out["inductive_occlusion"] = _occlusion(model, x, y, g.mean(1), occlusion_n, occlusion_r, occlusion_value)
+    out["inductive_occlusion"] = _occlusion(
+        model, x, y, g.mean(1), occlusion_n, occlusion_r, occlusion_value
+    )
     return out
 
 
-def _occlusion(model, x, y, attribution: Tensor, n_max: int, r_max: int, value: float) -> dict[str, float]:
+def _occlusion(
+    model, x, y, attribution: Tensor, n_max: int, r_max: int, value: float
+) -> dict[str, float]:
     """Error rate after covering squares of radius r around the top-n positions, per n."""
     b, _, h, w = x.shape
     top = attribution.flatten(1).topk(n_max, 1).indices
@@ -147,7 +179,9 @@ def _occlusion(model, x, y, attribution: Tensor, n_max: int, r_max: int, value: 
     return result
 
 
-def commonly_correct(models: Sequence[nn.Module], ts: TensorSet, limit: int, device: str = "cpu") -> Tensor:
+def commonly_correct(
+    models: Sequence[nn.Module], ts: TensorSet, limit: int, device: str = "cpu"
+) -> Tensor:
     """Indices of (up to `limit`) test images that every model classifies correctly."""
     keep = []
     for idx in _batches(len(ts), 256):
@@ -159,8 +193,13 @@ def commonly_correct(models: Sequence[nn.Module], ts: TensorSet, limit: int, dev
     return torch.cat(keep)[:limit]
 
 
-def salience_agreement(model: nn.Module, ts: TensorSet, kind: str = "gradcam", device: str = "cpu",
-                       batch_size: int = 256) -> dict[str, float] | None:  # fmt: skip
+def salience_agreement(
+    model: nn.Module,
+    ts: TensorSet,
+    kind: str = "gradcam",
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> dict[str, float] | None:
     """Mean agreement of the model's salience with the human masks of test images that have one."""
     idx_all = torch.nonzero(ts.has_map).flatten()
     if len(idx_all) == 0:
@@ -171,30 +210,50 @@ def salience_agreement(model: nn.Module, ts: TensorSet, kind: str = "gradcam", d
         a = agreement_with_mask(salience_map(model, x, kind, y), s)
         for k in acc:
             acc[k].append(a[k])
-    return {"kind": kind, "n": int(len(idx_all)), **{k: float(torch.cat(v).mean()) for k, v in acc.items()}}
+    return {
+        "kind": kind,
+        "n": int(len(idx_all)),
+        **{k: float(torch.cat(v).mean()) for k, v in acc.items()},
+    }
 
 
 def evaluate_model(
-    model: nn.Module, data: DataBundle, eps_grid: Sequence[float], *, subset: int = 500, steps: int = 20,
-    autoattack_eps: float | None = None, autoattack_n: int = 0, inequality_n: int = 0,
-    seed: int = 0, device: str = "cpu",
-) -> dict[str, Any]:  # fmt: skip
+    model: nn.Module,
+    data: DataBundle,
+    eps_grid: Sequence[float],
+    *,
+    subset: int = 500,
+    steps: int = 20,
+    autoattack_eps: float | None = None,
+    autoattack_n: int = 0,
+    inequality_n: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Clean accuracy (whole test set), PGD-`steps` accuracy per eps on the first `subset`
     test images, optional AutoAttack on `autoattack_n` images, optional inequality tests on
     up to `inequality_n` correctly classified images, and salience agreement."""
     test = data.test
     sub = test.subset(torch.arange(min(subset, len(test)))) if subset else test
-    out: dict[str, Any] = {"clean_accuracy": clean_accuracy(model, test, device), "n_test": len(test)}
+    out: dict[str, Any] = {
+        "clean_accuracy": clean_accuracy(model, test, device),
+        "n_test": len(test),
+    }
     out["robust_subset"] = len(sub)
     out["pgd_steps"] = steps
     out["pgd_accuracy"] = {
-        f"{e:.6g}": robust_accuracy(model, sub, e, steps=steps, seed=seed, device=device) for e in eps_grid
+        f"{e:.6g}": robust_accuracy(model, sub, e, steps=steps, seed=seed, device=device)
+        for e in eps_grid
     }
     if autoattack_n and autoattack_eps is not None:
         aa = test.subset(torch.arange(min(autoattack_n, len(test))))
-        out["autoattack"] = {"eps": autoattack_eps, "n": len(aa),
-                             "accuracy": autoattack_accuracy(model, aa, autoattack_eps, data.num_classes,
-                                                             seed=seed, device=device)}  # fmt: skip
+        out["autoattack"] = {
+            "eps": autoattack_eps,
+            "n": len(aa),
+            "accuracy": autoattack_accuracy(
+                model, aa, autoattack_eps, data.num_classes, seed=seed, device=device
+            ),
+        }
     if inequality_n:
         idx = commonly_correct([model], test, inequality_n, device)
         x, _, _, y = test.batch(idx, device)
@@ -206,10 +265,16 @@ def evaluate_model(
 
 
 def evaluate_checkpoint(
-    path: str | Path, data_dir: str | Path | DataBundle | None, eps_grid: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
-    *, subset: int = 500, autoattack_n: int = 0, autoattack_eps: float | None = None,
-    inequality_n: int = 0, device: str = "cpu",
-) -> dict[str, Any]:  # fmt: skip
+    path: str | Path,
+    data_dir: str | Path | DataBundle | None,
+    eps_grid: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
+    *,
+    subset: int = 500,
+    autoattack_n: int = 0,
+    autoattack_eps: float | None = None,
+    inequality_n: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Evaluate a saved model on a data directory (or a DataBundle); None = the run's own data."""
     ckpt = load_checkpoint(path, device)
     model = load_model_from_checkpoint(path, device)
@@ -220,11 +285,24 @@ def evaluate_checkpoint(
         root = data_dir if data_dir is not None else cfg.get("data_dir")
         if root is None:
             raise ValueError("no data directory given and the checkpoint names none")
-        data = load_data(root, ckpt["model_spec"]["image_size"], cfg.get("test_fraction", 0.2), cfg.get("seed", 0))
+        data = load_data(
+            root,
+            ckpt["model_spec"]["image_size"],
+            cfg.get("test_fraction", 0.2),
+            cfg.get("seed", 0),
+        )
     if autoattack_eps is None:
         autoattack_eps = cfg.get("eps", 8 / 255)
-    result = evaluate_model(model, data, eps_grid, subset=subset, autoattack_eps=autoattack_eps,
-                            autoattack_n=autoattack_n, inequality_n=inequality_n,
-                            seed=cfg.get("seed", 0), device=device)  # fmt: skip
+    result = evaluate_model(
+        model,
+        data,
+        eps_grid,
+        subset=subset,
+        autoattack_eps=autoattack_eps,
+        autoattack_n=autoattack_n,
+        inequality_n=inequality_n,
+        seed=cfg.get("seed", 0),
+        device=device,
+    )
     result["checkpoint"] = str(path)
     return result

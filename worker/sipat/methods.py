@@ -68,8 +68,16 @@ class Method:
         """What the run record must say about this method's settings."""
         return {"method": self.name}
 
-    def loss(self, model: nn.Module, x: Tensor, s: Tensor, has_map: Tensor, y: Tensor,
-             epoch: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def loss(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        s: Tensor,
+        has_map: Tensor,
+        y: Tensor,
+        epoch: int,
+        gen: torch.Generator,
+    ) -> tuple[Tensor, Tensor]:
         """(loss, logits of the images the loss was computed on)."""
         logits = model(x)
         return F.cross_entropy(logits, y), logits
@@ -99,13 +107,23 @@ class SIPAT(PGDAT):
         if c.mask_source != "human":
             train = attach_automatic_maps(train, c.auto_mask_model, c.mask_source, self.device)
         train = keep_map_fraction(train, c.mask_fraction, c.seed)
-        _logger.info("%s: %d of %d training images carry a map", self.name, int(train.has_map.sum()), len(train))
+        _logger.info(
+            "%s: %d of %d training images carry a map",
+            self.name,
+            int(train.has_map.sum()),
+            len(train),
+        )
         return train
 
     def record(self) -> dict[str, Any]:
         c = self.cfg
-        return {"method": self.name, "mask_source": c.mask_source, "auto_mask_model": c.auto_mask_model,
-                "mask_threshold": c.mask_threshold, "mask_fraction": c.mask_fraction}  # fmt: skip
+        return {
+            "method": self.name,
+            "mask_source": c.mask_source,
+            "auto_mask_model": c.auto_mask_model,
+            "mask_threshold": c.mask_threshold,
+            "mask_fraction": c.mask_fraction,
+        }
 
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
         c = self.cfg
@@ -121,7 +139,9 @@ class FastSIPAT(SIPAT):
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
         c = self.cfg
         m = sip_step_mask(s, has_map, c.mask_threshold)
-        return fgsm_rs_attack(model, x, y, c.eps, alpha_ratio=c.fast_alpha_ratio, step_mask=m, generator=gen)
+        return fgsm_rs_attack(
+            model, x, y, c.eps, alpha_ratio=c.fast_alpha_ratio, step_mask=m, generator=gen
+        )
 
 
 class PART(PGDAT):
@@ -131,7 +151,11 @@ class PART(PGDAT):
 
     def record(self) -> dict[str, Any]:
         c = self.cfg
-        return {"method": self.name, "part_warmup_epochs": c.part_warmup_epochs, "part_eps_low": c.part_eps_low}
+        return {
+            "method": self.name,
+            "part_warmup_epochs": c.part_warmup_epochs,
+            "part_eps_low": c.part_eps_low,
+        }
 
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
         c = self.cfg
@@ -142,7 +166,7 @@ class PART(PGDAT):
 
 
 class IGD(PGDAT):
-    """Chen, Dong, Xie: PGD-AT plus lambda * cosine distance to a frozen teacher's input gradient."""
+    """Chen, Dong, Xie: PGD-AT + lambda * cosine distance to a frozen teacher's input gradient."""
 
     name = "igd"
 
@@ -154,8 +178,12 @@ class IGD(PGDAT):
 
     def record(self) -> dict[str, Any]:
         c = self.cfg
-        return {"method": self.name, "igd_lambda": c.igd_lambda, "igd_teacher": c.igd_teacher,
-                "igd_grad_point": c.igd_grad_point}  # fmt: skip
+        return {
+            "method": self.name,
+            "igd_lambda": c.igd_lambda,
+            "igd_teacher": c.igd_teacher,
+            "igd_grad_point": c.igd_grad_point,
+        }
 
     def loss(self, model, x, s, has_map, y, epoch, gen) -> tuple[Tensor, Tensor]:
         x_adv = self.adversarial(model, x, s, has_map, y, epoch, gen)
@@ -166,9 +194,13 @@ class IGD(PGDAT):
 
 
 _REGISTRY: dict[str, type[Method]] = {
-    "standard": Method, "pgd_at": PGDAT, "sip_at": SIPAT,
-    "fast_sip_at": FastSIPAT, "part": PART, "igd": IGD,
-}  # fmt: skip
+    "standard": Method,
+    "pgd_at": PGDAT,
+    "sip_at": SIPAT,
+    "fast_sip_at": FastSIPAT,
+    "part": PART,
+    "igd": IGD,
+}
 assert set(_REGISTRY) == set(METHODS)
 
 
@@ -176,10 +208,9 @@ def build_method(cfg: TrainConfig, device: str = "cpu") -> Method:
     return _REGISTRY[cfg.method](cfg, device)
 
 
-
-
-def attach_automatic_maps(train: TensorSet, model_path: str | None, kind: str, device: str,
-                          batch_size: int = 256) -> TensorSet:  # fmt: skip
+def attach_automatic_maps(
+    train: TensorSet, model_path: str | None, kind: str, device: str, batch_size: int = 256
+) -> TensorSet:
     """Replace the maps of every training image by `kind` salience from the named model.
 
     The target class is the true label. Maps are made once, on the un-augmented images,
@@ -191,4 +222,6 @@ def attach_automatic_maps(train: TensorSet, model_path: str | None, kind: str, d
         idx = torch.arange(i, min(i + batch_size, len(train)))
         x, _, _, y = train.batch(idx, device)
         maps.append((salience_map(model, x, kind, y) * 255).round().to(torch.uint8).cpu())
-    return TensorSet(train.images, torch.cat(maps), torch.ones(len(train), dtype=torch.bool), train.labels)
+    return TensorSet(
+        train.images, torch.cat(maps), torch.ones(len(train), dtype=torch.bool), train.labels
+    )

@@ -81,12 +81,23 @@ def train(
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     mean, std = data.channel_stats()
-    spec = {"name": cfg.model, "num_classes": data.num_classes, "in_channels": data.in_channels,
-            "image_size": data.image_size, "mean": mean, "std": std, "classes": data.classes}  # fmt: skip
-    model = build_model(cfg.model, data.num_classes, data.in_channels, data.image_size, mean, std).to(device)
+    spec = {
+        "name": cfg.model,
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "image_size": data.image_size,
+        "mean": mean,
+        "std": std,
+        "classes": data.classes,
+    }
+    model = build_model(
+        cfg.model, data.num_classes, data.in_channels, data.image_size, mean, std
+    ).to(device)
     method = build_method(cfg, device)
     train_set = method.prepare_train_set(data.train)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     sched = _schedule(cfg, opt)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
     attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # attack random starts
@@ -115,8 +126,13 @@ def train(
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
-        bar = tqdm(iterate_batches(len(train_set), cfg.batch_size, data_gen), total=n_batches,
-                   desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)  # fmt: skip
+        bar = tqdm(
+            iterate_batches(len(train_set), cfg.batch_size, data_gen),
+            total=n_batches,
+            desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
         for idx in bar:
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
@@ -140,28 +156,66 @@ def train(
             "train_loss": loss_sum / max(1, seen),
             "train_accuracy": correct / max(1, seen),
             "clean_accuracy": clean_accuracy(model, data.test, device),
-            "robust_accuracy": robust_accuracy(model, sub, cfg.eps, steps=cfg.eval_steps,
-                                               seed=cfg.seed * 1000 + epoch, device=device),  # fmt: skip
+            "robust_accuracy": robust_accuracy(
+                model,
+                sub,
+                cfg.eps,
+                steps=cfg.eval_steps,
+                seed=cfg.seed * 1000 + epoch,
+                device=device,
+            ),
             "robust_subset": len(sub),
         }
         history.append(metrics)
-        save_atomic({
-            "fingerprint": cfg.fingerprint(), "config": cfg.to_dict(), "model_spec": spec,
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch + 1, "history": history,
-            "rng": {"data": data_gen.get_state(), "attack": attack_gen.get_state(),
-                    "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
-        }, ckpt_path)  # fmt: skip
+        save_atomic(
+            {
+                "fingerprint": cfg.fingerprint(),
+                "config": cfg.to_dict(),
+                "model_spec": spec,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "rng": {
+                    "data": data_gen.get_state(),
+                    "attack": attack_gen.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
+            },
+            ckpt_path,
+        )
         _logger.info("epoch %d/%d %s", epoch + 1, cfg.epochs, metrics)
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, metrics)
 
-    final = evaluate_model(model, data, cfg.eval_eps, subset=cfg.eval_subset, steps=cfg.eval_steps,
-                           seed=cfg.seed, device=device)  # fmt: skip
-    save_atomic({"config": cfg.to_dict(), "model_spec": spec, "model": model.state_dict(),
-                 "method": method.record()}, out_dir / FINAL)  # fmt: skip
-    result = {"config": cfg.to_dict(), "method": method.record(), "data": data.source,
-              "train_images_with_map": int(train_set.has_map.sum()), "history": history, "final": final}  # fmt: skip
+    final = evaluate_model(
+        model,
+        data,
+        cfg.eval_eps,
+        subset=cfg.eval_subset,
+        steps=cfg.eval_steps,
+        seed=cfg.seed,
+        device=device,
+    )
+    save_atomic(
+        {
+            "config": cfg.to_dict(),
+            "model_spec": spec,
+            "model": model.state_dict(),
+            "method": method.record(),
+        },
+        out_dir / FINAL,
+    )
+    result = {
+        "config": cfg.to_dict(),
+        "method": method.record(),
+        "data": data.source,
+        "train_images_with_map": int(train_set.has_map.sum()),
+        "history": history,
+        "final": final,
+    }
     _write_json_atomic(result, out_dir / METRICS)
     return result
