@@ -23,7 +23,7 @@ from backend.deps import (
     require_roles,
 )
 from backend.deps import get_image as lookup_image
-from backend.models import Annotation, Dataset, DatasetClass, Image, User
+from backend.models import Annotation, AnnotationRevision, Dataset, DatasetClass, Image, User
 from backend.schemas.annotations import (
     AnnotateDataset,
     AnnotateDatasets,
@@ -55,13 +55,17 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
         )
     )
     state = None
-    if ann is not None:
-        png = None
-        if ann.latest_revision > 0:
-            rev = ann.revisions[-1]
-            png = base64.b64encode(rev.mask_bytes).decode() if rev.mask_format == "png" else (
-                base64.b64encode(svc.mask_to_png(svc.load_revision_mask(rev))).decode()
-            )
+    # A claim handed out by /next (no save yet) is not a mask: the page sees null, as for a
+    # fresh image, and knows it must save before submitting.
+    if ann is not None and ann.latest_revision > 0:
+        rev = db.scalar(select(AnnotationRevision).where(
+            AnnotationRevision.annotation_id == ann.id,
+            AnnotationRevision.revision == ann.latest_revision,
+        ))
+        assert rev is not None  # latest_revision is written with its revision row
+        data = rev.mask_bytes if rev.mask_format == "png" else svc.mask_to_png(
+            svc.load_revision_mask(rev))
+        png = base64.b64encode(data).decode()
         state = AnnotationState(
             id=ann.id, revision=ann.latest_revision, status=ann.status, mask_png_base64=png,
             active_ms=ann.active_ms, review_comment=ann.review_comment,

@@ -42,11 +42,11 @@ from backend.services import consensus as cons
 from backend.services import export as exp
 from backend.services.masks import MaskError, grey_png, load_revision_mask, mask_to_png
 
-reviews = APIRouter(prefix="/reviews", tags=["reviews"])
-annotations = APIRouter(prefix="/annotations", tags=["reviews"])
-images = APIRouter(prefix="/images", tags=["masks"])
-datasets = APIRouter(prefix="/datasets", tags=["masks"])
-mask_sets = APIRouter(prefix="/mask-sets", tags=["masks"])
+reviews_router = APIRouter(prefix="/reviews", tags=["reviews"])
+annotations_router = APIRouter(prefix="/annotations", tags=["reviews"])
+images_router = APIRouter(prefix="/images", tags=["masks"])
+datasets_router = APIRouter(prefix="/datasets", tags=["masks"])
+mask_sets_router = APIRouter(prefix="/mask-sets", tags=["masks"])
 
 StatusesQuery = Annotated[str, Query(description="accepted, submitted, or both comma-separated")]
 PNG_HEADERS = {"Cache-Control": "no-store"}
@@ -70,7 +70,7 @@ def _png(data: bytes) -> Response:
 # ---------------------------------------------------------------------------- review
 
 
-@reviews.get("", response_model=ReviewQueue)
+@reviews_router.get("", response_model=ReviewQueue)
 def review_queue(
     _: ResearcherUser,
     db: SessionDep,
@@ -116,7 +116,7 @@ def review_queue(
     )
 
 
-@reviews.post("/{annotation_id}", response_model=ReviewResult)
+@reviews_router.post("/{annotation_id}", response_model=ReviewResult)
 def review(annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: SessionDep):
     """Accept or reject a submitted mask (a rejection needs a comment and returns it to its
     annotator, first in their queue)."""
@@ -137,7 +137,7 @@ def review(annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: S
                         review_comment=ann.review_comment, reviewed_at=ann.reviewed_at)
 
 
-@annotations.get("/{annotation_id}/mask.png", response_class=Response)
+@annotations_router.get("/{annotation_id}/mask.png", response_class=Response)
 def annotation_mask(
     annotation_id: int, _: ResearcherUser, db: SessionDep,
     revision: Annotated[int | None, Query(ge=1)] = None,
@@ -160,7 +160,7 @@ def annotation_mask(
 # ---------------------------------------------------------------------------- consensus
 
 
-@images.get("/{image_id}/consensus.png", response_class=Response)
+@images_router.get("/{image_id}/consensus.png", response_class=Response)
 def consensus_png(image: ImageDep, _: ResearcherUser, db: SessionDep,
                   statuses: StatusesQuery = "accepted"):
     """The mean of the image's masks as an 8-bit grey PNG (255 = every annotator)."""
@@ -171,7 +171,7 @@ def consensus_png(image: ImageDep, _: ResearcherUser, db: SessionDep,
     return _png(grey_png(cons.consensus_uint8(mean)))
 
 
-@images.get("/{image_id}/consensus-binary.png", response_class=Response)
+@images_router.get("/{image_id}/consensus-binary.png", response_class=Response)
 def consensus_binary_png(
     image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
@@ -184,7 +184,7 @@ def consensus_binary_png(
     return _png(mask_to_png(mean >= threshold))
 
 
-@images.get("/{image_id}/agreement", response_model=ImageAgreement)
+@images_router.get("/{image_id}/agreement", response_model=ImageAgreement)
 def image_agreement(image: ImageDep, _: ResearcherUser, db: SessionDep,
                     statuses: StatusesQuery = "accepted"):
     """Mean pairwise IoU of the image's masks."""
@@ -194,7 +194,7 @@ def image_agreement(image: ImageDep, _: ResearcherUser, db: SessionDep,
                           mean_pairwise_iou=cons.mean_pairwise_iou(masks))
 
 
-@datasets.get("/{dataset_id}/agreement", response_model=DatasetAgreement)
+@datasets_router.get("/{dataset_id}/agreement", response_model=DatasetAgreement)
 def dataset_agreement(
     dataset: DatasetDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
@@ -209,7 +209,7 @@ def dataset_agreement(
 # ---------------------------------------------------------------------------- mask sets
 
 
-@datasets.post("/{dataset_id}/mask-sets", response_model=MaskSetPublic, status_code=201)
+@datasets_router.post("/{dataset_id}/mask-sets", response_model=MaskSetPublic, status_code=201)
 def create_mask_set(dataset: DatasetDep, body: MaskSetCreate, user: ResearcherUser,
                     db: SessionDep, response: Response):
     """Freeze the current consensus (filtered) into a hashed mask set; 200 if it exists."""
@@ -226,7 +226,7 @@ def create_mask_set(dataset: DatasetDep, body: MaskSetCreate, user: ResearcherUs
     return mask_set
 
 
-@datasets.get("/{dataset_id}/mask-sets", response_model=MaskSetsPublic)
+@datasets_router.get("/{dataset_id}/mask-sets", response_model=MaskSetsPublic)
 def list_mask_sets(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
     """A dataset's mask sets, newest first."""
     rows = list(db.scalars(select(MaskSet).where(MaskSet.dataset_id == dataset.id)
@@ -241,13 +241,13 @@ def _mask_set(db, mask_set_id: int) -> MaskSet:
     return mask_set
 
 
-@mask_sets.get("/{mask_set_id}", response_model=MaskSetDetail)
+@mask_sets_router.get("/{mask_set_id}", response_model=MaskSetDetail)
 def get_mask_set(mask_set_id: int, _: ResearcherUser, db: SessionDep):
     """One mask set with its items (images, revision ids, agreement)."""
     return _mask_set(db, mask_set_id)
 
 
-@mask_sets.get("/{mask_set_id}/images/{image_id}/consensus.png", response_class=Response)
+@mask_sets_router.get("/{mask_set_id}/images/{image_id}/consensus.png", response_class=Response)
 def mask_set_consensus(mask_set_id: int, image_id: int, _: ResearcherUser, db: SessionDep):
     """The frozen consensus of one image of a mask set (8-bit grey PNG)."""
     mask_set = _mask_set(db, mask_set_id)
@@ -260,7 +260,7 @@ def mask_set_consensus(mask_set_id: int, image_id: int, _: ResearcherUser, db: S
 # ---------------------------------------------------------------------------- export / import
 
 
-@datasets.get("/{dataset_id}/masks/export", response_class=Response)
+@datasets_router.get("/{dataset_id}/masks/export", response_class=Response)
 def export_masks(
     dataset: DatasetDep, _: ResearcherUser, db: SessionDep,
     format: Annotated[Literal["png", "coco"], Query()] = "png",  # noqa: A002
@@ -288,7 +288,9 @@ def export_masks(
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@datasets.post("/{dataset_id}/masks/import", response_model=MaskImportResult, status_code=201)
+@datasets_router.post(
+    "/{dataset_id}/masks/import", response_model=MaskImportResult, status_code=201
+)
 def import_masks(
     request: Request,
     dataset: DatasetDep,
@@ -317,4 +319,6 @@ def import_masks(
                             image_ids=image_ids)
 
 
-ROUTERS = [reviews, annotations, images, datasets, mask_sets]
+ROUTERS = [
+    reviews_router, annotations_router, images_router, datasets_router, mask_sets_router
+]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.models import (
@@ -267,5 +268,12 @@ def freeze_mask_set(
         for i, r, p, n, a in chosen
     ]
     db.add(mask_set)
-    db.commit()
+    try:
+        db.commit()
+    except IntegrityError:  # the same content frozen at the same moment by someone else
+        db.rollback()
+        existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
+        if existing is None:
+            raise
+        return existing, False
     return mask_set, True

@@ -60,7 +60,7 @@ def png_to_mask(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            img = PILImage.open(io.BytesIO(data))
+            img: PILImage.Image = PILImage.open(io.BytesIO(data))
             if img.format != "PNG":
                 raise MaskError(f"{name} is not a PNG image.")
             if expected_size is not None and img.size != expected_size:
@@ -336,6 +336,7 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
         db.rollback()
         return None
     image = db.get(Image, row[0])
+    assert image is not None  # just selected, under the lock
     db.add(Annotation(image_id=image.id, annotator_id=user.id, status="draft",
                       created_at=now, updated_at=now))
     try:

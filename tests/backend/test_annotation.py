@@ -288,6 +288,7 @@ def test_queue_gives_each_image_once_and_respects_annotators_per_image(client, s
     while (r := _next(client, a, dataset.id)).status_code == 200:
         item = r.json()
         assert item["remaining"] == n_images - len(seen_a)
+        assert item["annotation"] is None  # claimed for a, but nothing saved yet
         # asking again before finishing resumes the same image
         assert _next(client, a).json()["image"]["id"] == item["image"]["id"]
         seen_a.append(item["image"]["id"])
