@@ -91,12 +91,15 @@ def fit_weibull(
     *,
     guess: float | None = 0.5,
     criterion: float | None = 0.75,
+    start: Fit | None = None,
 ) -> Fit | None:
     """Maximum-likelihood Weibull fit to k successes out of n at levels x.
 
     guess: fixed lower asymptote (0.5 for 2AFC), or None to fit it (yes/no false-alarm rate).
     criterion: the probability that defines the threshold; None = halfway between the guess
     rate and the upper asymptote (F = 0.5), the usual yes/no choice.
+    start: a previous fit to start from (one local search instead of a grid of starts; the
+    bootstrap refits resamples of the same data this way).
     Returns None when there is nothing to fit (no positive level with trials).
     """
     xa, ka, na = (np.asarray(v, dtype=float) for v in (x, k, n))
@@ -124,17 +127,25 @@ def fit_weibull(
     ]
     if guess is None:
         bounds.append((0.0, 0.9))
+    starts: list[list[float]] = []
+    clean = ka[xa == 0].sum() / max(1.0, na[xa == 0].sum())
+    if start is not None:
+        starts.append([math.log(start.alpha), math.log(start.beta), start.lapse])
+        if guess is None:
+            starts[0].append(start.guess)
+    else:
+        # a few starting points: the likelihood surface has flat ridges at the grid's ends
+        for a0 in np.geomspace(lo, hi, 4):
+            for b0 in (1.0, 3.0):
+                starts.append([math.log(a0), math.log(b0), 0.01])
+                if guess is None:
+                    starts[-1].append(float(min(0.85, max(0.01, clean))))
     best = None
-    # a few starting points: the likelihood surface has flat ridges at the grid's ends
-    for a0 in np.geomspace(lo, hi, 4):
-        for b0 in (1.0, 3.0):
-            start = [math.log(a0), math.log(b0), 0.01]
-            if guess is None:
-                clean = ka[xa == 0].sum() / max(1.0, na[xa == 0].sum())
-                start.append(float(min(0.85, max(0.01, clean))))
-            res = optimize.minimize(nll, np.array(start), method="L-BFGS-B", bounds=bounds)
-            if best is None or res.fun < best.fun:
-                best = res
+    for s0 in starts:
+        s0 = [min(max(v, b[0]), b[1]) for v, b in zip(s0, bounds, strict=True)]
+        res = optimize.minimize(nll, np.array(s0), method="L-BFGS-B", bounds=bounds)
+        if best is None or res.fun < best.fun:
+            best = res
     assert best is not None
     a, b, g, lam = unpack(best.x)
     crit = criterion if criterion is not None else g + 0.5 * (1 - g - lam)
@@ -179,7 +190,7 @@ def bootstrap_threshold(
     for _ in range(n_boot):
         pick = rng.integers(0, m, size=m)
         bk, bn = pooled([per_unit[i] for i in pick])
-        bf = fit_weibull(levels, bk, bn, guess=guess, criterion=criterion)
+        bf = fit_weibull(levels, bk, bn, guess=guess, criterion=criterion, start=fit)
         if bf is None or bf.threshold is None:
             failed += 1
             # an unreachable threshold counts as "above every tested level"

@@ -120,7 +120,7 @@ export async function mount(root, ctx) {
         ${s.state === "open" ? html`<button data-act="close">Close</button>` : ""}
         <a href="/api/studies/${s.id}/trials.csv" download>Download trials (CSV)</a>
       </div>
-      <p>Participant link (Prolific fills in the ids): <span class="link">${link}</span></p>
+      <p>Participant link (Prolific fills in the ids): <span class="participant-link">${link}</span></p>
       <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${s.config.trials_per_condition} trials per condition ·
         ${s.config.catch_trials} catch trials at ${s.config.catch_epsilon_255}/255 · ${s.config.practice_trials} practice trials ·
         PGD ${s.config.attack.steps} steps, step ${s.config.attack.alpha_ratio} × eps.</p>

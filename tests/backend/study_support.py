@@ -39,7 +39,10 @@ def pattern_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     """A folder with final.pt (and metrics.json) of a standard-trained small CNN."""
-    from worker.sipat import DataBundle, TensorSet, TrainConfig, train
+    # the submodules directly: `worker.sipat.train` (the module) can shadow the lazy `train`
+    from worker.sipat.config import TrainConfig
+    from worker.sipat.data import DataBundle, TensorSet
+    from worker.sipat.train import train
 
     out = Path(tempfile.mkdtemp(prefix="study-ckpt-"))
     x, y = pattern_images(96, seed=0)
@@ -141,7 +144,7 @@ def make_run(
     shutil.copy(checkpoint_dir / "final.pt", target / "final.pt")
     metrics = json.loads((checkpoint_dir / "metrics.json").read_text())
     run.checkpoint_key = key
-    run.final_metrics = metrics["final"]
+    run.final_metrics = {"final": metrics["final"], "method": metrics.get("method")}
     db.commit()
     return run.id
 

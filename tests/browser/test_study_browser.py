@@ -93,3 +93,43 @@ def test_participant_takes_a_study_with_a_reload(
     for t, r in rows:
         assert r.correct == (r.answer == t.correct_answer)
         assert 0 < r.rt_ms < 60_000 and r.shown_at is not None
+
+
+def test_researcher_sees_studies_and_results(
+    page, login, live_server, client, auth, db, tiny_checkpoint
+):
+    from backend.models import Trial
+
+    ds, _ = make_dataset(db, n=12)
+    run_id = make_run(db, ds, tiny_checkpoint, name="plain")
+    study = ready_study(client, auth["researcher"], db, [run_id], epsilons_255=[0, 4, 16])
+    link = study["link_token"]
+    tok = client.post(
+        f"/api/participate/links/{link}/sessions", json={"prolific_pid": "r1"}
+    ).json()["token"]
+    client.post(f"/api/participate/{tok}/consent")
+    client.post(f"/api/participate/{tok}/device", json={
+        "screen_width": 1920, "screen_height": 1080, "window_width": 1400, "window_height": 900,
+        "device_pixel_ratio": 1})  # fmt: skip
+    for t in client.get(f"/api/participate/{tok}/trials").json()["data"]:
+        right = db.scalar(select(Trial.correct_answer).where(Trial.public_id == t["id"]))
+        client.post(
+            f"/api/participate/{tok}/trials/{t['id']}/answer", json={"answer": right, "rt_ms": 700}
+        )
+    client.post(f"/api/participate/{tok}/complete")
+    login(page, "researcher")
+    page.click("nav >> text=Studies")
+    page.wait_for_selector(f"a[href='#/studies/{study['id']}']")
+    page.click(f"a[href='#/studies/{study['id']}']")
+    page.wait_for_selector(".study-plot")
+    assert page.locator(".study-plot circle").count() == 3
+    assert page.locator(".study-plot polyline").count() >= 1  # robust accuracy (and fit if any)
+    assert f"/s/{link}?PROLIFIC_PID=" in page.text_content(".participant-link")
+    # the design form refuses a bad grid with the server's sentence
+    page.goto("/#/studies")
+    page.fill("input[name=name]", "bad")
+    page.check("input[name=run]")
+    page.fill("input[name=epsilons_255]", "0, 400")
+    page.click("form.study-form button[type=submit]")
+    page.wait_for_selector(".form-error:not([hidden])")
+    assert "epsilons_255" in page.text_content(".form-error")
