@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -228,11 +228,16 @@ def bbox(mask: np.ndarray) -> list[int]:
 
 def _holds_slot(now: datetime):
     """Annotations that count against an image's annotators_per_image (imported masks of
-    the "import:<name>" pseudo-annotators do not: people still draw those images)."""
+    the "import:<name>" pseudo-annotators do not: people still draw those images; nor do
+    drafts their annotator skipped)."""
     imported = select(User.id).where(User.username.like("import:%"))
+    skipped = exists().where(
+        Skip.image_id == Annotation.image_id, Skip.annotator_id == Annotation.annotator_id
+    )
     return and_(
         Annotation.status != "rejected",
         Annotation.annotator_id.not_in(imported),
+        ~skipped,
         or_(Annotation.latest_revision > 0, Annotation.updated_at > now - CLAIM_TTL),
     )
 
@@ -347,8 +352,11 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
 
 
 def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
-    """Record a skip. A draft of this annotator on the image is abandoned with it; a mask
-    already submitted or accepted cannot be skipped (409)."""
+    """Record a skip; a mask already submitted or accepted cannot be skipped (409).
+
+    A claim without any save is dropped. A draft with saves is kept (its revisions are never
+    deleted) but no longer holds a slot, never returns to the queue and never enters a
+    consensus (only submitted and accepted masks do)."""
     ann = db.scalar(
         select(Annotation).where(
             Annotation.image_id == image.id, Annotation.annotator_id == user.id
@@ -363,8 +371,8 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
         db.add(Skip(image_id=image.id, annotator_id=user.id, reason=reason))
     else:
         existing.reason = reason
-    if ann is not None and ann.status == "draft":
-        db.delete(ann)
+    if ann is not None and ann.status == "draft" and ann.latest_revision == 0:
+        db.execute(delete(Annotation).where(Annotation.id == ann.id))
     try:
         db.commit()
     except IntegrityError:  # the same skip sent twice at once: the first one stands

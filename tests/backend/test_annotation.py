@@ -362,3 +362,19 @@ def test_two_annotators_do_not_take_the_last_slot_together(live_server, seeded, 
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] + [204] * (len(tokens) - 1)
+
+
+def test_skip_after_saving_keeps_the_drawing_and_frees_the_slot(client, seeded, auth, db):
+    image_id = _next(client, auth["annotator"]).json()["image"]["id"]
+    assert put(client, auth["annotator"], image_id, body(square(), "drawn")).status_code == 200
+    r = client.post(f"/api/annotate/images/{image_id}/skip", headers=auth["annotator"],
+                    json={"reason": "two objects"})
+    assert r.status_code == 204, r.text
+    assert counts(db) == (1, 1, 1)  # the revision is kept
+    assert _next(client, auth["annotator"]).json()["image"]["id"] != image_id
+    other = add_annotator(db, client, "other")
+    seen = []
+    while (r := _next(client, other)).status_code == 200:
+        seen.append(r.json()["image"]["id"])
+        _finish(client, other, seen[-1])
+    assert image_id in seen  # annotators_per_image = 1, and the skipped draft holds no slot
