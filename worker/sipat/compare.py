@@ -106,8 +106,13 @@ def run_compare(
             r = train(cfg, root / v, data=data, progress=progress)
             if v in results:
                 acc = r["final"]["pgd_accuracy"]
+                agree = r["final"].get("salience_agreement") or {}
                 results[v].append(
-                    {"clean": r["final"]["clean_accuracy"], "robust": list(acc.values())[-1]}
+                    {
+                        "clean": r["final"]["clean_accuracy"],
+                        "robust": list(acc.values())[-1],
+                        "top_mass_in_mask": agree.get("top_mass_in_mask"),
+                    }
                 )
             _logger.info("%s seed %d %s: %s", dataset, seed, v, results.get(v, [None])[-1])
     summary = {
@@ -133,10 +138,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
     eps = summary["config"]["eval_eps"][-1] * 255
     steps = summary["config"]["eval_steps"]
     lines = [
-        f"| method | clean accuracy (%) | PGD-{steps} accuracy at eps {eps:.3g}/255 (%) |",
-        "|---|---|---|",
+        f"| method | clean accuracy (%) | PGD-{steps} accuracy at eps {eps:.3g}/255 (%) "
+        "| Grad-CAM top mass inside the human mask (%) |",
+        "|---|---|---|---|",
     ]
     for v, runs in summary["results"].items():
         clean, robust = _ms([r["clean"] for r in runs]), _ms([r["robust"] for r in runs])
-        lines.append(f"| {LABELS.get(v, v)} | {clean} | {robust} |")
+        agree = _ms([r["top_mass_in_mask"] for r in runs if r.get("top_mass_in_mask") is not None])
+        lines.append(f"| {LABELS.get(v, v)} | {clean} | {robust} | {agree} |")
     return "\n".join(lines)
