@@ -18,12 +18,13 @@ from backend.core.config import ROOT, get_settings
 FRONTEND_DIR = ROOT / "frontend"
 
 
-def api_routers() -> list[APIRouter]:
-    """Every module in backend/routers/ contributes the APIRouters it lists in ROUTERS."""
+def discovered_routers(attribute: str = "ROUTERS") -> list[APIRouter]:
+    """Every module in backend/routers/ lists its JSON routers (mounted under /api) in ROUTERS
+    and its page routers (mounted at the root, e.g. a participant's link) in PAGE_ROUTERS."""
     found: list[APIRouter] = []
     for mod in sorted(pkgutil.iter_modules(backend.routers.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"backend.routers.{mod.name}")
-        found.extend(getattr(module, "ROUTERS", []))
+        found.extend(getattr(module, attribute, []))
     return found
 
 
@@ -56,8 +57,10 @@ def create_app() -> FastAPI:
             content={"detail": _validation_sentence(list(exc.errors())), "errors": errors},
         )
 
-    for router in api_routers():
+    for router in discovered_routers("ROUTERS"):
         app.include_router(router, prefix="/api")
+    for router in discovered_routers("PAGE_ROUTERS"):
+        app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:

@@ -4,10 +4,7 @@ side or correct answer is ever sent before the answer (and only practice gets fe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 
@@ -131,21 +128,14 @@ def stimulus(session_token: str, public_id: str, db: SessionDep, storage: Storag
     )
 
 
-@asynccontextmanager
-async def _add_link_page(app: FastAPI) -> AsyncIterator[None]:
-    """Routers are mounted under /api; the participant link /s/<token> is a page, so it is
-    added to the application itself when the app starts (once)."""
-    if not any(getattr(r, "path", None) == "/s/{link_token}" for r in app.router.routes):
-
-        def participant_page(link_token: str) -> FileResponse:  # noqa: ARG001 - read by the page
-            return FileResponse(PARTICIPATE_HTML, headers=NO_STORE)
-
-        app.add_api_route(
-            "/s/{link_token}", participant_page, methods=["GET"], include_in_schema=False
-        )
-    yield
+page_router = APIRouter(include_in_schema=False)
 
 
-page_router = APIRouter(lifespan=_add_link_page)
+@page_router.get("/s/{link_token}")
+def participant_page(link_token: str) -> FileResponse:  # noqa: ARG001 - read by the page
+    """The participant's page; the link token in its URL is read by the page's script."""
+    return FileResponse(PARTICIPATE_HTML, headers=NO_STORE)
 
-ROUTERS = [router, page_router]
+
+ROUTERS = [router]
+PAGE_ROUTERS = [page_router]
