@@ -77,3 +77,11 @@ def test_load_model_from_checkpoint_eval_mode(tiny_data, tmp_path):
     )
     model = load_model_from_checkpoint(tmp_path / "final.pt")
     assert not model.training
+
+
+def test_public_train_is_the_function_even_after_submodule_import():
+    import worker.sipat
+    import worker.sipat.train  # noqa: F401
+    from worker.sipat import train as public_train
+
+    assert callable(public_train) and worker.sipat.train is public_train

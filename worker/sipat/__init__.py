@@ -1,32 +1,33 @@
 """sipat: salience-preserving adversarial training and its baselines, as a plain library.
 
 Tensors, configs and callbacks in; metrics and checkpoints out. No web app, database or
-Celery import here (docs/training.md). Names are imported lazily so that the config and
-the CLI's error path do not pay for importing torch.
+Celery import here (docs/training.md).
 """
 
-from importlib import import_module
-from typing import Any
-
+# Imported eagerly: `train` is both a submodule and the function; binding the function
+# here, after the submodule is loaded, keeps `from worker.sipat import train` the function
+# while `from worker.sipat.train import train` also works.
+from .attacks import fgsm_rs_attack, pgd_attack
+from .checkpoint import load_model_from_checkpoint
 from .config import METHODS, ConfigError, TrainConfig, TrainingCancelled
+from .data import DataBundle, TensorSet, load_data
+from .evaluate import evaluate_checkpoint, evaluate_model
+from .models import build_model
+from .train import train
 
-_LAZY = {
-    "pgd_attack": "attacks",
-    "fgsm_rs_attack": "attacks",
-    "load_model_from_checkpoint": "checkpoint",
-    "DataBundle": "data",
-    "TensorSet": "data",
-    "load_data": "data",
-    "evaluate_checkpoint": "evaluate",
-    "evaluate_model": "evaluate",
-    "build_model": "models",
-    "train": "train",
-}
-
-__all__ = ["METHODS", "ConfigError", "TrainConfig", "TrainingCancelled", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "METHODS",
+    "ConfigError",
+    "DataBundle",
+    "TensorSet",
+    "TrainConfig",
+    "TrainingCancelled",
+    "build_model",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "fgsm_rs_attack",
+    "load_data",
+    "load_model_from_checkpoint",
+    "pgd_attack",
+    "train",
+]

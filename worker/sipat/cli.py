@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("data_dir", "is required (in the config, --set data_dir=... or --data)")
     if not Path(cfg.data_dir).is_dir():
         raise ConfigError("data_dir", f"directory not found: {cfg.data_dir}")
-    from .train import train  # after validation: a bad config fails fast, without importing torch
+    from .train import train
 
     out = Path(args.out)
     result = train(
