@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 NAV = {
     "admin": ["Home", "Users"],
-    "researcher": ["Home", "Datasets", "Review", "Runs"],
+    "researcher": ["Home", "Datasets", "Review", "Runs", "Studies"],
     "annotator": ["Home", "Annotate"],
 }
 
