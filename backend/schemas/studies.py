@@ -69,7 +69,7 @@ class StudyCreate(BaseModel):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     # the epsilon grid in grey levels (8 means 8/255)
     epsilons_255: list[float] = Field(
-        default_factory=lambda: [0, 1, 2, 4, 8, 16], min_length=1, max_length=20
+        default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=20
     )
     # main trials per run x epsilon cell (yes/no: per perturbed cell; as many clean trials again)
     trials_per_condition: int = Field(default=2, ge=1, le=200)

@@ -479,7 +479,7 @@ def _completion_url(study: Study, code: str | None) -> str | None:
 def session_state(db: Session, session: ParticipantSession) -> dict[str, Any]:
     study = db.get(Study, session.study_id)
     assert study is not None
-    counts = defaultdict(lambda: [0, 0])  # phase group -> [total, answered]
+    counts: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])  # phase group -> [total, answered]
     for phase, answered in db.execute(
         select(Trial.phase, Response.id)
         .outerjoin(Response, Response.trial_id == Trial.id)
@@ -827,10 +827,11 @@ def robust_accuracy_curve(run: TrainingRun) -> list[dict[str, float]] | None:
     library's evaluate_model) or either nested under "final"; eps keys in pixel units (0..1)
     or grey levels (> 1)."""
     fm = run.final_metrics or {}
-    candidates = [fm, fm.get("final") if isinstance(fm.get("final"), dict) else {}]
+    final = fm.get("final")
+    candidates: list[dict[str, Any]] = [fm, final if isinstance(final, dict) else {}]
     for src in candidates:
         for key in ("robust_accuracy", "pgd_accuracy"):
-            table = src.get(key) if isinstance(src, dict) else None
+            table = src.get(key)
             if isinstance(table, dict) and table:
                 points = []
                 for k, v in table.items():
