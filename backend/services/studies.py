@@ -479,7 +479,8 @@ def _completion_url(study: Study, code: str | None) -> str | None:
 def session_state(db: Session, session: ParticipantSession) -> dict[str, Any]:
     study = db.get(Study, session.study_id)
     assert study is not None
-    counts: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])  # phase group -> [total, answered]
+    # phase group -> [total, answered]
+    counts: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
     for phase, answered in db.execute(
         select(Trial.phase, Response.id)
         .outerjoin(Response, Response.trial_id == Trial.id)
