@@ -20,3 +20,35 @@ def test_inequality_tests_run_and_are_rates():
     assert 0 <= r["gini"] <= 1
     for key in ("inductive_noise", "random_noise", "inductive_occlusion"):
         assert all(0 <= v <= 1 for v in r[key].values())
+
+
+def _quickly_trained(data):
+    """A tiny CNN fitted for a few clean steps, so it classifies some test images right."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", data.num_classes, 3, 12)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    idx = torch.arange(len(data.train))
+    for _ in range(30):
+        x, _, _, y = data.train.batch(idx, "cpu")
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd(tiny_data):
+    from worker.sipat.evaluate import autoattack_accuracy, clean_accuracy, robust_accuracy
+
+    model = _quickly_trained(tiny_data)
+    # AutoAttack's Square stage spends 5000 queries on every image it cannot break: a few
+    # images at a budget that breaks most of them keep this test short on a CPU.
+    test = tiny_data.test.subset(torch.arange(12))
+    eps = 16 / 255
+    clean = clean_accuracy(model, test)
+    pgd = robust_accuracy(model, test, eps, steps=20)
+    aa = autoattack_accuracy(model, test, eps, tiny_data.num_classes)
+    assert clean > 1 / tiny_data.num_classes  # the model learned something to attack
+    assert 0 <= aa <= pgd + 1 / len(test) and pgd <= clean
+    assert model.training is False
