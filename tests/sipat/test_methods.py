@@ -1,10 +1,12 @@
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import torch
 
 from worker.sipat import METHODS, TrainConfig, train
-from worker.sipat.methods import igd_loss, sip_step_mask
+from worker.sipat.methods import build_method, igd_loss, sip_step_mask
 from worker.sipat.models import build_model
 
 
@@ -78,3 +80,53 @@ def test_sip_at_automatic_masks(source, tiny_data, teacher_ckpt, tmp_path):
 def test_config_dataclass_roundtrip():
     cfg = _cfg("pgd_at")
     assert TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_eps_warmup_epochs_validated():
+    from worker.sipat import ConfigError
+
+    ok = TrainConfig.from_dict({"epochs": 4, "eps_warmup_epochs": 2.5})
+    assert ok.eps_warmup_epochs == 2.5
+    for bad in (-1, 5, "2"):
+        with pytest.raises(ConfigError) as e:
+            TrainConfig.from_dict({"epochs": 4, "eps_warmup_epochs": bad})
+        assert e.value.field == "eps_warmup_epochs"
+    # off, it leaves the fingerprint as before the field existed (older runs still resume)
+    d = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "threads")}
+    del d["eps_warmup_epochs"]
+    old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert TrainConfig().fingerprint() == old != ok.fingerprint()
+
+
+def test_budget_scale_is_a_linear_ramp_per_batch():
+    from worker.sipat.methods import budget_scale
+
+    off = _cfg("pgd_at", epochs=3)
+    assert budget_scale(off, 0, 0, 4) == 1.0
+    cfg = _cfg("pgd_at", epochs=3, eps_warmup_epochs=2)
+    got = [budget_scale(cfg, e, b, 4) for e in range(3) for b in range(4)]
+    assert got[:8] == pytest.approx([k / 8 for k in range(1, 9)])  # 8 warm-up batches
+    assert got[8:] == [1.0] * 4
+
+
+@pytest.mark.parametrize("method", ["pgd_at", "sip_at", "part", "igd", "fast_sip_at"])
+def test_every_adversary_uses_the_scaled_budget(method, tiny_data, teacher_ckpt):
+    cfg = _cfg(method, igd_teacher=teacher_ckpt, eps=16 / 255, alpha=8 / 255, steps=3)
+    m = build_method(cfg)
+    model = build_model("small_cnn", 4, 3, 12)
+    x, s, has_map, y = tiny_data.train.batch(torch.arange(16), "cpu")
+    gen = torch.Generator().manual_seed(0)
+    full = (m.adversarial(model, x, s, has_map, y, 0, gen) - x).abs().max()
+    m.scale = 0.25
+    quarter = (m.adversarial(model, x, s, has_map, y, 0, gen) - x).abs().max()
+    assert full > 12 / 255  # the full budget is used ...
+    assert quarter <= 4 / 255 + 1e-6  # ... and a quarter of it during the warm-up
+    assert m.eps == pytest.approx(4 / 255) and m.alpha == pytest.approx(2 / 255)
+
+
+def test_warmup_recorded_per_epoch(tiny_data, tmp_path):
+    cfg = _cfg("pgd_at", epochs=2, eps_warmup_epochs=1.5)
+    h = train(cfg, tmp_path, data=tiny_data, progress=False)["history"]
+    batches = (len(tiny_data.train) + 31) // 32
+    assert h[0]["train_eps"] == pytest.approx(cfg.eps * batches / (1.5 * batches))
+    assert h[1]["train_eps"] == pytest.approx(cfg.eps)

@@ -23,8 +23,9 @@ def _cfg(**kw):
     )
 
 
-def test_resume_equals_uninterrupted(tiny_data, tmp_path):
-    full = train(_cfg(), tmp_path / "full", data=tiny_data, progress=False)
+@pytest.mark.parametrize("warmup", [0.0, 1.5])  # 1.5: the eps ramp spans the cut
+def test_resume_equals_uninterrupted(warmup, tiny_data, tmp_path):
+    full = train(_cfg(eps_warmup_epochs=warmup), tmp_path / "full", data=tiny_data, progress=False)
 
     calls = {"n": 0}
     batches_per_epoch = (len(tiny_data.train) + 31) // 32
@@ -35,14 +36,16 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
 
     with pytest.raises(TrainingCancelled):
         train(
-            _cfg(),
+            _cfg(eps_warmup_epochs=warmup),
             tmp_path / "cut",
             data=tiny_data,
             progress=False,
             should_stop=stop_in_second_epoch,
         )
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    resumed = train(_cfg(), tmp_path / "cut", data=tiny_data, progress=False)
+    resumed = train(
+        _cfg(eps_warmup_epochs=warmup), tmp_path / "cut", data=tiny_data, progress=False
+    )
     assert resumed["history"] == full["history"]
     assert resumed["final"] == full["final"]
 

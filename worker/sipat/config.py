@@ -50,6 +50,9 @@ class TrainConfig:
     eps: float = 8 / 255  # L-inf training budget in pixel units ([0, 1] scale)
     alpha: float = 2 / 255  # PGD step size in pixel units
     steps: int = 10  # PGD iterations K during training
+    eps_warmup_epochs: float = 0.0  # epochs over which every training budget (eps, alpha,
+    # part_eps_low) rises linearly, batch by batch, from 1/(this * batches per epoch) of its
+    # value to all of it; 0 = full budget from the first batch. Same for every adversarial method
     fast_alpha_ratio: float = 1.25  # fast_sip_at step size as a multiple of eps (Wong et al.)
     mask_source: str = "human"  # sip_at maps: human (the data's masks), gradcam, input_gradient
     auto_mask_model: str | None = None  # checkpoint path of the model that makes automatic maps
@@ -102,6 +105,8 @@ class TrainConfig:
         d = self.to_dict()
         d.pop("device")
         d.pop("threads")
+        if d["eps_warmup_epochs"] == 0:  # added later: off = the old behaviour, old runs resume
+            d.pop("eps_warmup_epochs")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -130,6 +135,11 @@ class TrainConfig:
         need(self.fast_alpha_ratio > 0, "fast_alpha_ratio", "must be > 0")
         need(self.igd_lambda >= 0, "igd_lambda", "must be >= 0")
         need(self.part_warmup_epochs >= 0, "part_warmup_epochs", "must be >= 0")
+        need(
+            0 <= self.eps_warmup_epochs <= self.epochs,
+            "eps_warmup_epochs",
+            f"must be in [0, epochs] (epochs), got {self.eps_warmup_epochs}",
+        )
         need(self.part_eps_low <= self.eps, "part_eps_low", "must not exceed eps")
         need(self.crop_padding >= 0, "crop_padding", "must be >= 0")
         need(self.eval_subset >= 0, "eval_subset", "must be >= 0")

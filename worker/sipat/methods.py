@@ -21,7 +21,27 @@ from .salience import binarise, grad_cam, part_budget_map, salience_map
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "build_method", "sip_step_mask", "igd_loss", "true_logit_input_grad"]
+__all__ = [
+    "METHODS",
+    "build_method",
+    "budget_scale",
+    "sip_step_mask",
+    "igd_loss",
+    "true_logit_input_grad",
+]
+
+
+def budget_scale(cfg: TrainConfig, epoch: int, batch: int, n_batches: int) -> float:
+    """Share of the training budget in force for batch `batch` (0-based) of epoch `epoch`.
+
+    Linear epsilon warm-up: after b batches of training in all (this one included) the
+    share is b / (eps_warmup_epochs * n_batches), capped at 1; 1 when the warm-up is off.
+    It depends only on the position in training, so a resumed run uses the same values.
+    """
+    if cfg.eps_warmup_epochs <= 0:
+        return 1.0
+    done = epoch * n_batches + batch + 1
+    return min(1.0, done / (cfg.eps_warmup_epochs * n_batches))
 
 
 def sip_step_mask(s: Tensor, has_map: Tensor, threshold: float) -> Tensor:
@@ -59,6 +79,17 @@ class Method:
     def __init__(self, cfg: TrainConfig, device: str):
         self.cfg = cfg
         self.device = device
+        # set by the training loop before every batch (budget_scale); multiplies eps,
+        # alpha and part_eps_low of every adversary, so the warm-up is the same for all
+        self.scale = 1.0
+
+    @property
+    def eps(self) -> float:
+        return self.scale * self.cfg.eps
+
+    @property
+    def alpha(self) -> float:
+        return self.scale * self.cfg.alpha
 
     def prepare_train_set(self, train: TensorSet) -> TensorSet:
         """Hook to attach automatic maps or select the share of images with maps."""
@@ -89,8 +120,7 @@ class PGDAT(Method):
     name = "pgd_at"
 
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
-        c = self.cfg
-        return pgd_attack(model, x, y, c.eps, c.alpha, c.steps, generator=gen)
+        return pgd_attack(model, x, y, self.eps, self.alpha, self.cfg.steps, generator=gen)
 
     def loss(self, model, x, s, has_map, y, epoch, gen) -> tuple[Tensor, Tensor]:
         logits = model(self.adversarial(model, x, s, has_map, y, epoch, gen))
@@ -128,7 +158,7 @@ class SIPAT(PGDAT):
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
         c = self.cfg
         m = sip_step_mask(s, has_map, c.mask_threshold)
-        return pgd_attack(model, x, y, c.eps, c.alpha, c.steps, step_mask=m, generator=gen)
+        return pgd_attack(model, x, y, self.eps, self.alpha, c.steps, step_mask=m, generator=gen)
 
 
 class FastSIPAT(SIPAT):
@@ -140,7 +170,7 @@ class FastSIPAT(SIPAT):
         c = self.cfg
         m = sip_step_mask(s, has_map, c.mask_threshold)
         return fgsm_rs_attack(
-            model, x, y, c.eps, alpha_ratio=c.fast_alpha_ratio, step_mask=m, generator=gen
+            model, x, y, self.eps, alpha_ratio=c.fast_alpha_ratio, step_mask=m, generator=gen
         )
 
 
@@ -161,8 +191,9 @@ class PART(PGDAT):
         c = self.cfg
         if epoch < c.part_warmup_epochs:
             return super().adversarial(model, x, s, has_map, y, epoch, gen)
-        eps_map = part_budget_map(grad_cam(model, x), c.eps, c.part_eps_low, x.shape[1])
-        return pgd_attack(model, x, y, eps_map, c.alpha, c.steps, generator=gen)
+        low = self.scale * c.part_eps_low
+        eps_map = part_budget_map(grad_cam(model, x), self.eps, low, x.shape[1])
+        return pgd_attack(model, x, y, eps_map, self.alpha, c.steps, generator=gen)
 
 
 class IGD(PGDAT):

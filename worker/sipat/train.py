@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint, save_atomic
 from .config import ConfigError, TrainConfig, TrainingCancelled
 from .data import DataBundle, augment, iterate_batches, load_data
 from .evaluate import clean_accuracy, evaluate_model, robust_accuracy
-from .methods import build_method
+from .methods import budget_scale, build_method
 from .models import build_model
 
 _logger = logging.getLogger(__name__)
@@ -133,9 +133,10 @@ def train(
             disable=not progress,
             leave=False,
         )
-        for idx in bar:
+        for b, idx in enumerate(bar):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
+            method.scale = budget_scale(cfg, epoch, b, n_batches)
             x, s, has_map, y = train_set.batch(idx, device)
             if cfg.augment:
                 x, s = augment(x, s, cfg.crop_padding, cfg.hflip, data_gen)
@@ -153,6 +154,7 @@ def train(
         metrics = {
             "epoch": epoch + 1,
             "lr": opt.param_groups[0]["lr"],
+            "train_eps": method.eps,  # training budget of the epoch's last batch (warm-up)
             "train_loss": loss_sum / max(1, seen),
             "train_accuracy": correct / max(1, seen),
             "clean_accuracy": clean_accuracy(model, data.test, device),
