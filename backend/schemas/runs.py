@@ -24,6 +24,7 @@ class RunCreate(BaseModel):
     eps: float | None = None
     alpha: float | None = None
     steps: int | None = None
+    eps_warmup_epochs: float | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -42,6 +43,8 @@ class RunCreate(BaseModel):
     auto_mask_run_id: int | None = None
     mask_threshold: float | None = None
     mask_fraction: float | None = None
+    # fast SIP-AT's single step: n_fgsm or fgsm_rs
+    fast_attack: str | None = None
     # PART
     part_warmup_epochs: int | None = None
     part_eps_low: float | None = None

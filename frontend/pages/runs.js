@@ -240,7 +240,7 @@ export async function mount(root, ctx) {
           <label>Tags<input type="text" name="tags" value="${(values.tags || []).join(", ")}" placeholder="comma separated">${err("tags")}</label>
         </div></fieldset>
         <fieldset><legend>Attack (ε, step in grey levels /255)</legend><div class="fields">
-          ${num("eps", "ε (/255)")}${num("alpha", "Step α (/255)")}${num("steps", "PGD steps")}
+          ${num("eps", "ε (/255)")}${num("alpha", "Step α (/255)")}${num("steps", "PGD steps")}${num("eps_warmup_epochs", "ε warm-up (epochs, 0 = off)")}
         </div></fieldset>
         <fieldset><legend>Optimisation</legend><div class="fields">
           ${num("epochs", "Epochs")}${num("batch_size", "Batch size")}${num("lr", "Learning rate")}
@@ -252,6 +252,9 @@ export async function mount(root, ctx) {
           <label class="src-human">Mask set<select name="mask_set_id"><option value="">—</option></select>${err("mask_set_id")}</label>
           <label class="src-auto">Model for automatic maps (finished run)<select name="auto_mask_run_id"><option value="">—</option></select>${err("auto_mask_run_id")}</label>
           ${num("mask_fraction", "Share of images with a map (0–1)")}${num("mask_threshold", "Binarise threshold")}
+        </div></fieldset>
+        <fieldset class="only fast_sip_at"><legend>Fast SIP-AT</legend><div class="fields">
+          <label>Single step<select name="fast_attack">${[["n_fgsm", "N-FGSM (noise 2ε, step ε)"], ["fgsm_rs", "FGSM with random start (Wong et al.)"]].map(([k, n]) => html`<option value="${k}" ${k === values.fast_attack ? "selected" : ""}>${n}</option>`)}</select>${err("fast_attack")}</label>
         </div></fieldset>
         <fieldset class="only part"><legend>PART</legend><div class="fields">
           ${num("part_warmup_epochs", "Warm-up epochs (PGD-AT)")}${num("part_eps_low", "Low budget ε (/255)")}
@@ -328,7 +331,7 @@ function readForm(form) {
   const body = { name: el.name.value.trim(), dataset_id: Number(el.dataset_id.value), method: el.method.value,
     model: el.model.value, schedule: el.schedule.value };
   const method = el.method.value;
-  const numbers = ["eps", "alpha", "steps", "epochs", "batch_size", "lr", "image_size", "eval_subset", "eval_steps"];
+  const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size", "eval_subset", "eval_steps"];
   if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
   if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");
   if (method === "igd") numbers.push("igd_lambda");
@@ -353,6 +356,7 @@ function readForm(form) {
     if (body.mask_source === "human" && el.mask_set_id.value) body.mask_set_id = Number(el.mask_set_id.value);
     if (body.mask_source !== "human" && el.auto_mask_run_id.value) body.auto_mask_run_id = Number(el.auto_mask_run_id.value);
   }
+  if (method === "fast_sip_at") body.fast_attack = el.fast_attack.value;
   if (method === "igd" && el.igd_teacher_run_id.value) body.igd_teacher_run_id = Number(el.igd_teacher_run_id.value);
   if (local.length) {
     showErrors(form, new ApiError(422, "Check the marked fields.", { errors: local }));

@@ -83,6 +83,9 @@ BAD_FIELDS = [
     ("part_eps_low", {"method": "part", "eps": 2 / 255, "part_eps_low": 4 / 255}),
     ("mask_source", {"method": "sip_at", "mask_source": "oracle"}),
     ("batch_size", {"batch_size": "many"}),
+    ("eps_warmup_epochs", {"eps_warmup_epochs": -1}),
+    ("eps_warmup_epochs", {"epochs": 2, "eps_warmup_epochs": 3}),
+    ("fast_attack", {"fast_attack": "pgd"}),
 ]
 
 

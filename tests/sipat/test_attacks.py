@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.sipat.attacks import fgsm_rs_attack, pgd_attack
+from worker.sipat.attacks import _input_grad, fgsm_rs_attack, n_fgsm_attack, pgd_attack
 from worker.sipat.models import build_model
 
 
@@ -47,6 +47,42 @@ def test_fgsm_rs_respects_mask_and_budget():
     frozen = (m == 0).expand_as(x)
     assert torch.equal(x_adv[frozen], x[frozen])
     assert (x_adv != x).any()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    masked=st.booleans(),
+    per_pixel=st.booleans(),
+    noise_ratio=st.sampled_from([0.0, 1.0, 2.0]),
+    alpha_ratio=st.sampled_from([0.5, 1.0, 1.25]),
+)
+def test_n_fgsm_invariants(seed, masked, per_pixel, noise_ratio, alpha_ratio):
+    """N-FGSM's box is (noise + alpha) * eps, not eps; images stay in [0, 1]; mask holds."""
+    model, x, y, m, eps = _setup(seed, masked, per_pixel)
+    g = torch.Generator().manual_seed(seed)
+    x_adv = n_fgsm_attack(
+        model, x, y, eps, noise_ratio=noise_ratio, alpha_ratio=alpha_ratio, step_mask=m, generator=g
+    )
+    bound = torch.as_tensor(eps).expand_as(x) * (noise_ratio + alpha_ratio)
+    assert ((x_adv - x).abs() <= bound + 1e-6).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    if m is not None:
+        frozen = (m == 0).expand_as(x)
+        assert torch.equal(x_adv[frozen], x[frozen])
+
+
+def test_n_fgsm_goes_beyond_eps_and_without_noise_is_fgsm():
+    model, x, y, _, _ = _setup(5, False, False)
+    eps = 8 / 255
+    wide = n_fgsm_attack(model, x, y, eps, generator=torch.Generator().manual_seed(0))
+    inner = (x > 3 * eps) & (x < 1 - 3 * eps)  # pixels the [0, 1] clip cannot reach
+    assert (wide - x)[inner].abs().max() > 1.5 * eps  # the noise box is 2 eps wide
+    # noise 0: exactly one signed-gradient step of alpha_ratio * eps from x, clipped to [0, 1]
+    plain = n_fgsm_attack(model, x, y, eps, noise_ratio=0.0, alpha_ratio=1.0)
+    model.eval()
+    expected = (x + eps * _input_grad(model, x, y).sign()).clamp(0, 1)
+    assert torch.allclose(plain, expected, atol=1e-7)
 
 
 def test_adversarial_loss_not_below_clean_on_average():

@@ -93,9 +93,29 @@ def test_eps_warmup_epochs_validated():
         assert e.value.field == "eps_warmup_epochs"
     # off, it leaves the fingerprint as before the field existed (older runs still resume)
     d = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "threads")}
-    del d["eps_warmup_epochs"]
+    for later in ("eps_warmup_epochs", "fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio"):
+        del d[later]  # fields added after the first runs; off or unused, they are left out
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig().fingerprint() == old != ok.fingerprint()
+
+
+def test_fast_attack_validated_and_recorded(tiny_data, tmp_path):
+    from worker.sipat import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"method": "fast_sip_at", "fast_attack": "pgd"})
+    assert e.value.field == "fast_attack"
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"method": "fast_sip_at", "n_fgsm_alpha_ratio": 0})
+    assert e.value.field == "n_fgsm_alpha_ratio"
+    # the fast-only fields do not enter other methods' fingerprints (their runs still resume)
+    base = TrainConfig(method="pgd_at")
+    assert base.fingerprint() == TrainConfig(method="pgd_at", fast_attack="fgsm_rs").fingerprint()
+    fast = TrainConfig(method="fast_sip_at")
+    rs = TrainConfig(method="fast_sip_at", fast_attack="fgsm_rs")
+    assert fast.fingerprint() != rs.fingerprint()
+    r = train(_cfg("fast_sip_at", fast_attack="fgsm_rs"), tmp_path, data=tiny_data, progress=False)
+    assert r["method"]["fast_attack"] == "fgsm_rs" and r["method"]["fast_alpha_ratio"] == 1.25
 
 
 def test_budget_scale_is_a_linear_ramp_per_batch():
@@ -109,9 +129,20 @@ def test_budget_scale_is_a_linear_ramp_per_batch():
     assert got[8:] == [1.0] * 4
 
 
-@pytest.mark.parametrize("method", ["pgd_at", "sip_at", "part", "igd", "fast_sip_at"])
-def test_every_adversary_uses_the_scaled_budget(method, tiny_data, teacher_ckpt):
-    cfg = _cfg(method, igd_teacher=teacher_ckpt, eps=16 / 255, alpha=8 / 255, steps=3)
+@pytest.mark.parametrize(
+    "method, extra, reach",
+    [
+        ("pgd_at", {}, 1),
+        ("sip_at", {}, 1),
+        ("part", {}, 1),
+        ("igd", {}, 1),
+        ("fast_sip_at", {"fast_attack": "fgsm_rs"}, 1),
+        # N-FGSM's examples reach (noise 2 + step 1) x eps by design
+        ("fast_sip_at", {"fast_attack": "n_fgsm"}, 3),
+    ],
+)
+def test_every_adversary_uses_the_scaled_budget(method, extra, reach, tiny_data, teacher_ckpt):
+    cfg = _cfg(method, igd_teacher=teacher_ckpt, eps=16 / 255, alpha=8 / 255, steps=3, **extra)
     m = build_method(cfg)
     model = build_model("small_cnn", 4, 3, 12)
     x, s, has_map, y = tiny_data.train.batch(torch.arange(16), "cpu")
@@ -120,7 +151,7 @@ def test_every_adversary_uses_the_scaled_budget(method, tiny_data, teacher_ckpt)
     m.scale = 0.25
     quarter = (m.adversarial(model, x, s, has_map, y, 0, gen) - x).abs().max()
     assert full > 12 / 255  # the full budget is used ...
-    assert quarter <= 4 / 255 + 1e-6  # ... and a quarter of it during the warm-up
+    assert quarter <= reach * 4 / 255 + 1e-6  # ... and a quarter of it during the warm-up
     assert m.eps == pytest.approx(4 / 255) and m.alpha == pytest.approx(2 / 255)
 
 

@@ -62,6 +62,30 @@ class MaskedLinfStep:
         return torch.full((), float(e), device=delta.device, dtype=delta.dtype)
 
 
+class NoisyLinfStep(MaskedLinfStep):
+    """N-FGSM's step (de Jorge et al. 2022): a start in a wider noise box, no eps clipping.
+
+    The start is uniform in [-noise, noise] (noise = noise_ratio * eps), the step adds
+    alpha * sign(grad), and the only projection is the [0, 1] image range: the training
+    perturbation reaches up to noise + alpha per pixel, which is what keeps single-step
+    training from catastrophic overfitting. The step mask holds exactly as in PGD.
+    """
+
+    def __init__(
+        self,
+        eps_map: Tensor | float,
+        noise_ratio: float,
+        alpha_ratio: float,
+        step_mask: Tensor | None = None,
+    ):
+        super().__init__((noise_ratio + alpha_ratio) * eps_map, alpha_ratio * eps_map, step_mask)
+        self.noise = noise_ratio * eps_map
+
+    def random_perturb(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return self._masked((2 * u - 1) * self.noise)
+
+
 def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Gradient of the summed cross-entropy w.r.t. the input only (no weight gradients)."""
     x = x.detach().requires_grad_(True)
@@ -148,6 +172,35 @@ def fgsm_rs_attack(
         x,
         y,
         MaskedLinfStep(eps, alpha, step_mask),
+        1,
+        random_start=True,
+        generator=generator,
+    )
+
+
+def n_fgsm_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    noise_ratio: float = 2.0,
+    alpha_ratio: float = 1.0,
+    step_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """N-FGSM ("Make some noise", de Jorge et al. 2022): single-step training examples.
+
+    Uniform noise in [-noise_ratio * eps, noise_ratio * eps], then one signed-gradient step
+    of alpha_ratio * eps (2 and 1 in the paper), clipped to [0, 1] only. Not an evaluation
+    attack: |x_adv - x| may reach (noise_ratio + alpha_ratio) * eps by design. Pixels where
+    `step_mask` is 0 are never changed.
+    """
+    return run_attack(
+        model,
+        x,
+        y,
+        NoisyLinfStep(eps, noise_ratio, alpha_ratio, step_mask),
         1,
         random_start=True,
         generator=generator,

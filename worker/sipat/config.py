@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+FAST_ATTACKS = ("n_fgsm", "fgsm_rs")
 METHODS = ("standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at")
 MASK_SOURCES = ("human", "gradcam", "input_gradient")
 SCHEDULES = ("none", "step", "cosine")
@@ -53,7 +54,13 @@ class TrainConfig:
     eps_warmup_epochs: float = 0.0  # epochs over which every training budget (eps, alpha,
     # part_eps_low) rises linearly, batch by batch, from 1/(this * batches per epoch) of its
     # value to all of it; 0 = full budget from the first batch. Same for every adversarial method
-    fast_alpha_ratio: float = 1.25  # fast_sip_at step size as a multiple of eps (Wong et al.)
+    fast_attack: str = "n_fgsm"  # fast_sip_at's single step: n_fgsm (de Jorge et al. 2022:
+    # noise of n_fgsm_noise_ratio * eps, step n_fgsm_alpha_ratio * eps, no eps clipping) or
+    # fgsm_rs (Wong et al. 2020: start inside eps, step fast_alpha_ratio * eps, clipped to eps;
+    # overfits catastrophically at large budgets, docs/benchmark-results.md)
+    fast_alpha_ratio: float = 1.25  # fgsm_rs step size as a multiple of eps (Wong et al.)
+    n_fgsm_noise_ratio: float = 2.0  # n_fgsm noise box half-width as a multiple of eps
+    n_fgsm_alpha_ratio: float = 1.0  # n_fgsm step size as a multiple of eps
     mask_source: str = "human"  # sip_at maps: human (the data's masks), gradcam, input_gradient
     auto_mask_model: str | None = None  # checkpoint path of the model that makes automatic maps
     mask_threshold: float = 0.5  # binarise threshold on salience in [0, 1]
@@ -107,6 +114,9 @@ class TrainConfig:
         d.pop("threads")
         if d["eps_warmup_epochs"] == 0:  # added later: off = the old behaviour, old runs resume
             d.pop("eps_warmup_epochs")
+        if d["method"] != "fast_sip_at":  # added later and used by fast_sip_at only
+            for name in ("fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio"):
+                d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -132,7 +142,14 @@ class TrainConfig:
         need(self.lr > 0, "lr", "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.gamma > 0, "gamma", "must be > 0")
+        need(
+            self.fast_attack in FAST_ATTACKS,
+            "fast_attack",
+            f"must be one of {', '.join(FAST_ATTACKS)}",
+        )
         need(self.fast_alpha_ratio > 0, "fast_alpha_ratio", "must be > 0")
+        need(self.n_fgsm_noise_ratio >= 0, "n_fgsm_noise_ratio", "must be >= 0")
+        need(self.n_fgsm_alpha_ratio > 0, "n_fgsm_alpha_ratio", "must be > 0")
         need(self.igd_lambda >= 0, "igd_lambda", "must be >= 0")
         need(self.part_warmup_epochs >= 0, "part_warmup_epochs", "must be >= 0")
         need(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attacks import eval_mode, fgsm_rs_attack, pgd_attack
+from .attacks import eval_mode, fgsm_rs_attack, n_fgsm_attack, pgd_attack
 from .checkpoint import load_model_from_checkpoint
 from .config import METHODS, TrainConfig
 from .data import TensorSet, keep_map_fraction
@@ -162,13 +162,34 @@ class SIPAT(PGDAT):
 
 
 class FastSIPAT(SIPAT):
-    """SIP-AT with one masked FGSM step from a random start (Wong et al. 2020)."""
+    """SIP-AT with one masked single-step attack: N-FGSM (default) or FGSM-RS."""
 
     name = "fast_sip_at"
+
+    def record(self) -> dict[str, Any]:
+        c = self.cfg
+        out = {**super().record(), "fast_attack": c.fast_attack}
+        if c.fast_attack == "n_fgsm":
+            out["n_fgsm_noise_ratio"] = c.n_fgsm_noise_ratio
+            out["n_fgsm_alpha_ratio"] = c.n_fgsm_alpha_ratio
+        else:
+            out.update(fast_alpha_ratio=c.fast_alpha_ratio)
+        return out
 
     def adversarial(self, model, x, s, has_map, y, epoch, gen) -> Tensor:
         c = self.cfg
         m = sip_step_mask(s, has_map, c.mask_threshold)
+        if c.fast_attack == "n_fgsm":
+            return n_fgsm_attack(
+                model,
+                x,
+                y,
+                self.eps,
+                noise_ratio=c.n_fgsm_noise_ratio,
+                alpha_ratio=c.n_fgsm_alpha_ratio,
+                step_mask=m,
+                generator=gen,
+            )
         return fgsm_rs_attack(
             model, x, y, self.eps, alpha_ratio=c.fast_alpha_ratio, step_mask=m, generator=gen
         )
