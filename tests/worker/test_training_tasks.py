@@ -281,3 +281,62 @@ def test_killed_worker_resumes_with_the_same_metrics(worker, db, dataset_id):
     fa, fb = resumed.final_metrics["final"], reference.final_metrics["final"]
     assert fa["clean_accuracy"] == pytest.approx(fb["clean_accuracy"])
     assert fa["pgd_accuracy"] == pytest.approx(fb["pgd_accuracy"])
+
+
+def test_mask_set_automatic_masks_and_teacher_reach_the_library(worker, db, dataset_id):
+    """The product's flow through the real worker: human masks frozen into a mask set train
+    SIP-AT and fast SIP-AT; a finished standard run is IGD's teacher and the source of
+    SIP-AT's automatic maps. The run records say what each one used."""
+    from backend.core.security import hash_password
+    from backend.models import Dataset, Image, User
+    from backend.services.consensus import freeze_mask_set
+    from backend.services.masks import save_mask
+
+    annotator = User(username=f"painter-{uuid.uuid4().hex[:6]}",
+                     password_hash=hash_password("painter-pass"), role="annotator")
+    db.add(annotator)
+    db.commit()
+    train_images = db.scalars(
+        select(Image).where(Image.dataset_id == dataset_id, Image.split == "train")
+        .order_by(Image.id)
+    ).all()
+    marked = train_images[:10]
+    for image in marked:
+        mask = np.zeros((image.height, image.width), bool)
+        mask[: image.height // 2, : image.width // 2] = True
+        save_mask(db, annotator, image, save_id=uuid.uuid4().hex, mask=mask, active_ms=1500,
+                  check_queue=False, status_after="accepted")
+    mask_set, _ = freeze_mask_set(
+        db, db.get(Dataset, dataset_id), name="quarter", statuses=["accepted"],
+        min_annotators=1, min_agreement=None, created_by=None,
+    )
+
+    teacher = launch(db, dataset_id, method="standard", seed=4)
+    wait_for(teacher, lambda r: r.state == "succeeded", worker)
+    runs = {
+        "sip_at": launch(db, dataset_id, method="sip_at", mask_set_id=mask_set.id, seed=4),
+        "fast_sip_at": launch(db, dataset_id, method="fast_sip_at", mask_set_id=mask_set.id,
+                              seed=4),
+        "sip_at_auto": launch(db, dataset_id, method="sip_at", mask_source="gradcam",
+                              auto_mask_run_id=teacher, seed=4),
+        "igd": launch(db, dataset_id, method="igd", igd_teacher_run_id=teacher, seed=4),
+    }
+    done = {k: wait_for(v, lambda r: r.state == "succeeded", worker) for k, v in runs.items()}
+
+    for name in ("sip_at", "fast_sip_at"):
+        rep = done[name].reproducibility
+        assert rep["mask_set_id"] == mask_set.id and rep["mask_set_hash"] == mask_set.hash
+        # exactly the ten masked training images carry a map; the others train with plain PGD
+        assert rep["train_images_with_map"] == len(marked), rep
+        assert done[name].final_metrics["train_images_with_map"] == len(marked)
+    assert done["fast_sip_at"].final_metrics["method"]["fast_attack"] == "n_fgsm"
+    auto = done["sip_at_auto"]
+    assert auto.reproducibility["auto_mask_run_id"] == teacher
+    assert auto.reproducibility["mask_source"] == "gradcam"
+    assert auto.reproducibility["train_images_with_map"] == len(train_images)
+    igd = done["igd"]
+    assert igd.reproducibility["igd_teacher_run_id"] == teacher
+    assert igd.final_metrics["method"]["igd_teacher"].endswith("final.pt")
+    for run in done.values():
+        assert 0 <= run.final_metrics["final"]["clean_accuracy"] <= 1
+        assert len(epochs_of(run.id)) == TINY["epochs"]
