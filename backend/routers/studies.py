@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from backend.deps import ResearcherUser, SessionDep
+from backend.deps import ResearcherUser, SessionDep, StorageDep
 from backend.models import Study
 from backend.schemas.studies import (
     SourceRunsPublic,
+    StimuliPreviewPublic,
+    StimulusPurpose,
     StudiesPublic,
     StudyCreate,
     StudyDetail,
@@ -138,6 +140,60 @@ def trials_csv(study: StudyDep, db: SessionDep) -> Response:
         service.trials_csv(db, study),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="study-{study.id}-trials.csv"'},
+    )
+
+
+@router.get("/{study_id}/stimuli", response_model=StimuliPreviewPublic)
+def preview_stimuli(
+    study: StudyDep,
+    db: SessionDep,
+    storage: StorageDep,
+    run_id: Annotated[int | None, Query(description="only this run's stimuli")] = None,
+    epsilon_255: Annotated[
+        float | None, Query(ge=0, le=255, description="only this epsilon, in grey levels")
+    ] = None,
+    epsilon: Annotated[
+        float | None, Query(ge=0, le=1, description="only this epsilon, in pixel units")
+    ] = None,
+    purpose: Annotated[StimulusPurpose | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """A page of the study's stimuli with the measured L-inf distance to their source image
+    (grey levels), for checking budgets before the study opens. Researchers only."""
+    if epsilon is not None:
+        if epsilon_255 is not None and abs(epsilon * 255 - epsilon_255) > 1e-4:
+            raise HTTPException(
+                400, detail="Give epsilon or epsilon_255, or two that name the same value."
+            )
+        epsilon_255 = epsilon * 255
+    try:
+        return service.preview_stimuli(
+            db,
+            storage,
+            study,
+            run_id=run_id,
+            eps_255=epsilon_255,
+            purpose=purpose,
+            limit=limit,
+            offset=offset,
+        )
+    except StudyError as exc:
+        raise _refused(exc) from exc
+
+
+@router.get("/{study_id}/stimuli/{stimulus_id}/image")
+def stimulus_image(
+    study: StudyDep, stimulus_id: int, db: SessionDep, storage: StorageDep
+) -> Response:
+    """The stored PNG of one stimulus, byte for byte (unpadded). Researchers only: participants
+    see stimuli only through their session's opaque ids."""
+    try:
+        data = service.stimulus_file(db, storage, study, stimulus_id)
+    except StudyError as exc:
+        raise _refused(exc) from exc
+    return Response(
+        data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )
 
 

@@ -265,3 +265,38 @@ class AnswerOut(BaseModel):
 class CompletionOut(BaseModel):
     completion_code: str
     completion_url: str | None
+
+
+# ---- researcher's preview of the generated stimuli ------------------------------------------
+
+StimulusPurpose = Literal["main", "practice", "catch", "reference", "example"]
+
+
+class StimulusPreview(BaseModel):
+    id: int
+    run_id: int | None
+    # None for the clean 2AFC reference images, which belong to no run
+    run_name: str | None
+    source_image_id: int
+    # pixel units, as stored (8/255 = 8 grey levels)
+    epsilon: float
+    epsilon_255: float
+    attack: str
+    seed: int
+    purpose: str
+    # max |stimulus - source| in grey levels, measured from the files (None: a file is missing)
+    linf_255: int | None
+    # the stimulus's natural size in pixels (None: the file is missing)
+    width: int | None
+    height: int | None
+    image_url: str
+
+
+class StimuliPreviewPublic(BaseModel):
+    data: list[StimulusPreview]
+    # stimuli matching the filters (data is the page limit/offset of them)
+    count: int
+    limit: int
+    offset: int
+    # every stimulus of the study, by purpose (filters not applied)
+    by_purpose: dict[str, int]

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -1053,3 +1055,129 @@ def source_runs(db: Session) -> list[dict[str, Any]]:
         }
         for r, name in rows
     ]
+
+
+# ---- the researcher's preview of the stimuli ------------------------------------------------
+
+
+def _decode_png(data: bytes) -> tuple[np.ndarray, str]:
+    """Pixels (H x W or H x W x 3, int16) and PIL mode of a stimulus PNG."""
+    with PILImage.open(io.BytesIO(data)) as im:
+        mode = "L" if im.mode == "L" else "RGB"
+        return np.asarray(im.convert(mode), dtype=np.int16), mode
+
+
+def _source_pixels(data: bytes, mode: str, width: int, height: int) -> np.ndarray:
+    """The source image as the stimulus was made from it: converted to the stimulus's mode and
+    resized (bilinear) to its size, the way worker.study_tasks.load_source loads it."""
+    with PILImage.open(io.BytesIO(data)) as opened:
+        im = opened.convert(mode)
+        if im.size != (width, height):
+            im = im.resize((width, height), PILImage.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.int16)
+
+
+def preview_stimuli(
+    db: Session,
+    storage: LocalStorage,
+    study: Study,
+    *,
+    run_id: int | None = None,
+    eps_255: float | None = None,
+    purpose: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """One page of the study's stimuli with the L-inf distance to their source, measured from
+    the files (in grey levels), for the researcher to check budgets before opening a study.
+
+    Ordered by run (the runless 2AFC references last), source image, epsilon, purpose."""
+    if run_id is not None and run_id not in study.config["run_ids"]:
+        raise StudyError(f"Run {run_id} is not part of this study.", 422)
+    where = [Stimulus.study_id == study.id]
+    if run_id is not None:
+        where.append(Stimulus.run_id == run_id)
+    if eps_255 is not None:
+        where.append(func.abs(Stimulus.epsilon * 255 - float(eps_255)) < 1e-4)
+    if purpose is not None:
+        where.append(Stimulus.purpose == purpose)
+    count = db.scalar(select(func.count()).select_from(Stimulus).where(*where)) or 0
+    rows = db.execute(
+        select(Stimulus, TrainingRun.name, Image.storage_key)
+        .outerjoin(TrainingRun, TrainingRun.id == Stimulus.run_id)
+        .join(Image, Image.id == Stimulus.source_image_id)
+        .where(*where)
+        .order_by(
+            Stimulus.run_id.asc().nulls_last(),
+            Stimulus.source_image_id,
+            Stimulus.epsilon,
+            Stimulus.purpose,
+            Stimulus.id,
+        )
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    by_purpose = dict(
+        db.execute(
+            select(Stimulus.purpose, func.count())
+            .where(Stimulus.study_id == study.id)
+            .group_by(Stimulus.purpose)
+        ).all()
+    )
+    sources: dict[int, bytes | None] = {}  # one read per source image on the page
+    data = []
+    for s, run_name, source_key in rows:
+        linf: int | None = None
+        width = height = None
+        try:
+            pixels, mode = _decode_png(storage.get_bytes(s.storage_key))
+        except (OSError, ValueError):  # missing or unreadable file: shown as unknown
+            _logger.warning("stimulus %s: file %s unreadable", s.id, s.storage_key)
+        else:
+            height, width = pixels.shape[:2]
+            if s.source_image_id not in sources:
+                try:
+                    sources[s.source_image_id] = storage.get_bytes(source_key)
+                except (OSError, ValueError):
+                    sources[s.source_image_id] = None
+            src = sources[s.source_image_id]
+            if src is not None:
+                diff = np.abs(pixels - _source_pixels(src, mode, width, height))
+                linf = int(diff.max()) if diff.size else 0
+        data.append(
+            {
+                "id": s.id,
+                "run_id": s.run_id,
+                "run_name": (run_name or f"run {s.run_id}") if s.run_id is not None else None,
+                "source_image_id": s.source_image_id,
+                "epsilon": s.epsilon,
+                "epsilon_255": round(s.epsilon * 255, 6),
+                "attack": s.attack,
+                "seed": s.seed,
+                "purpose": s.purpose,
+                "linf_255": linf,
+                "width": width,
+                "height": height,
+                "image_url": f"/api/studies/{study.id}/stimuli/{s.id}/image",
+            }
+        )
+    return {
+        "data": data,
+        "count": count,
+        "limit": limit,
+        "offset": offset,
+        "by_purpose": by_purpose,
+    }
+
+
+def stimulus_file(db: Session, storage: LocalStorage, study: Study, stimulus_id: int) -> bytes:
+    """The stored PNG of one stimulus of this study, exactly as written (not padded)."""
+    s = db.scalar(select(Stimulus).where(Stimulus.id == stimulus_id, Stimulus.study_id == study.id))
+    if s is None:
+        raise StudyError(f"Stimulus {stimulus_id} is not part of study {study.id}.", 404)
+    try:
+        return storage.get_bytes(s.storage_key)
+    except (OSError, ValueError) as exc:
+        raise StudyError(
+            f"The file of stimulus {stimulus_id} is missing from storage.", 404
+        ) from exc

@@ -1,6 +1,8 @@
 // One study (#/studies/<id>): state, stimulus generation progress, participant link, open/close,
 // and the results: human detection per epsilon (with 95% intervals and the fitted curve) drawn
-// beside each run's robust accuracy on the same epsilon axis; exclusions; CSV export.
+// beside each run's robust accuracy on the same epsilon axis; exclusions; CSV export. Once
+// stimuli exist, a preview: per run, the first few main images at every epsilon of the grid, at
+// their native pixel size, with the L-inf distance to the source measured by the server.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
@@ -99,6 +101,63 @@ function resultsView(res) {
       : html`<p class="muted">None.</p>`}`;
 }
 
+const PREVIEW_IMAGES = 4; // source images shown per run
+
+/** The epsilons (grey levels) the main stimuli were made at: the grid, plus 0 for yes/no. */
+function stimulusGrid(s) {
+  const grid = new Set(s.config.epsilons_255.map(Number));
+  if (s.design === "yesno") grid.add(0);
+  return [...grid].sort((a, b) => a - b);
+}
+
+const sameEps = (a, b) => Math.abs(a - b) < 1e-4;
+const epsText = (e) => String(Number(Number(e).toFixed(3)));
+
+function stimulusCell(st) {
+  if (!st) return html`<td class="missing muted">–</td>`;
+  const over = st.linf_255 !== null && st.linf_255 > st.epsilon_255 + 1e-6;
+  const size = st.width ? html` width="${st.width}" height="${st.height}"` : "";
+  return html`<td class="${over ? "over-budget" : ""}" data-stimulus="${st.id}">
+    <img src="${st.image_url}"${size} alt="source image ${st.source_image_id} at epsilon ${st.epsilon_255}/255" loading="lazy">
+    <div class="eps">ε ${epsText(st.epsilon_255)}/255</div>
+    <div class="linf">L∞ ${st.linf_255 === null ? "?" : st.linf_255}${over ? " over budget" : ""}</div></td>`;
+}
+
+function runPreview(runId, items, grid) {
+  const rows = new Map(); // source image id -> stimuli, in the server's order
+  for (const st of items) {
+    if (!rows.has(st.source_image_id)) {
+      if (rows.size >= PREVIEW_IMAGES) continue;
+      rows.set(st.source_image_id, []);
+    }
+    rows.get(st.source_image_id).push(st);
+  }
+  const name = items.length ? items[0].run_name : `run ${runId}`;
+  if (!rows.size) return html`<h3>${name}</h3><p class="muted">No main stimuli for this run yet.</p>`;
+  return html`<h3>${name}</h3>
+    <table class="stimulus-grid" data-run="${runId}"><thead><tr><th>image</th>
+      ${grid.map((e) => html`<th>ε ${epsText(e)}</th>`)}</tr></thead>
+    <tbody>${[...rows].map(([imageId, list]) => html`<tr><th>${imageId}</th>
+      ${grid.map((e) => stimulusCell(list.find((st) => sameEps(st.epsilon_255, e))))}</tr>`)}</tbody></table>`;
+}
+
+async function loadPreview(box, s) {
+  const grid = stimulusGrid(s);
+  const limit = Math.min(200, PREVIEW_IMAGES * grid.length);
+  const pages = await Promise.all(s.config.run_ids.map((rid) =>
+    api(`/api/studies/${s.id}/stimuli?run_id=${encodeURIComponent(rid)}&purpose=main&limit=${limit}`)));
+  const counts = pages.length ? pages[0].by_purpose : {};
+  const order = ["main", "catch", "practice", "example", "reference"];
+  const summary = Object.entries(counts)
+    .sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
+    .map(([p, n]) => `${n} ${p}`).join(", ");
+  render(box, html`<h2>Stimuli</h2>
+    <p class="muted">${summary}. The first ${PREVIEW_IMAGES} main images of each run at every epsilon, at
+      native pixel size; under each: its epsilon and the L∞ distance to the source image measured from
+      the files (grey levels, /255), which must not exceed the epsilon.</p>
+    ${s.config.run_ids.map((rid, i) => runPreview(rid, pages[i].data, grid))}`);
+}
+
 export async function mount(root, ctx) {
   loadStudyCss();
   const id = ctx.params[0];
@@ -124,6 +183,7 @@ export async function mount(root, ctx) {
       <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${s.config.trials_per_condition} trials per condition ·
         ${s.config.catch_trials} catch trials at ${s.config.catch_epsilon_255}/255 · ${s.config.practice_trials} practice trials ·
         PGD ${s.config.attack.steps} steps, step ${s.config.attack.alpha_ratio} × eps.</p>
+      ${s.num_stimuli && s.state !== "generating" ? html`<div class="study-stimuli"><h2>Stimuli</h2><p class="muted">Loading…</p></div>` : ""}
       <div class="study-results"><h2>Results</h2><p class="muted">Loading…</p></div>
     </section>`);
     for (const act of ["generate", "open", "close"]) {
@@ -133,6 +193,10 @@ export async function mount(root, ctx) {
         try { await api(`/api/studies/${id}/${act}`, { method: "POST" }); } catch (err) { alert(err.message); }
         load();
       });
+    }
+    const preview = root.querySelector(".study-stimuli");
+    if (preview) {
+      loadPreview(preview, s).catch((err) => render(preview, html`<h2>Stimuli</h2><p class="form-error" role="alert">${err.message}</p>`));
     }
     const box = root.querySelector(".study-results");
     if (s.num_sessions) {

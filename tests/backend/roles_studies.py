@@ -14,6 +14,8 @@ ROUTES = {
     ("POST", "/api/studies/{study_id}/close"): R,
     ("GET", "/api/studies/{study_id}/results"): R,
     ("GET", "/api/studies/{study_id}/trials.csv"): R,
+    ("GET", "/api/studies/{study_id}/stimuli"): R,
+    ("GET", "/api/studies/{study_id}/stimuli/{stimulus_id}/image"): R,
     ("GET", "/api/participate/links/{link_token}"): P,
     ("POST", "/api/participate/links/{link_token}/sessions"): P,
     ("GET", "/api/participate/{session_token}"): P,

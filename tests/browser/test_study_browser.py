@@ -125,6 +125,27 @@ def test_researcher_sees_studies_and_results(
     assert page.locator(".study-plot circle").count() == 3
     assert page.locator(".study-plot polyline").count() >= 1  # robust accuracy (and fit if any)
     assert f"/s/{link}?PROLIFIC_PID=" in page.text_content(".participant-link")
+    # the stimulus preview: 4 source images x the 3 epsilons, each image loaded from the
+    # researcher's route and drawn at its natural size, its measured L-inf within the budget
+    page.wait_for_selector(".stimulus-grid td[data-stimulus] img")
+    cells = page.eval_on_selector_all(
+        ".stimulus-grid td[data-stimulus]",
+        """tds => Promise.all(tds.map(async (td) => {
+            const img = td.querySelector("img");
+            await img.decode();
+            const box = img.getBoundingClientRect();
+            return [img.naturalWidth, img.naturalHeight, box.width, box.height,
+                    td.querySelector(".eps").textContent, td.querySelector(".linf").textContent];
+        }))""",
+    )
+    assert len(cells) == 4 * 3, cells
+    assert page.locator(".stimulus-grid thead th").count() == 1 + 3
+    for nw, nh, w, h, eps_text, linf_text in cells:
+        assert (nw, nh, w, h) == (16, 16, 16, 16), cells
+        eps = float(eps_text.split()[1].split("/")[0])
+        linf = int(linf_text.split()[1])
+        assert linf <= eps and (eps > 0 or linf == 0), cells
+    assert page.locator(".stimulus-grid .over-budget").count() == 0
     # the design form refuses a bad grid with the server's sentence
     page.goto("/#/studies")
     page.fill("input[name=name]", "bad")
