@@ -129,3 +129,42 @@ def test_matches_torchattacks_pgd():
     clean = float((predict(model, xt) == yt).float().mean())
     assert ours < clean or clean == 0
     assert abs(ours - theirs) <= 0.01  # within 1 point
+
+
+def test_eval_mode_batchnorm_is_the_same_function():
+    """eval_mode computes BatchNorm as an affine map: outputs, input gradients and the
+    double-backward parameter gradients IGD needs equal the native kernel's; nested blocks
+    and the model's mode are restored."""
+    from worker.sipat.attacks import eval_mode
+    from worker.sipat.methods import true_logit_input_grad
+
+    for name in ("small_cnn", "preact_resnet18"):
+        torch.manual_seed(0)
+        model = build_model(name, 3, 3, 16)
+        with torch.no_grad():  # non-trivial running statistics
+            for _ in range(3):
+                model(torch.rand(8, 3, 16, 16) * 2 + 0.3)
+        x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+
+        def igd_grads(g, model=model):
+            loss = g.square().sum()
+            grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+            return [t for t in grads if t is not None]
+
+        model.eval()  # the native kernel
+        ref_out = model(x)
+        ref_g = true_logit_input_grad(model, x, y, create_graph=True)
+        ref_p = igd_grads(ref_g)
+        model.train()
+        with eval_mode(model):
+            with eval_mode(model):  # nested: the inner block leaves the outer patch alone
+                pass
+            assert any("forward" in m.__dict__ for m in model.modules())
+            out = model(x)
+            g = true_logit_input_grad(model, x, y, create_graph=True)
+            p = igd_grads(g)
+        assert model.training and not any("forward" in m.__dict__ for m in model.modules())
+        assert torch.allclose(out, ref_out, atol=1e-5)
+        assert torch.allclose(g, ref_g, atol=1e-6, rtol=1e-4)
+        for a, b in zip(p, ref_p, strict=True):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)

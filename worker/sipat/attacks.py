@@ -8,6 +8,7 @@ normalisation lives inside the model, so every epsilon is in pixel units.
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Iterator
 
 import torch
@@ -15,14 +16,47 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _affine_batchnorm(self: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """Eval-mode BatchNorm written as the per-channel affine map it is.
+
+    The same numbers as the native kernel (to float rounding), but its derivatives are plain
+    multiplications: the native kernel's backward, and above all its double backward (IGD),
+    carry the training-mode formula and cost noticeably more on CPU.
+    """
+    scale = torch.rsqrt(self.running_var + self.eps)  # type: ignore[operator]
+    if self.weight is not None:
+        scale = scale * self.weight
+    shift = -self.running_mean * scale  # type: ignore[operator]
+    if self.bias is not None:
+        shift = shift + self.bias
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode for the block and restore the mode it was in."""
+    """Put `model` in eval mode for the block and restore the mode it was in.
+
+    Inside the block, BatchNorm layers with running statistics compute as affine maps
+    (_affine_batchnorm); nested blocks on the same model leave the outer one's in place.
+    """
     was_training = model.training
     model.eval()
+    patched = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.running_mean is not None
+        and m.running_var is not None
+        and "forward" not in m.__dict__
+    ]
+    for m in patched:
+        m.forward = types.MethodType(_affine_batchnorm, m)  # type: ignore[method-assign]
     try:
         yield model
     finally:
+        for m in patched:
+            del m.forward
         model.train(was_training)
 
 
@@ -50,16 +84,13 @@ class MaskedLinfStep:
         return delta + self._masked(self.alpha * grad.sign())
 
     def project(self, x: Tensor, delta: Tensor) -> Tensor:
-        delta = torch.maximum(
-            torch.minimum(delta, self.eps_map_like(delta)), -self.eps_map_like(delta)
-        )
+        e = self.eps_map
+        if isinstance(e, Tensor):  # a per-pixel budget map
+            delta = torch.maximum(torch.minimum(delta, e), -e)
+        else:  # one budget for every pixel: a single clamp kernel
+            delta = delta.clamp(-float(e), float(e))
         return (x + delta).clamp_(0, 1) - x
 
-    def eps_map_like(self, delta: Tensor) -> Tensor:
-        e = self.eps_map
-        if isinstance(e, Tensor):
-            return e
-        return torch.full((), float(e), device=delta.device, dtype=delta.dtype)
 
 
 class NoisyLinfStep(MaskedLinfStep):

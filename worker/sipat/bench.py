@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .attacks import eval_mode
 from .benchmark_data import salience_benchmark
 from .checkpoint import save_atomic
 from .config import METHODS, TrainConfig
@@ -90,12 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             _train_step(model, opt, loss)
 
     def run_floor_grad():  # K input-gradient passes, eval mode, no weight gradients
-        model.eval()
-        for x, _, _, y in batches:
-            for _ in range(k):
-                xg = x.detach().requires_grad_(True)
-                torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
-        model.train()
+        with eval_mode(model):  # the same eval-mode model the attacks use
+            for x, _, _, y in batches:
+                for _ in range(k):
+                    xg = x.detach().requires_grad_(True)
+                    torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
 
     def run_floor_train():  # one training pass
         model.train()
