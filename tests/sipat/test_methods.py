@@ -27,6 +27,15 @@ def test_igd_cosine_term_backpropagates_through_input_gradient():
     weights = [p for n, p in student.named_parameters() if n.endswith("weight") and p.dim() > 1]
     assert weights and all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
     assert all(p.grad is None for p in teacher.parameters())
+    # the channels-last teacher IGD uses on CPU gives the same loss and student gradients
+    grads = [p.grad.clone() for p in student.parameters() if p.grad is not None]
+    student.zero_grad()
+    loss_cl = igd_loss(student, teacher.to(memory_format=torch.channels_last), x, y)
+    loss_cl.backward()
+    assert torch.allclose(loss_cl, loss, atol=1e-6)
+    again = [p.grad for p in student.parameters() if p.grad is not None]
+    for a, b in zip(grads, again, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
 def _cfg(method, **kw):

@@ -65,7 +65,9 @@ def igd_loss(student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor) -> Te
     is computed in eval mode (running BatchNorm statistics are not updated by it).
     """
     with eval_mode(teacher):
-        g_t = true_logit_input_grad(teacher, x, y, create_graph=False).detach()
+        channels_last = next(teacher.parameters()).is_contiguous(memory_format=torch.channels_last)
+        x_t = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        g_t = true_logit_input_grad(teacher, x_t, y, create_graph=False).detach()
     with eval_mode(student):
         g_s = true_logit_input_grad(student, x, y, create_graph=True)
     return (1 - F.cosine_similarity(g_s.flatten(1), g_t.flatten(1), dim=1, eps=1e-12)).mean()
@@ -225,6 +227,10 @@ class IGD(PGDAT):
     def __init__(self, cfg: TrainConfig, device: str):
         super().__init__(cfg, device)
         self.teacher = load_model_from_checkpoint(cfg.igd_teacher, device)
+        if torch.device(device).type == "cpu":
+            # frozen, so its layout is free: channels-last makes its gradient pass 15-30 %
+            # cheaper on CPU (the pooling kernels above all), same numbers to float rounding
+            self.teacher = self.teacher.to(memory_format=torch.channels_last)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
