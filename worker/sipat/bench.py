@@ -9,7 +9,7 @@ method; the pgd_at line also carries `floor_ratio`: its step time over the compu
 (K input-gradient passes plus one training pass, timed separately in the same run). A
 last line times a PGD-AT loop built on torchattacks.PGD.
 
-    python -m worker.sipat.bench [--rounds 5] [--batches 3] [--batch-size 64] [--steps 10]
+    python -m worker.sipat.bench [--rounds 9] [--batches 3] [--batch-size 64] [--steps 10]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _train_step(model, opt, loss):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="training-step throughput per method")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--batches", type=int, default=3, help="batches per timing")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="PGD steps K")
