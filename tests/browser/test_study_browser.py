@@ -102,7 +102,10 @@ def test_researcher_sees_studies_and_results(
 
     ds, _ = make_dataset(db, n=12)
     run_id = make_run(db, ds, tiny_checkpoint, name="plain")
-    study = ready_study(client, auth["researcher"], db, [run_id], epsilons_255=[0, 4, 16])
+    # the simulated participant answers every trial right; with 4 answered trials the right
+    # side is the same on all of them 1 time in 8, which the same-answer rule would exclude
+    study = ready_study(client, auth["researcher"], db, [run_id], epsilons_255=[0, 4, 16],
+                        exclusion={"same_answer_throughout": False})
     link = study["link_token"]
     tok = client.post(
         f"/api/participate/links/{link}/sessions", json={"prolific_pid": "r1"}
@@ -117,6 +120,8 @@ def test_researcher_sees_studies_and_results(
             f"/api/participate/{tok}/trials/{t['id']}/answer", json={"answer": right, "rt_ms": 700}
         )
     client.post(f"/api/participate/{tok}/complete")
+    results = client.get(f"/api/studies/{study['id']}/results", headers=auth["researcher"]).json()
+    assert not results["excluded"], results["excluded"]
     login(page, "researcher")
     page.click("nav >> text=Studies")
     page.wait_for_selector(f"a[href='#/studies/{study['id']}']")
