@@ -88,3 +88,14 @@ def test_public_train_is_the_function_even_after_submodule_import():
     from worker.sipat import train as public_train
 
     assert callable(public_train) and worker.sipat.train is public_train
+
+
+def test_cpu_allocator_tuning_applies_once_on_glibc():
+    import platform
+
+    from worker.sipat import runtime
+
+    applied = runtime.tune_cpu_allocator()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True  # the development and CI machines run glibc
+    assert runtime.tune_cpu_allocator() is applied  # idempotent, decided once per process

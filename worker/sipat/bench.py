@@ -30,6 +30,7 @@ from .checkpoint import save_atomic
 from .config import METHODS, TrainConfig
 from .methods import build_method
 from .models import build_model
+from .runtime import tune_cpu_allocator
 
 
 def _train_step(model, opt, loss):
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    tuned = tune_cpu_allocator()  # as train() does, so the bench times what a run does
     torch.manual_seed(0)
     b, k = args.batch_size, args.steps
     data = salience_benchmark(
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "device": "cpu",
         "clock": "process_cpu",
+        "malloc_tuned": tuned,
     }
     for name in (*METHODS, "pgd_at_torchattacks"):
         line = {

@@ -25,6 +25,7 @@ from .data import DataBundle, augment, iterate_batches, load_data
 from .evaluate import clean_accuracy, evaluate_model, robust_accuracy
 from .methods import budget_scale, build_method
 from .models import build_model
+from .runtime import tune_cpu_allocator
 
 _logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = cfg.device
+    tune_cpu_allocator()  # speed only (docs/training.md); a no-op without glibc
     if data is None:
         if cfg.data_dir is None:
             raise ConfigError("data_dir", "is required when no data bundle is passed")
