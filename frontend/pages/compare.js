@@ -49,7 +49,7 @@ export async function mount(root, ctx) {
     <details style="margin:8px 0 16px"><summary>${Object.keys(data.same).length} shared settings</summary>
       <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v)}</code></td></tr>`)}</table></details>
     <h2>Final results</h2>
-    <table class="data"><thead><tr><th>run</th><th class="num">clean</th><th class="num">robust (train <span class="sym">ε</span>)</th><th class="num">salience agreement</th></tr></thead>
+    <table class="data"><thead><tr><th>run</th><th class="num">clean</th><th class="num">robust (train ε)</th><th class="num">salience agreement</th></tr></thead>
       <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr><td>${label(r)}</td><td class="num">${pct(f.clean_accuracy)}</td>
         <td class="num">${pct(r.config && f.pgd_accuracy ? nearest(f.pgd_accuracy, r.config.eps) : undefined)}</td>
         <td class="num">${pct((f.salience_agreement || {}).top_mass_in_mask)}</td></tr>`; })}</tbody></table>

@@ -143,7 +143,7 @@ export async function mount(root, ctx) {
       render($(".run-final"), html`
         <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images;
           PGD-${f.pgd_steps} on ${f.robust_subset}.</p>
-        <table class="data"><tr><th><span class="sym">ε</span></th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
+        <table class="data"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
           <tr><td>robust acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
         ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
