@@ -254,7 +254,7 @@ export async function mount(root, ctx) {
           ${num("mask_fraction", "Share of images with a map (0–1)")}${num("mask_threshold", "Binarise threshold")}
         </div></fieldset>
         <fieldset class="only fast_sip_at"><legend>Fast SIP-AT</legend><div class="fields">
-          <label>Single step<select name="fast_attack">${[["n_fgsm", "N-FGSM (noise 2ε, step ε)"], ["fgsm_rs", "FGSM with random start (Wong et al.)"]].map(([k, n]) => html`<option value="${k}" ${k === values.fast_attack ? "selected" : ""}>${n}</option>`)}</select>${err("fast_attack")}</label>
+          <label>Single step<select name="fast_attack">${[["n_fgsm", "N-FGSM (default)"], ["fgsm_rs", "FGSM-RS (Wong et al.)"]].map(([k, n]) => html`<option value="${k}" ${k === values.fast_attack ? "selected" : ""}>${n}</option>`)}</select>${err("fast_attack")}</label>
         </div></fieldset>
         <fieldset class="only part"><legend>PART</legend><div class="fields">
           ${num("part_warmup_epochs", "Warm-up epochs (PGD-AT)")}${num("part_eps_low", "Low budget ε (/255)")}
