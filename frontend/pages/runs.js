@@ -246,6 +246,8 @@ export async function mount(root, ctx) {
           ${num("epochs", "Epochs")}${num("batch_size", "Batch size")}${num("lr", "Learning rate")}
           <label>Schedule<select name="schedule">${["step", "cosine", "none"].map((s) => html`<option ${s === values.schedule ? "selected" : ""}>${s}</option>`)}</select>${err("schedule")}</label>
           ${num("image_size", "Image size (px, blank = as stored)")}
+          <label class="inline"><input type="checkbox" name="augment" ${values.augment === false ? "" : "checked"}> Augment: random crop</label>
+          <label class="inline"><input type="checkbox" name="hflip" ${values.hflip === false ? "" : "checked"}> …and horizontal flip (off for digits, text)</label>
         </div></fieldset>
         <fieldset class="only sip_at fast_sip_at"><legend>SIP-AT masks</legend><div class="fields">
           <label>Mask source<select name="mask_source">${[["human", "human (mask set)"], ["gradcam", "automatic: Grad-CAM"], ["input_gradient", "automatic: input gradient"]].map(([k, n]) => html`<option value="${k}" ${k === values.mask_source ? "selected" : ""}>${n}</option>`)}</select>${err("mask_source")}</label>
@@ -331,6 +333,8 @@ function readForm(form) {
   const body = { name: el.name.value.trim(), dataset_id: Number(el.dataset_id.value), method: el.method.value,
     model: el.model.value, schedule: el.schedule.value };
   const method = el.method.value;
+  body.augment = el.augment.checked;
+  body.hflip = el.augment.checked && el.hflip.checked;
   const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size", "eval_subset", "eval_steps"];
   if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
   if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");

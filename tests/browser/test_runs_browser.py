@@ -73,7 +73,9 @@ def train_dataset(seeded, db):
     return ds.id
 
 
-def test_launch_watch_and_succeed(runs_page, login, training_worker, train_dataset):
+def test_launch_watch_and_succeed(runs_page, login, training_worker, train_dataset, db):
+    from backend.models import TrainingRun
+
     page = runs_page
     login(page, "researcher")
     page.click("nav a[href='#/runs']")
@@ -96,9 +98,14 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     assert "invalid" in (form.locator("input[name=epochs]").get_attribute("class") or "")
     form.locator("input[name=epochs]").fill("8")
     form.locator("input[name=eps]").fill("8")
+    assert form.locator("input[name=augment]").is_checked()
+    form.locator("input[name=hflip]").uncheck()  # crops, but no flips (as for digits)
     form.locator("button[type=submit]").click()
 
     page.wait_for_url("**/#/runs/*")
+    run_id = int(page.url.rsplit("/", 1)[1])
+    stored = db.get(TrainingRun, run_id).config
+    assert stored["augment"] is True and stored["hflip"] is False
     seen: set[str] = set()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
