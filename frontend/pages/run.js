@@ -142,7 +142,9 @@ export async function mount(root, ctx) {
       const agree = f.salience_agreement;
       render($(".run-final"), html`
         <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images;
-          PGD-${f.pgd_steps} on ${f.robust_subset}.</p>
+          PGD-${f.pgd_steps} on ${f.robust_subset} of them, spread over the classes${
+          f.subset_clean_accuracy !== undefined && f.robust_subset !== f.n_test
+            ? html` (clean accuracy on those: <span class="subset-clean">${pct(f.subset_clean_accuracy)}</span>)` : ""}.</p>
         <table class="data"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
           <tr><td>robust acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
         ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}

@@ -72,3 +72,29 @@ def test_load_image_folder_split_by_seed(tmp_path):
     assert d.classes == ["cat", "dog"] and d.in_channels == 1
     assert len(d.train) == 8 and len(d.test) == 2
     assert torch.equal(load_data(tmp_path, test_fraction=0.2, seed=1).test.labels, d.test.labels)
+
+
+def test_spread_subset_covers_the_classes_in_proportion_and_is_fixed():
+    from worker.sipat.data import TensorSet
+
+    # a test set sorted by class, as an ImageFolder tree or an export gives it
+    counts = [30, 30, 60, 10, 70]
+    labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    n = len(labels)
+    ts = TensorSet(
+        torch.arange(n, dtype=torch.int64).view(n, 1, 1, 1).to(torch.uint8),
+        torch.zeros(n, 1, 1, 1, dtype=torch.uint8),
+        torch.zeros(n, dtype=torch.bool),
+        labels,
+    )
+    torch.manual_seed(123)  # the run's own randomness must not change the subset
+    sub = ts.spread_subset(40)
+    torch.manual_seed(456)
+    again = ts.spread_subset(40)
+    assert torch.equal(sub.labels, again.labels) and torch.equal(sub.images, again.images)
+    per_class = torch.bincount(sub.labels, minlength=len(counts)).tolist()
+    assert sum(per_class) == 40
+    for got, c in zip(per_class, counts, strict=True):
+        assert abs(got - 40 * c / n) <= 1, per_class  # proportional, not the first classes
+    assert len(set(sub.images.flatten().tolist())) == 40  # no image twice
+    assert ts.spread_subset(0) is ts and ts.spread_subset(n + 5) is ts

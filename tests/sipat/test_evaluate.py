@@ -52,3 +52,21 @@ def test_autoattack_is_at_least_as_strong_as_pgd(tiny_data):
     assert clean > 1 / tiny_data.num_classes  # the model learned something to attack
     assert 0 <= aa <= pgd + 1 / len(test) and pgd <= clean
     assert model.training is False
+
+
+def test_evaluate_model_attacks_a_class_spread_subset(tiny_data):
+    from worker.sipat.data import DataBundle
+    from worker.sipat.evaluate import clean_accuracy, evaluate_model
+
+    model = _quickly_trained(tiny_data)
+    # the test set sorted by class, as an ImageFolder tree gives it
+    order = torch.argsort(tiny_data.test.labels, stable=True)
+    data = DataBundle(tiny_data.train, tiny_data.test.subset(order), tiny_data.classes)
+    out = evaluate_model(model, data, [4 / 255], subset=16, steps=3)
+    sub = data.test.spread_subset(16)
+    assert out["robust_subset"] == 16
+    assert len(sub.labels.unique()) == data.num_classes  # not just the first class
+    assert out["subset_clean_accuracy"] == clean_accuracy(model, sub)
+    whole = evaluate_model(model, data, [4 / 255], subset=0, steps=3)
+    assert whole["robust_subset"] == len(data.test)
+    assert whole["subset_clean_accuracy"] == whole["clean_accuracy"]

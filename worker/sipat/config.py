@@ -73,7 +73,7 @@ class TrainConfig:
     eval_eps: list[float] = field(
         default_factory=lambda: [2 / 255, 4 / 255, 8 / 255]
     )  # pixel units
-    eval_subset: int = 500  # test images used for the per-epoch PGD robust accuracy
+    eval_subset: int = 500  # test images attacked (spread over the classes); 0 = all of them
     eval_steps: int = 20  # PGD steps of the evaluation attack (alpha = eps / 4)
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
     device: str = "cpu"  # torch device string, e.g. cpu or cuda:0

@@ -40,6 +40,26 @@ class TensorSet:
     def subset(self, idx: Tensor) -> TensorSet:
         return TensorSet(self.images[idx], self.maps[idx], self.has_map[idx], self.labels[idx])
 
+    def spread_subset(self, n: int) -> TensorSet:
+        """n images spread over the classes in proportion to their counts, the same for every
+        run on this set (a fixed seed, not the run's), so runs are compared on the same images.
+        The whole set when n <= 0 or n >= len(self).
+
+        Not the first n: test sets often come sorted by class (an ImageFolder tree, an
+        export with its split), and the first n would then hold only the first classes.
+        """
+        if n <= 0 or n >= len(self):
+            return self
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))
+        labels = self.labels[order]
+        position = torch.empty(len(self), dtype=torch.float64)
+        for c in labels.unique():
+            where = (labels == c).nonzero().flatten()
+            # the k-th image of a class in the shuffled order sits at (k + 0.5) / count
+            position[where] = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
+        picked = order[torch.argsort(position, stable=True)[:n]]
+        return self.subset(picked.sort().values)
+
     def batch(
         self, idx: Tensor, device: str | torch.device = "cpu"
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

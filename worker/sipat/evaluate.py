@@ -230,23 +230,28 @@ def evaluate_model(
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Clean accuracy (whole test set), PGD-`steps` accuracy per eps on the first `subset`
-    test images, optional AutoAttack on `autoattack_n` images, optional inequality tests on
-    up to `inequality_n` correctly classified images, and salience agreement."""
+    """Clean accuracy (whole test set), PGD-`steps` accuracy per eps on `subset` test images
+    spread over the classes (TensorSet.spread_subset; clean accuracy on those same images as
+    `subset_clean_accuracy`), optional AutoAttack on `autoattack_n` images, optional
+    inequality tests on up to `inequality_n` correctly classified images, and salience
+    agreement."""
     test = data.test
-    sub = test.subset(torch.arange(min(subset, len(test)))) if subset else test
+    sub = test.spread_subset(subset)
     out: dict[str, Any] = {
         "clean_accuracy": clean_accuracy(model, test, device),
         "n_test": len(test),
     }
     out["robust_subset"] = len(sub)
+    out["subset_clean_accuracy"] = (
+        out["clean_accuracy"] if len(sub) == len(test) else clean_accuracy(model, sub, device)
+    )
     out["pgd_steps"] = steps
     out["pgd_accuracy"] = {
         f"{e:.6g}": robust_accuracy(model, sub, e, steps=steps, seed=seed, device=device)
         for e in eps_grid
     }
     if autoattack_n and autoattack_eps is not None:
-        aa = test.subset(torch.arange(min(autoattack_n, len(test))))
+        aa = test.spread_subset(autoattack_n)
         out["autoattack"] = {
             "eps": autoattack_eps,
             "n": len(aa),

@@ -1,7 +1,8 @@
 """The training loop shared by every method: short, visible, resumable.
 
 Per epoch: train loss and accuracy (on the images the loss saw), clean test accuracy,
-PGD robust accuracy at config.eps on the first config.eval_subset test images. A checkpoint
+PGD robust accuracy at config.eps on config.eval_subset test images spread over the
+classes (the same images in every epoch and every run on the data). A checkpoint
 is written atomically after each epoch; running again in the same out_dir resumes from
 the last finished epoch and ends with the same metrics as an uninterrupted run.
 """
@@ -152,7 +153,7 @@ def train(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
         sched.step()
-        sub = data.test.subset(torch.arange(min(cfg.eval_subset, len(data.test))))
+        sub = data.test.spread_subset(cfg.eval_subset)
         metrics = {
             "epoch": epoch + 1,
             "lr": opt.param_groups[0]["lr"],
