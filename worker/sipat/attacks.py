@@ -92,7 +92,6 @@ class MaskedLinfStep:
         return (x + delta).clamp_(0, 1) - x
 
 
-
 class NoisyLinfStep(MaskedLinfStep):
     """N-FGSM's step (de Jorge et al. 2022): a start in a wider noise box, no eps clipping.
 

@@ -125,6 +125,7 @@ def train(
         if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
             return json.loads((out_dir / METRICS).read_text())
 
+    attacked = data.test.spread_subset(cfg.eval_subset)  # the same images every epoch
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -153,7 +154,6 @@ def train(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
         sched.step()
-        sub = data.test.spread_subset(cfg.eval_subset)
         metrics = {
             "epoch": epoch + 1,
             "lr": opt.param_groups[0]["lr"],
@@ -163,13 +163,13 @@ def train(
             "clean_accuracy": clean_accuracy(model, data.test, device),
             "robust_accuracy": robust_accuracy(
                 model,
-                sub,
+                attacked,
                 cfg.eps,
                 steps=cfg.eval_steps,
                 seed=cfg.seed * 1000 + epoch,
                 device=device,
             ),
-            "robust_subset": len(sub),
+            "robust_subset": len(attacked),
         }
         history.append(metrics)
         save_atomic(
