@@ -28,6 +28,7 @@ from backend.services.studies import (
     StimulusSpec,
     eps_key,
     padded_size,
+    source_array,
     stimuli_by_key,
     stimulus_plan,
 )
@@ -53,11 +54,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
 def load_source(storage: LocalStorage, image: Image, in_channels: int, size: int) -> np.ndarray:
     """The source image as the model sees it: C x H x W uint8 (converted and resized the way
     the training library loads data)."""
-    with PILImage.open(io.BytesIO(storage.get_bytes(image.storage_key))) as im:
-        im = im.convert("L" if in_channels == 1 else "RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), PILImage.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
+    mode = "L" if in_channels == 1 else "RGB"
+    a = source_array(storage.get_bytes(image.storage_key), mode, (size, size))
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

@@ -1067,14 +1067,15 @@ def _decode_png(data: bytes) -> tuple[np.ndarray, str]:
         return np.asarray(im.convert(mode), dtype=np.int16), mode
 
 
-def _source_pixels(data: bytes, mode: str, width: int, height: int) -> np.ndarray:
-    """The source image as the stimulus was made from it: converted to the stimulus's mode and
-    resized (bilinear) to its size, the way worker.study_tasks.load_source loads it."""
+def source_array(data: bytes, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """A source image as stimuli are made from it: converted to `mode` ("L" or "RGB") and
+    resized (bilinear) to `size` (width, height); H x W or H x W x 3 uint8. The one
+    definition shared by the stimulus task (worker.study_tasks) and the preview below."""
     with PILImage.open(io.BytesIO(data)) as opened:
         im = opened.convert(mode)
-        if im.size != (width, height):
-            im = im.resize((width, height), PILImage.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.int16)
+        if im.size != size:
+            im = im.resize(size, PILImage.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
 
 
 def preview_stimuli(
@@ -1124,7 +1125,8 @@ def preview_stimuli(
             .group_by(Stimulus.purpose)
         ).all()
     )
-    sources: dict[int, bytes | None] = {}  # one read per source image on the page
+    # one read and decode per source image and stimulus size on the page
+    sources: dict[tuple[int, str, int, int], np.ndarray | None] = {}
     data = []
     for s, run_name, source_key in rows:
         linf: int | None = None
@@ -1135,14 +1137,16 @@ def preview_stimuli(
             _logger.warning("stimulus %s: file %s unreadable", s.id, s.storage_key)
         else:
             height, width = pixels.shape[:2]
-            if s.source_image_id not in sources:
+            key = (s.source_image_id, mode, width, height)
+            if key not in sources:
                 try:
-                    sources[s.source_image_id] = storage.get_bytes(source_key)
+                    raw = storage.get_bytes(source_key)
+                    sources[key] = source_array(raw, mode, (width, height))
                 except (OSError, ValueError):
-                    sources[s.source_image_id] = None
-            src = sources[s.source_image_id]
+                    sources[key] = None
+            src = sources[key]
             if src is not None:
-                diff = np.abs(pixels - _source_pixels(src, mode, width, height))
+                diff = np.abs(pixels - src.astype(np.int16))
                 linf = int(diff.max()) if diff.size else 0
         data.append(
             {
