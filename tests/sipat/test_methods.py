@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from worker.sipat import METHODS, TrainConfig, train
+from worker.sipat.config import EVAL_ONLY
 from worker.sipat.methods import build_method, igd_loss, sip_step_mask
 from worker.sipat.models import build_model
 
@@ -102,10 +103,22 @@ def test_eps_warmup_epochs_validated():
         assert e.value.field == "eps_warmup_epochs"
     # off, it leaves the fingerprint as before the field existed (older runs still resume)
     d = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "threads")}
-    for later in ("eps_warmup_epochs", "fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio"):
-        del d[later]  # fields added after the first runs; off or unused, they are left out
+    later = ("eps_warmup_epochs", "fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio")
+    for name in (*later, *EVAL_ONLY):  # added later and off or unused; or evaluation only
+        del d[name]
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig().fingerprint() == old != ok.fingerprint()
+
+
+def test_evaluation_settings_do_not_enter_the_fingerprint():
+    base = TrainConfig()
+    evaluated_otherwise = TrainConfig(
+        eval_eps=[1 / 255], eval_steps=50, eval_restarts=5, autoattack_n=1000
+    )
+    assert base.fingerprint() == evaluated_otherwise.fingerprint()
+    # the per-epoch check is part of the run's record: it does
+    assert base.fingerprint() != TrainConfig(epoch_eval_steps=3).fingerprint()
+    assert base.fingerprint() != TrainConfig(eval_subset=7).fingerprint()
 
 
 def test_fast_attack_validated_and_recorded(tiny_data, tmp_path):

@@ -81,6 +81,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.data,
         _eps_list(args.eps),
         subset=args.subset,
+        steps=args.steps,
+        restarts=args.restarts,
         autoattack_n=args.autoattack_n,
         inequality_n=args.inequality_n,
         device=args.device,
@@ -135,7 +137,7 @@ def cmd_make_benchmark_data(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import VARIANTS, markdown_table, run_compare
+    from .compare import VARIANTS, claims_table, markdown_table, run_compare
 
     overrides = {}
     for item in args.set or []:
@@ -147,6 +149,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.dataset, seeds, Path(args.out), variants, overrides, progress=not args.no_progress
     )
     print(markdown_table(summary))
+    print()
+    print(claims_table(summary))
     return 0
 
 
@@ -167,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="data directory (default: the run's data_dir)")
     e.add_argument("--eps", default="1/255,2/255,4/255,8/255", help="comma-separated epsilon grid")
     e.add_argument("--subset", type=int, default=500, help="test images for PGD")
+    e.add_argument("--steps", type=int, default=20, help="PGD steps (alpha = eps / 4)")
+    e.add_argument("--restarts", type=int, default=1, help="PGD random restarts (worst case)")
     e.add_argument(
         "--autoattack-n", type=int, default=0, help="test images for AutoAttack (0 = skip)"
     )

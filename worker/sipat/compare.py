@@ -56,9 +56,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         eps=12 / 255,
         alpha=5 / 255,
         steps=3,
-        eval_eps=[12 / 255],
+        eval_eps=[6 / 255, 12 / 255],
         eval_subset=300,
-        eval_steps=10,
+        epoch_eval_steps=10,
+        eval_steps=20,
+        eval_restarts=5,
+        autoattack_n=300,
         part_warmup_epochs=2,
         part_eps_low=10.5 / 255,
         threads=1,
@@ -77,9 +80,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         eps=0.2,
         alpha=0.08,
         steps=3,
-        eval_eps=[0.2],
+        eval_eps=[0.1, 0.2],
         eval_subset=300,
-        eval_steps=10,
+        epoch_eval_steps=10,
+        eval_steps=20,
+        eval_restarts=5,
+        autoattack_n=300,
         part_eps_low=0.175,
         part_warmup_epochs=2,
         threads=1,
@@ -123,15 +129,7 @@ def run_compare(
             cfg = TrainConfig.from_dict({**base, **extra, "method": method, "seed": seed})
             r = train(cfg, root / v, data=data, progress=progress)
             if v in results:
-                acc = r["final"]["pgd_accuracy"]
-                agree = r["final"].get("salience_agreement") or {}
-                results[v].append(
-                    {
-                        "clean": r["final"]["clean_accuracy"],
-                        "robust": list(acc.values())[-1],
-                        "top_mass_in_mask": agree.get("top_mass_in_mask"),
-                    }
-                )
+                results[v].append(run_record(r["final"], cfg.eps, seed))
             _logger.info("%s seed %d %s: %s", dataset, seed, v, results.get(v, [None])[-1])
     summary = {
         "dataset": dataset,
@@ -145,6 +143,24 @@ def run_compare(
     return summary
 
 
+def run_record(final: dict[str, Any], eps: float, seed: int) -> dict[str, Any]:
+    """The numbers a table row needs from one run's final evaluation."""
+    pgd = final["pgd_accuracy"]
+    at_eps = min(pgd, key=lambda k: abs(float(k) - eps))
+    aa = final.get("autoattack") or {}
+    agree = final.get("salience_agreement") or {}
+    return {
+        "seed": seed,
+        "clean": final["clean_accuracy"],
+        "pgd": pgd[at_eps],
+        "autoattack": aa.get("accuracy"),
+        "autoattack_after": aa.get("after"),
+        "autoattack_n": aa.get("n"),
+        "masking_failed": (final.get("gradient_masking") or {}).get("failed", []),
+        "top_mass_in_mask": agree.get("top_mass_in_mask"),
+    }
+
+
 def _ms(values: list[float]) -> str:
     if not values:
         return "-"
@@ -152,16 +168,84 @@ def _ms(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
-    eps = summary["config"]["eval_eps"][-1] * 255
-    steps = summary["config"]["eval_steps"]
+def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of a - b over paired seeds with its 95 % t interval (Student, n - 1 dof)."""
+    from scipy import stats
+
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("a paired difference needs two equally long lists of >= 2 values")
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean, sd = statistics.mean(d), statistics.stdev(d)
+    half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / len(d) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(d)}
+
+
+def describe_difference(diff: dict[str, float]) -> str:
+    """'+5.1 [+2.0, +8.2]' in points, and whether the interval excludes 0."""
+    text = f"{100 * diff['mean']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
+    if diff["low"] > 0 or diff["high"] < 0:
+        return text
+    return text + " (no difference: the interval holds 0)"
+
+
+# (variant, baseline) pairs whose differences the docs make claims about
+CLAIMS = (("sip_at", "pgd_at"), ("fast_sip_at", "sip_at"), ("fast_sip_at", "pgd_at"))
+
+
+def _by_seed(runs: list[dict[str, Any]], key: str) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in runs if r.get(key) is not None}
+
+
+def claims_table(summary: dict[str, Any], pairs=CLAIMS) -> str:
+    """Paired differences across seeds, in points, with 95 % intervals, for each claim pair
+    present in the summary."""
     lines = [
-        f"| method | clean accuracy (%) | PGD-{steps} accuracy at eps {eps:.3g}/255 (%) "
-        "| Grad-CAM top mass inside the human mask (%) |",
-        "|---|---|---|---|",
+        "| difference | seeds | clean (points) | PGD (points) | AutoAttack (points) |",
+        "|---|---|---|---|---|",
+    ]
+    results = summary["results"]
+    for a, b in pairs:
+        if a not in results or b not in results:
+            continue
+        cells = []
+        seeds: list[int] = []
+        for key in ("clean", "pgd", "autoattack"):
+            ra, rb = _by_seed(results[a], key), _by_seed(results[b], key)
+            seeds = sorted(set(ra) & set(rb))
+            if len(seeds) < 2:
+                cells.append("-")
+                continue
+            diff = paired_difference([ra[k] for k in seeds], [rb[k] for k in seeds])
+            cells.append(describe_difference(diff))
+        lines.append(
+            f"| {LABELS.get(a, a)} minus {LABELS.get(b, b)} | {len(seeds)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    cfg = summary["config"]
+    eps = cfg["eps"] * 255
+    steps, restarts = cfg.get("eval_steps", 20), cfg.get("eval_restarts", 1)
+    n_aa = cfg.get("autoattack_n", 0)
+    lines = [
+        "| method | clean accuracy (%) "
+        f"| PGD-{steps}, {restarts} restarts, at eps {eps:.3g}/255 (%) "
+        f"| AutoAttack (standard, {n_aa} images) at eps {eps:.3g}/255 (%) "
+        "| Grad-CAM top mass inside the human mask (%) | gradient-masking checks failed |",
+        "|---|---|---|---|---|---|",
     ]
     for v, runs in summary["results"].items():
-        clean, robust = _ms([r["clean"] for r in runs]), _ms([r["robust"] for r in runs])
+        clean, robust = _ms([r["clean"] for r in runs]), _ms([r["pgd"] for r in runs])
+        aa = _ms([r["autoattack"] for r in runs if r.get("autoattack") is not None])
         agree = _ms([r["top_mass_in_mask"] for r in runs if r.get("top_mass_in_mask") is not None])
-        lines.append(f"| {LABELS.get(v, v)} | {clean} | {robust} | {agree} |")
+        failed = sorted(
+            {f"{name} (seed {r['seed']})" for r in runs for name in r["masking_failed"]}
+        )
+        failed_text = ", ".join(failed) or "none"
+        lines.append(
+            f"| {LABELS.get(v, v)} | {clean} | {robust} | {aa} | {agree} | {failed_text} |"
+        )
     return "\n".join(lines)

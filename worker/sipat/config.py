@@ -15,6 +15,8 @@ METHODS = ("standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at")
 MASK_SOURCES = ("human", "gradcam", "input_gradient")
 SCHEDULES = ("none", "step", "cosine")
 MODELS = ("small_cnn", "preact_resnet18", "resnet18", "resnet50")
+# Settings read only by the final evaluation (evaluate_model), after the last epoch.
+EVAL_ONLY = ("eval_eps", "eval_steps", "eval_restarts", "autoattack_n")
 
 
 class ConfigError(ValueError):
@@ -73,8 +75,12 @@ class TrainConfig:
     eval_eps: list[float] = field(
         default_factory=lambda: [2 / 255, 4 / 255, 8 / 255]
     )  # pixel units
-    eval_subset: int = 500  # test images attacked (spread over the classes); 0 = all of them
-    eval_steps: int = 20  # PGD steps of the evaluation attack (alpha = eps / 4)
+    eval_subset: int = 500  # test images attacked by PGD (spread over the classes); 0 = all
+    eval_steps: int = 20  # PGD steps of the final evaluation (alpha = eps / 4)
+    eval_restarts: int = 1  # PGD random restarts of the final evaluation (worst case per image)
+    epoch_eval_steps: int = 10  # PGD steps of the cheap per-epoch check (1 restart, at eps)
+    autoattack_n: int = 500  # test images (spread over the classes) AutoAttack runs on at the
+    # end, at eps; 0 = skip it (docs/training.md says why 500)
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
     device: str = "cpu"  # torch device string, e.g. cpu or cuda:0
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -108,10 +114,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the result (not the device or threads)."""
+        """Hash of everything that changes the training and its per-epoch record.
+
+        Not the device or threads, and not the final evaluation's settings (EVAL_ONLY): a
+        finished run evaluated again with other settings keeps its checkpoint.
+        """
         d = self.to_dict()
-        d.pop("device")
-        d.pop("threads")
+        for name in ("device", "threads", *EVAL_ONLY):
+            d.pop(name)
         if d["eps_warmup_epochs"] == 0:  # added later: off = the old behaviour, old runs resume
             d.pop("eps_warmup_epochs")
         if d["method"] != "fast_sip_at":  # added later and used by fast_sip_at only
@@ -133,7 +143,15 @@ class TrainConfig:
         )
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(self.igd_grad_point in ("clean", "adv"), "igd_grad_point", "must be clean or adv")
-        for name in ("epochs", "batch_size", "steps", "step_size", "eval_steps"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "steps",
+            "step_size",
+            "eval_steps",
+            "eval_restarts",
+            "epoch_eval_steps",
+        ):
             need(getattr(self, name) >= 1, name, "must be >= 1")
         for name in ("eps", "alpha", "part_eps_low", "mask_threshold", "mask_fraction", "momentum"):
             v = getattr(self, name)
@@ -160,6 +178,7 @@ class TrainConfig:
         need(self.part_eps_low <= self.eps, "part_eps_low", "must not exceed eps")
         need(self.crop_padding >= 0, "crop_padding", "must be >= 0")
         need(self.eval_subset >= 0, "eval_subset", "must be >= 0")
+        need(self.autoattack_n >= 0, "autoattack_n", "must be >= 0 (0 skips AutoAttack)")
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
         need(all(0 <= e <= 1 for e in self.eval_eps), "eval_eps", "every value must be in [0, 1]")

@@ -24,6 +24,26 @@ _logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
+def spread_indices(labels: Tensor, n: int) -> Tensor:
+    """Sorted indices of n of these labels spread over the classes in proportion to their
+    counts, from a fixed shuffle (seed 0): the same n for the same labels, and the picks for
+    n are a subset of those for any larger n.
+
+    Not the first n: test sets often come sorted by class (an ImageFolder tree, an export
+    with its split), and the first n would then hold only the first classes.
+    """
+    if n <= 0 or n >= len(labels):
+        return torch.arange(len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    shuffled = labels[order]
+    position = torch.empty(len(labels), dtype=torch.float64)
+    for c in shuffled.unique():
+        where = (shuffled == c).nonzero().flatten()
+        # the k-th image of a class in the shuffled order sits at (k + 0.5) / count
+        position[where] = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
+    return order[torch.argsort(position, stable=True)[:n]].sort().values
+
+
 @dataclass
 class TensorSet:
     """images uint8 N x C x H x W; maps uint8 N x 1 x H x W (0..255 = salience 0..1);
@@ -43,22 +63,11 @@ class TensorSet:
     def spread_subset(self, n: int) -> TensorSet:
         """n images spread over the classes in proportion to their counts, the same for every
         run on this set (a fixed seed, not the run's), so runs are compared on the same images.
-        The whole set when n <= 0 or n >= len(self).
-
-        Not the first n: test sets often come sorted by class (an ImageFolder tree, an
-        export with its split), and the first n would then hold only the first classes.
+        The whole set when n <= 0 or n >= len(self). See spread_indices.
         """
         if n <= 0 or n >= len(self):
             return self
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))
-        labels = self.labels[order]
-        position = torch.empty(len(self), dtype=torch.float64)
-        for c in labels.unique():
-            where = (labels == c).nonzero().flatten()
-            # the k-th image of a class in the shuffled order sits at (k + 0.5) / count
-            position[where] = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
-        picked = order[torch.argsort(position, stable=True)[:n]]
-        return self.subset(picked.sort().values)
+        return self.subset(spread_indices(self.labels, n))
 
     def batch(
         self, idx: Tensor, device: str | torch.device = "cpu"

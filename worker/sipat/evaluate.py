@@ -1,6 +1,8 @@
-"""Evaluations every run gets (docs/methods.md): clean and PGD-20 accuracy over an epsilon
-grid, AutoAttack (torchattacks), the IGD / Duan et al. inequality tests, and agreement of
-the model's salience with human masks."""
+"""Evaluations every run gets (docs/methods.md): clean accuracy, PGD over an epsilon grid
+with restarts, the original AutoAttack at the training eps, the gradient-masking checks, and
+agreement of the model's salience with human masks. The inequality tests live in
+inequality.py; the attacks behind the robust numbers in robustness.py.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .attacks import eval_mode, pgd_attack
+from .attacks import eval_mode
 from .checkpoint import load_checkpoint, load_model_from_checkpoint
 from .data import DataBundle, TensorSet, load_data
+from .inequality import common_correct_subset, inequality_tests
+from .robustness import LARGE_EPS, autoattack, gradient_masking_checks, pgd_robust
 from .salience import agreement_with_mask, salience_map
 
 _logger = logging.getLogger(__name__)
+
+# Raised when what evaluate_model measures changes, so finished runs are evaluated again.
+EVALUATION_VERSION = 2
 
 
 def _batches(n: int, batch_size: int):
@@ -47,150 +54,26 @@ def robust_accuracy(
     eps: float,
     *,
     steps: int = 20,
+    restarts: int = 1,
     alpha: float | None = None,
     seed: int = 0,
     device: str = "cpu",
     batch_size: int = 256,
 ) -> float:
-    """Accuracy under L-inf PGD (random start, alpha = eps / 4 unless given)."""
-    if eps == 0:
-        return clean_accuracy(model, ts, device, batch_size)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    alpha = eps / 4 if alpha is None else alpha
-    correct = 0
-    for idx in _batches(len(ts), batch_size):
-        x, _, _, y = ts.batch(idx, device)
-        x_adv = pgd_attack(model, x, y, eps, alpha, steps, generator=gen)
-        correct += int((predict(model, x_adv) == y).sum())
-    return correct / max(1, len(ts))
-
-
-def autoattack_accuracy(
-    model: nn.Module,
-    ts: TensorSet,
-    eps: float,
-    n_classes: int,
-    *,
-    seed: int = 0,
-    device: str = "cpu",
-    batch_size: int = 256,
-) -> float:
-    """Robust accuracy under AutoAttack (standard, L-inf) from torchattacks."""
-    import torchattacks
-
-    with eval_mode(model):
-        attack = torchattacks.AutoAttack(
-            model, norm="Linf", eps=eps, version="standard", n_classes=n_classes, seed=seed
-        )
-        correct = 0
-        for idx in _batches(len(ts), batch_size):
-            x, _, _, y = ts.batch(idx, device)
-            correct += int((predict(model, attack(x, y)) == y).sum())
-    return correct / max(1, len(ts))
-
-
-def true_logit_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    with eval_mode(model), torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(xg).gather(1, y.view(-1, 1)).sum(), xg)
-    return g
-
-
-def gini(values: Tensor) -> Tensor:
-    """Gini coefficient of each row of non-negative values (0 = equal, ~1 = one holds all)."""
-    v = values.flatten(1).sort(1).values
-    n = v.shape[1]
-    i = torch.arange(1, n + 1, dtype=v.dtype, device=v.device)
-    total = v.sum(1).clamp_min(1e-12)
-    return ((2 * i - n - 1) * v).sum(1) / (n * total)
-
-
-def _error_rate_top_k(model, x, y, score: Tensor, t: float, gen: torch.Generator) -> float:
-    """Replace the top-k sub-pixels of `score` (k = t * C*H*W) with N(0, 1) noise, clamp."""
-    b = x.shape[0]
-    flat = x.flatten(1).clone()
-    k = max(1, int(round(t * flat.shape[1])))
-    idx = score.flatten(1).topk(k, 1).indices
-    noise = torch.randn(b, k, generator=gen, device=x.device)
-    flat.scatter_(1, idx, noise)
-    x_noisy = flat.view_as(x).clamp(0, 1)
-    return float((predict(model, x_noisy) != y).float().mean())
-
-
-def inequality_tests(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    seed: int = 0,
-    inductive_t: Sequence[float] = tuple(0.002 * i for i in range(1, 11)),
-    random_t: Sequence[float] = tuple(0.02 * i for i in range(1, 11)),
-    occlusion_n: int = 10,
-    occlusion_r: int = 20,
-    occlusion_value: float = 0.5,
-) -> dict[str, Any]:
-    """The IGD / Duan et al. protocol on images (x, y) the compared models all classify correctly.
-
-    Returns error rates for inductive noise (top-k by signed true-class input gradient),
-    random noise (k random sub-pixels), inductive occlusion (grey squares of radius r
-    around the n top positions of the channel-mean attribution, a sample counts once it
-    is misclassified), and the mean Gini of |input gradient|.
-    """
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    g = true_logit_grad(model, x, y)
-    out: dict[str, Any] = {"n": int(x.shape[0]), "gini": float(gini(g.abs()).mean())}
-    out["inductive_noise"] = {
-        f"{t:.3f}": _error_rate_top_k(model, x, y, g, t, gen) for t in inductive_t
-    }
-    out["random_noise"] = {
-        f"{t:.2f}": _error_rate_top_k(
-            model, x, y, torch.rand(g.shape, generator=gen, device=x.device), t, gen
-        )
-        for t in random_t
-    }
-    out["inductive_occlusion"] = _occlusion(
-        model, x, y, g.mean(1), occlusion_n, occlusion_r, occlusion_value
+    """Share of images classified correctly clean and after every one of `restarts` L-inf PGD
+    attacks (random start, alpha = eps / 4 unless given)."""
+    flags = pgd_robust(
+        model,
+        ts,
+        eps,
+        steps=steps,
+        restarts=restarts,
+        alpha=alpha,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
     )
-    return out
-
-
-def _occlusion(
-    model, x, y, attribution: Tensor, n_max: int, r_max: int, value: float
-) -> dict[str, float]:
-    """Error rate after covering squares of radius r around the top-n positions, per n."""
-    b, _, h, w = x.shape
-    top = attribution.flatten(1).topk(n_max, 1).indices
-    ys, xs = top // w, top % w
-    rr = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cc = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    fooled = torch.zeros(b, dtype=torch.bool, device=x.device)
-    result = {}
-    for n in range(1, n_max + 1):
-        cy, cx = ys[:, :n].view(b, n, 1, 1), xs[:, :n].view(b, n, 1, 1)
-        for r in range(1, r_max + 1):
-            live = ~fooled
-            if not live.any():
-                break
-            cover = (((rr - cy).abs() <= r) & ((cc - cx).abs() <= r)).any(1, keepdim=True)
-            x_occ = torch.where(cover[live], torch.full_like(x[live], value), x[live])
-            wrong = predict(model, x_occ) != y[live]
-            fooled[live] = wrong
-        result[str(n)] = float(fooled.float().mean())
-    return result
-
-
-def commonly_correct(
-    models: Sequence[nn.Module], ts: TensorSet, limit: int, device: str = "cpu"
-) -> Tensor:
-    """Indices of (up to `limit`) test images that every model classifies correctly."""
-    keep = []
-    for idx in _batches(len(ts), 256):
-        x, _, _, y = ts.batch(idx, device)
-        ok = torch.ones(len(idx), dtype=torch.bool, device=device)
-        for m in models:
-            ok &= predict(m, x) == y
-        keep.append(idx[ok.cpu()])
-    return torch.cat(keep)[:limit]
+    return int(flags.sum()) / len(flags) if len(flags) else 0.0
 
 
 def salience_agreement(
@@ -217,6 +100,34 @@ def salience_agreement(
     }
 
 
+def evaluation_settings(
+    eps_grid: Sequence[float],
+    *,
+    subset: int,
+    steps: int,
+    restarts: int,
+    autoattack_eps: float | None,
+    autoattack_n: int,
+    seed: int,
+) -> dict[str, Any]:
+    """What a final evaluation depends on besides the model and data (kept with its result,
+    so that a finished run is evaluated again only when one of these changed)."""
+    return {
+        "eps_grid": [float(e) for e in eps_grid],
+        "subset": subset,
+        "steps": steps,
+        "restarts": restarts,
+        "autoattack_eps": autoattack_eps,
+        "autoattack_n": autoattack_n if autoattack_eps is not None else 0,
+        "seed": seed,
+        "version": EVALUATION_VERSION,
+    }
+
+
+def _eps_key(e: float) -> str:
+    return f"{e:.6g}"
+
+
 def evaluate_model(
     model: nn.Module,
     data: DataBundle,
@@ -224,45 +135,88 @@ def evaluate_model(
     *,
     subset: int = 500,
     steps: int = 20,
+    restarts: int = 1,
     autoattack_eps: float | None = None,
     autoattack_n: int = 0,
     inequality_n: int = 0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Clean accuracy (whole test set), PGD-`steps` accuracy per eps on `subset` test images
-    spread over the classes (TensorSet.spread_subset; clean accuracy on those same images as
-    `subset_clean_accuracy`), optional AutoAttack on `autoattack_n` images, optional
-    inequality tests on up to `inequality_n` correctly classified images, and salience
-    agreement."""
+    """The final evaluation of a model.
+
+    - clean accuracy on the whole test set;
+    - PGD-`steps` (alpha eps/4, random start, worst case over `restarts`) per eps of the grid
+      on `subset` test images spread over the classes (TensorSet.spread_subset; their clean
+      accuracy is `subset_clean_accuracy`), and at LARGE_EPS for the checks;
+    - AutoAttack (standard, L-inf) at `autoattack_eps` on `autoattack_n` spread test images,
+      with PGD on the same images beside it;
+    - the gradient-masking checks on all of that ("gradient_masking");
+    - the inequality tests on up to `inequality_n` correctly classified images (optional);
+    - agreement of the model's Grad-CAM with the human masks.
+    """
     test = data.test
     sub = test.spread_subset(subset)
     out: dict[str, Any] = {
         "clean_accuracy": clean_accuracy(model, test, device),
         "n_test": len(test),
+        "settings": evaluation_settings(
+            eps_grid,
+            subset=subset,
+            steps=steps,
+            restarts=restarts,
+            autoattack_eps=autoattack_eps,
+            autoattack_n=autoattack_n,
+            seed=seed,
+        ),
     }
     out["robust_subset"] = len(sub)
     out["subset_clean_accuracy"] = (
         out["clean_accuracy"] if len(sub) == len(test) else clean_accuracy(model, sub, device)
     )
-    out["pgd_steps"] = steps
-    out["pgd_accuracy"] = {
-        f"{e:.6g}": robust_accuracy(model, sub, e, steps=steps, seed=seed, device=device)
-        for e in eps_grid
-    }
+    pgd = {"attack": "PGD", "steps": steps, "restarts": restarts, "alpha": "eps/4"}
+    out["pgd"] = {**pgd, "random_start": True, "n": len(sub)}
+    out["pgd_steps"], out["pgd_restarts"] = steps, restarts
+
+    def pgd_on(ts: TensorSet, e: float) -> float:
+        return robust_accuracy(
+            model, ts, e, steps=steps, restarts=restarts, seed=seed, device=device
+        )
+
+    out["pgd_accuracy"] = {_eps_key(e): pgd_on(sub, e) for e in eps_grid}
+    large = pgd_on(sub, LARGE_EPS)
+    out["large_eps"] = {**pgd, "eps": LARGE_EPS, "n": len(sub), "accuracy": large}
+    aa_report = None
+    pgd_on_aa = None
     if autoattack_n and autoattack_eps is not None:
-        aa = test.spread_subset(autoattack_n)
-        out["autoattack"] = {
-            "eps": autoattack_eps,
-            "n": len(aa),
-            "accuracy": autoattack_accuracy(
-                model, aa, autoattack_eps, data.num_classes, seed=seed, device=device
-            ),
-        }
+        aa_set = test.spread_subset(autoattack_n)
+        aa_report = autoattack(
+            model, aa_set, autoattack_eps, data.num_classes, seed=seed, device=device
+        )
+        aa_report.pop("flags")
+        pgd_on_aa = pgd_on(aa_set, autoattack_eps)
+        aa_report["pgd"] = {**pgd, "eps": autoattack_eps, "n": len(aa_set), "accuracy": pgd_on_aa}
+        out["autoattack"] = aa_report
+    checks = gradient_masking_checks(
+        {
+            0.0: out["subset_clean_accuracy"],
+            **{float(e): out["pgd_accuracy"][_eps_key(e)] for e in eps_grid},
+        },
+        len(sub),
+        large_eps=(LARGE_EPS, large),
+        autoattack_report=aa_report,
+        pgd_on_autoattack_images=pgd_on_aa,
+    )
+    failed = [c["name"] for c in checks if not c["passed"]]
+    out["gradient_masking"] = {"passed": not failed, "failed": failed, "checks": checks}
+    if failed:
+        _logger.warning("gradient-masking checks failed: %s", ", ".join(failed))
     if inequality_n:
-        idx = commonly_correct([model], test, inequality_n, device)
+        idx = common_correct_subset([model], test, inequality_n, device)
         x, _, _, y = test.batch(idx, device)
-        out["inequality"] = inequality_tests(model, x, y, seed=seed) if len(idx) else None
+        out["inequality"] = {
+            **inequality_tests(model, x, y, seed=seed),
+            "common_set": False,  # this model's own correct images: not comparable across runs
+        }
     agreement = salience_agreement(model, test, "gradcam", device)
     if agreement is not None:
         out["salience_agreement"] = agreement
@@ -275,6 +229,8 @@ def evaluate_checkpoint(
     eps_grid: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
     *,
     subset: int = 500,
+    steps: int = 20,
+    restarts: int = 1,
     autoattack_n: int = 0,
     autoattack_eps: float | None = None,
     inequality_n: int = 0,
@@ -303,6 +259,8 @@ def evaluate_checkpoint(
         data,
         eps_grid,
         subset=subset,
+        steps=steps,
+        restarts=restarts,
         autoattack_eps=autoattack_eps,
         autoattack_n=autoattack_n,
         inequality_n=inequality_n,

@@ -1,8 +1,10 @@
 """The training loop shared by every method: short, visible, resumable.
 
-Per epoch: train loss and accuracy (on the images the loss saw), clean test accuracy,
-PGD robust accuracy at config.eps on config.eval_subset test images spread over the
-classes (the same images in every epoch and every run on the data). A checkpoint
+Per epoch: train loss and accuracy (on the images the loss saw), clean test accuracy, and
+a cheap robust accuracy (PGD-config.epoch_eval_steps, one random start, at config.eps) on
+config.eval_subset test images spread over the classes (the same images in every epoch and
+every run on the data). After the last epoch, the full evaluation (evaluate_model: PGD with
+restarts over the eps grid, AutoAttack, the gradient-masking checks). A checkpoint
 is written atomically after each epoch; running again in the same out_dir resumes from
 the last finished epoch and ends with the same metrics as an uninterrupted run.
 """
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_atomic
 from .config import ConfigError, TrainConfig, TrainingCancelled
 from .data import DataBundle, augment, iterate_batches, load_data
-from .evaluate import clean_accuracy, evaluate_model, robust_accuracy
+from .evaluate import clean_accuracy, evaluate_model, evaluation_settings, robust_accuracy
 from .methods import budget_scale, build_method
 from .models import build_model
 from .runtime import tune_cpu_allocator
@@ -49,6 +51,18 @@ def _schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_sc
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _evaluation_settings(cfg: TrainConfig) -> dict[str, Any]:
+    return evaluation_settings(
+        cfg.eval_eps,
+        subset=cfg.eval_subset,
+        steps=cfg.eval_steps,
+        restarts=cfg.eval_restarts,
+        autoattack_eps=cfg.eps,
+        autoattack_n=cfg.autoattack_n,
+        seed=cfg.seed,
+    )
 
 
 def train(
@@ -123,7 +137,10 @@ def train(
         start_epoch, history = ck["epoch"], ck["history"]
         _logger.info("resuming %s from epoch %d of %d", out_dir, start_epoch, cfg.epochs)
         if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
-            return json.loads((out_dir / METRICS).read_text())
+            done = json.loads((out_dir / METRICS).read_text())
+            if done.get("final", {}).get("settings") == _evaluation_settings(cfg):
+                return done
+            _logger.info("evaluating %s again: the evaluation settings changed", out_dir)
 
     attacked = data.test.spread_subset(cfg.eval_subset)  # the same images every epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -165,11 +182,12 @@ def train(
                 model,
                 attacked,
                 cfg.eps,
-                steps=cfg.eval_steps,
+                steps=cfg.epoch_eval_steps,
                 seed=cfg.seed * 1000 + epoch,
                 device=device,
             ),
             "robust_subset": len(attacked),
+            "robust_steps": cfg.epoch_eval_steps,  # one restart: a cheap progress signal
         }
         history.append(metrics)
         save_atomic(
@@ -202,6 +220,9 @@ def train(
         cfg.eval_eps,
         subset=cfg.eval_subset,
         steps=cfg.eval_steps,
+        restarts=cfg.eval_restarts,
+        autoattack_eps=cfg.eps,
+        autoattack_n=cfg.autoattack_n,
         seed=cfg.seed,
         device=device,
     )
