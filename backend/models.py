@@ -35,6 +35,7 @@ RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 SPLITS = ("train", "test")
 STUDY_DESIGNS = ("2afc", "yesno")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
+EVALUATION_STATES = ("queued", "running", "succeeded", "failed")
 
 
 def utcnow() -> datetime:
@@ -405,3 +406,31 @@ class Response(Base):
     shown_at: Mapped[datetime | None] = mapped_column(Timestamp)
     answered_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class InequalityEvaluation(Base):
+    """The IGD / Duan inequality tests of one or more finished runs, all on one set of test
+    images that every one of them classifies correctly (worker/evaluation_tasks.py)."""
+
+    __tablename__ = "inequality_evaluations"
+    __table_args__ = (CheckConstraint(_in("state", EVALUATION_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # the runs evaluated, in the order they were asked for
+    run_ids: Mapped[list[Any]] = mapped_column(JSON)
+    # the sorted run ids joined by commas ("3,5"): finds the latest evaluation of a set of runs
+    run_key: Mapped[str] = mapped_column(String(255), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    # how many common test images were asked for (fewer when fewer are correct for every run)
+    n_requested: Mapped[int] = mapped_column(Integer)
+    # true when several runs share one image set; one run is scored on its own correct set
+    common_set: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    # fraction of the evaluation done over all runs, 0..1
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # {"images": {"n", "image_ids", "test_indices"}, "runs": {run id: inequality_tests(...)}}
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -1,6 +1,6 @@
 """The Celery worker application. Start a training worker with
 
-    celery -A worker.celery_app worker -Q training,default -c 1
+celery -A worker.celery_app worker -Q training,default -c 1
 """
 
 from importlib.util import find_spec
@@ -8,7 +8,7 @@ from importlib.util import find_spec
 from backend.core.config import get_settings
 from backend.core.queue import make_celery
 
-TASK_MODULES = ("worker.training_tasks", "worker.study_tasks")
+TASK_MODULES = ("worker.training_tasks", "worker.study_tasks", "worker.evaluation_tasks")
 
 app = make_celery(get_settings(), name="sipat-worker")
 app.conf.include = [m for m in TASK_MODULES if find_spec(m) is not None]

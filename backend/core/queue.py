@@ -11,6 +11,7 @@ from backend.core.config import Settings, get_settings
 
 TRAIN_TASK = "worker.train_run"
 STIMULI_TASK = "worker.generate_stimuli"
+INEQUALITY_TASK = "worker.inequality_evaluation"
 
 
 def make_celery(settings: Settings, name: str = "sipat") -> Celery:
@@ -28,6 +29,7 @@ def make_celery(settings: Settings, name: str = "sipat") -> Celery:
         "task_routes": {
             TRAIN_TASK: {"queue": settings.training_queue},
             STIMULI_TASK: {"queue": settings.training_queue},
+            INEQUALITY_TASK: {"queue": settings.training_queue},
         },
         "task_default_queue": "default",
         "broker_connection_retry_on_startup": True,

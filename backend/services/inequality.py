@@ -1,0 +1,126 @@
+"""The inequality evaluation of finished runs (IGD / Duan et al.), the API's side.
+
+start_evaluation() checks the runs, stores a queued InequalityEvaluation and enqueues the
+worker task by name (worker/evaluation_tasks.py does the work and writes progress and the
+result to the row); latest_evaluations() finds earlier evaluations of the same set of runs.
+Refusals raise InequalityError with a sentence for the user and the HTTP status to answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.core.queue import INEQUALITY_TASK, enqueue
+from backend.models import InequalityEvaluation, TrainingRun, utcnow
+
+_logger = logging.getLogger(__name__)
+
+MAX_RUNS = 20
+MAX_IMAGES = 2000
+DEFAULT_IMAGES = 200
+
+Enqueue = Callable[..., str]
+
+
+class InequalityError(ValueError):
+    """A refused request; the message is a sentence for the user."""
+
+    def __init__(self, message: str, status_code: int = 422) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def run_key(run_ids: Sequence[int]) -> str:
+    """The lookup key of a set of runs: sorted ids joined by commas, order and repeats aside."""
+    return ",".join(str(i) for i in sorted(set(run_ids)))
+
+
+def evaluable_runs(db: Session, run_ids: Sequence[int]) -> list[TrainingRun]:
+    """The runs, if every one exists (else 404), has finished with a model, and all were
+    trained on one dataset at one image size (else 422), so that they can share test images."""
+    runs = []
+    for rid in run_ids:
+        run = db.get(TrainingRun, rid)
+        if run is None:
+            raise InequalityError(f"Run {rid} not found.", 404)
+        if run.state != "succeeded" or not run.checkpoint_key:
+            raise InequalityError(
+                f"Run {rid} has not finished successfully ({run.state}); "
+                "only finished runs can be evaluated."
+            )
+        runs.append(run)
+    if len({r.dataset_id for r in runs}) > 1:
+        raise InequalityError(
+            "The runs were trained on different datasets; choose runs of one dataset, "
+            "so that they are scored on the same test images."
+        )
+    if len({(r.config or {}).get("image_size") for r in runs}) > 1:
+        raise InequalityError(
+            "The runs use different image sizes; choose runs that see the same images."
+        )
+    return runs
+
+
+def start_evaluation(
+    db: Session,
+    user_id: int | None,
+    run_ids: Sequence[int],
+    n: int = DEFAULT_IMAGES,
+    enqueue_fn: Enqueue | None = None,
+) -> InequalityEvaluation:
+    """Store a queued evaluation of these runs on up to n common test images and queue it
+    (through enqueue_fn when given, else this module's enqueue, read at call time)."""
+    if not run_ids:
+        raise InequalityError("Choose at least one run.")
+    if len(set(run_ids)) > MAX_RUNS:
+        raise InequalityError(f"Choose at most {MAX_RUNS} runs at once.")
+    if not 1 <= n <= MAX_IMAGES:
+        raise InequalityError(f"The number of images must be between 1 and {MAX_IMAGES}.")
+    ids = list(dict.fromkeys(run_ids))
+    runs = evaluable_runs(db, ids)
+    evaluation = InequalityEvaluation(
+        run_ids=ids,
+        run_key=run_key(ids),
+        dataset_id=runs[0].dataset_id,
+        n_requested=n,
+        common_set=len(ids) > 1,
+        state="queued",
+        created_by_id=user_id,
+    )
+    db.add(evaluation)
+    db.commit()
+    try:
+        (enqueue_fn or enqueue)(INEQUALITY_TASK, evaluation.id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: keep the row, say why
+        _logger.exception("could not enqueue inequality evaluation %s", evaluation.id)
+        evaluation.state = "failed"
+        evaluation.error = f"The task queue could not be reached ({type(exc).__name__})."
+        evaluation.finished_at = utcnow()
+        db.commit()
+        raise InequalityError("The task queue could not be reached; try again later.", 503) from exc
+    return evaluation
+
+
+def get_evaluation(db: Session, evaluation_id: int) -> InequalityEvaluation:
+    evaluation = db.get(InequalityEvaluation, evaluation_id)
+    if evaluation is None:
+        raise InequalityError("Evaluation not found.", 404)
+    return evaluation
+
+
+def latest_evaluations(
+    db: Session, run_ids: Sequence[int], limit: int = 10
+) -> list[InequalityEvaluation]:
+    """Evaluations of exactly this set of runs, newest first."""
+    return list(
+        db.scalars(
+            select(InequalityEvaluation)
+            .where(InequalityEvaluation.run_key == run_key(run_ids))
+            .order_by(InequalityEvaluation.id.desc())
+            .limit(limit)
+        )
+    )

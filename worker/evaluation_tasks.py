@@ -1,0 +1,193 @@
+"""Celery task "worker.inequality_evaluation": the IGD / Duan inequality tests of finished runs
+on one common set of test images (worker.sipat.inequality), for the compare page.
+
+A thin adapter: it loads the evaluation row, each run's final model and the first run's test
+split (from the dataset export the run trained on, runs/<id>/data), picks up to n test images
+that every model classifies correctly, spread over the classes, scores every run on exactly
+those images with the same noise seed, and writes progress (the share over all runs) and the
+result to the row. Any failure marks the evaluation failed with its message.
+
+Same images for every run, or none: runs of one dataset share the test split when their
+exports give each image its split (the app's exports do, unless a dataset has only one
+split). When an export has no split, the library draws the test set from the run's seed and
+test fraction; runs whose test sets differ that way, or whose exports differ (the dataset
+changed between them), are refused with an error rather than scored on images that some of
+them trained on.
+
+Idempotent: a redelivered task of a finished evaluation does nothing; one of a queued or
+running evaluation (its worker died) starts the evaluation again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.core.queue import INEQUALITY_TASK
+from backend.core.storage import LocalStorage, get_storage
+from backend.db import get_sessionmaker
+from backend.models import InequalityEvaluation, TrainingRun, utcnow
+from backend.services import runs as runs_service
+from worker.celery_app import app
+from worker.training_tasks import library_config, pick_device
+
+_logger = logging.getLogger(__name__)
+
+# the noise seed of every run's tests: equal draws make the rates comparable
+NOISE_SEED = 0
+FINISHED = ("succeeded", "failed")
+
+
+@dataclass
+class RunSource:
+    """What one run brings: its row, its training config and the export it trained on."""
+
+    run: TrainingRun
+    cfg: Any  # worker.sipat.TrainConfig
+    data_dir: Path
+    manifest: dict[str, Any]
+
+    def checkpoint(self, storage: LocalStorage) -> Path:
+        key = self.run.checkpoint_key or runs_service.run_out_key(self.run.id)
+        path = storage.path(key) / "final.pt"
+        if not path.is_file():
+            raise ValueError(f"run {self.run.id} has no final model ({path.name} is missing)")
+        return path
+
+
+def export_test_ids(manifest: dict[str, Any]) -> list[int] | None:
+    """Dataset image ids of the export's test split in the library's order, or None when the
+    export gives no split (the library then draws one from the run's seed; see load_export)."""
+    entries = manifest["images"]
+    splits = {e.get("split") for e in entries}
+    if not {"train", "test"} <= splits:
+        return None
+    return [int(e["id"]) for e in entries if e.get("split") == "test"]
+
+
+def test_set_identity(source: RunSource) -> tuple:
+    """Equal for two runs exactly when the library gives them the same test images."""
+    ids = export_test_ids(source.manifest)
+    if ids is not None:
+        return ("export", tuple(ids), source.cfg.image_size)
+    all_ids = tuple(int(e["id"]) for e in source.manifest["images"])
+    return ("seeded", all_ids, source.cfg.image_size, source.cfg.test_fraction, source.cfg.seed)
+
+
+def run_source(db: Session, storage: LocalStorage, run_id: int) -> RunSource:
+    run = db.get(TrainingRun, run_id)
+    if run is None:
+        raise ValueError(f"run {run_id} does not exist")
+    if run.state != "succeeded":
+        raise ValueError(f"run {run_id} has not finished successfully ({run.state})")
+    data_dir = storage.path(runs_service.run_data_key(run.id))
+    if not (data_dir / "manifest.json").is_file():
+        raise ValueError(f"run {run_id}: the dataset export it trained on is missing")
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    return RunSource(run, library_config(run, storage, data_dir, "cpu"), data_dir, manifest)
+
+
+def check_same_test_set(sources: list[RunSource]) -> None:
+    first = test_set_identity(sources[0])
+    for other in sources[1:]:
+        if test_set_identity(other) != first:
+            raise ValueError(
+                f"runs {sources[0].run.id} and {other.run.id} were tested on different images "
+                "(a dataset without its own split, or one that changed between the runs); "
+                "evaluate them separately"
+            )
+
+
+def common_images(
+    sources: list[RunSource], test: Any, picked: Any, requested: int
+) -> dict[str, Any]:
+    """The result's record of the image set (test is the first run's TensorSet)."""
+    ids = export_test_ids(sources[0].manifest)
+    positions = [int(i) for i in picked]
+    classes = list(sources[0].manifest["classes"])
+    per_class = Counter(classes[int(test.labels[i])] for i in positions)
+    return {
+        "n": len(positions),
+        "requested": requested,
+        "image_ids": [ids[i] for i in positions] if ids is not None else None,
+        "test_indices": positions,
+        "per_class": dict(sorted(per_class.items())),
+        "test_split": "export" if ids is not None else "seeded",
+    }
+
+
+def evaluate(
+    db: Session, storage: LocalStorage, evaluation: InequalityEvaluation, device: str
+) -> dict[str, Any]:
+    """Every inequality test of every run of the evaluation on one common image set."""
+    from worker.sipat import load_data, load_model_from_checkpoint
+    from worker.sipat.inequality import common_correct_subset, inequality_tests
+
+    sources = [run_source(db, storage, int(rid)) for rid in evaluation.run_ids]
+    check_same_test_set(sources)
+    cfg = sources[0].cfg
+    test = load_data(sources[0].data_dir, cfg.image_size, cfg.test_fraction, cfg.seed).test
+    models = [load_model_from_checkpoint(s.checkpoint(storage), device) for s in sources]
+    picked = common_correct_subset(models, test, evaluation.n_requested, device)
+    if len(picked) == 0:
+        raise ValueError("no test image is classified correctly by every selected run")
+    x, _, _, y = test.batch(picked, device)
+    scores: dict[str, Any] = {}
+    for i, (source, model) in enumerate(zip(sources, models, strict=True)):
+
+        def report(share: float, done: int = i) -> None:
+            evaluation.progress = min(1.0, (done + share) / len(sources))
+            db.commit()
+
+        scores[str(source.run.id)] = inequality_tests(model, x, y, seed=NOISE_SEED, progress=report)
+        _logger.info("inequality evaluation %s: run %s done", evaluation.id, source.run.id)
+    images = common_images(sources, test, picked, evaluation.n_requested)
+    return {"seed": NOISE_SEED, "images": images, "runs": scores}
+
+
+def _claim(db: Session, evaluation_id: int) -> InequalityEvaluation | None:
+    evaluation = db.get(InequalityEvaluation, evaluation_id, with_for_update=True)
+    if evaluation is None or evaluation.state in FINISHED:
+        db.rollback()
+        return None
+    evaluation.state = "running"
+    evaluation.progress = 0.0
+    evaluation.error = None
+    db.commit()
+    return evaluation
+
+
+def run_evaluation(db: Session, storage: LocalStorage, evaluation_id: int, device: str) -> str:
+    """Claim, evaluate and record one evaluation; returns the outcome."""
+    evaluation = _claim(db, evaluation_id)
+    if evaluation is None:
+        return "skipped: no such evaluation, or already finished"
+    try:
+        result = evaluate(db, storage, evaluation, device)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the evaluation with its message
+        _logger.exception("inequality evaluation %s failed", evaluation_id)
+        db.rollback()
+        evaluation.state = "failed"
+        evaluation.error = f"{type(exc).__name__}: {exc}"
+        evaluation.finished_at = utcnow()
+        db.commit()
+        return "failed"
+    evaluation.result = result
+    evaluation.state = "succeeded"
+    evaluation.progress = 1.0
+    evaluation.finished_at = utcnow()
+    db.commit()
+    return "succeeded"
+
+
+@app.task(name=INEQUALITY_TASK, acks_late=True)
+def inequality_evaluation(evaluation_id: int) -> str:
+    """Run one inequality evaluation (idempotent: a finished one is left alone)."""
+    with get_sessionmaker()() as db:
+        return run_evaluation(db, get_storage(), int(evaluation_id), pick_device())
