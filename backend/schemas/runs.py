@@ -52,10 +52,14 @@ class RunCreate(BaseModel):
     igd_teacher_run_id: int | None = None
     igd_lambda: float | None = None
     igd_grad_point: str | None = None
-    # evaluation
+    # evaluation: the final PGD grid (steps, restarts), the cheap per-epoch PGD check, and
+    # AutoAttack at eps on autoattack_n test images (0 skips it)
     eval_eps: list[float] | None = None
     eval_subset: int | None = None
     eval_steps: int | None = None
+    eval_restarts: int | None = None
+    epoch_eval_steps: int | None = None
+    autoattack_n: int | None = None
 
 
 class RunEpochPublic(ORMModel):

@@ -53,6 +53,9 @@ LIBRARY_FIELDS = (
     "eval_eps",
     "eval_subset",
     "eval_steps",
+    "eval_restarts",
+    "epoch_eval_steps",
+    "autoattack_n",
 )
 # References to app objects kept in the stored config; the worker turns them into paths.
 APP_REFS = ("mask_set_id", "auto_mask_run_id", "igd_teacher_run_id")
@@ -63,7 +66,16 @@ AUTO_MASK_SOURCES = ("gradcam", "input_gradient")
 MAX_SEEDS = 20
 MAX_ATTEMPTS = 3
 # Upper bounds that keep one form from occupying a worker for weeks by mistake.
-LIMITS = {"epochs": 1000, "batch_size": 4096, "steps": 1000, "image_size": 1024, "eval_steps": 1000}
+LIMITS = {
+    "epochs": 1000,
+    "batch_size": 4096,
+    "steps": 1000,
+    "image_size": 1024,
+    "eval_steps": 1000,
+    "eval_restarts": 100,
+    "epoch_eval_steps": 1000,
+    "autoattack_n": 100_000,
+}
 SORTABLE = {
     "created_at": TrainingRun.created_at,
     "name": TrainingRun.name,
@@ -475,11 +487,15 @@ def robust_vs_eps(run: TrainingRun) -> dict[str, float]:
 
 
 def final_summary(run: TrainingRun) -> dict[str, float]:
-    """The numbers averaged across seeds: clean, PGD per eps, salience agreement."""
+    """The numbers averaged across seeds: clean, AutoAttack at the training eps (when it ran),
+    PGD per eps, salience agreement."""
     final = (run.final_metrics or {}).get("final") or run.final_metrics or {}
     out: dict[str, float] = {}
     if isinstance(final.get("clean_accuracy"), (int, float)):
         out["clean_accuracy"] = float(final["clean_accuracy"])
+    autoattack = final.get("autoattack") or {}
+    if isinstance(autoattack.get("accuracy"), (int, float)):
+        out["autoattack_accuracy"] = float(autoattack["accuracy"])
     for eps, acc in robust_vs_eps(run).items():
         out[f"pgd_accuracy@{eps}"] = acc
     agreement = final.get("salience_agreement") or {}

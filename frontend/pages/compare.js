@@ -1,18 +1,22 @@
 // Compare runs (#/compare?ids=1,2,3): their configs side by side (only the differences, the
-// shared settings folded away), epoch curves overlaid, robust accuracy against epsilon, and the
-// runs grouped by one setting with mean +- std across seeds.
+// shared settings folded away), final results (AutoAttack at the training epsilon as the
+// headline, PGD beside it, a warning on runs that failed a gradient-masking check), epoch curves
+// overlaid, PGD accuracy against epsilon, and the runs grouped by one setting with mean +- std
+// across seeds.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "./run.js";
-import { finalOf, stateBadge } from "./runs.js";
+import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
+import { mountInequalityPanel } from "../components/inequality-panel/inequality-panel.js";
 
 const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
 const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
 
 function metricLabel(k) {
+  if (k === "autoattack_accuracy") return "AutoAttack acc. (train ε)";
   const m = k.match(/^pgd_accuracy@(.+)$/);
   if (m) return `PGD acc. at ${epsLabel(m[1])}`;
   return k.replaceAll("_", " ");
@@ -49,9 +53,10 @@ export async function mount(root, ctx) {
     <details style="margin:8px 0 16px"><summary>${Object.keys(data.same).length} shared settings</summary>
       <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v)}</code></td></tr>`)}</table></details>
     <h2>Final results</h2>
-    <table class="data"><thead><tr><th>run</th><th class="num">clean</th><th class="num">robust (train ε)</th><th class="num">salience agreement</th></tr></thead>
-      <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr><td>${label(r)}</td><td class="num">${pct(f.clean_accuracy)}</td>
-        <td class="num">${pct(r.config && f.pgd_accuracy ? nearest(f.pgd_accuracy, r.config.eps) : undefined)}</td>
+    <table class="data final-results"><thead><tr><th>run</th><th class="num">clean</th><th class="num">AutoAttack (train ε, n)</th>
+      <th class="num">PGD (train ε, steps × restarts, n)</th><th class="num">salience agreement</th></tr></thead>
+      <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr data-run="${r.id}"><td>${label(r)} ${maskingBadge(r)}</td>
+        <td class="num">${pct(f.clean_accuracy)}</td><td class="num col-autoattack">${autoattackCell(r)}</td><td class="num col-pgd">${pgdCell(r)}</td>
         <td class="num">${pct((f.salience_agreement || {}).top_mass_in_mask)}</td></tr>`; })}</tbody></table>
     <h2 style="margin-top:16px">Curves</h2>
     ${epochCharts(runs.map((r) => ({ name: `#${r.id}`, epochs: data.curves[String(r.id)] || [] })))}
@@ -76,19 +81,10 @@ export async function mount(root, ctx) {
   }
   $(".group-by").addEventListener("change", drawGroups);
   await drawGroups();
+  mountInequalityPanel($(".body").appendChild(document.createElement("section")), { runs });
   return undefined;
 }
 
 function fmt(key, v) {
   return key.includes("loss") ? v.toFixed(3) : `${(v * 100).toFixed(1)}%`;
-}
-
-function nearest(pgd, eps) {
-  let best;
-  let bestD = Infinity;
-  for (const [k, v] of Object.entries(pgd)) {
-    const d = Math.abs(Number(k) - eps);
-    if (d < bestD) { bestD = d; best = v; }
-  }
-  return best;
 }

@@ -1,15 +1,19 @@
 // One training run (#/runs/<id>): live curves (polled every 2 s while it is queued or running),
 // progress with time left, log tail, config, reproducibility record, downloads, cancel / retry /
-// clone, final robust accuracy against epsilon, and its salience beside the human masks.
+// clone, the final evaluation (AutoAttack as the headline robust accuracy with its per-attack
+// breakdown, PGD beside it and over epsilon, the gradient-masking checks, with a warning at the
+// top when one failed), and its salience beside the human masks.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { html, raw, render } from "../lib/html.js";
 import { ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
-import { finalOf, stateBadge } from "./runs.js";
+import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "./runs.js";
 
 const POLL_MS = 2000;
 const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
+// AutoAttack's attacks as its paper names them (the report keys them in lower case)
+const AA_ATTACK_NAMES = { "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", square: "Square" };
 
 function duration(s) {
   if (!Number.isFinite(s)) return "";
@@ -24,13 +28,20 @@ function kvTable(obj) {
   return html`<table class="data kv">${rows}</table>`;
 }
 
+/** What the per-epoch robust curve is: the cheap check, not the final evaluation. */
+function epochCheckLabel(epochs) {
+  const steps = [...new Set(epochs.map((e) => e.robust_steps).filter(Number.isFinite))];
+  return `PGD${steps.length === 1 ? `-${steps[0]}` : ""}, 1 restart, per epoch`;
+}
+
 export function epochCharts(series) {
   // series: [{name, epochs: [metrics...]}]; one chart for loss, one for accuracies
   const one = series.length === 1;
+  const check = epochCheckLabel(series.flatMap((s) => s.epochs));
   const loss = series.map((s) => ({ name: one ? "train loss" : s.name, points: s.epochs.map((e) => [e.epoch, e.train_loss]) }));
   const acc = series.flatMap((s, i) => [
     { name: one ? "clean" : `${s.name} clean`, points: s.epochs.map((e) => [e.epoch, e.clean_accuracy]), colorIndex: i },
-    { name: one ? "robust" : `${s.name} robust`, points: s.epochs.map((e) => [e.epoch, e.robust_accuracy]), dashed: true, colorIndex: i },
+    { name: one ? `robust (${check})` : `${s.name} robust`, points: s.epochs.map((e) => [e.epoch, e.robust_accuracy]), dashed: true, colorIndex: i },
   ]);
   if (!one) {
     const palette = ["#2f6fde", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#e67700", "#0b7285", "#5c940d"];
@@ -38,7 +49,7 @@ export function epochCharts(series) {
   }
   return html`<div class="charts">
     <div class="chart chart-loss">${lineChartSafe({ title: "Training loss", xLabel: "epoch", series: loss })}</div>
-    <div class="chart chart-acc">${lineChartSafe({ title: "Accuracy (robust: PGD at the training ε)", xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
+    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at train ε)" : `Accuracy (robust: ${check}, train ε)`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
   </div>`;
 }
 
@@ -51,6 +62,56 @@ export function robustVsEpsChart(series) {
   // series: [{name, pgd: {eps: acc}}]
   const s = series.map((x) => ({ name: x.name, points: Object.entries(x.pgd || {}).map(([e, a]) => [Number(e), a]) }));
   return lineChartSafe({ title: "Robust accuracy against ε (PGD)", xLabel: "ε", yMin: 0, yMax: 1, series: s, xFormat: epsLabel });
+}
+
+/** AutoAttack as the headline robust accuracy, with the accuracy after each of its attacks. */
+function autoattackSection(run) {
+  const aa = autoattackOf(run);
+  if (!aa) {
+    return html`<p class="final-autoattack-none">AutoAttack: <span class="muted">not run (${
+      run.config.autoattack_n === 0 ? "AutoAttack images set to 0" : "the run finished before AutoAttack was part of every run"}).</span></p>`;
+  }
+  const attacks = aa.attacks || Object.keys(AA_ATTACK_NAMES);
+  const after = aa.after || {};
+  return html`
+    <p class="robust-headline">AutoAttack (${aa.version}, L∞, ε ${epsLabel(aa.eps)}, ${aa.n} images, ${aa.package}):
+      <strong class="final-autoattack">${pct(aa.accuracy)}</strong></p>
+    <table class="data aa-breakdown"><thead><tr><th class="num">clean</th>
+      ${attacks.map((a) => html`<th class="num">after ${AA_ATTACK_NAMES[a] || a}</th>`)}</tr></thead>
+      <tbody><tr><td class="num">${pct(aa.clean)}</td>${attacks.map((a) => html`<td class="num" data-attack="${a}">${pct(after[a])}</td>`)}</tr></tbody></table>
+    <p class="muted">Each attack runs on the images still robust after the ones before it. APGD-CE, APGD-T and
+      FAB-T: ${aa.iterations} iterations; APGD-T and FAB-T: ${aa.target_classes} target classes; Square:
+      ${aa.square_queries} queries; seed ${aa.seed}${Number.isFinite(aa.seconds) ? `; ${duration(aa.seconds)}` : ""}.</p>
+    ${aa.pgd ? html`<p>PGD on the same images: <strong class="final-aa-pgd">${pct(aa.pgd.accuracy)}</strong>
+      (${pgdLabel(aa.pgd)}, ε ${epsLabel(aa.pgd.eps)}).</p>` : ""}
+    ${(aa.warnings || []).length ? html`<div class="aa-warnings form-error"><p>AutoAttack warned:</p>
+      <ul>${aa.warnings.map((w) => html`<li>${w}</li>`)}</ul></div>` : ""}`;
+}
+
+/** PGD over the ε grid, and at a very large budget. */
+function pgdSection(run, f) {
+  const grid = pgdGrid(f);
+  const large = f.large_eps;
+  return html`
+    <p class="pgd-label">${pgdLabel(grid)}, spread over the classes${
+      f.subset_clean_accuracy !== undefined && f.robust_subset !== f.n_test
+        ? html` (clean accuracy on those: <span class="subset-clean">${pct(f.subset_clean_accuracy)}</span>)` : ""}:</p>
+    <table class="data pgd-grid"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
+      <tr><td>PGD acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
+    ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}
+    ${large ? html`<p class="large-eps">At a very large budget, ε ${epsLabel(large.eps)} (${large.eps} in pixel units):
+      PGD <strong>${pct(large.accuracy)}</strong> on ${large.n} images (a model that is not masking its gradients is near 0 % there).</p>` : ""}`;
+}
+
+/** Every gradient-masking check with pass / fail and what it measured. */
+function maskingSection(f) {
+  const gm = f.gradient_masking;
+  if (!gm) return html`<p class="masking-checks-none muted">Gradient-masking checks: not run (the run finished before they were part of every run).</p>`;
+  return html`
+    <p class="muted">Whether a robust accuracy can be trusted (Carlini et al. 2019; Athalye et al. 2018): a failed
+      check means the attacks may be stopped by masked gradients, not by robustness.</p>
+    <table class="data masking-checks"><tbody>${(gm.checks || []).map((c) => html`<tr data-check="${c.name}" class="${c.passed ? "passed" : "failed"}">
+      <td class="${c.passed ? "form-ok" : "form-error"}">${c.passed ? "✓ pass" : "✗ fail"}</td><td>${checkName(c.name)}</td><td class="muted">${c.detail}</td></tr>`)}</tbody></table>`;
 }
 
 export async function mount(root, ctx) {
@@ -111,6 +172,7 @@ export async function mount(root, ctx) {
   function draw(run) {
     const active = run.state === "queued" || run.state === "running";
     const left = run.time_left_s !== null && run.time_left_s !== undefined ? `about ${duration(run.time_left_s)} left` : "";
+    const masking = failedChecks(run);
     render($(".run-head"), html`
       <div class="row"><h1 class="run-name">${run.name || `Run ${run.id}`}</h1> ${stateBadge(run.state)}
         ${run.cancel_requested && run.state === "running" ? html`<span class="muted">stopping…</span>` : ""}
@@ -125,7 +187,10 @@ export async function mount(root, ctx) {
         aria-valuenow="${Math.round(run.progress * 100)}"><div style="width:${Math.round(run.progress * 100)}%"></div></div>
         <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${left ? ` · ${left}` : ""}</span>
         ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
-      ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}`);
+      ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
+      ${masking.length ? html`<p class="form-error masking-warning" role="alert">⚠ Possible gradient masking: this run failed
+        ${masking.length === 1 ? "the check" : "the checks"} ${masking.map((c) => `“${checkName(c.name)}”`).join(", ")}. Its robust accuracy may
+        be overstated; see the gradient-masking checks under Final evaluation.</p>` : ""}`);
     render($(".run-curves"), epochCharts([{ name: run.name, epochs: run.epochs.map((e) => e.metrics) }]));
     const log = $(".log-tail");
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
@@ -141,13 +206,10 @@ export async function mount(root, ctx) {
     if (run.final_metrics) {
       const agree = f.salience_agreement;
       render($(".run-final"), html`
-        <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images;
-          PGD-${f.pgd_steps} on ${f.robust_subset} of them, spread over the classes${
-          f.subset_clean_accuracy !== undefined && f.robust_subset !== f.n_test
-            ? html` (clean accuracy on those: <span class="subset-clean">${pct(f.subset_clean_accuracy)}</span>)` : ""}.</p>
-        <table class="data"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
-          <tr><td>robust acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
-        ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}
+        <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images.</p>
+        <h3>AutoAttack</h3><div class="final-aa">${autoattackSection(run)}</div>
+        <h3>PGD</h3><div class="final-pgd">${pgdSection(run, f)}</div>
+        <h3>Gradient-masking checks</h3><div class="final-masking">${maskingSection(f)}</div>
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
           <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>` : ""}`);
       $(".run-final").classList.remove("muted");

@@ -1,7 +1,10 @@
 // Researcher's training runs (#/runs): the runs table (sort, filter, choose columns, select to
-// compare) and the launch form (per-field errors from the server; #/runs?clone=<id> fills it
-// from an earlier run).
-// Usage: routed by app.js; exports mount(root, ctx).
+// compare; AutoAttack at the training ε is the headline robust accuracy, PGD beside it, and a
+// run that failed a gradient-masking check carries a warning) and the launch form (per-field
+// errors from the server; #/runs?clone=<id> fills it from an earlier run).
+// Usage: routed by app.js; exports mount(root, ctx), and the robustness labels the run and
+// compare pages share (autoattackOf, pgdGrid, pgdAtTrainEps, pgdLabel, autoattackCell, pgdCell,
+// failedChecks, checkName, maskingBadge).
 
 import { api, ApiError } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
@@ -25,29 +28,104 @@ const COLUMNS = [
   { key: "state", label: "State", sort: "state" },
   { key: "progress", label: "Progress", sort: "progress" },
   { key: "clean", label: "Clean acc.", client: (r) => finalOf(r).clean_accuracy },
-  { key: "robust", label: "Robust acc. (train ε)", client: (r) => robustAtTrainEps(r) },
+  { key: "autoattack", label: "AutoAttack (train ε, n)", client: (r) => (autoattackOf(r) || {}).accuracy },
+  { key: "pgd", label: "PGD (train ε)", client: (r) => (pgdAtTrainEps(r) || {}).accuracy },
   { key: "agreement", label: "Salience agreement", client: (r) => (finalOf(r).salience_agreement || {}).top_mass_in_mask },
   { key: "tags", label: "Tags" },
   { key: "created", label: "Created", sort: "created_at" },
 ];
-const DEFAULT_COLUMNS = ["name", "dataset", "method", "model", "eps", "seed", "state", "progress", "clean", "robust", "created"];
+const DEFAULT_COLUMNS = ["name", "dataset", "method", "model", "eps", "seed", "state", "progress", "clean", "autoattack", "pgd", "created"];
+// a saved column choice from before: "robust" (PGD at the training ε) became AutoAttack + PGD
+const RENAMED_COLUMNS = { robust: ["autoattack", "pgd"] };
 
 export function finalOf(run) {
   const f = run.final_metrics || {};
   return f.final || f;
 }
 
-function robustAtTrainEps(run) {
-  const pgd = finalOf(run).pgd_accuracy || {};
-  const eps = run.config.eps;
-  let best = null;
-  for (const [k, v] of Object.entries(pgd)) {
-    if (best === null || Math.abs(Number(k) - eps) < Math.abs(Number(best[0]) - eps)) best = [k, v];
-  }
-  return best ? best[1] : undefined;
+const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
+
+// ------------------------------------------------------------------ robustness labels
+
+/** The final evaluation's AutoAttack report, or null where it was not run (autoattack_n = 0,
+ * or a run finished before AutoAttack was part of every run). */
+export function autoattackOf(run) {
+  const aa = finalOf(run).autoattack;
+  return aa && aa.n ? aa : null;
 }
 
-const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
+/** The settings of the final PGD grid {steps, restarts, alpha, n}; older runs recorded only
+ * their steps, and had one restart. */
+export function pgdGrid(final) {
+  return { steps: final.pgd_steps, restarts: 1, n: final.robust_subset, ...(final.pgd || {}) };
+}
+
+/** PGD at the training ε as {accuracy, eps, steps, restarts, alpha, n}: the grid's entry
+ * when the grid holds that ε, else the PGD run on AutoAttack's images (always at it), else
+ * the grid's nearest ε (its eps says which). */
+export function pgdAtTrainEps(run) {
+  const f = finalOf(run);
+  const eps = run.config.eps;
+  const grid = pgdGrid(f);
+  let best = null;
+  for (const [k, accuracy] of Object.entries(f.pgd_accuracy || {})) {
+    if (best === null || Math.abs(Number(k) - eps) < Math.abs(best.eps - eps)) best = { ...grid, eps: Number(k), accuracy };
+  }
+  const onAutoattackImages = (f.autoattack || {}).pgd;
+  const exact = best !== null && Math.abs(best.eps - eps) < 0.5 / 255;
+  return !exact && onAutoattackImages ? onAutoattackImages : best;
+}
+
+/** "PGD-20, 2 restarts, α = ε/4, on 100 images" (short: "PGD-20×2"). */
+export function pgdLabel(p, { short = false } = {}) {
+  const restarts = p.restarts || 1;
+  if (short) return `PGD-${p.steps}×${restarts}`;
+  const alpha = p.alpha ? `, α = ${String(p.alpha).replace("eps", "ε")}` : "";
+  return `PGD-${p.steps}, ${restarts} restart${restarts === 1 ? "" : "s"}${alpha}, on ${p.n} images`;
+}
+
+/** Table cell: AutoAttack accuracy and its number of images ("not run" where it was not). */
+export function autoattackCell(run) {
+  if (!run.final_metrics) return "–";
+  const aa = autoattackOf(run);
+  if (!aa) return html`<span class="muted">not run</span>`;
+  return html`<span class="aa-acc" title="AutoAttack (${aa.version}, L∞) at ε ${epsLabel(aa.eps)} on ${aa.n} test images">${pct(aa.accuracy)}</span>
+    <span class="muted">n ${aa.n}</span>`;
+}
+
+/** Table cell: PGD at the training ε with its steps × restarts and images. */
+export function pgdCell(run) {
+  const p = pgdAtTrainEps(run);
+  if (!p) return "–";
+  const at = Math.abs(p.eps - run.config.eps) < 0.5 / 255 ? "" : ` at ${epsLabel(p.eps)}`;
+  return html`<span class="pgd-acc" title="${pgdLabel(p)}${at}">${pct(p.accuracy)}</span>
+    <span class="muted">${pgdLabel(p, { short: true })}${at} · n ${p.n}</span>`;
+}
+
+// the gradient-masking checks of the final evaluation (Carlini et al. 2019; Athalye et al. 2018)
+const CHECK_NAMES = {
+  accuracy_falls_with_eps: "accuracy falls as ε grows",
+  large_budget_breaks_model: "a very large ε breaks the model",
+  autoattack_not_above_pgd: "AutoAttack is not above PGD",
+  black_box_not_stronger: "black-box Square is not stronger than the white-box attacks",
+};
+export const checkName = (name) => CHECK_NAMES[name] || String(name).replaceAll("_", " ");
+
+/** The gradient-masking checks a run failed, [{name, detail}] ([] when none failed or ran). */
+export function failedChecks(run) {
+  const gm = finalOf(run).gradient_masking;
+  if (!gm || gm.passed !== false) return [];
+  const failed = (gm.checks || []).filter((c) => !c.passed);
+  return failed.length ? failed : (gm.failed || []).map((name) => ({ name, detail: "" }));
+}
+
+/** A warning badge for a run that failed a gradient-masking check; its title lists them. */
+export function maskingBadge(run) {
+  const failed = failedChecks(run);
+  if (!failed.length) return "";
+  const title = `Gradient-masking checks failed: ${failed.map((c) => `${checkName(c.name)}${c.detail ? ` (${c.detail})` : ""}`).join("; ")}`;
+  return html`<span class="badge off masking-badge" title="${title}">⚠ gradient masking?</span>`;
+}
 
 export function stateBadge(state) {
   return html`<span class="state state-${state}" data-state="${state}">${state}</span>`;
@@ -56,7 +134,7 @@ export function stateBadge(state) {
 function loadColumns() {
   try {
     const saved = JSON.parse(localStorage.getItem("runs.columns") || "null");
-    if (Array.isArray(saved) && saved.length) return new Set(saved);
+    if (Array.isArray(saved) && saved.length) return new Set(saved.flatMap((k) => RENAMED_COLUMNS[k] || [k]));
   } catch { /* fall back to the defaults */ }
   return new Set(DEFAULT_COLUMNS);
 }
@@ -143,7 +221,7 @@ export async function mount(root, ctx) {
 
   function cell(key, r) {
     switch (key) {
-      case "name": return html`<a href="#/runs/${r.id}">${r.name || `run ${r.id}`}</a>`;
+      case "name": return html`<a href="#/runs/${r.id}">${r.name || `run ${r.id}`}</a> ${maskingBadge(r)}`;
       case "dataset": return r.dataset_name;
       case "method": return METHOD_NAMES[r.method] || r.method;
       case "model": return r.config.model;
@@ -152,7 +230,8 @@ export async function mount(root, ctx) {
       case "state": return stateBadge(r.state);
       case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${Math.round(r.progress * 100)}%"></div></div>`;
       case "clean": return pct(finalOf(r).clean_accuracy);
-      case "robust": return pct(robustAtTrainEps(r));
+      case "autoattack": return autoattackCell(r);
+      case "pgd": return pgdCell(r);
       case "agreement": return pct((finalOf(r).salience_agreement || {}).top_mass_in_mask);
       case "tags": return (r.tags || []).join(", ");
       case "created": return new Date(r.created_at).toLocaleString();
@@ -265,9 +344,11 @@ export async function mount(root, ctx) {
           <label>Teacher (finished standard run)<select name="igd_teacher_run_id"><option value="">—</option></select>${err("igd_teacher_run_id")}</label>
           ${num("igd_lambda", "λ (distillation weight)")}
         </div></fieldset>
-        <fieldset><legend>Evaluation</legend><div class="fields">
-          <label>Robust accuracy at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => +(e * 255).toFixed(3)).join(", ")}">${err("eval_eps")}</label>
-          ${num("eval_subset", "Test images attacked")}${num("eval_steps", "PGD steps (eval)")}
+        <fieldset><legend>Evaluation (AutoAttack at the training ε, PGD over an ε grid)</legend><div class="fields">
+          ${num("autoattack_n", "AutoAttack images (0 = skip)")}
+          <label>PGD at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => +(e * 255).toFixed(3)).join(", ")}">${err("eval_eps")}</label>
+          ${num("eval_subset", "PGD test images")}${num("eval_steps", "PGD steps")}${num("eval_restarts", "PGD restarts")}
+          ${num("epoch_eval_steps", "Per-epoch PGD steps (cheap check)")}
         </div></fieldset>
         <p class="form-error launch-error" role="alert"></p>
         <div class="row end"><button type="button" class="cancel-form">Close</button>
@@ -335,7 +416,8 @@ function readForm(form) {
   const method = el.method.value;
   body.augment = el.augment.checked;
   body.hflip = el.augment.checked && el.hflip.checked;
-  const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size", "eval_subset", "eval_steps"];
+  const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size",
+    "eval_subset", "eval_steps", "eval_restarts", "epoch_eval_steps", "autoattack_n"];
   if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
   if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");
   if (method === "igd") numbers.push("igd_lambda");

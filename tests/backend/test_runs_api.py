@@ -86,6 +86,11 @@ BAD_FIELDS = [
     ("eps_warmup_epochs", {"eps_warmup_epochs": -1}),
     ("eps_warmup_epochs", {"epochs": 2, "eps_warmup_epochs": 3}),
     ("fast_attack", {"fast_attack": "pgd"}),
+    ("eval_restarts", {"eval_restarts": 0}),
+    ("eval_restarts", {"eval_restarts": 101}),
+    ("epoch_eval_steps", {"epoch_eval_steps": 0}),
+    ("autoattack_n", {"autoattack_n": -1}),
+    ("autoattack_n", {"autoattack_n": 100_001}),
 ]
 
 
@@ -180,6 +185,30 @@ def test_launch_stores_the_library_config_and_lineage(client, seeded, auth, db):
     assert row.celery_task_id  # dispatch token committed before the message was sent
 
 
+def test_defaults_and_launch_carry_the_evaluation_settings(client, seeded, auth, db):
+    h = auth["researcher"]
+    defaults = client.get("/api/runs/defaults", headers=h).json()["defaults"]
+    # the library's: PGD-20 with one restart at the end, PGD-10 per epoch, AutoAttack on 500
+    assert {k: defaults[k] for k in ("eval_steps", "eval_restarts", "epoch_eval_steps")} == {
+        "eval_steps": 20,
+        "eval_restarts": 1,
+        "epoch_eval_steps": 10,
+    }
+    assert defaults["autoattack_n"] == 500
+    r = launch(
+        client,
+        h,
+        dataset_id=seeded["dataset_id"],
+        **{**SMALL, "autoattack_n": 16, "eval_restarts": 3, "epoch_eval_steps": 4},
+    )
+    assert r.status_code == 201, r.text
+    config = db.get(TrainingRun, r.json()["data"][0]["id"]).config
+    evaluation = {k: config[k] for k in ("autoattack_n", "eval_restarts", "epoch_eval_steps")}
+    assert evaluation == {"autoattack_n": 16, "eval_restarts": 3, "epoch_eval_steps": 4}
+    skipped = launch(client, h, dataset_id=seeded["dataset_id"], **{**SMALL, "autoattack_n": 0})
+    assert skipped.status_code == 201 and skipped.json()["data"][0]["config"]["autoattack_n"] == 0
+
+
 def test_seeds_make_one_group(client, seeded, auth):
     r = launch(
         client,
@@ -251,6 +280,37 @@ def test_group_mean_and_std_across_seeds(client, seeded, auth, db):
     assert sorted(groups["pgd_at"]["seeds"]) == [0, 1, 2]
 
 
+def test_groups_average_autoattack_and_keep_pgd(client, seeded, auth, db):
+    h = auth["researcher"]
+    runs = launch(client, h, dataset_id=seeded["dataset_id"], seeds=[0, 1, 2], **SMALL).json()[
+        "data"
+    ]
+    autoattack = [0.2, 0.3, 0.4]
+    for run, aa in zip(runs, autoattack, strict=True):
+        finish(
+            db,
+            run["id"],
+            clean_accuracy=0.8,
+            pgd_accuracy={"0.0313725": aa + 0.05},
+            autoattack={"attack": "AutoAttack", "n": 16, "accuracy": aa},
+        )
+    # a run finished before AutoAttack was part of every run: no AutoAttack number, no error
+    old = launch(
+        client, h, dataset_id=seeded["dataset_id"], **{**SMALL, "method": "standard"}
+    ).json()["data"][0]
+    finish(db, old["id"], clean_accuracy=0.95, pgd_accuracy={"0.0313725": 0.0})
+    ids = ",".join(str(r["id"]) for r in [*runs, old])
+    r = client.get("/api/runs/groups", headers=h, params={"by": "method", "ids": ids}).json()
+    groups = {g["value"]: g["metrics"] for g in r["groups"]}
+    stat = groups["pgd_at"]["autoattack_accuracy"]
+    assert stat["n"] == 3
+    assert stat["mean"] == pytest.approx(statistics.mean(autoattack))
+    assert stat["std"] == pytest.approx(statistics.stdev(autoattack))
+    assert groups["pgd_at"]["pgd_accuracy@0.0313725"]["mean"] == pytest.approx(0.35)
+    assert "autoattack_accuracy" not in groups["standard"]
+    assert groups["standard"]["pgd_accuracy@0.0313725"]["mean"] == 0.0
+
+
 def test_cancel_retry_clone(client, seeded, auth, db):
     h = auth["researcher"]
     run = launch(client, h, dataset_id=seeded["dataset_id"], seed=5, tags=["a"], **SMALL).json()[
@@ -285,8 +345,10 @@ def test_list_filters_and_sort(client, seeded, auth, db):
     launch(client, h, dataset_id=seeded["dataset_id"], name="b", tags=["x"], **SMALL)
     launch(client, h, dataset_id=seeded["dataset_id"], name="a", method="standard", **SMALL)
     launch(client, h, dataset_id=seeded["dataset_id"], name="c", tags=["x", "y"], **SMALL)
+
     def names(**p):
         return [r["name"] for r in client.get("/api/runs", headers=h, params=p).json()["data"]]
+
     assert names(sort="name") == ["a", "b", "c"]
     assert names(sort="-name") == ["c", "b", "a"]
     assert names(method="standard") == ["a"]

@@ -1,18 +1,22 @@
 """A researcher launches a run from the form, watches it progress live and sees it succeed with
-its curves drawn: the real app (live_server), a real Celery worker on Redis and PostgreSQL."""
+its curves drawn and its final evaluation (AutoAttack with its per-attack breakdown, PGD, the
+gradient-masking checks) on its page and in the runs table: the real app (live_server), a real
+Celery worker on Redis and PostgreSQL."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import time
+import zipfile
 
+import numpy as np
 import pytest
 
 import tests.worker.test_training_tasks as tt
 from tests.conftest import ROOT, free_port
-from tests.worker.test_training_tasks import tiny_dataset_zip
 
 pytestmark = pytest.mark.browser
 
@@ -63,12 +67,27 @@ def runs_page(chromium, runs_server):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def quadrant_dataset_zip(per_class: int = 60, size: int = 16, seed: int = 0) -> bytes:
+    """Four learnable classes of noisy images, a bright square in one quadrant each: the
+    original AutoAttack's targeted attacks (APGD-T's DLR loss) need at least four classes."""
+    rng = np.random.default_rng(seed)
+    h = size // 2
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, (r, c) in {"tl": (0, 0), "tr": (0, h), "bl": (h, 0), "br": (h, h)}.items():
+            for i in range(per_class):
+                a = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+                a[r : r + h, c : c + h] += 150
+                zf.writestr(f"{name}/{i}.png", tt._png(a))
+    return buf.getvalue()
+
+
 @pytest.fixture()
 def train_dataset(seeded, db):
     from backend.core.storage import get_storage
     from backend.services.datasets import import_dataset, zip_entries
 
-    ds = import_dataset(db, get_storage(), zip_entries(tiny_dataset_zip(per_class=120, size=16)),
+    ds = import_dataset(db, get_storage(), zip_entries(quadrant_dataset_zip()),
                         name="squares", test_fraction=0.25)  # fmt: skip
     return ds.id
 
@@ -88,7 +107,8 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     form.locator("select[name=model]").select_option("small_cnn")
     form.locator("input[name=name]").fill("browser run")
     for name, value in {"epochs": "0", "batch_size": "32", "steps": "10", "lr": "0.05",
-                        "eval_subset": "32", "eval_steps": "5"}.items():  # fmt: skip
+                        "eval_subset": "32", "eval_steps": "5", "eval_restarts": "2",
+                        "epoch_eval_steps": "3", "autoattack_n": "16"}.items():  # fmt: skip
         form.locator(f"input[name={name}]").fill(value)
     form.locator("input[name=eps]").fill("300")  # > 255/255: refused by the server
     form.locator("button[type=submit]").click()
@@ -106,6 +126,8 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     run_id = int(page.url.rsplit("/", 1)[1])
     stored = db.get(TrainingRun, run_id).config
     assert stored["augment"] is True and stored["hflip"] is False
+    evaluation = {k: stored[k] for k in ("autoattack_n", "eval_restarts", "epoch_eval_steps")}
+    assert evaluation == {"autoattack_n": 16, "eval_restarts": 2, "epoch_eval_steps": 3}
     seen: set[str] = set()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -130,3 +152,61 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     page.wait_for_selector(".run-salience .salience-grid img")
     assert "torch" in page.locator(".run-repro").inner_text()
     print(f"\nprogress texts seen live: {sorted(seen)}")
+    check_final_evaluation(page, run_id)
+    check_masking_warning(page, run_id, db)
+
+
+def check_final_evaluation(page, run_id: int) -> None:
+    """AutoAttack is the headline with its breakdown, PGD is named with its settings, every
+    gradient-masking check is listed, and the runs table has the AutoAttack column."""
+    # the per-epoch curve is labelled as the cheap check it is
+    assert "robust (PGD-3, 1 restart, per epoch)" in page.locator(".chart-acc svg").text_content()
+    headline = page.locator(".robust-headline").inner_text()
+    assert headline.startswith("AutoAttack (standard, L∞, ε 8/255, 16 images, pyautoattack ")
+    assert page.locator(".final-autoattack").inner_text().endswith("%")
+    heads = page.locator(".aa-breakdown th").all_inner_texts()
+    assert heads == ["clean", "after APGD-CE", "after APGD-T", "after FAB-T", "after Square"]
+    assert all(t.endswith("%") for t in page.locator(".aa-breakdown td").all_inner_texts())
+    assert "100 iterations" in page.locator(".final-aa").inner_text()
+    assert "PGD-5, 2 restarts, α = ε/4, on 16 images" in page.locator(".final-aa").inner_text()
+    assert page.locator(".pgd-label").inner_text().startswith("PGD-5, 2 restarts, α = ε/4, on 32")
+    assert "127.50/255" in page.locator(".large-eps").inner_text()
+    checks = page.locator(".masking-checks tr")
+    assert checks.count() == 4, page.locator(".final-masking").inner_text()
+    failed = page.locator(".masking-checks tr.failed").count()
+    assert page.locator(".masking-warning").count() == (1 if failed else 0)
+    page.goto("/#/runs")
+    row = page.locator(f"table.runs tr[data-run='{run_id}']")
+    assert "AutoAttack" in page.locator("th[data-col=autoattack]").inner_text()
+    assert row.locator("td.col-autoattack").inner_text().split()[-2:] == ["n", "16"]
+    assert "PGD-5×2" in row.locator("td.col-pgd").inner_text()
+    page.click("th[data-col=autoattack]")  # sorts by it, in the browser
+    page.wait_for_selector("th[data-col=autoattack]:has-text('▼')")
+
+
+def check_masking_warning(page, run_id: int, db) -> None:
+    """A run whose final evaluation failed a gradient-masking check is flagged in the table
+    and on its page, naming the check."""
+    from backend.models import TrainingRun
+
+    db.expire_all()
+    run = db.get(TrainingRun, run_id)
+    final = dict(run.final_metrics["final"])
+    final["gradient_masking"] = {
+        "passed": False,
+        "failed": ["large_budget_breaks_model"],
+        "checks": [
+            {"name": "large_budget_breaks_model", "passed": False,
+             "detail": "PGD accuracy at eps 0.5 (pixel units) is 40.0%"},
+        ],
+    }  # fmt: skip
+    run.final_metrics = {**run.final_metrics, "final": final}
+    db.commit()
+    page.reload()
+    badge = page.locator(f"table.runs tr[data-run='{run_id}'] .masking-badge")
+    assert badge.inner_text() == "⚠ gradient masking?"
+    assert "a very large ε breaks the model" in badge.get_attribute("title")
+    page.goto(f"/#/runs/{run_id}")
+    warning = page.locator(".run-head .masking-warning[role=alert]")
+    assert "a very large ε breaks the model" in warning.inner_text()
+    assert page.locator(".masking-checks tr.failed td").first.inner_text() == "✗ fail"
