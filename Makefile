@@ -36,9 +36,10 @@ system-test-deps:
 test: install-test system-test-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-## make bench: throughput of every training method, then concurrent mask saves.
+## make bench: throughput of every training method, the evaluation attacks, then concurrent mask saves.
 bench: install-test
 	$(PY) -m worker.sipat.bench
+	$(PY) -m worker.sipat.bench_eval
 	$(PY) -m backend.benchmarks.mask_save
 
 lint: install-test

@@ -91,8 +91,22 @@ def test_train_and_evaluate_from_export_dir(tmp_path, capsys):
         "8/255",
         "--subset",
         "8",
+        "--autoattack-n",
+        "8",
+        "--restarts",
+        "2",
     )
     assert r.returncode == 0, r.stderr
-    assert "pgd_accuracy" in json.loads(r.stdout)
+    report = json.loads(r.stdout)
+    assert "pgd_accuracy" in report and report["pgd"]["restarts"] == 2
+    assert report["autoattack"]["n"] == 8 and report["autoattack"]["eps"] == 8 / 255
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert first["final"]["autoattack"]["n"] == 32  # every run ends with AutoAttack
     r = _run(*args)  # the same command again: the run is complete, nothing retrained
     assert r.returncode == 0
+    # other evaluation settings: the final model is evaluated again, nothing is retrained
+    r = _run(*args, "--set", "eval_restarts=2", "--set", "autoattack_n=4")
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["history"] == first["history"]
+    assert again["final"]["pgd"]["restarts"] == 2 and again["final"]["autoattack"]["n"] == 4

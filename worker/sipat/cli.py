@@ -174,7 +174,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=20, help="PGD steps (alpha = eps / 4)")
     e.add_argument("--restarts", type=int, default=1, help="PGD random restarts (worst case)")
     e.add_argument(
-        "--autoattack-n", type=int, default=0, help="test images for AutoAttack (0 = skip)"
+        "--autoattack-n",
+        type=int,
+        default=500,
+        help="test images for AutoAttack at the training eps (0 = skip)",
     )
     e.add_argument(
         "--inequality-n", type=int, default=0, help="images for the inequality tests (0 = skip)"
