@@ -84,6 +84,7 @@ function autoattackSection(run) {
       ${aa.square_queries} queries; seed ${aa.seed}${Number.isFinite(aa.seconds) ? `; ${duration(aa.seconds)}` : ""}.</p>
     ${aa.pgd ? html`<p>PGD on the same images: <strong class="final-aa-pgd">${pct(aa.pgd.accuracy)}</strong>
       (${pgdLabel(aa.pgd)}, ε ${epsLabel(aa.pgd.eps)}).</p>` : ""}
+    ${(aa.notes || []).map((n) => html`<p class="muted aa-note">${n}.</p>`)}
     ${(aa.warnings || []).length ? html`<div class="aa-warnings form-error"><p>AutoAttack warned:</p>
       <ul>${aa.warnings.map((w) => html`<li>${w}</li>`)}</ul></div>` : ""}`;
 }
