@@ -15,6 +15,10 @@ METHODS = ("standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at")
 MASK_SOURCES = ("human", "gradcam", "input_gradient")
 SCHEDULES = ("none", "step", "cosine")
 MODELS = ("small_cnn", "preact_resnet18", "resnet18", "resnet50")
+# AutoAttack's default image count: on a GPU, enough for a +-3 point interval; on a CPU,
+# what keeps it to minutes (its cost there is mostly per iteration, not per image)
+AUTOATTACK_N_GPU = 1000
+AUTOATTACK_N_CPU = 200
 # Settings read only by the final evaluation (evaluate_model), after the last epoch.
 EVAL_ONLY = ("eval_eps", "eval_steps", "eval_restarts", "autoattack_n")
 
@@ -79,8 +83,9 @@ class TrainConfig:
     eval_steps: int = 20  # PGD steps of the final evaluation (alpha = eps / 4)
     eval_restarts: int = 1  # PGD random restarts of the final evaluation (worst case per image)
     epoch_eval_steps: int = 10  # PGD steps of the cheap per-epoch check (1 restart, at eps)
-    autoattack_n: int = 500  # test images (spread over the classes) AutoAttack runs on at the
-    # end, at eps; 0 = skip it (docs/training.md says why 500)
+    autoattack_n: int | None = None  # test images (spread over the classes) AutoAttack runs
+    # on at the end, at eps; 0 = skip it; None = AUTOATTACK_N_GPU on CUDA, AUTOATTACK_N_CPU
+    # otherwise (docs/training.md says why)
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
     device: str = "cpu"  # torch device string, e.g. cpu or cuda:0
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -128,6 +133,12 @@ class TrainConfig:
             for name in ("fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio"):
                 d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def autoattack_images(self) -> int:
+        """autoattack_n, or the default for this run's device when it is None."""
+        if self.autoattack_n is not None:
+            return self.autoattack_n
+        return AUTOATTACK_N_GPU if self.device.startswith("cuda") else AUTOATTACK_N_CPU
 
     def validate(self) -> None:
         def need(ok: bool, name: str, msg: str) -> None:
@@ -178,7 +189,11 @@ class TrainConfig:
         need(self.part_eps_low <= self.eps, "part_eps_low", "must not exceed eps")
         need(self.crop_padding >= 0, "crop_padding", "must be >= 0")
         need(self.eval_subset >= 0, "eval_subset", "must be >= 0")
-        need(self.autoattack_n >= 0, "autoattack_n", "must be >= 0 (0 skips AutoAttack)")
+        need(
+            self.autoattack_n is None or self.autoattack_n >= 0,
+            "autoattack_n",
+            "must be >= 0 (0 skips AutoAttack; leave it empty for the device's default)",
+        )
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
         need(all(0 <= e <= 1 for e in self.eval_eps), "eval_eps", "every value must be in [0, 1]")

@@ -60,7 +60,7 @@ def _evaluation_settings(cfg: TrainConfig) -> dict[str, Any]:
         steps=cfg.eval_steps,
         restarts=cfg.eval_restarts,
         autoattack_eps=cfg.eps,
-        autoattack_n=cfg.autoattack_n,
+        autoattack_n=cfg.autoattack_images(),
         seed=cfg.seed,
     )
 
@@ -222,7 +222,7 @@ def train(
         steps=cfg.eval_steps,
         restarts=cfg.eval_restarts,
         autoattack_eps=cfg.eps,
-        autoattack_n=cfg.autoattack_n,
+        autoattack_n=cfg.autoattack_images(),
         seed=cfg.seed,
         device=device,
     )
