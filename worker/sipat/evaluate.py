@@ -182,6 +182,14 @@ def evaluate_model(
             model, ts, e, steps=steps, restarts=restarts, seed=seed, device=device
         )
 
+    _logger.info(
+        "final evaluation: PGD-%d x %d restart(s) on %d images at eps %s and %g",
+        steps,
+        restarts,
+        len(sub),
+        ", ".join(f"{e * 255:.4g}/255" for e in eps_grid),
+        LARGE_EPS,
+    )
     out["pgd_accuracy"] = {_eps_key(e): pgd_on(sub, e) for e in eps_grid}
     large = pgd_on(sub, LARGE_EPS)
     out["large_eps"] = {**pgd, "eps": LARGE_EPS, "n": len(sub), "accuracy": large}

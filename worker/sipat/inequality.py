@@ -42,6 +42,11 @@ def _wrong(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return model(x).argmax(1) != y
 
 
+def _rate(flags: Tensor) -> float:
+    """Share of True flags, as an exact count over the images (not a float32 mean)."""
+    return int(flags.sum()) / len(flags) if len(flags) else 0.0
+
+
 def true_logit_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Signed gradient of the true-class logit w.r.t. the input, in eval mode."""
     with eval_mode(model), torch.enable_grad():
@@ -109,9 +114,7 @@ def noise_error_rates(
             positions = torch.rand(x.shape[0], d, generator=gen, device=x.device).topk(k, 1).indices
         else:
             positions = score.flatten(1).topk(k, 1).indices
-        out[f"{t:g}"] = float(
-            _wrong(model, _noise_on(x, positions, gen, replace), y).float().mean()
-        )
+        out[f"{t:g}"] = _rate(_wrong(model, _noise_on(x, positions, gen, replace), y))
     return out
 
 
@@ -144,7 +147,7 @@ def occlusion_error_rates(
             cover = square.any(1, keepdim=True)
             x_occ = torch.where(cover, torch.full_like(x[live], value), x[live])
             fooled[live] = _wrong(model, x_occ, y[live])
-        out[str(r)] = float(fooled.float().mean())
+        out[str(r)] = _rate(fooled)
     return out
 
 

@@ -100,8 +100,11 @@ class _AutoAttackLog(logging.Handler):
             self.warnings.append(text)
         elif m := self._AFTER.search(text):
             self.after[m.group(1).lower()] = float(m.group(2)) / 100
+            _logger.info("AutoAttack: %s", text)  # progress, for the run's log
         elif m := self._INITIAL.search(text):
             self.initial = float(m.group(1)) / 100
+        elif text.startswith("running "):
+            _logger.info("AutoAttack: %s", text)
 
 
 @contextmanager
@@ -197,6 +200,12 @@ def autoattack(
     }
     if x is None:
         return {**report, "clean": 0.0, "after": {}, "accuracy": 0.0, "warnings": [], "flags": []}
+    _logger.info(
+        "AutoAttack (standard, L-inf) at eps %.4g/255 on %d images: %s",
+        eps * 255,
+        n,
+        ", ".join(attacks_for(n_classes)),
+    )
     started = time.perf_counter()
     cuda = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
     with eval_mode(model), torch.random.fork_rng(devices=cuda), _captured_autoattack_log() as log:
