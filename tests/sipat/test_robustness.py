@@ -5,9 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from worker.sipat import TrainConfig, train
+from worker.sipat.bench_eval import quick_pgd_at_model
 from worker.sipat.benchmark_data import salience_benchmark
-from worker.sipat.checkpoint import load_model_from_checkpoint
 from worker.sipat.evaluate import evaluate_model, robust_accuracy
 from worker.sipat.robustness import (
     autoattack,
@@ -28,27 +27,7 @@ def bench_data():
 @pytest.fixture(scope="module")
 def pgd_at_model(bench_data, tmp_path_factory):
     """A small checkpoint trained with PGD-AT in the test (no AutoAttack in its own run)."""
-    cfg = TrainConfig(
-        method="pgd_at",
-        epochs=6,
-        eps_warmup_epochs=2,
-        batch_size=32,
-        lr=0.05,
-        schedule="cosine",
-        eps=EPS,
-        alpha=3 / 255,
-        steps=3,
-        crop_padding=2,
-        eval_eps=[EPS],
-        eval_subset=32,
-        eval_steps=2,
-        epoch_eval_steps=2,
-        autoattack_n=0,
-        seed=0,
-    )
-    out = tmp_path_factory.mktemp("pgd_at")
-    train(cfg, out, data=bench_data, progress=False)
-    return load_model_from_checkpoint(out / "final.pt")
+    return quick_pgd_at_model(bench_data, tmp_path_factory.mktemp("pgd_at"))
 
 
 def _xy(ts):

@@ -53,16 +53,17 @@ def _schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def _evaluation_settings(cfg: TrainConfig) -> dict[str, Any]:
-    return evaluation_settings(
-        cfg.eval_eps,
-        subset=cfg.eval_subset,
-        steps=cfg.eval_steps,
-        restarts=cfg.eval_restarts,
-        autoattack_eps=cfg.eps,
-        autoattack_n=cfg.autoattack_images(),
-        seed=cfg.seed,
-    )
+def _evaluation(cfg: TrainConfig) -> dict[str, Any]:
+    """The final evaluation a config asks for, as evaluate_model's arguments."""
+    return {
+        "eps_grid": cfg.eval_eps,
+        "subset": cfg.eval_subset,
+        "steps": cfg.eval_steps,
+        "restarts": cfg.eval_restarts,
+        "autoattack_eps": cfg.eps,
+        "autoattack_n": cfg.autoattack_images(),
+        "seed": cfg.seed,
+    }
 
 
 def train(
@@ -138,7 +139,7 @@ def train(
         _logger.info("resuming %s from epoch %d of %d", out_dir, start_epoch, cfg.epochs)
         if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
             done = json.loads((out_dir / METRICS).read_text())
-            if done.get("final", {}).get("settings") == _evaluation_settings(cfg):
+            if done.get("final", {}).get("settings") == evaluation_settings(**_evaluation(cfg)):
                 return done
             _logger.info("evaluating %s again: the evaluation settings changed", out_dir)
 
@@ -214,18 +215,7 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, metrics)
 
-    final = evaluate_model(
-        model,
-        data,
-        cfg.eval_eps,
-        subset=cfg.eval_subset,
-        steps=cfg.eval_steps,
-        restarts=cfg.eval_restarts,
-        autoattack_eps=cfg.eps,
-        autoattack_n=cfg.autoattack_images(),
-        seed=cfg.seed,
-        device=device,
-    )
+    final = evaluate_model(model, data, **_evaluation(cfg), device=device)
     save_atomic(
         {
             "config": cfg.to_dict(),
