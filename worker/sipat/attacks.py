@@ -34,18 +34,21 @@ def _affine_batchnorm(self: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tenso
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module, affine_batchnorm: bool = True) -> Iterator[nn.Module]:
     """Put `model` in eval mode for the block and restore the mode it was in.
 
     Inside the block, BatchNorm layers with running statistics compute as affine maps
-    (_affine_batchnorm); nested blocks on the same model leave the outer one's in place.
+    (_affine_batchnorm) unless affine_batchnorm is False (forward-only work on small batches,
+    such as AutoAttack's Square queries, is faster with the native kernel); nested blocks on
+    the same model leave the outer one's in place.
     """
     was_training = model.training
     model.eval()
     patched = [
         m
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if affine_batchnorm
+        and isinstance(m, nn.modules.batchnorm._BatchNorm)
         and m.running_mean is not None
         and m.running_var is not None
         and "forward" not in m.__dict__

@@ -208,7 +208,9 @@ def autoattack(
     )
     started = time.perf_counter()
     cuda = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
-    with eval_mode(model), torch.random.fork_rng(devices=cuda), _captured_autoattack_log() as log:
+    # the package's model exactly as a user hands it over: in eval mode, native BatchNorm
+    plain = eval_mode(model, affine_batchnorm=False)
+    with plain, torch.random.fork_rng(devices=cuda), _captured_autoattack_log() as log:
         aa = build_autoattack(model, eps, n_classes, seed=seed, device=device)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     seconds = time.perf_counter() - started
