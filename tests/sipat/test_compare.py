@@ -91,3 +91,11 @@ def test_claims_table_pairs_runs_by_seed():
     lines = claims_table(summary).splitlines()
     assert len(lines) == 3  # only the pair present in the summary
     assert lines[2].startswith(f"| {LABELS['sip_at']} minus {LABELS['pgd_at']} | 3 | +9.7 [")
+
+
+def test_the_standard_model_is_trained_only_when_asked_for_or_needed():
+    from worker.sipat.compare import _training_order
+
+    assert _training_order(("sip_at",)) == ["sip_at"]  # a mask_fraction sweep needs no teacher
+    assert _training_order(("igd", "pgd_at")) == ["standard", "igd", "pgd_at"]
+    assert _training_order(("pgd_at", "standard")) == ["standard", "pgd_at"]

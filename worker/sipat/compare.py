@@ -105,6 +105,16 @@ def load_named(dataset: str) -> DataBundle:
     raise ValueError(f"unknown dataset {dataset!r}: salience or mnist")
 
 
+TEACHER_USERS = ("sip_at_auto", "igd")  # variants that need the seed's standard model
+
+
+def _training_order(variants) -> list[str]:
+    """The variants to train, the standard model first when one is asked for or needed."""
+    rest = [v for v in variants if v != "standard"]
+    needs_standard = "standard" in variants or any(v in TEACHER_USERS for v in rest)
+    return ["standard", *rest] if needs_standard else rest
+
+
 def run_compare(
     dataset: str,
     seeds: list[int],
@@ -119,7 +129,7 @@ def run_compare(
     for seed in seeds:
         root = out_dir / dataset / f"seed{seed}"
         teacher = str(root / "standard" / "final.pt")
-        for v in ("standard", *[v for v in variants if v != "standard"]):
+        for v in _training_order(variants):
             extra: dict[str, Any] = {}
             method = v
             if v == "sip_at_auto":
