@@ -5,6 +5,15 @@
     python -m backend.cli import-dataset DIR --name NAME [--test-fraction 0.2]
     python -m backend.cli seed-demo
 
+import-dataset recognises DIR's layout (DIR may also be the folder around it):
+    ImageFolder    <class>/<image>, or train/<class>/ beside test/<class>/ or val/<class>/
+    CIFAR-10       cifar-10-batches-py/ (batches.meta, data_batch_1..5, test_batch)
+    CIFAR-100      cifar-100-python/ (meta, train, test; the fine labels)
+    CUB-200-2011   CUB_200_2011/ (images/, classes.txt, images.txt, image_class_labels.txt,
+                   train_test_split.txt; segmentations/ becomes accepted masks of the
+                   account import:cub-200-2011)
+An official split is kept; --test-fraction only splits a tree without one.
+
 Exit codes: 0 done, 2 refused input (the message says why), 1 unexpected failure.
 """
 
@@ -56,7 +65,7 @@ def ensure_user(username: str, password: str, role: str) -> bool:
 
 
 def _import(entries, name: str, test_fraction: float = 0.2) -> int:
-    with session_scope() as db, tqdm(desc=f"checking {name}", unit="img") as bar:
+    with session_scope() as db, tqdm(desc=f"checking and storing {name}", unit="img") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -106,10 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     p_user.add_argument("username")
     p_user.add_argument("--role", choices=ROLES, required=True)
     p_user.add_argument("--password", help="prompted for when omitted")
-    p_imp = sub.add_parser("import-dataset", help="import an ImageFolder tree from a directory")
-    p_imp.add_argument("directory", type=Path)
-    p_imp.add_argument("--name", required=True)
-    p_imp.add_argument("--test-fraction", type=float, default=0.2)
+    p_imp = sub.add_parser(
+        "import-dataset",
+        help="import a dataset from a directory: ImageFolder, CIFAR-10/100 or CUB-200-2011",
+        description="Import a dataset from a directory, recognised by its layout: an ImageFolder "
+        "tree (<class>/<image>, or train/ with test/ or val/), CIFAR-10 (cifar-10-batches-py) "
+        "or CIFAR-100 (cifar-100-python) in their python version, or CUB-200-2011 "
+        "(CUB_200_2011, its segmentations/ imported as masks of import:cub-200-2011). "
+        "Everything is checked first; a refused import stores nothing.",
+    )
+    p_imp.add_argument("directory", type=Path, help="the dataset's folder, or the folder around it")
+    p_imp.add_argument("--name", required=True, help="the dataset's name in the app")
+    p_imp.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="test share of a tree without an official split (default 0.2)",
+    )
     sub.add_parser("seed-demo", help="demo accounts and datasets (idempotent)")
     args = parser.parse_args(argv)
 

@@ -58,7 +58,9 @@ def import_zip(
     description: Annotated[str, Form(max_length=10_000)] = "",
     test_fraction: Annotated[float, Form(ge=0.0, le=0.9)] = 0.2,
 ):
-    """Import an ImageFolder tree uploaded as a zip (a folder per class, optional train/ test/)."""
+    """Import a dataset uploaded as a zip, recognised by its layout: an ImageFolder tree (a
+    folder per class, optionally under train/ with test/ or val/), CIFAR-10 or CIFAR-100 in
+    their python version, or CUB-200-2011 (its segmentations become accepted masks)."""
     length = request.headers.get("content-length")
     if (length and int(length) > settings.max_upload_bytes) or (
         file.size is not None and file.size > settings.max_upload_bytes

@@ -1,6 +1,9 @@
-"""Importing an image-classification dataset (ImageFolder tree) from a zip or a directory.
+"""Importing an image-classification dataset from a zip or a directory: an ImageFolder tree,
+CIFAR-10 / CIFAR-100 (python version) or CUB-200-2011 with its segmentations, recognised by
+layout (the readers are in backend.services.dataset_formats).
 
-Everything is checked before anything is stored: a rejected import leaves no rows and no files.
+Everything is checked before anything is stored, and all of it is stored in one transaction:
+a rejected import leaves no rows and no files.
 """
 
 from __future__ import annotations
@@ -15,49 +18,37 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.storage import LocalStorage
-from backend.models import Dataset, DatasetClass, Image, User
+from backend.models import (
+    Annotation,
+    Dataset,
+    DatasetClass,
+    Image,
+    User,
+    utcnow,
+)
+from backend.services.dataset_formats import Entry, ImportError_, Item, read_layout
+from backend.services.export import import_account, imported_revision
+from backend.services.masks import MaskError, png_to_mask
 
 _logger = logging.getLogger(__name__)
 
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 IGNORED_DIRS = {"__MACOSX"}
-SPLIT_DIRS = ("train", "test")
+# rows written per database round trip while storing
+_CHUNK = 500
 
-
-class ImportError_(ValueError):
-    """An import refused for a reason the user can fix; the message is a sentence."""
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass
-class _Entry:
-    path: PurePosixPath  # relative, already checked not to escape
-    read: Callable[[], bytes]
-
-
-@dataclass
-class _Decoded:
-    path: PurePosixPath
-    class_name: str
-    split: str | None
-    data: bytes
-    width: int
-    height: int
-    mode: str
-    fmt: str
-    sha256: str
+_Entry = Entry  # the name other modules (demo_data) import
 
 
 def _is_ignored(path: PurePosixPath) -> bool:
@@ -129,21 +120,19 @@ def directory_entries(root: Path) -> Iterator[_Entry]:
             yield _Entry(rel, full.read_bytes)
 
 
-def _strip_wrapper(entries: list[_Entry]) -> list[_Entry]:
-    """A zip of a folder holds one top-level directory around the tree: look inside it."""
-    tops = {e.path.parts[0] for e in entries}
-    if (
-        len(tops) == 1
-        and all(len(e.path.parts) >= 3 for e in entries)
-        and next(iter(tops)) not in SPLIT_DIRS
-    ):
-        return [_Entry(PurePosixPath(*e.path.parts[1:]), e.read) for e in entries]
-    return entries
+@dataclass
+class _Checked:
+    item: Item
+    width: int
+    height: int
+    mode: str
+    ext: str
+    sha256: str | None  # of the file's bytes; None for an array (encoded when stored)
 
 
-def _decode(entry: _Entry, class_name: str, split: str | None) -> _Decoded:
+def _probe(path: str, data: bytes) -> tuple[int, int, str, str]:
+    """(width, height, PIL mode, format) of an image file that decodes whole, or a refusal."""
     settings = get_settings()
-    data = entry.read()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
@@ -151,61 +140,87 @@ def _decode(entry: _Entry, class_name: str, split: str | None) -> _Decoded:
                 width, height = img.size
                 if width * height > settings.max_image_pixels:
                     raise ImportError_(
-                        f"{entry.path} has {width}x{height} pixels, more than the limit of "
+                        f"{path} has {width}x{height} pixels, more than the limit of "
                         f"{settings.max_image_pixels}; nothing was imported."
                     )
                 fmt = img.format or "PNG"
                 img.load()
-                mode = img.mode
+                return width, height, img.mode, fmt
     except ImportError_:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
         raise ImportError_(
-            f"{entry.path} is too large to decode safely (more than the pixel limit); "
+            f"{path} is too large to decode safely (more than the pixel limit); "
             "nothing was imported."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image"
         raise ImportError_(
-            f"{entry.path} is not an image that can be decoded; nothing was imported."
+            f"{path} is not an image that can be decoded; nothing was imported."
         ) from exc
-    return _Decoded(
-        entry.path,
-        class_name,
-        split,
-        data,
-        width,
-        height,
-        mode,
-        fmt,
-        hashlib.sha256(data).hexdigest(),
+
+
+def _read_mask(item: Item, width: int, height: int) -> np.ndarray:
+    """The item's segmentation binarised at >= 128, checked to have its image's size."""
+    assert item.mask is not None
+    name = str(item.mask.path)
+    try:
+        mask = png_to_mask(item.mask.read(), soft=True, name=f"The segmentation {name}")
+    except MaskError as exc:
+        raise ImportError_(f"{exc} Nothing was imported.") from exc
+    if mask.shape != (height, width):
+        raise ImportError_(
+            f"The segmentation {name} is {mask.shape[1]}x{mask.shape[0]} pixels but its image "
+            f"{item.filename} is {width}x{height}; nothing was imported."
+        )
+    return mask
+
+
+def _check(item: Item) -> _Checked:
+    """Decode the item whole (and its mask) and keep only what storing it needs."""
+    if item.pixels is not None:
+        height, width = item.pixels.shape[:2]
+        checked = _Checked(item, width, height, "RGB", "png", None)
+    else:
+        assert item.file is not None
+        data = item.file.read()
+        width, height, mode, fmt = _probe(str(item.file.path), data)
+        ext = {"JPEG": "jpg", "PNG": "png"}.get(fmt, fmt.lower())
+        checked = _Checked(item, width, height, mode, ext, hashlib.sha256(data).hexdigest())
+    if item.mask is not None:
+        _read_mask(item, width, height)
+    return checked
+
+
+def _file_bytes(c: _Checked) -> bytes:
+    """The bytes to store: the file as it came, or an array encoded as PNG."""
+    if c.item.pixels is not None:
+        buf = io.BytesIO()
+        PILImage.fromarray(np.ascontiguousarray(c.item.pixels, dtype=np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+    assert c.item.file is not None
+    data = c.item.file.read()
+    if hashlib.sha256(data).hexdigest() != c.sha256:
+        raise ImportError_(
+            f"{c.item.file.path} changed while it was being imported; nothing was imported."
+        )
+    return data
+
+
+def _mask_annotation(
+    image: Image, mask: np.ndarray, account: User, source: str, batch: str, now: datetime
+) -> Annotation:
+    """An accepted mask of the import account, with its one revision."""
+    revision = imported_revision(image, mask, 1, source, f"import-{batch}-{image.id}", now)
+    return Annotation(
+        image_id=image.id,
+        annotator_id=account.id,
+        status="accepted",
+        latest_revision=1,
+        submitted_at=now,
+        created_at=now,
+        updated_at=now,
+        revisions=[revision],
     )
-
-
-def _classify(entries: list[_Entry]) -> list[tuple[_Entry, str, str | None]]:
-    entries = _strip_wrapper(entries)
-    if not entries:
-        raise ImportError_("The dataset is empty: no image files were found.")
-    has_splits = any(e.path.parts[0] in SPLIT_DIRS and len(e.path.parts) >= 3 for e in entries)
-    out: list[tuple[_Entry, str, str | None]] = []
-    for e in entries:
-        parts = e.path.parts
-        if has_splits:
-            if parts[0] not in SPLIT_DIRS or len(parts) != 3:
-                raise ImportError_(
-                    f"{e.path} is not inside train/<class>/ or test/<class>/; "
-                    "the tree must have one folder per class."
-                )
-            out.append((e, parts[1], parts[0]))
-        else:
-            if len(parts) != 2:
-                raise ImportError_(
-                    f"{e.path} is not inside a class folder; the tree must have one folder "
-                    "per class with the images directly inside."
-                )
-            out.append((e, parts[0], None))
-    if len({c for _, c, _ in out}) < 1:
-        raise ImportError_("The dataset has no class folders.")
-    return out
 
 
 def _split_for(sha256: str, test_fraction: float) -> str:
@@ -216,7 +231,7 @@ def _split_for(sha256: str, test_fraction: float) -> str:
 def import_dataset(
     db: Session,
     storage: LocalStorage,
-    entries: Iterator[_Entry],
+    entries: Iterator[Entry],
     *,
     name: str,
     description: str = "",
@@ -224,25 +239,35 @@ def import_dataset(
     test_fraction: float = 0.2,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
+    """Check every image (and mask) of the tree, then store them all in one transaction.
+
+    The format is recognised by the tree's layout (dataset_formats.read_layout). An official
+    split (train/test or train/val folders, CIFAR's batches, CUB's train_test_split.txt) is
+    kept; a flat ImageFolder tree gets a deterministic test share of test_fraction.
+    progress(done, total) is called once per image checked and once per image stored.
+    """
     name = name.strip()
     if not name:
         raise ImportError_("The dataset needs a name.")
     if db.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
         raise ImportError_(f"A dataset named {name!r} already exists.", 409)
     settings = get_settings()
-    classified = _classify(list(entries))
-    if len(classified) > settings.max_images_per_import:
+    layout = read_layout(list(entries))
+    total = len(layout.items)
+    if total > settings.max_images_per_import:
         raise ImportError_(
-            f"The dataset has {len(classified)} files, more than the limit of "
+            f"The dataset has {total} images, more than the limit of "
             f"{settings.max_images_per_import}."
         )
-    decoded: list[_Decoded] = []
-    for i, (entry, class_name, split) in enumerate(classified):
-        decoded.append(_decode(entry, class_name, split))
+    # pass 1: everything is decoded and checked; only sizes and hashes are kept in memory
+    checked: list[_Checked] = []
+    for i, item in enumerate(layout.items):
+        checked.append(_check(item))
         if progress:
-            progress(i + 1, len(classified))
+            progress(i + 1, 2 * total)
+    class_names = layout.classes or sorted({c.item.class_name for c in checked})
 
-    class_names = sorted({d.class_name for d in decoded})
+    # pass 2: store, one image at a time, all in one transaction
     batch = uuid.uuid4().hex[:12]
     written: list[str] = []
     try:
@@ -253,30 +278,44 @@ def import_dataset(
         dataset.classes = list(classes.values())
         db.add(dataset)
         db.flush()
-        rows = []
-        for d in decoded:
-            ext = {"JPEG": "jpg", "PNG": "png"}.get(d.fmt, d.fmt.lower())
-            key = f"datasets/{dataset.id}/{batch}/{d.sha256[:16]}-{len(written)}.{ext}"
-            storage.put_bytes(key, d.data)
-            written.append(key)
-            rows.append(
-                Image(
-                    dataset_id=dataset.id,
-                    class_id=classes[d.class_name].id,
-                    filename=str(d.path),
-                    storage_key=key,
-                    width=d.width,
-                    height=d.height,
-                    mode=d.mode,
-                    sha256=d.sha256,
-                    split=d.split or _split_for(d.sha256, test_fraction),
+        account = import_account(db, layout.mask_account) if layout.mask_account else None
+        now = utcnow()
+        hashed: list[tuple[str, str, str]] = []
+        for start in range(0, total, _CHUNK):
+            chunk = checked[start : start + _CHUNK]
+            rows = []
+            for c in chunk:
+                data = _file_bytes(c)
+                sha = hashlib.sha256(data).hexdigest()
+                key = f"datasets/{dataset.id}/{batch}/{sha[:16]}-{len(written)}.{c.ext}"
+                storage.put_bytes(key, data)
+                written.append(key)
+                split = c.item.split or _split_for(sha, test_fraction)
+                rows.append(
+                    Image(
+                        dataset_id=dataset.id,
+                        class_id=classes[c.item.class_name].id,
+                        filename=c.item.filename,
+                        storage_key=key,
+                        width=c.width,
+                        height=c.height,
+                        mode=c.mode,
+                        sha256=sha,
+                        split=split,
+                    )
                 )
-            )
-        db.add_all(rows)
+                hashed.append((sha, c.item.class_name, split))
+                if progress:
+                    progress(total + len(written), 2 * total)
+            db.add_all(rows)
+            db.flush()  # the images' ids, for their masks
+            if account is not None:
+                for c, row in zip(chunk, rows, strict=True):
+                    if c.item.mask is not None:
+                        mask = _read_mask(c.item, c.width, c.height)
+                        db.add(_mask_annotation(row, mask, account, layout.mask_source, batch, now))
         digest = hashlib.sha256()
-        for sha, label, split in sorted(
-            (r.sha256, classes_by_id(dataset, r.class_id), r.split) for r in rows
-        ):
+        for sha, label, split in sorted(hashed):
             digest.update(f"{sha}:{label}:{split}\n".encode())
         dataset.content_hash = digest.hexdigest()
         db.commit()
@@ -284,8 +323,23 @@ def import_dataset(
         db.rollback()
         for key in written:
             storage.path(key).unlink(missing_ok=True)
+        if written:
+            folder = storage.path(written[0]).parent
+            for empty in (folder, folder.parent):
+                try:
+                    empty.rmdir()
+                except OSError:
+                    break
         raise
-    _logger.info("imported dataset %s: %d images, %d classes", name, len(rows), len(class_names))
+    masks = sum(1 for c in checked if c.item.mask is not None) if account else 0
+    _logger.info(
+        "imported %s dataset %s: %d images, %d classes, %d masks",
+        layout.format,
+        name,
+        total,
+        len(class_names),
+        masks,
+    )
     return dataset
 
 

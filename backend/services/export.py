@@ -61,8 +61,9 @@ def _safe_dir(name: str) -> str:
 
 
 def _images(db: Session, dataset: Dataset) -> list[Image]:
-    return list(db.scalars(select(Image).where(Image.dataset_id == dataset.id)
-                           .order_by(Image.id)).all())
+    return list(
+        db.scalars(select(Image).where(Image.dataset_id == dataset.id).order_by(Image.id)).all()
+    )
 
 
 # ---------------------------------------------------------------------------- export
@@ -77,7 +78,11 @@ class ExportMask:
 
 
 def _collect(
-    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None,
+    db: Session,
+    dataset: Dataset,
+    *,
+    statuses: list[str],
+    annotator_id: int | None,
     mask_set: MaskSet | None,
 ) -> list[ExportMask]:
     images = {im.id: im for im in _images(db, dataset)}
@@ -90,17 +95,26 @@ def _collect(
             out.append(ExportMask(images[item.image_id], grey, "consensus", mask_set.id))
         return out
     names = dict(db.execute(select(User.id, User.username)).all())
-    revisions = dict(db.execute(
-        select(AnnotationRevision.id, AnnotationRevision.revision)
-        .join(Annotation, Annotation.id == AnnotationRevision.annotation_id)
-        .join(Image, Image.id == Annotation.image_id).where(Image.dataset_id == dataset.id)
-    ).all())
+    revisions = dict(
+        db.execute(
+            select(AnnotationRevision.id, AnnotationRevision.revision)
+            .join(Annotation, Annotation.id == AnnotationRevision.annotation_id)
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Image.dataset_id == dataset.id)
+        ).all()
+    )
     for image_id, im in sorted(load_masks(db, dataset_id=dataset.id, statuses=statuses).items()):
         for m in im.masks:
             if annotator_id is not None and m.annotator_id != annotator_id:
                 continue
-            out.append(ExportMask(images[image_id], m.mask, names.get(m.annotator_id, "?"),
-                                  revisions[m.revision_id]))
+            out.append(
+                ExportMask(
+                    images[image_id],
+                    m.mask,
+                    names.get(m.annotator_id, "?"),
+                    revisions[m.revision_id],
+                )
+            )
     return out
 
 
@@ -111,60 +125,87 @@ def _open_png(data: bytes):
 
 
 def export_png_zip(
-    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None = None,
+    db: Session,
+    dataset: Dataset,
+    *,
+    statuses: list[str],
+    annotator_id: int | None = None,
     mask_set: MaskSet | None = None,
 ) -> bytes:
     """A zip of 8-bit grey PNGs named after the images' files: <annotator>/<path>.png with
     0/255 per mask, or consensus/<path>.png (0..255 = mean) for a mask set; plus masks.json."""
     from PIL import Image as PILImage
 
-    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id,
-                       mask_set=mask_set)
+    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id, mask_set=mask_set)
     buf = io.BytesIO()
     index = []
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for e in entries:
             name = f"{_safe_dir(e.annotator)}/{_stem(e.image.filename)}.png"
-            grey = e.mask if e.mask.dtype == np.uint8 else np.where(e.mask, 255, 0).astype(
-                np.uint8)
+            grey = e.mask if e.mask.dtype == np.uint8 else np.where(e.mask, 255, 0).astype(np.uint8)
             png = io.BytesIO()
             PILImage.fromarray(grey, "L").save(png, "PNG")
             zf.writestr(name, png.getvalue())
-            index.append({"file": name, "image_id": e.image.id, "image_file": e.image.filename,
-                          "annotator": e.annotator, "revision": e.revision})
+            index.append(
+                {
+                    "file": name,
+                    "image_id": e.image.id,
+                    "image_file": e.image.filename,
+                    "annotator": e.annotator,
+                    "revision": e.revision,
+                }
+            )
         zf.writestr("masks.json", json.dumps({"dataset": dataset.name, "masks": index}, indent=1))
     return buf.getvalue()
 
 
 def export_coco(
-    db: Session, dataset: Dataset, *, statuses: list[str], annotator_id: int | None = None,
-    mask_set: MaskSet | None = None, threshold: float = 0.5,
+    db: Session,
+    dataset: Dataset,
+    *,
+    statuses: list[str],
+    annotator_id: int | None = None,
+    mask_set: MaskSet | None = None,
+    threshold: float = 0.5,
 ) -> dict:
     """COCO JSON with RLE segmentations (pycocotools decodes them). A mask set exports its
     consensus binarised at threshold. category_id = class index + 1 (COCO counts from 1)."""
-    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id,
-                       mask_set=mask_set)
-    classes = {c.id: c for c in db.scalars(
-        select(DatasetClass).where(DatasetClass.dataset_id == dataset.id)).all()}
+    entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id, mask_set=mask_set)
+    classes = {
+        c.id: c
+        for c in db.scalars(select(DatasetClass).where(DatasetClass.dataset_id == dataset.id)).all()
+    }
     cut = int(np.ceil(threshold * 255))
     images, annotations = {}, []
     for n, e in enumerate(entries, start=1):
         im = e.image
-        images[im.id] = {"id": im.id, "file_name": im.filename, "width": im.width,
-                         "height": im.height}
+        images[im.id] = {
+            "id": im.id,
+            "file_name": im.filename,
+            "width": im.width,
+            "height": im.height,
+        }
         mask = e.mask if e.mask.dtype == bool else e.mask >= cut
-        annotations.append({
-            "id": n, "image_id": im.id, "segmentation": rle_encode(mask),
-            "area": int(np.count_nonzero(mask)), "bbox": bbox(mask), "iscrowd": 0,
-            "category_id": classes[im.class_id].index + 1,
-            "attributes": {"annotator": e.annotator, "revision": e.revision},
-        })
+        annotations.append(
+            {
+                "id": n,
+                "image_id": im.id,
+                "segmentation": rle_encode(mask),
+                "area": int(np.count_nonzero(mask)),
+                "bbox": bbox(mask),
+                "iscrowd": 0,
+                "category_id": classes[im.class_id].index + 1,
+                "attributes": {"annotator": e.annotator, "revision": e.revision},
+            }
+        )
     return {
         "info": {"description": f"Salient-region masks of {dataset.name}"},
         "images": list(images.values()),
         "annotations": annotations,
-        "categories": [{"id": c.index + 1, "name": c.name}
-                       for c in sorted(classes.values(), key=lambda c: c.index)],
+        "categories": [
+            {"id": c.index + 1, "name": c.name}
+            for c in sorted(classes.values(), key=lambda c: c.index)
+        ],
     }
 
 
@@ -191,8 +232,9 @@ class ImageMatcher:
                 if len(found) == 1:
                     return found[0]
                 if len(found) > 1:
-                    raise MaskError(f"The file {name!r} matches several images; name it by its "
-                                    "full path.")
+                    raise MaskError(
+                        f"The file {name!r} matches several images; name it by its full path."
+                    )
         if match_by in ("auto", "id") and parts and parts[-1].isdigit():
             image = self.by_id.get(int(parts[-1]))
             if image is not None:
@@ -200,29 +242,57 @@ class ImageMatcher:
         raise MaskError(f"No image of this dataset matches the file {name!r}.")
 
 
-def _import_account(db: Session, name: str) -> User:
+def import_account(db: Session, name: str) -> User:
+    """The pseudo-annotator "import:<name>" that owns imported masks (created if needed)."""
     if not _SAFE_NAME.match(name):
-        raise MaskError("The import name must be 1-50 letters, digits, dots, dashes or "
-                        "underscores.")
+        raise MaskError(
+            "The import name must be 1-50 letters, digits, dots, dashes or underscores."
+        )
     username = IMPORT_PREFIX + name
     user = db.scalar(select(User).where(User.username == username))
     if user is None:
         # Not a usable password hash and inactive: the account can never log in.
-        user = User(username=username, password_hash="!import-" + secrets.token_hex(8),
-                    role="annotator", is_active=False)
+        user = User(
+            username=username,
+            password_hash="!import-" + secrets.token_hex(8),
+            role="annotator",
+            is_active=False,
+        )
         db.add(user)
         db.flush()
     return user
 
 
+def imported_revision(
+    image: Image, mask: np.ndarray, revision: int, source: str, save_id: str, now
+) -> AnnotationRevision:
+    """One revision of an imported binary mask (H x W, 0/1) of `image`."""
+    return AnnotationRevision(
+        revision=revision,
+        save_id=save_id,
+        mask_format="png",
+        mask_bytes=mask_to_png(mask),
+        width=image.width,
+        height=image.height,
+        area=int(np.count_nonzero(mask)),
+        sha256=mask_sha256(mask),
+        active_ms=0,
+        source=source,
+        created_at=now,
+    )
+
+
 def _check_size(mask: np.ndarray, image: Image, name: str) -> None:
     if mask.shape != (image.height, image.width):
-        raise MaskError(f"The mask {name!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
-                        f"image is {image.width}x{image.height}.")
+        raise MaskError(
+            f"The mask {name!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
+            f"image is {image.width}x{image.height}."
+        )
 
 
-def parse_png_zip(data: bytes, images: list[Image], *, soft: bool,
-                  match_by: str) -> dict[int, tuple[Image, np.ndarray, str]]:
+def parse_png_zip(
+    data: bytes, images: list[Image], *, soft: bool, match_by: str
+) -> dict[int, tuple[Image, np.ndarray, str]]:
     """Decode every PNG of a zip (other files are ignored) into {image id: (image, mask, name)}."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -236,13 +306,18 @@ def parse_png_zip(data: bytes, images: list[Image], *, soft: bool,
             raise MaskError("The archive expands to more than the allowed size.", 413)
         for info in infos:
             path = PurePosixPath(info.filename)
-            if (path.suffix.lower() != ".png" or path.name.startswith(".")
-                    or "__MACOSX" in path.parts):
+            if (
+                path.suffix.lower() != ".png"
+                or path.name.startswith(".")
+                or "__MACOSX" in path.parts
+            ):
                 continue
             image = matcher.match(info.filename, match_by)
             if image.id in found:
-                raise MaskError(f"Two files are for the same image: {found[image.id][2]!r} and "
-                                f"{info.filename!r}.")
+                raise MaskError(
+                    f"Two files are for the same image: {found[image.id][2]!r} and "
+                    f"{info.filename!r}."
+                )
             try:
                 raw = zf.read(info)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -255,8 +330,9 @@ def parse_png_zip(data: bytes, images: list[Image], *, soft: bool,
     return found
 
 
-def parse_coco(data: bytes, images: list[Image],
-               match_by: str) -> dict[int, tuple[Image, np.ndarray, str]]:
+def parse_coco(
+    data: bytes, images: list[Image], match_by: str
+) -> dict[int, tuple[Image, np.ndarray, str]]:
     """Decode a COCO JSON with RLE segmentations; several annotations of one image are united."""
     try:
         doc = json.loads(data)
@@ -273,8 +349,9 @@ def parse_coco(data: bytes, images: list[Image],
         except (KeyError, TypeError, ValueError) as exc:
             raise MaskError(f"Annotation {n} names no known image or has no segmentation.") from exc
         if not isinstance(seg, dict):
-            raise MaskError(f"Annotation {n} is not an RLE segmentation (polygons are not "
-                            "accepted).")
+            raise MaskError(
+                f"Annotation {n} is not an RLE segmentation (polygons are not accepted)."
+            )
         label = str(coco_image.get("file_name") or coco_image["id"])
         if match_by == "id":
             image = matcher.match(str(coco_image["id"]), "id")
@@ -297,8 +374,14 @@ def parse_coco(data: bytes, images: list[Image],
 
 
 def import_masks(
-    db: Session, dataset: Dataset, data: bytes, *, fmt: str, name: str,
-    status: str = "accepted", match_by: str = "auto",
+    db: Session,
+    dataset: Dataset,
+    data: bytes,
+    *,
+    fmt: str,
+    name: str,
+    status: str = "accepted",
+    match_by: str = "auto",
 ) -> tuple[User, list[int]]:
     """Import masks as revisions of the pseudo-annotator import:<name>; all or nothing.
 
@@ -317,34 +400,41 @@ def import_masks(
     else:
         found = parse_png_zip(data, images, soft=fmt == "cub", match_by=match_by)
     try:
-        user = _import_account(db, name)
+        user = import_account(db, name)
         now = utcnow()
         batch = secrets.token_hex(6)
         for image_id, (image, mask, _) in sorted(found.items()):
-            ann = db.scalar(select(Annotation).where(Annotation.image_id == image_id,
-                                                     Annotation.annotator_id == user.id))
+            ann = db.scalar(
+                select(Annotation).where(
+                    Annotation.image_id == image_id, Annotation.annotator_id == user.id
+                )
+            )
             if ann is None:
-                ann = Annotation(image_id=image_id, annotator_id=user.id, status=status,
-                                 latest_revision=0, created_at=now)
+                ann = Annotation(
+                    image_id=image_id,
+                    annotator_id=user.id,
+                    status=status,
+                    latest_revision=0,
+                    created_at=now,
+                )
                 db.add(ann)
                 db.flush()
             ann.latest_revision += 1
             ann.status = status
             ann.submitted_at = now
             ann.updated_at = now
-            db.add(AnnotationRevision(
-                annotation_id=ann.id, revision=ann.latest_revision,
-                save_id=f"import-{batch}-{image_id}", mask_format="png",
-                mask_bytes=mask_to_png(mask), width=image.width, height=image.height,
-                area=int(np.count_nonzero(mask)), sha256=mask_sha256(mask), active_ms=0,
-                source=f"import:{fmt}", created_at=now,
-            ))
+            revision = imported_revision(
+                image, mask, ann.latest_revision, f"import:{fmt}", f"import-{batch}-{image_id}", now
+            )
+            revision.annotation_id = ann.id
+            db.add(revision)
         db.commit()
     except BaseException:
         db.rollback()
         raise
-    _logger.info("imported %d %s masks into dataset %s as %s", len(found), fmt, dataset.id,
-                 user.username)
+    _logger.info(
+        "imported %d %s masks into dataset %s as %s", len(found), fmt, dataset.id, user.username
+    )
     return user, sorted(found)
 
 
@@ -397,8 +487,15 @@ def write_training_export(
         if item is not None:
             mask_rel = f"masks/{image.id}.png"
             _write_grey(out_dir / mask_rel, item.consensus_png)
-        records.append({"id": image.id, "file": rel, "label": index_of[image.class_id],
-                        "split": image.split, "mask": mask_rel})
+        records.append(
+            {
+                "id": image.id,
+                "file": rel,
+                "label": index_of[image.class_id],
+                "split": image.split,
+                "mask": mask_rel,
+            }
+        )
     manifest = {
         "format": "sipat-dataset/1",
         "dataset": dataset.name,
@@ -421,4 +518,3 @@ def _write_grey(path: Path, png: bytes) -> None:
         img.save(buf, "PNG")
         png = buf.getvalue()
     path.write_bytes(png)
-

@@ -1,4 +1,5 @@
-// Dataset import form: name, description and a .zip (ImageFolder tree), uploaded with a live
+// Dataset import form: name, description and a .zip (ImageFolder tree, CIFAR-10/100 python
+// batches or CUB-200-2011, recognised by the server from the layout), uploaded with a live
 // progress bar, then a "processing" state until the server answers; the server's sentence is
 // shown on failure.
 // Usage: import { mountUploadForm } from "/static/components/upload-form/upload-form.js";
@@ -11,8 +12,13 @@ export function mountUploadForm(el, { onImported } = {}) {
   render(el, html`
     <form class="card stack upload-form" novalidate>
       <h2>Import a dataset</h2>
-      <p class="muted">A .zip with one folder per class (optionally inside top-level <code>train/</code> and
-        <code>test/</code> folders).</p>
+      <p class="muted formats">A .zip of one of these, recognised by its layout (it may sit in one top folder):
+        an ImageFolder tree with one folder per class (optionally inside <code>train/</code> and
+        <code>test/</code> or <code>val/</code>, kept as the split);
+        CIFAR-10 or CIFAR-100, python version (<code>cifar-10-batches-py</code>, <code>cifar-100-python</code>);
+        or CUB-200-2011 (<code>images/</code>, its txt files and <code>segmentations/</code>, imported as accepted masks).
+        Uploads are limited in size (512 MiB unless the server sets another limit): import larger trees, such as
+        the full CUB-200-2011, with <code>python -m backend.cli import-dataset</code>.</p>
       <div class="row">
         <label>Name <input name="name" required autocomplete="off"></label>
         <label class="grow">Description <input name="description" autocomplete="off"></label>
