@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint typecheck install install-test system-test-deps clean-demo
+.PHONY: demo test bench gpu-check lint typecheck install install-test system-test-deps clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,17 @@ system-test-deps:
 test: install-test system-test-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-## make bench: throughput of every training method, the evaluation attacks, then concurrent mask saves.
+## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
+## evaluation attacks, the stream loader against PGD-AT at 224 px, then concurrent mask saves.
 bench: install-test
 	$(PY) -m worker.sipat.bench
 	$(PY) -m worker.sipat.bench_eval
+	$(PY) -m worker.sipat.bench_loader
 	$(PY) -m backend.benchmarks.mask_save
+
+## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
+gpu-check: install-test
+	PY=$(PY) scripts/gpu_check.sh
 
 lint: install-test
 	$(VENV)/bin/ruff check backend worker tests migrations

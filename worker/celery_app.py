@@ -1,6 +1,9 @@
 """The Celery worker application. Start a training worker with
 
-celery -A worker.celery_app worker -Q training,default -c 1
+celery -A worker.celery_app worker -Q training,default --pool solo -c 1
+
+(solo: the task runs in the worker process, which may start DataLoader worker processes;
+a prefork child is daemonic and may not, and the stream path then decodes in-process)
 """
 
 from importlib.util import find_spec

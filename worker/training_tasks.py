@@ -392,11 +392,9 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             "config_fingerprint": cfg.fingerprint(),
             "device": device,
             "worker": hostname,
+            # device name, precision, channels-last, cudnn, compile, data path and workers
+            **result.get("runtime", {}),
         }
-        if device.startswith("cuda"):
-            import torch
-
-            reproducibility["device_name"] = torch.cuda.get_device_name(0)
         final_metrics = {
             "final": final,
             "method": result.get("method"),

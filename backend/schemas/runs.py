@@ -60,6 +60,11 @@ class RunCreate(BaseModel):
     eval_restarts: int | None = None
     epoch_eval_steps: int | None = None
     autoattack_n: int | None = None
+    # how it computes: precision of training and its attacks (fp32, bf16, fp16),
+    # torch.compile, and where the training images come from (memory, stream or auto)
+    precision: str | None = None
+    compile: bool | None = None
+    data_loader: str | None = None
 
 
 class RunEpochPublic(ORMModel):

@@ -56,6 +56,9 @@ LIBRARY_FIELDS = (
     "eval_restarts",
     "epoch_eval_steps",
     "autoattack_n",
+    "precision",
+    "compile",
+    "data_loader",
 )
 # References to app objects kept in the stored config; the worker turns them into paths.
 APP_REFS = ("mask_set_id", "auto_mask_run_id", "igd_teacher_run_id")

@@ -13,7 +13,7 @@ import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart
 const METHOD_NAMES = {
   standard: "Standard", pgd_at: "PGD-AT", sip_at: "SIP-AT", part: "PART", igd: "IGD", fast_sip_at: "Fast SIP-AT",
 };
-const MODELS = ["small_cnn", "preact_resnet18", "resnet18", "resnet50"];
+const MODELS = ["small_cnn", "preact_resnet18", "wrn34_10", "resnet18", "resnet50", "densenet121", "inception_v3"];
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 // fields entered in grey levels (x/255) and sent in pixel units
 const BUDGETS = new Set(["eps", "alpha", "part_eps_low"]);
@@ -328,6 +328,12 @@ export async function mount(root, ctx) {
           <label class="inline"><input type="checkbox" name="augment" ${values.augment === false ? "" : "checked"}> Augment: random crop</label>
           <label class="inline"><input type="checkbox" name="hflip" ${values.hflip === false ? "" : "checked"}> …and horizontal flip (off for digits, text)</label>
         </div></fieldset>
+        <fieldset><legend>Compute (the worker's GPU when it has one)</legend><div class="fields">
+          <label>Precision<select name="precision">${[["fp32", "fp32"], ["bf16", "bf16 (autocast; GPUs since Ampere)"], ["fp16", "fp16 (autocast + gradient scaler)"]].map(([k, n]) => html`<option value="${k}" ${k === (values.precision || "fp32") ? "selected" : ""}>${n}</option>`)}</select>${err("precision")}</label>
+          <label>Training images<select name="data_loader">${[["auto", "auto (stream above 2 GiB decoded)"], ["memory", "decoded once into memory"], ["stream", "streamed from storage by loader workers"]].map(([k, n]) => html`<option value="${k}" ${k === (values.data_loader || "auto") ? "selected" : ""}>${n}</option>`)}</select>${err("data_loader")}</label>
+          <label class="inline"><input type="checkbox" name="compile" ${values.compile ? "checked" : ""}> torch.compile the model (falls back to eager, with the reason in the log)</label>
+          <p class="muted">The final evaluation (PGD, AutoAttack) always runs in fp32.</p>
+        </div></fieldset>
         <fieldset class="only sip_at fast_sip_at"><legend>SIP-AT masks</legend><div class="fields">
           <label>Mask source<select name="mask_source">${[["human", "human (mask set)"], ["gradcam", "automatic: Grad-CAM"], ["input_gradient", "automatic: input gradient"]].map(([k, n]) => html`<option value="${k}" ${k === values.mask_source ? "selected" : ""}>${n}</option>`)}</select>${err("mask_source")}</label>
           <label class="src-human">Mask set<select name="mask_set_id"><option value="">—</option></select>${err("mask_set_id")}</label>
@@ -416,6 +422,9 @@ function readForm(form) {
   const method = el.method.value;
   body.augment = el.augment.checked;
   body.hflip = el.augment.checked && el.hflip.checked;
+  body.precision = el.precision.value;
+  body.data_loader = el.data_loader.value;
+  body.compile = el.compile.checked;
   const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size",
     "eval_subset", "eval_steps", "eval_restarts", "epoch_eval_steps", "autoattack_n"];
   if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");

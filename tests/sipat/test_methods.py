@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from worker.sipat import METHODS, TrainConfig, train
-from worker.sipat.config import EVAL_ONLY
+from worker.sipat.config import EVAL_ONLY, RUNTIME_ONLY
 from worker.sipat.methods import build_method, igd_loss, sip_step_mask
 from worker.sipat.models import build_model
 
@@ -51,6 +51,7 @@ def _cfg(method, **kw):
         eval_subset=16,
         eval_steps=2,
         eval_eps=[8 / 255],
+        autoattack_n=0,  # these tests are about training; AutoAttack has its own tests
         crop_padding=1,
         part_warmup_epochs=0,
     )
@@ -102,8 +103,14 @@ def test_eps_warmup_epochs_validated():
             TrainConfig.from_dict({"epochs": 4, "eps_warmup_epochs": bad})
         assert e.value.field == "eps_warmup_epochs"
     # off, it leaves the fingerprint as before the field existed (older runs still resume)
-    d = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "threads")}
-    later = ("eps_warmup_epochs", "fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio")
+    d = {k: v for k, v in TrainConfig().to_dict().items() if k not in RUNTIME_ONLY}
+    later = (
+        "eps_warmup_epochs",
+        "fast_attack",
+        "n_fgsm_noise_ratio",
+        "n_fgsm_alpha_ratio",
+        "precision",
+    )
     for name in (*later, *EVAL_ONLY):  # added later and off or unused; or evaluation only
         del d[name]
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

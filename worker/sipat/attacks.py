@@ -119,11 +119,18 @@ class NoisyLinfStep(MaskedLinfStep):
         return self._masked((2 * u - 1) * self.noise)
 
 
+def input_grad_scale(model: nn.Module) -> float:
+    """The constant an input gradient's loss is multiplied by (models.Normalized: 1 except
+    in fp16, where small gradients would flush to zero). Attacks use the gradient's sign."""
+    return float(getattr(model, "input_grad_scale", 1.0))
+
+
 def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Gradient of the summed cross-entropy w.r.t. the input only (no weight gradients)."""
+    """Gradient of the summed cross-entropy w.r.t. the input only (no weight gradients),
+    up to the positive factor input_grad_scale(model); fp32 like x."""
     x = x.detach().requires_grad_(True)
     loss = F.cross_entropy(model(x), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    (grad,) = torch.autograd.grad(loss * input_grad_scale(model), x)
     return grad
 
 

@@ -14,13 +14,35 @@ FAST_ATTACKS = ("n_fgsm", "fgsm_rs")
 METHODS = ("standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at")
 MASK_SOURCES = ("human", "gradcam", "input_gradient")
 SCHEDULES = ("none", "step", "cosine")
-MODELS = ("small_cnn", "preact_resnet18", "resnet18", "resnet50")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DATA_LOADERS = ("auto", "memory", "stream")
+# data_loader "auto" streams from storage when the decoded images would take more than this
+STREAM_ABOVE_BYTES = 2 * 2**30
+MODELS = (
+    "small_cnn",
+    "preact_resnet18",
+    "wrn34_10",
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "inception_v3",
+)
 # AutoAttack's default image count: on a GPU, enough for a +-3 point interval; on a CPU,
 # what keeps it to minutes (its cost there is mostly per iteration, not per image)
 AUTOATTACK_N_GPU = 1000
 AUTOATTACK_N_CPU = 200
 # Settings read only by the final evaluation (evaluate_model), after the last epoch.
 EVAL_ONLY = ("eval_eps", "eval_steps", "eval_restarts", "autoattack_n")
+# Settings of where and how a run computes, not of what it computes.
+RUNTIME_ONLY = (
+    "device",
+    "threads",
+    "compile",
+    "compile_backend",
+    "deterministic",
+    "data_loader",
+    "loader_workers",
+)
 
 
 class ConfigError(ValueError):
@@ -89,6 +111,16 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
     device: str = "cpu"  # torch device string, e.g. cpu or cuda:0
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    precision: str = "fp32"  # fp32, bf16 or fp16 (with a gradient scaler): the dtype of the
+    # model's forward and backward in training and in the training attacks, through autocast;
+    # images, perturbations and losses stay fp32. The final evaluation always runs in fp32
+    compile: bool = False  # torch.compile the model; falls back to eager with a logged reason
+    compile_backend: str = "inductor"  # torch.compile's backend (e.g. aot_eager: no codegen)
+    deterministic: bool = False  # CUDA: deterministic algorithms instead of cudnn.benchmark
+    # (bit-exact resume on a GPU, at some speed)
+    data_loader: str = "auto"  # memory (decode everything once), stream (decode per batch in
+    # loader_workers processes) or auto (stream above STREAM_ABOVE_BYTES of decoded images)
+    loader_workers: int = 4  # DataLoader worker processes of the stream path (0 = in process)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -121,12 +153,16 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of everything that changes the training and its per-epoch record.
 
-        Not the device or threads, and not the final evaluation's settings (EVAL_ONLY): a
-        finished run evaluated again with other settings keeps its checkpoint.
+        Not where and how it computes (RUNTIME_ONLY), and not the final evaluation's settings
+        (EVAL_ONLY): a finished run evaluated again with other settings keeps its checkpoint.
         """
         d = self.to_dict()
-        for name in ("device", "threads", *EVAL_ONLY):
+        # how and where it computes, not what: a resumed run may change these (the data
+        # path it was trained on is checked at resume from the checkpoint instead)
+        for name in (*RUNTIME_ONLY, *EVAL_ONLY):
             d.pop(name)
+        if d["precision"] == "fp32":  # added later: fp32 = the old behaviour, old runs resume
+            d.pop("precision")
         if d["eps_warmup_epochs"] == 0:  # added later: off = the old behaviour, old runs resume
             d.pop("eps_warmup_epochs")
         if d["method"] != "fast_sip_at":  # added later and used by fast_sip_at only
@@ -153,6 +189,17 @@ class TrainConfig:
             f"must be one of {', '.join(MASK_SOURCES)}",
         )
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(
+            self.precision in PRECISIONS,
+            "precision",
+            f"must be one of {', '.join(PRECISIONS)}",
+        )
+        need(
+            self.data_loader in DATA_LOADERS,
+            "data_loader",
+            f"must be one of {', '.join(DATA_LOADERS)}",
+        )
+        need(self.loader_workers >= 0, "loader_workers", "must be >= 0")
         need(self.igd_grad_point in ("clean", "adv"), "igd_grad_point", "must be clean or adv")
         for name in (
             "epochs",

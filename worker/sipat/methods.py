@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attacks import eval_mode, fgsm_rs_attack, n_fgsm_attack, pgd_attack
+from .attacks import eval_mode, fgsm_rs_attack, input_grad_scale, n_fgsm_attack, pgd_attack
 from .checkpoint import load_model_from_checkpoint
 from .config import METHODS, TrainConfig
-from .data import TensorSet, keep_map_fraction
+from .data import ImageSet, keep_map_fraction
 from .salience import binarise, grad_cam, part_budget_map, salience_map
 
 _logger = logging.getLogger(__name__)
@@ -51,10 +51,12 @@ def sip_step_mask(s: Tensor, has_map: Tensor, threshold: float) -> Tensor:
 
 
 def true_logit_input_grad(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool) -> Tensor:
-    """d logit_y / d x per image (signed); with create_graph the result is differentiable."""
+    """d logit_y / d x per image (signed, times input_grad_scale(model)); with create_graph
+    the result is differentiable."""
     xg = x.detach().requires_grad_(True)
     logit = model(xg).gather(1, y.view(-1, 1)).sum()
-    (g,) = torch.autograd.grad(logit, xg, create_graph=create_graph)
+    # up to input_grad_scale (1 except in fp16): IGD compares directions only
+    (g,) = torch.autograd.grad(logit * input_grad_scale(model), xg, create_graph=create_graph)
     return g
 
 
@@ -91,7 +93,7 @@ class Method:
     def alpha(self) -> float:
         return self.scale * self.cfg.alpha
 
-    def prepare_train_set(self, train: TensorSet) -> TensorSet:
+    def prepare_train_set(self, train: ImageSet) -> ImageSet:
         """Hook to attach automatic maps or select the share of images with maps."""
         return train
 
@@ -132,7 +134,7 @@ class SIPAT(PGDAT):
 
     name = "sip_at"
 
-    def prepare_train_set(self, train: TensorSet) -> TensorSet:
+    def prepare_train_set(self, train: ImageSet) -> ImageSet:
         c = self.cfg
         if c.mask_source != "human":
             train = attach_automatic_maps(train, c.auto_mask_model, c.mask_source, self.device)
@@ -226,11 +228,12 @@ class IGD(PGDAT):
     def __init__(self, cfg: TrainConfig, device: str):
         super().__init__(cfg, device)
         self.teacher = load_model_from_checkpoint(cfg.igd_teacher, device)
-        if torch.device(device).type == "cpu":
-            # frozen, so its layout is free: with channels-last weights its gradient pass runs
-            # channels-last (the input is converted inside the first convolution), 15-30 %
-            # cheaper on CPU (the pooling kernels above all), same numbers to float rounding
-            self.teacher = self.teacher.to(memory_format=torch.channels_last)
+        # frozen, so its layout is free: with channels-last weights its gradient pass runs
+        # channels-last (the input is converted inside the first convolution), 15-30 %
+        # cheaper on CPU (the pooling kernels above all), same numbers to float rounding;
+        # on CUDA every model is channels-last. It runs in the student's precision.
+        self.teacher = self.teacher.to(memory_format=torch.channels_last)
+        self.teacher.set_precision(cfg.precision)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
@@ -267,12 +270,13 @@ def build_method(cfg: TrainConfig, device: str = "cpu") -> Method:
 
 
 def attach_automatic_maps(
-    train: TensorSet, model_path: str | None, kind: str, device: str, batch_size: int = 256
-) -> TensorSet:
+    train: ImageSet, model_path: str | None, kind: str, device: str, batch_size: int = 256
+) -> ImageSet:
     """Replace the maps of every training image by `kind` salience from the named model.
 
     The target class is the true label. Maps are made once, on the un-augmented images,
-    and then travel with their image through augmentation like human maps do.
+    and then travel with their image through augmentation like human maps do. They are
+    held in memory (one byte per pixel) on the stream path too.
     """
     model = load_model_from_checkpoint(model_path, device)
     maps = []
@@ -280,6 +284,4 @@ def attach_automatic_maps(
         idx = torch.arange(i, min(i + batch_size, len(train)))
         x, _, _, y = train.batch(idx, device)
         maps.append((salience_map(model, x, kind, y) * 255).round().to(torch.uint8).cpu())
-    return TensorSet(
-        train.images, torch.cat(maps), torch.ones(len(train), dtype=torch.bool), train.labels
-    )
+    return train.with_maps(torch.cat(maps), torch.ones(len(train), dtype=torch.bool))

@@ -44,8 +44,8 @@ def grad_cam(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Tenso
             (grad,) = torch.autograd.grad(score, act)
     finally:
         handle.remove()
-    weights = grad.mean((2, 3), keepdim=True)
-    cam = F.relu((weights * act.detach()).sum(1, keepdim=True))
+    weights = grad.float().mean((2, 3), keepdim=True)  # fp32 whatever the model's precision
+    cam = F.relu((weights * act.detach().float()).sum(1, keepdim=True))
     return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 

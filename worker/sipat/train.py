@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import device as accel
 from .checkpoint import load_checkpoint, save_atomic
 from .config import ConfigError, TrainConfig, TrainingCancelled
-from .data import DataBundle, augment, iterate_batches, load_data
+from .data import DataBundle, FileSet, MemoryBatches, StreamBatches, load_data
 from .evaluate import clean_accuracy, evaluate_model, evaluation_settings, robust_accuracy
 from .methods import budget_scale, build_method
 from .models import build_model
@@ -51,6 +52,16 @@ def _schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_sc
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _batches(cfg: TrainConfig, train_set: Any, device: str) -> MemoryBatches | StreamBatches:
+    """The training batches: cut from memory, or decoded by DataLoader workers (streamed)."""
+    common = dict(augment=cfg.augment, padding=cfg.crop_padding, hflip=cfg.hflip, device=device)
+    if isinstance(train_set, FileSet):
+        return StreamBatches(
+            train_set, cfg.batch_size, seed=cfg.seed, workers=cfg.loader_workers, **common
+        )
+    return MemoryBatches(train_set, cfg.batch_size, **common)
 
 
 def _evaluation(cfg: TrainConfig) -> dict[str, Any]:
@@ -90,10 +101,12 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = cfg.device
     tune_cpu_allocator()  # speed only (docs/training.md); a no-op without glibc
+    backends = accel.configure_backends(device, cfg.deterministic)
     if data is None:
         if cfg.data_dir is None:
             raise ConfigError("data_dir", "is required when no data bundle is passed")
-        data = load_data(cfg.data_dir, cfg.image_size, cfg.test_fraction, cfg.seed)
+        data = load_data(cfg.data_dir, cfg.image_size, cfg.test_fraction, cfg.seed, cfg.data_loader)
+    loader = "stream" if data.streamed else "memory"
 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -108,11 +121,15 @@ def train(
         "std": std,
         "classes": data.classes,
     }
-    model = build_model(
-        cfg.model, data.num_classes, data.in_channels, data.image_size, mean, std
-    ).to(device)
+    model = accel.prepare_model(
+        build_model(cfg.model, data.num_classes, data.in_channels, data.image_size, mean, std),
+        device,
+        cfg.precision,
+    )
     method = build_method(cfg, device)
     train_set = method.prepare_train_set(data.train)
+    batches = _batches(cfg, train_set, device)
+    scaler = accel.StepScaler(device, cfg.precision)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -127,14 +144,22 @@ def train(
         ck = load_checkpoint(ckpt_path, device)
         if ck["fingerprint"] != cfg.fingerprint():
             raise ConfigError("out_dir", f"{out_dir} holds a run with a different configuration")
+        if ck.get("loader", "memory") != loader:
+            raise ConfigError(
+                "data_loader",
+                f"{out_dir} was trained on the {ck.get('loader', 'memory')} data path; "
+                f"resuming it on the {loader} path would change its augmentations",
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck.get("scaler"))
         data_gen.set_state(ck["rng"]["data"])
         attack_gen.set_state(ck["rng"]["attack"])
         torch.set_rng_state(ck["rng"]["torch"])
         np.random.set_state(ck["rng"]["numpy"])
         random.setstate(ck["rng"]["python"])
+        accel.set_rng_state(ck["rng"], device)
         start_epoch, history = ck["epoch"], ck["history"]
         _logger.info("resuming %s from epoch %d of %d", out_dir, start_epoch, cfg.epochs)
         if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
@@ -144,31 +169,45 @@ def train(
             _logger.info("evaluating %s again: the evaluation settings changed", out_dir)
 
     attacked = data.test.spread_subset(cfg.eval_subset)  # the same images every epoch
+    if attacked is not data.test and isinstance(attacked, FileSet):
+        attacked = attacked.load()  # decoded once, attacked every epoch
+    net, compile_fallback = model, None  # net: what trains (compiled or not); model: its weights
+    if cfg.compile and start_epoch < cfg.epochs:
+        x0, _, _, y0 = train_set.batch(torch.arange(min(len(train_set), cfg.batch_size)), device)
+        net, compile_fallback = accel.compile_model(model, x0, y0, cfg.compile_backend)
+    runtime = {
+        **accel.describe(device, cfg.precision),
+        **backends,
+        "compile": cfg.compile,
+        "compiled": net is not model,
+        "loader": loader,
+        "loader_workers": batches.workers,
+    }
+    if compile_fallback:
+        runtime["compile_fallback"] = compile_fallback
+    if batches.why_fewer:
+        runtime["loader_note"] = batches.why_fewer
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+        net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
         bar = tqdm(
-            iterate_batches(len(train_set), cfg.batch_size, data_gen),
+            batches.epoch(epoch, data_gen),
             total=n_batches,
             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
             disable=not progress,
             leave=False,
         )
-        for b, idx in enumerate(bar):
+        for b, (x, s, has_map, y) in enumerate(bar):
             if should_stop is not None and should_stop():
+                bar.close()
                 raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
             method.scale = budget_scale(cfg, epoch, b, n_batches)
-            x, s, has_map, y = train_set.batch(idx, device)
-            if cfg.augment:
-                x, s = augment(x, s, cfg.crop_padding, cfg.hflip, data_gen)
-            loss, logits = method.loss(model, x, s, has_map, y, epoch, attack_gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            loss, logits = method.loss(net, x, s, has_map, y, epoch, attack_gen)
+            scaler.step(loss, opt)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
+            seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
         sched.step()
@@ -178,9 +217,9 @@ def train(
             "train_eps": method.eps,  # training budget of the epoch's last batch (warm-up)
             "train_loss": loss_sum / max(1, seen),
             "train_accuracy": correct / max(1, seen),
-            "clean_accuracy": clean_accuracy(model, data.test, device),
+            "clean_accuracy": clean_accuracy(net, data.test, device),
             "robust_accuracy": robust_accuracy(
-                model,
+                net,
                 attacked,
                 cfg.eps,
                 steps=cfg.epoch_eval_steps,
@@ -199,6 +238,8 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "loader": loader,
                 "epoch": epoch + 1,
                 "history": history,
                 "rng": {
@@ -207,6 +248,7 @@ def train(
                     "torch": torch.get_rng_state(),
                     "numpy": np.random.get_state(),
                     "python": random.getstate(),
+                    **accel.rng_state(device),
                 },
             },
             ckpt_path,
@@ -215,7 +257,10 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, metrics)
 
+    # the final evaluation always runs in fp32: a reduced-precision attack could be weaker
+    model.set_precision("fp32")
     final = evaluate_model(model, data, **_evaluation(cfg), device=device)
+    model.set_precision(cfg.precision)
     save_atomic(
         {
             "config": cfg.to_dict(),
@@ -230,6 +275,7 @@ def train(
         "method": method.record(),
         "data": data.source,
         "train_images_with_map": int(train_set.has_map.sum()),
+        "runtime": runtime,
         "history": history,
         "final": final,
     }
