@@ -21,6 +21,7 @@ from backend.schemas.runs import (
     RunsPublic,
 )
 from backend.services import runs as service
+from worker import contract
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -105,10 +106,12 @@ def list_runs(
 
 @router.get("/defaults")
 def launch_defaults(_: ResearcherUser) -> dict:
-    """The launch form's default values (the training library's)."""
+    """The launch form's default values and the choices of its fixed-set fields."""
+    choices = contract.choices()
     return {
         "defaults": service.library_defaults(),
-        "methods": ["standard", "pgd_at", "sip_at", "part", "igd", "fast_sip_at"],
+        "methods": choices["method"],
+        "choices": choices,
     }
 
 

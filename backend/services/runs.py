@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings
 from backend.core.queue import TRAIN_TASK, enqueue
 from backend.models import Dataset, MaskSet, TrainingRun, utcnow
+from worker.contract import ConfigError, TrainConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -104,10 +105,9 @@ class RunStateError(ValueError):
 
 
 def _library():
-    # The one place the API touches the training library: its own validation of its own
-    # fields, so the form and the worker can never disagree on what a valid config is.
-    from worker.sipat.config import ConfigError, TrainConfig
-
+    # The run configuration's own validation (worker.contract, torch-free, the same the
+    # worker and the training library use): the form and the worker cannot disagree on
+    # what a valid config is.
     return ConfigError, TrainConfig
 
 

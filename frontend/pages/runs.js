@@ -13,7 +13,9 @@ import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart
 const METHOD_NAMES = {
   standard: "Standard", pgd_at: "PGD-AT", sip_at: "SIP-AT", part: "PART", igd: "IGD", fast_sip_at: "Fast SIP-AT",
 };
-const MODELS = ["small_cnn", "preact_resnet18", "wrn34_10", "resnet18", "resnet50", "densenet121", "inception_v3"];
+// what the launch form offers comes from GET /api/runs/defaults (worker.contract.choices)
+const PRECISION_NAMES = { fp32: "fp32", bf16: "bf16 (autocast; GPUs since Ampere)", fp16: "fp16 (autocast + gradient scaler)" };
+const LOADER_NAMES = { auto: "auto (stream above 2 GiB decoded)", memory: "decoded once into memory", stream: "streamed from storage by loader workers" };
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 // fields entered in grey levels (x/255) and sent in pixel units
 const BUDGETS = new Set(["eps", "alpha", "part_eps_low"]);
@@ -144,6 +146,7 @@ export async function mount(root, ctx) {
   const state = {
     sort: "-created_at", clientSort: null, filters: { dataset_id: "", method: "", state: "", tag: "" },
     columns: loadColumns(), selected: new Set(), runs: [], datasets: [], defaults: {},
+    choices: { method: Object.keys(METHOD_NAMES), model: [], precision: ["fp32"], data_loader: ["auto"] },
   };
   let timer = null;
   let alive = true;
@@ -176,6 +179,7 @@ export async function mount(root, ctx) {
       const [ds, defaults] = await Promise.all([api("/api/datasets"), api("/api/runs/defaults")]);
       state.datasets = ds.data;
       state.defaults = defaults.defaults;
+      state.choices = defaults.choices;
     } catch (err) {
       $(".list-error").textContent = err.message;
     }
@@ -313,8 +317,8 @@ export async function mount(root, ctx) {
         <fieldset><legend>What</legend><div class="fields">
           <label>Name<input type="text" name="name" value="${v("name")}" maxlength="200" placeholder="optional">${err("name")}</label>
           <label>Dataset<select name="dataset_id">${state.datasets.map((d) => html`<option value="${d.id}" ${String(d.id) === String(values.dataset_id) ? "selected" : ""}>${d.name}</option>`)}</select>${err("dataset_id")}</label>
-          <label>Method<select name="method">${Object.entries(METHOD_NAMES).map(([k, n]) => html`<option value="${k}" ${k === values.method ? "selected" : ""}>${n}</option>`)}</select>${err("method")}</label>
-          <label>Model<select name="model">${MODELS.map((m) => html`<option ${m === values.model ? "selected" : ""}>${m}</option>`)}</select>${err("model")}</label>
+          <label>Method<select name="method">${state.choices.method.map((k) => html`<option value="${k}" ${k === values.method ? "selected" : ""}>${METHOD_NAMES[k] || k}</option>`)}</select>${err("method")}</label>
+          <label>Model<select name="model">${state.choices.model.map((m) => html`<option ${m === values.model ? "selected" : ""}>${m}</option>`)}</select>${err("model")}</label>
           <label>Seed(s)<input type="text" name="seeds" value="${values.seeds && values.seeds.length ? values.seeds.join(", ") : v("seed")}" placeholder="0 or 0, 1, 2">${err("seed", "seeds")}</label>
           <label>Tags<input type="text" name="tags" value="${(values.tags || []).join(", ")}" placeholder="comma separated">${err("tags")}</label>
         </div></fieldset>
@@ -329,8 +333,8 @@ export async function mount(root, ctx) {
           <label class="inline"><input type="checkbox" name="hflip" ${values.hflip === false ? "" : "checked"}> …and horizontal flip (off for digits, text)</label>
         </div></fieldset>
         <fieldset><legend>Compute (the worker's GPU when it has one)</legend><div class="fields">
-          <label>Precision<select name="precision">${[["fp32", "fp32"], ["bf16", "bf16 (autocast; GPUs since Ampere)"], ["fp16", "fp16 (autocast + gradient scaler)"]].map(([k, n]) => html`<option value="${k}" ${k === (values.precision || "fp32") ? "selected" : ""}>${n}</option>`)}</select>${err("precision")}</label>
-          <label>Training images<select name="data_loader">${[["auto", "auto (stream above 2 GiB decoded)"], ["memory", "decoded once into memory"], ["stream", "streamed from storage by loader workers"]].map(([k, n]) => html`<option value="${k}" ${k === (values.data_loader || "auto") ? "selected" : ""}>${n}</option>`)}</select>${err("data_loader")}</label>
+          <label>Precision<select name="precision">${state.choices.precision.map((k) => html`<option value="${k}" ${k === (values.precision || "fp32") ? "selected" : ""}>${PRECISION_NAMES[k] || k}</option>`)}</select>${err("precision")}</label>
+          <label>Training images<select name="data_loader">${state.choices.data_loader.map((k) => html`<option value="${k}" ${k === (values.data_loader || "auto") ? "selected" : ""}>${LOADER_NAMES[k] || k}</option>`)}</select>${err("data_loader")}</label>
           <label class="inline"><input type="checkbox" name="compile" ${values.compile ? "checked" : ""}> torch.compile the model (falls back to eager, with the reason in the log)</label>
           <p class="muted">The final evaluation (PGD, AutoAttack) always runs in fp32.</p>
         </div></fieldset>

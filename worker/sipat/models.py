@@ -5,7 +5,7 @@ map before global pooling, so Grad-CAM (salience.py) works on any of them.
 
 The registry (MODEL_NAMES, filled at the bottom of this file from build_model's table)
 must equal config.MODELS, which lists the same names without importing torch;
-tests/sipat/test_models.py checks that, and the frontend's list too.
+tests/sipat/test_models.py checks that (the run form gets the list from the API).
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""Dependencies point one way (docs/architecture.md): the API never loads torch or the
+worker's code, the training library imports nothing of the app, and the contract between
+them imports nothing but the standard library."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+APP_PACKAGES = {"backend", "celery", "sqlalchemy", "fastapi", "alembic", "redis", "kombu"}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a file; relative ones resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            if module == "worker":  # from worker import contract
+                out += [(node.lineno, f"worker.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, module))
+    return out
+
+
+def _violations(folder: str, allowed) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, module in _imports(path):
+            if not allowed(module):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return bad
+
+
+def test_backend_imports_of_worker_are_the_contract_only():
+    def allowed(module: str) -> bool:
+        top = module.split(".")[0]
+        return top not in ("worker", "torch", "torchvision") or module == "worker.contract"
+
+    assert _violations("backend", allowed) == []
+
+
+def test_the_training_library_imports_nothing_of_the_app():
+    def allowed(module: str) -> bool:
+        top = module.split(".")[0]
+        if top == "worker":
+            return module == "worker.contract" or module.startswith("worker.sipat")
+        return top not in APP_PACKAGES
+
+    assert _violations("worker/sipat", allowed) == []
+
+
+def test_the_contract_needs_only_the_standard_library():
+    modules = {m.split(".")[0] for _, m in _imports(ROOT / "worker" / "contract.py")}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
+
+
+def test_the_api_process_never_loads_torch_or_the_workers_code():
+    """In a fresh interpreter: the app, every router and its services imported."""
+    code = (
+        "import sys, backend.main\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'torchvision', 'worker'))\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",") == ["worker", "worker.contract"]
