@@ -62,7 +62,7 @@ os.environ.update(
 )
 
 
-def pytest_unconfigure(config):  # noqa: ARG001
+def pytest_unconfigure(config):
     if _PRIVATE_DB is None:
         return
     import sqlalchemy as sa
@@ -82,7 +82,7 @@ def pytest_unconfigure(config):  # noqa: ARG001
 PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator": "annotator-pass"}
 
 
-def pytest_report_header(config):  # noqa: ARG001
+def pytest_report_header(config):
     lines = []
     try:
         import sqlalchemy as sa

@@ -170,7 +170,7 @@ def run_evaluation(db: Session, storage: LocalStorage, evaluation_id: int, devic
         return "skipped: no such evaluation, or already finished"
     try:
         result = evaluate(db, storage, evaluation, device)
-    except Exception as exc:  # noqa: BLE001 - any failure ends the evaluation with its message
+    except Exception as exc:  # any failure ends the evaluation with its message
         _logger.exception("inequality evaluation %s failed", evaluation_id)
         db.rollback()
         evaluation.state = "failed"

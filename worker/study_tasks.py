@@ -218,7 +218,7 @@ def _register() -> None:
     from worker.celery_app import app
 
     @app.task(name=STIMULI_TASK, bind=True)
-    def generate_stimuli_task(self: Any, study_id: int) -> dict[str, Any]:  # noqa: ARG001
+    def generate_stimuli_task(self: Any, study_id: int) -> dict[str, Any]:
         session = get_sessionmaker()()
         try:
             study = session.get(Study, study_id)

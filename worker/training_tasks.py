@@ -251,7 +251,7 @@ class _RunReporter:
                     run.heartbeat_at = utcnow()
                     run.log_tail = self.tail.text() or run.log_tail
                     db.commit()
-            except Exception:  # noqa: BLE001 - a missed beat is retried on the next one
+            except Exception:  # a missed beat is retried on the next one
                 _logger.exception("heartbeat of run %s failed", self.run_id)
 
     def should_stop(self) -> bool:
@@ -373,7 +373,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
         final = result.get("final", {})
         try:
             write_salience_samples(run, out_dir, data_dir, cfg, final)
-        except Exception:  # noqa: BLE001 - the run stands without its salience pictures
+        except Exception:  # the run stands without its salience pictures
             _logger.exception("salience samples of run %s failed", run_id)
         mask_set = manifest.get("mask_set") or {}
         reproducibility = {
@@ -415,7 +415,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
         lib_logger.info("cancelled from the dashboard")
         _finish(run_id, tail, state="cancelled")
         return "cancelled"
-    except Exception as exc:  # noqa: BLE001 - any failure ends the run with its message
+    except Exception as exc:  # any failure ends the run with its message
         _logger.exception("run %s failed", run_id)
         tail.lines.extend(traceback.format_exc().splitlines()[-8:])
         _finish(run_id, tail, state="failed", error=f"{type(exc).__name__}: {exc}")
@@ -431,13 +431,13 @@ def train_run(self, run_id: int, token: str | None = None) -> str:
 
 
 @worker_ready.connect
-def _requeue_orphans_at_start(sender=None, **_: Any) -> None:  # noqa: ANN001
+def _requeue_orphans_at_start(sender=None, **_: Any) -> None:
     """A worker that just started runs nothing yet: runs it was running before are orphans."""
     hostname = getattr(sender, "hostname", None)
     try:
         with get_sessionmaker()() as db:
             runs_service.requeue_orphans(db, get_settings(), hostname=hostname)
-    except Exception:  # noqa: BLE001 - never keep a worker from starting
+    except Exception:  # never keep a worker from starting
         _logger.exception("orphan check at worker start failed")
     finally:
         # prefork children must not share the parent's connections

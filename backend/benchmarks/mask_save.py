@@ -83,9 +83,17 @@ def _seed(url: str, clients: int) -> list[tuple[str, int]]:
         db.flush()
         for i in range(clients):
             user = User(username=f"bench{i}", password_hash=pw_hash, role="annotator")
-            image = Image(dataset_id=dataset.id, class_id=dataset.classes[0].id,
-                          filename=f"thing/{i}.png", storage_key=f"bench/{i}.png", width=SIZE,
-                          height=SIZE, mode="RGB", sha256=f"{i:064d}", split="train")
+            image = Image(
+                dataset_id=dataset.id,
+                class_id=dataset.classes[0].id,
+                filename=f"thing/{i}.png",
+                storage_key=f"bench/{i}.png",
+                width=SIZE,
+                height=SIZE,
+                mode="RGB",
+                sha256=f"{i:064d}",
+                split="train",
+            )
             db.add_all([user, image])
             db.flush()
             out.append((user.username, image.id))
@@ -125,12 +133,31 @@ def _start_server(url: str, workers: int, storage: str) -> tuple[subprocess.Pope
     import httpx
 
     port = _free_port()
-    env = dict(os.environ, DATABASE_URL=url, ENVIRONMENT="test", STORAGE_DIR=storage,
-               SECRET_KEY="bench-secret-key-not-for-production")
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        ENVIRONMENT="test",
+        STORAGE_DIR=storage,
+        SECRET_KEY="bench-secret-key-not-for-production",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -147,9 +174,17 @@ def _start_server(url: str, workers: int, storage: str) -> tuple[subprocess.Pope
     raise RuntimeError("the server did not start")
 
 
-async def _client(base: str, username: str, image_id: int, pngs: list[str], start: asyncio.Event,
-                  stop_at: list[float], latencies: list[float], errors: list[str],
-                  ready: list[str]) -> int:
+async def _client(
+    base: str,
+    username: str,
+    image_id: int,
+    pngs: list[str],
+    start: asyncio.Event,
+    stop_at: list[float],
+    latencies: list[float],
+    errors: list[str],
+    ready: list[str],
+) -> int:
     import httpx
 
     ok = 0
@@ -166,8 +201,13 @@ async def _client(base: str, username: str, image_id: int, pngs: list[str], star
         active_ms = 0
         while time.monotonic() < stop_at[0]:
             active_ms += 700
-            body = {"save_id": uuid.uuid4().hex, "mask_png_base64": pngs[n % len(pngs)],
-                    "width": SIZE, "height": SIZE, "active_ms": active_ms}
+            body = {
+                "save_id": uuid.uuid4().hex,
+                "mask_png_base64": pngs[n % len(pngs)],
+                "width": SIZE,
+                "height": SIZE,
+                "active_ms": active_ms,
+            }
             n += 1
             t0 = time.perf_counter()
             try:
@@ -183,8 +223,9 @@ async def _client(base: str, username: str, image_id: int, pngs: list[str], star
     return ok
 
 
-async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: float,
-                       server_cpu: Callable[[], float]) -> dict:
+async def _run_clients(
+    base: str, accounts: list[tuple[str, int]], seconds: float, server_cpu: Callable[[], float]
+) -> dict:
     pngs = [_canvas_pngs(i) for i in range(len(accounts))]
     start = asyncio.Event()
     stop_at = [float("inf")]
@@ -193,7 +234,8 @@ async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: floa
     ready: list[str] = []
     tasks = [
         asyncio.create_task(
-            _client(base, u, img, pngs[i], start, stop_at, latencies, errors, ready))
+            _client(base, u, img, pngs[i], start, stop_at, latencies, errors, ready)
+        )
         for i, (u, img) in enumerate(accounts)
     ]
     # every client logs in (argon2: slow on purpose) before the clock starts
@@ -205,9 +247,14 @@ async def _run_clients(base: str, accounts: list[tuple[str, int]], seconds: floa
     start.set()
     per_client = await asyncio.gather(*tasks)
     elapsed = time.monotonic() - t0
-    return {"per_client": per_client, "latencies": latencies, "errors": errors,
-            "elapsed": elapsed, "server_cpu": server_cpu() - cpu0,
-            "client_cpu": time.process_time() - client0}
+    return {
+        "per_client": per_client,
+        "latencies": latencies,
+        "errors": errors,
+        "elapsed": elapsed,
+        "server_cpu": server_cpu() - cpu0,
+        "client_cpu": time.process_time() - client0,
+    }
 
 
 def _stored_revisions(url: str) -> dict[int, tuple[int, int]]:
@@ -216,10 +263,12 @@ def _stored_revisions(url: str) -> dict[int, tuple[int, int]]:
 
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT a.image_id, count(r.id), max(a.latest_revision) FROM annotations a "
-            "LEFT JOIN annotation_revisions r ON r.annotation_id = a.id GROUP BY a.image_id"
-        )).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT a.image_id, count(r.id), max(a.latest_revision) FROM annotations a "
+                "LEFT JOIN annotation_revisions r ON r.annotation_id = a.id GROUP BY a.image_id"
+            )
+        ).all()
     engine.dispose()
     return {image_id: (n, latest) for image_id, n, latest in rows}
 
@@ -288,9 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     sys.stdout.write(json.dumps(line) + "\n")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    sys.stderr.write(f"server CPU {1000 * server_cpu / max(ok, 1):.1f} ms per save, clients "
-                     f"{1000 * result['client_cpu'] / max(ok, 1):.1f} ms "
-                     f"({args.workers} workers, {os.cpu_count()} cores, load average {load:.1f})\n")
+    sys.stderr.write(
+        f"server CPU {1000 * server_cpu / max(ok, 1):.1f} ms per save, clients "
+        f"{1000 * result['client_cpu'] / max(ok, 1):.1f} ms "
+        f"({args.workers} workers, {os.cpu_count()} cores, load average {load:.1f})\n"
+    )
     if result["errors"]:
         sys.stderr.write(f"first errors: {result['errors'][:5]}\n")
     if lost:

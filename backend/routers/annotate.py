@@ -58,22 +58,34 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
     # A claim handed out by /next (no save yet) is not a mask: the page sees null, as for a
     # fresh image, and knows it must save before submitting.
     if ann is not None and ann.latest_revision > 0:
-        rev = db.scalar(select(AnnotationRevision).where(
-            AnnotationRevision.annotation_id == ann.id,
-            AnnotationRevision.revision == ann.latest_revision,
-        ))
+        rev = db.scalar(
+            select(AnnotationRevision).where(
+                AnnotationRevision.annotation_id == ann.id,
+                AnnotationRevision.revision == ann.latest_revision,
+            )
+        )
         assert rev is not None  # latest_revision is written with its revision row
-        data = rev.mask_bytes if rev.mask_format == "png" else svc.mask_to_png(
-            svc.load_revision_mask(rev))
+        data = (
+            rev.mask_bytes
+            if rev.mask_format == "png"
+            else svc.mask_to_png(svc.load_revision_mask(rev))
+        )
         png = base64.b64encode(data).decode()
         state = AnnotationState(
-            id=ann.id, revision=ann.latest_revision, status=ann.status, mask_png_base64=png,
-            active_ms=ann.active_ms, review_comment=ann.review_comment,
+            id=ann.id,
+            revision=ann.latest_revision,
+            status=ann.status,
+            mask_png_base64=png,
+            active_ms=ann.active_ms,
+            review_comment=ann.review_comment,
         )
     return AnnotateItem(
         image=AnnotateImage(
-            id=image.id, width=image.width, height=image.height,
-            class_name=cls.name if cls else "", dataset_id=image.dataset_id,
+            id=image.id,
+            width=image.width,
+            height=image.height,
+            class_name=cls.name if cls else "",
+            dataset_id=image.dataset_id,
             dataset_name=dataset.name if dataset else "",
             instructions=dataset.instructions if dataset else "",
             file_url=f"/api/images/{image.id}/file",
@@ -171,8 +183,10 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
         db, user, image, save_id=body.save_id, mask=mask, active_ms=body.active_ms
     )
     return MaskSaved(
-        annotation_id=result.annotation.id, revision=result.revision.revision,
-        status=result.annotation.status, saved_at=result.revision.created_at,
+        annotation_id=result.annotation.id,
+        revision=result.revision.revision,
+        status=result.annotation.status,
+        saved_at=result.revision.created_at,
     )
 
 
@@ -196,9 +210,7 @@ async def save_mask(image_id: int, request: Request):
 
 
 @router.post("/images/{image_id}/submit", response_model=SubmitResult)
-def submit(
-    image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None
-):
+def submit(image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None):
     """Submit this annotator's saved mask for review."""
     try:
         ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)

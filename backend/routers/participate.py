@@ -132,7 +132,7 @@ page_router = APIRouter(include_in_schema=False)
 
 
 @page_router.get("/s/{link_token}")
-def participant_page(link_token: str) -> FileResponse:  # noqa: ARG001 - read by the page
+def participant_page(link_token: str) -> FileResponse:  # read by the page
     """The participant's page; the link token in its URL is read by the page's script."""
     return FileResponse(PARTICIPATE_HTML, headers=NO_STORE)
 

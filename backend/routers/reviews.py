@@ -93,20 +93,34 @@ def review_queue(
         .join(Image, Image.id == Annotation.image_id)
         .join(DatasetClass, DatasetClass.id == Image.class_id)
         .join(User, User.id == Annotation.annotator_id)
-        .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
-              & (AnnotationRevision.revision == Annotation.latest_revision))
+        .join(
+            AnnotationRevision,
+            (AnnotationRevision.annotation_id == Annotation.id)
+            & (AnnotationRevision.revision == Annotation.latest_revision),
+        )
         .where(*where)
         .order_by(Annotation.submitted_at.asc().nulls_last(), Annotation.id)
-        .offset(offset).limit(limit)
+        .offset(offset)
+        .limit(limit)
     ).all()
     return ReviewQueue(
         data=[
             ReviewItem(
-                annotation_id=a.id, image_id=im.id, dataset_id=im.dataset_id,
-                filename=im.filename, class_name=cls, width=im.width, height=im.height,
-                annotator_id=a.annotator_id, annotator=user, status=a.status,
-                revision=a.latest_revision, area=area, active_ms=a.active_ms,
-                submitted_at=a.submitted_at, review_comment=a.review_comment,
+                annotation_id=a.id,
+                image_id=im.id,
+                dataset_id=im.dataset_id,
+                filename=im.filename,
+                class_name=cls,
+                width=im.width,
+                height=im.height,
+                annotator_id=a.annotator_id,
+                annotator=user,
+                status=a.status,
+                revision=a.latest_revision,
+                area=area,
+                active_ms=a.active_ms,
+                submitted_at=a.submitted_at,
+                review_comment=a.review_comment,
                 mask_url=f"/api/annotations/{a.id}/mask.png",
                 image_url=f"/api/images/{im.id}/file",
             )
@@ -133,23 +147,31 @@ def review(annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: S
     ann.reviewed_by_id = user.id
     ann.reviewed_at = utcnow()
     db.commit()
-    return ReviewResult(annotation_id=ann.id, status=ann.status,
-                        review_comment=ann.review_comment, reviewed_at=ann.reviewed_at)
+    return ReviewResult(
+        annotation_id=ann.id,
+        status=ann.status,
+        review_comment=ann.review_comment,
+        reviewed_at=ann.reviewed_at,
+    )
 
 
 @annotations_router.get("/{annotation_id}/mask.png", response_class=Response)
 def annotation_mask(
-    annotation_id: int, _: ResearcherUser, db: SessionDep,
+    annotation_id: int,
+    _: ResearcherUser,
+    db: SessionDep,
     revision: Annotated[int | None, Query(ge=1)] = None,
 ):
     """One annotation's mask (its newest revision, or the one asked for) as a 1-bit PNG."""
     ann = db.get(Annotation, annotation_id)
     if ann is None:
         raise HTTPException(404, detail="Annotation not found.")
-    rev = db.scalar(select(AnnotationRevision).where(
-        AnnotationRevision.annotation_id == ann.id,
-        AnnotationRevision.revision == (revision or ann.latest_revision),
-    ))
+    rev = db.scalar(
+        select(AnnotationRevision).where(
+            AnnotationRevision.annotation_id == ann.id,
+            AnnotationRevision.revision == (revision or ann.latest_revision),
+        )
+    )
     if rev is None:
         raise HTTPException(404, detail="Revision not found.")
     if rev.mask_format == "png":
@@ -161,8 +183,9 @@ def annotation_mask(
 
 
 @images_router.get("/{image_id}/consensus.png", response_class=Response)
-def consensus_png(image: ImageDep, _: ResearcherUser, db: SessionDep,
-                  statuses: StatusesQuery = "accepted"):
+def consensus_png(
+    image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted"
+):
     """The mean of the image's masks as an 8-bit grey PNG (255 = every annotator)."""
     try:
         mean = cons.image_consensus(db, image, _statuses(statuses))
@@ -173,7 +196,10 @@ def consensus_png(image: ImageDep, _: ResearcherUser, db: SessionDep,
 
 @images_router.get("/{image_id}/consensus-binary.png", response_class=Response)
 def consensus_binary_png(
-    image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted",
+    image: ImageDep,
+    _: ResearcherUser,
+    db: SessionDep,
+    statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
 ):
     """The consensus binarised at a threshold (mean >= threshold), as a 1-bit PNG."""
@@ -185,38 +211,55 @@ def consensus_binary_png(
 
 
 @images_router.get("/{image_id}/agreement", response_model=ImageAgreement)
-def image_agreement(image: ImageDep, _: ResearcherUser, db: SessionDep,
-                    statuses: StatusesQuery = "accepted"):
+def image_agreement(
+    image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted"
+):
     """Mean pairwise IoU of the image's masks."""
     found = cons.load_masks(db, image_id=image.id, statuses=_statuses(statuses))
     masks = [m.mask for m in found[image.id].masks] if image.id in found else []
-    return ImageAgreement(image_id=image.id, num_annotators=len(masks),
-                          mean_pairwise_iou=cons.mean_pairwise_iou(masks))
+    return ImageAgreement(
+        image_id=image.id,
+        num_annotators=len(masks),
+        mean_pairwise_iou=cons.mean_pairwise_iou(masks),
+    )
 
 
 @datasets_router.get("/{dataset_id}/agreement", response_model=DatasetAgreement)
 def dataset_agreement(
-    dataset: DatasetDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted",
+    dataset: DatasetDep,
+    _: ResearcherUser,
+    db: SessionDep,
+    statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
     splits: Annotated[int, Query(ge=1, le=1000)] = 20,
     seed: Annotated[int, Query(ge=0)] = 0,
 ):
     """Agreement per image, per dataset (pairwise IoU, split-half ceiling) and per annotator."""
-    return cons.dataset_agreement(db, dataset, statuses=_statuses(statuses),
-                                  threshold=threshold, splits=splits, seed=seed)
+    return cons.dataset_agreement(
+        db, dataset, statuses=_statuses(statuses), threshold=threshold, splits=splits, seed=seed
+    )
 
 
 # ---------------------------------------------------------------------------- mask sets
 
 
 @datasets_router.post("/{dataset_id}/mask-sets", response_model=MaskSetPublic, status_code=201)
-def create_mask_set(dataset: DatasetDep, body: MaskSetCreate, user: ResearcherUser,
-                    db: SessionDep, response: Response):
+def create_mask_set(
+    dataset: DatasetDep,
+    body: MaskSetCreate,
+    user: ResearcherUser,
+    db: SessionDep,
+    response: Response,
+):
     """Freeze the current consensus (filtered) into a hashed mask set; 200 if it exists."""
     try:
         mask_set, created = cons.freeze_mask_set(
-            db, dataset, name=body.name, statuses=sorted(set(body.statuses)),
-            min_annotators=body.min_annotators, min_agreement=body.min_agreement,
+            db,
+            dataset,
+            name=body.name,
+            statuses=sorted(set(body.statuses)),
+            min_annotators=body.min_annotators,
+            min_agreement=body.min_agreement,
             created_by=user,
         )
     except MaskError as exc:
@@ -229,8 +272,11 @@ def create_mask_set(dataset: DatasetDep, body: MaskSetCreate, user: ResearcherUs
 @datasets_router.get("/{dataset_id}/mask-sets", response_model=MaskSetsPublic)
 def list_mask_sets(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
     """A dataset's mask sets, newest first."""
-    rows = list(db.scalars(select(MaskSet).where(MaskSet.dataset_id == dataset.id)
-                           .order_by(MaskSet.id.desc())).all())
+    rows = list(
+        db.scalars(
+            select(MaskSet).where(MaskSet.dataset_id == dataset.id).order_by(MaskSet.id.desc())
+        ).all()
+    )
     return MaskSetsPublic(data=rows, count=len(rows))
 
 
@@ -262,7 +308,9 @@ def mask_set_consensus(mask_set_id: int, image_id: int, _: ResearcherUser, db: S
 
 @datasets_router.get("/{dataset_id}/masks/export", response_class=Response)
 def export_masks(
-    dataset: DatasetDep, _: ResearcherUser, db: SessionDep,
+    dataset: DatasetDep,
+    _: ResearcherUser,
+    db: SessionDep,
     format: Annotated[Literal["png", "coco"], Query()] = "png",  # noqa: A002
     statuses: StatusesQuery = "accepted",
     annotator_id: Annotated[int | None, Query()] = None,
@@ -275,17 +323,27 @@ def export_masks(
     stem = f"{exp._safe_dir(dataset.name)}-masks" + (f"-set{mask_set.id}" if mask_set else "")
     try:
         if format == "png":
-            data = exp.export_png_zip(db, dataset, statuses=chosen, annotator_id=annotator_id,
-                                      mask_set=mask_set)
+            data = exp.export_png_zip(
+                db, dataset, statuses=chosen, annotator_id=annotator_id, mask_set=mask_set
+            )
             media, name = "application/zip", f"{stem}.zip"
         else:
-            doc = exp.export_coco(db, dataset, statuses=chosen, annotator_id=annotator_id,
-                                  mask_set=mask_set, threshold=threshold)
+            doc = exp.export_coco(
+                db,
+                dataset,
+                statuses=chosen,
+                annotator_id=annotator_id,
+                mask_set=mask_set,
+                threshold=threshold,
+            )
             data, media, name = json.dumps(doc).encode(), "application/json", f"{stem}.json"
     except MaskError as exc:
         raise _refused(exc) from exc
-    return Response(content=data, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        content=data,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @datasets_router.post(
@@ -311,14 +369,18 @@ def import_masks(
     ):
         raise HTTPException(413, detail="The upload is larger than the allowed size.")
     try:
-        user, image_ids = exp.import_masks(db, dataset, file.file.read(), fmt=format,
-                                           name=name.strip(), status=status, match_by=match_by)
+        user, image_ids = exp.import_masks(
+            db,
+            dataset,
+            file.file.read(),
+            fmt=format,
+            name=name.strip(),
+            status=status,
+            match_by=match_by,
+        )
     except MaskError as exc:
         raise _refused(exc) from exc
-    return MaskImportResult(annotator=user.username, imported=len(image_ids),
-                            image_ids=image_ids)
+    return MaskImportResult(annotator=user.username, imported=len(image_ids), image_ids=image_ids)
 
 
-ROUTERS = [
-    reviews_router, annotations_router, images_router, datasets_router, mask_sets_router
-]
+ROUTERS = [reviews_router, annotations_router, images_router, datasets_router, mask_sets_router]

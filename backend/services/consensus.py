@@ -57,14 +57,20 @@ def parse_statuses(text: str | list[str] | None) -> list[str]:
 
 
 def load_masks(
-    db: Session, *, dataset_id: int | None = None, image_id: int | None = None,
+    db: Session,
+    *,
+    dataset_id: int | None = None,
+    image_id: int | None = None,
     statuses: list[str],
 ) -> dict[int, ImageMasks]:
     """The newest revision of every annotation with one of the statuses, by image."""
     query = (
         select(Annotation, AnnotationRevision)
-        .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
-              & (AnnotationRevision.revision == Annotation.latest_revision))
+        .join(
+            AnnotationRevision,
+            (AnnotationRevision.annotation_id == Annotation.id)
+            & (AnnotationRevision.revision == Annotation.latest_revision),
+        )
         .join(Image, Image.id == Annotation.image_id)
         .where(Annotation.status.in_(statuses))
         .order_by(Annotation.image_id, Annotation.annotator_id)
@@ -76,8 +82,7 @@ def load_masks(
     out: dict[int, ImageMasks] = {}
     for ann, rev in db.execute(query).all():
         out.setdefault(ann.image_id, ImageMasks(ann.image_id)).masks.append(
-            AnnotatorMask(ann.id, ann.annotator_id, rev.id, ann.active_ms,
-                          load_revision_mask(rev))
+            AnnotatorMask(ann.id, ann.annotator_id, rev.id, ann.active_ms, load_revision_mask(rev))
         )
     return out
 
@@ -172,17 +177,24 @@ def annotator_quality(images: dict[int, ImageMasks], threshold: float) -> dict[i
 
 
 def dataset_agreement(
-    db: Session, dataset: Dataset, *, statuses: list[str], threshold: float, splits: int,
+    db: Session,
+    dataset: Dataset,
+    *,
+    statuses: list[str],
+    threshold: float,
+    splits: int,
     seed: int,
 ) -> dict:
     images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
     per_image = []
     for im in images.values():
-        per_image.append({
-            "image_id": im.image_id,
-            "num_annotators": len(im.masks),
-            "mean_pairwise_iou": mean_pairwise_iou([m.mask for m in im.masks]),
-        })
+        per_image.append(
+            {
+                "image_id": im.image_id,
+                "num_annotators": len(im.masks),
+                "mean_pairwise_iou": mean_pairwise_iou([m.mask for m in im.masks]),
+            }
+        )
     pair_values = [p["mean_pairwise_iou"] for p in per_image if p["mean_pairwise_iou"] is not None]
     sh_iou, sh_r = split_half(images, splits=splits, seed=seed, threshold=threshold)
     quality = annotator_quality(images, threshold)
@@ -228,8 +240,14 @@ def mask_set_hash(dataset: Dataset, items: list[tuple[int, list[int], np.ndarray
 
 
 def freeze_mask_set(
-    db: Session, dataset: Dataset, *, name: str, statuses: list[str], min_annotators: int,
-    min_agreement: float | None, created_by: User | None,
+    db: Session,
+    dataset: Dataset,
+    *,
+    name: str,
+    statuses: list[str],
+    min_annotators: int,
+    min_agreement: float | None,
+    created_by: User | None,
 ) -> tuple[MaskSet, bool]:
     """Freeze the current consensus of the images passing the filter into a MaskSet.
 
@@ -248,8 +266,9 @@ def freeze_mask_set(
         if min_agreement is not None and (agreement is None or agreement < min_agreement):
             continue
         pixels = consensus_uint8(consensus(masks))
-        chosen.append((im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks),
-                       agreement))
+        chosen.append(
+            (im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks), agreement)
+        )
     if not chosen:
         raise MaskError("No image passes the filter; nothing was frozen.", 422)
     digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
@@ -257,14 +276,21 @@ def freeze_mask_set(
     if existing is not None:
         return existing, False
     mask_set = MaskSet(
-        dataset_id=dataset.id, name=name, hash=digest, num_images=len(chosen),
-        filter={"statuses": statuses, "min_annotators": min_annotators,
-                "min_agreement": min_agreement},
+        dataset_id=dataset.id,
+        name=name,
+        hash=digest,
+        num_images=len(chosen),
+        filter={
+            "statuses": statuses,
+            "min_annotators": min_annotators,
+            "min_agreement": min_agreement,
+        },
         created_by_id=created_by.id if created_by else None,
     )
     mask_set.items = [
-        MaskSetItem(image_id=i, revision_ids=r, consensus_png=grey_png(p), num_annotators=n,
-                    agreement=a)
+        MaskSetItem(
+            image_id=i, revision_ids=r, consensus_png=grey_png(p), num_annotators=n, agreement=a
+        )
         for i, r, p, n, a in chosen
     ]
     db.add(mask_set)

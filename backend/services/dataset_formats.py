@@ -295,7 +295,7 @@ def load_pickle(entry: Entry, what: str) -> dict:
             "loaded (only numpy arrays, lists, numbers and strings are accepted); nothing "
             "was imported."
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure of the unpickler means "damaged"
+    except Exception as exc:  # any failure of the unpickler means "damaged"
         raise ImportError_(
             f"{entry.path} is not a readable {what} pickle (it is truncated or damaged); "
             "nothing was imported."

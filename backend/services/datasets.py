@@ -76,7 +76,7 @@ def _safe_relative(name: str) -> PurePosixPath:
 def zip_entries(data: bytes | Path | BinaryIO) -> Iterator[_Entry]:
     settings = get_settings()
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)  # noqa: SIM115
+        zf = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as exc:
         raise ImportError_("The upload is not a valid zip archive.") from exc
     infos = zf.infolist()
@@ -153,7 +153,7 @@ def _probe(path: str, data: bytes) -> tuple[int, int, str, str]:
             f"{path} is too large to decode safely (more than the pixel limit); "
             "nothing was imported."
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image"
+    except Exception as exc:  # any decoder failure means "not an image"
         raise ImportError_(
             f"{path} is not an image that can be decoded; nothing was imported."
         ) from exc

@@ -95,7 +95,7 @@ def start_evaluation(
     db.commit()
     try:
         (enqueue_fn or enqueue)(INEQUALITY_TASK, evaluation.id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure: keep the row, say why
+    except Exception as exc:  # any broker failure: keep the row, say why
         _logger.exception("could not enqueue inequality evaluation %s", evaluation.id)
         evaluation.state = "failed"
         evaluation.error = f"The task queue could not be reached ({type(exc).__name__})."

@@ -49,7 +49,10 @@ def decode_base64(data: str) -> bytes:
 
 
 def png_to_mask(
-    data: bytes, *, soft: bool = False, name: str = "The mask",
+    data: bytes,
+    *,
+    soft: bool = False,
+    name: str = "The mask",
     expected_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Decode a PNG into a binary mask: alpha when the PNG has it, else grey >= 128.
@@ -74,8 +77,13 @@ def png_to_mask(
             img.load()
     except MaskError:
         raise
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError,
-            PILImage.DecompressionBombWarning) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        PILImage.DecompressionBombError,
+        PILImage.DecompressionBombWarning,
+    ) as exc:
         raise MaskError(f"{name} could not be decoded as a PNG image.") from exc
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "L")
@@ -288,9 +296,9 @@ def _own_pending(user: User, dataset_id: int | None):
 def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
     now = utcnow()
     out: dict[int, int] = {}
-    for _, ds in db.execute(_own_pending(user, None).with_only_columns(
-        Annotation.image_id, Image.dataset_id
-    )).all():
+    for _, ds in db.execute(
+        _own_pending(user, None).with_only_columns(Annotation.image_id, Image.dataset_id)
+    ).all():
         out[ds] = out.get(ds, 0) + 1
     avail = _available_images(user, now, None).subquery()
     for ds, n in db.execute(
@@ -325,25 +333,26 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     not block an image for ever (the cost: an image may then get one mask too many).
     """
     own = db.execute(
-        _own_pending(user, dataset_id).order_by(
-            (Annotation.status == "rejected").desc(), Annotation.updated_at, Annotation.id
-        ).limit(1)
+        _own_pending(user, dataset_id)
+        .order_by((Annotation.status == "rejected").desc(), Annotation.updated_at, Annotation.id)
+        .limit(1)
     ).first()
     if own is not None:
         return db.get(Image, own[0])
     _lock_queue(db, dataset_id)
     now = utcnow()
     avail = _available_images(user, now, dataset_id).subquery()
-    row = db.execute(
-        select(avail.c.id).order_by(avail.c.n.desc(), avail.c.id).limit(1)
-    ).first()
+    row = db.execute(select(avail.c.id).order_by(avail.c.n.desc(), avail.c.id).limit(1)).first()
     if row is None:
         db.rollback()
         return None
     image = db.get(Image, row[0])
     assert image is not None  # just selected, under the lock
-    db.add(Annotation(image_id=image.id, annotator_id=user.id, status="draft",
-                      created_at=now, updated_at=now))
+    db.add(
+        Annotation(
+            image_id=image.id, annotator_id=user.id, status="draft", created_at=now, updated_at=now
+        )
+    )
     try:
         db.commit()
     except IntegrityError:  # a second tab of the same annotator claimed it at the same time
@@ -399,8 +408,13 @@ def _get_or_create_annotation(db: Session, user: User, image: Image) -> Annotati
     now = utcnow()
     try:
         with db.begin_nested():
-            ann = Annotation(image_id=image.id, annotator_id=user.id, status="draft",
-                             created_at=now, updated_at=now)
+            ann = Annotation(
+                image_id=image.id,
+                annotator_id=user.id,
+                status="draft",
+                created_at=now,
+                updated_at=now,
+            )
             db.add(ann)
     except IntegrityError:  # created by a concurrent request of the same annotator
         ann = db.scalar(query)
@@ -413,12 +427,18 @@ def _check_may_start(db: Session, user: User, image: Image) -> None:
     if db.scalar(select(Skip.id).where(Skip.image_id == image.id, Skip.annotator_id == user.id)):
         raise MaskError("You skipped this image.", 409)
     dataset = db.get(Dataset, image.dataset_id)
-    taken = db.scalar(
-        select(func.count()).select_from(Annotation).where(
-            Annotation.image_id == image.id, Annotation.annotator_id != user.id,
-            _holds_slot(utcnow()),
+    taken = (
+        db.scalar(
+            select(func.count())
+            .select_from(Annotation)
+            .where(
+                Annotation.image_id == image.id,
+                Annotation.annotator_id != user.id,
+                _holds_slot(utcnow()),
+            )
         )
-    ) or 0
+        or 0
+    )
     if dataset is not None and taken >= dataset.annotators_per_image:
         raise MaskError(
             "This image already has enough masks; take the next one from your queue.", 409
@@ -453,23 +473,39 @@ def save_mask(
     area = int(np.count_nonzero(mask))
     for attempt in range(3):
         try:
-            return _save_once(db, user, image, save_id, png, digest, area, active_ms, source,
-                              check_queue, status_after)
+            return _save_once(
+                db,
+                user,
+                image,
+                save_id,
+                png,
+                digest,
+                area,
+                active_ms,
+                source,
+                check_queue,
+                status_after,
+            )
         except IntegrityError:
             # Two identical save_ids raced past the lookup: the loser finds the winner's row.
             db.rollback()
-            _logger.info("save %s on image %s retried after a conflict (%d)", save_id,
-                         image.id, attempt)
+            _logger.info(
+                "save %s on image %s retried after a conflict (%d)", save_id, image.id, attempt
+            )
     raise MaskError("The mask could not be saved because of concurrent saves; retry.", 409)
 
 
-def _save_once(db, user, image, save_id, png, digest, area, active_ms, source, check_queue,
-               status_after) -> SaveResult:
+def _save_once(
+    db, user, image, save_id, png, digest, area, active_ms, source, check_queue, status_after
+) -> SaveResult:
     # Row lock: saves of one annotation are serial, so revision numbers never collide and a
     # repeated save_id is seen by the second request once the first has committed.
-    locked = select(Annotation).where(
-        Annotation.image_id == image.id, Annotation.annotator_id == user.id
-    ).with_for_update().execution_options(populate_existing=True)
+    locked = (
+        select(Annotation)
+        .where(Annotation.image_id == image.id, Annotation.annotator_id == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     ann = db.scalar(locked)
     if ann is None:
         if check_queue:
@@ -488,9 +524,18 @@ def _save_once(db, user, image, save_id, png, digest, area, active_ms, source, c
         raise MaskError("This mask was already accepted; it can no longer be changed.", 409)
     now = utcnow()
     rev = AnnotationRevision(
-        annotation_id=ann.id, revision=ann.latest_revision + 1, save_id=save_id,
-        mask_format="png", mask_bytes=png, width=image.width, height=image.height,
-        area=area, sha256=digest, active_ms=active_ms, source=source, created_at=now,
+        annotation_id=ann.id,
+        revision=ann.latest_revision + 1,
+        save_id=save_id,
+        mask_format="png",
+        mask_bytes=png,
+        width=image.width,
+        height=image.height,
+        area=area,
+        sha256=digest,
+        active_ms=active_ms,
+        source=source,
+        created_at=now,
     )
     db.add(rev)
     ann.latest_revision = rev.revision
@@ -509,9 +554,9 @@ def _save_once(db, user, image, save_id, png, digest, area, active_ms, source, c
 
 def submit(db: Session, user: User, image: Image, last_save_id: str | None) -> Annotation:
     ann = db.scalar(
-        select(Annotation).where(
-            Annotation.image_id == image.id, Annotation.annotator_id == user.id
-        ).with_for_update()
+        select(Annotation)
+        .where(Annotation.image_id == image.id, Annotation.annotator_id == user.id)
+        .with_for_update()
     )
     if ann is None or ann.latest_revision == 0:
         raise MaskError("There is no saved mask to submit; draw and save first.", 409)

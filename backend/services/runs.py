@@ -273,7 +273,7 @@ def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], 
                     )
                 elif teacher is not None and teacher.config.get("model") != library_config.get(
                     "model", teacher.config.get("model")
-                ):  # noqa: E501
+                ):
                     errors.append(
                         {
                             "field": "igd_teacher_run_id",
@@ -306,7 +306,7 @@ def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> No
     db.commit()
     try:
         enqueue_fn(TRAIN_TASK, run.id, token)
-    except Exception as exc:  # noqa: BLE001 - any broker failure
+    except Exception as exc:  # any broker failure
         _logger.exception("could not enqueue run %s", run.id)
         run.state = "failed"
         run.error = f"The task queue could not be reached ({type(exc).__name__}); retry the run."
@@ -610,7 +610,7 @@ def run_data_key(run_id: int) -> str:
 DOWNLOADS = {"final.pt": "application/octet-stream", "metrics.json": "application/json"}
 
 
-def salience_summary(run: TrainingRun, storage) -> dict[str, Any]:  # noqa: ANN001 - LocalStorage
+def salience_summary(run: TrainingRun, storage) -> dict[str, Any]:  # LocalStorage
     """What the worker wrote to out/salience/salience.json, with URLs for its PNGs."""
     import json
 

@@ -41,7 +41,7 @@ def mask_png(mask: np.ndarray, mode: str = "L") -> bytes:
 
 def square(x0=8, y0=8, size=16, shape=(SIZE, SIZE)) -> np.ndarray:
     m = np.zeros(shape, bool)
-    m[y0:y0 + size, x0:x0 + size] = True
+    m[y0 : y0 + size, x0 : x0 + size] = True
     return m
 
 
@@ -154,8 +154,9 @@ def test_concurrent_identical_save_ids_make_one_revision(live_server, seeded, db
 def login_live(base: str) -> str:
     import httpx
 
-    r = httpx.post(base + "/api/auth/login",
-                   json={"username": "annotator", "password": "annotator-pass"})
+    r = httpx.post(
+        base + "/api/auth/login", json={"username": "annotator", "password": "annotator-pass"}
+    )
     assert r.status_code == 200, r.text
     return "Bearer " + r.json()["access_token"]
 
@@ -167,20 +168,29 @@ def _grey_png(values: np.ndarray) -> bytes:
 
 
 BAD = {
-    "size differs from the image": (
-        lambda: body(square(shape=(32, 32))), 422, "image is 64x64"),
+    "size differs from the image": (lambda: body(square(shape=(32, 32))), 422, "image is 64x64"),
     "declared size differs from the PNG": (
         lambda: body(square(), width=64, height=64, png=mask_png(square(shape=(64, 32)))),
-        422, "not the declared"),
+        422,
+        "not the declared",
+    ),
     "not binary": (
-        lambda: body(square(), png=_grey_png(np.full((SIZE, SIZE), 128))), 422, "not binary"),
+        lambda: body(square(), png=_grey_png(np.full((SIZE, SIZE), 128))),
+        422,
+        "not binary",
+    ),
     "not a PNG": (
-        lambda: body(square(), png=b"\x89PNG\r\n\x1a\n garbage"), 422, "could not be decoded"),
+        lambda: body(square(), png=b"\x89PNG\r\n\x1a\n garbage"),
+        422,
+        "could not be decoded",
+    ),
     "a JPEG": (lambda: body(square(), png=_jpeg()), 422, "not a PNG"),
-    "not base64": (
-        lambda: {**body(square()), "mask_png_base64": "***"}, 422, "not valid base64"),
-    "no save_id": (lambda: {k: v for k, v in body(square()).items() if k != "save_id"},
-                   422, "save_id"),
+    "not base64": (lambda: {**body(square()), "mask_png_base64": "***"}, 422, "not valid base64"),
+    "no save_id": (
+        lambda: {k: v for k, v in body(square()).items() if k != "save_id"},
+        422,
+        "save_id",
+    ),
     "negative active time": (lambda: body(square(), active_ms=-5), 422, "active_ms"),
 }
 
@@ -236,8 +246,9 @@ def test_someone_elses_full_image_and_accepted_mask_are_refused(client, seeded, 
     # accepted: the other's mask is final
     client.post(f"/api/annotate/images/{image_id}/submit", headers=other)
     ann = db.scalar(sa.select(Annotation))
-    r = client.post(f"/api/reviews/{ann.id}", headers=auth["researcher"],
-                    json={"decision": "accept"})
+    r = client.post(
+        f"/api/reviews/{ann.id}", headers=auth["researcher"], json={"decision": "accept"}
+    )
     assert r.status_code == 200, r.text
     r = put(client, other, image_id, body(square(1, 1, 3)))
     assert r.status_code == 409 and "accepted" in r.json()["detail"]
@@ -250,11 +261,15 @@ def test_submit_rules(client, seeded, auth, db):
     r = client.post(f"/api/annotate/images/{image_id}/submit", headers=h)
     assert r.status_code == 409 and "no saved mask" in r.json()["detail"]
     put(client, h, image_id, body(square(), "a"))
-    r = client.post(f"/api/annotate/images/{image_id}/submit", headers=h,
-                    json={"save_id_of_last_save": "not-yet"})
+    r = client.post(
+        f"/api/annotate/images/{image_id}/submit",
+        headers=h,
+        json={"save_id_of_last_save": "not-yet"},
+    )
     assert r.status_code == 409 and "not reached" in r.json()["detail"]
-    r = client.post(f"/api/annotate/images/{image_id}/submit", headers=h,
-                    json={"save_id_of_last_save": "a"})
+    r = client.post(
+        f"/api/annotate/images/{image_id}/submit", headers=h, json={"save_id_of_last_save": "a"}
+    )
     assert r.status_code == 200 and r.json() == {"status": "submitted"}
     # a save after submitting (not reviewed yet) is allowed and returns it to draft
     r = put(client, h, image_id, body(square(2, 2, 5), "b"))
@@ -321,8 +336,11 @@ def test_rejected_mask_returns_first_and_skip_needs_a_reason(client, seeded, aut
     second = _next(client, a).json()["image"]["id"]
     assert second != first
     ann = db.scalar(sa.select(Annotation).where(Annotation.image_id == first))
-    r = client.post(f"/api/reviews/{ann.id}", headers=auth["researcher"],
-                    json={"decision": "reject", "comment": "too coarse"})
+    r = client.post(
+        f"/api/reviews/{ann.id}",
+        headers=auth["researcher"],
+        json={"decision": "reject", "comment": "too coarse"},
+    )
     assert r.status_code == 200 and r.json()["status"] == "rejected"
     item = _next(client, a).json()
     assert item["image"]["id"] == first
@@ -353,8 +371,11 @@ def test_two_annotators_do_not_take_the_last_slot_together(live_server, seeded, 
     def go(i):
         with httpx.Client(base_url=live_server, timeout=30) as c:
             barrier.wait()
-            statuses[i] = c.get("/api/annotate/next", params={"dataset_id": dataset.id},
-                                headers={"Authorization": tokens[i]}).status_code
+            statuses[i] = c.get(
+                "/api/annotate/next",
+                params={"dataset_id": dataset.id},
+                headers={"Authorization": tokens[i]},
+            ).status_code
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(len(tokens))]
     for t in threads:
@@ -367,8 +388,11 @@ def test_two_annotators_do_not_take_the_last_slot_together(live_server, seeded, 
 def test_skip_after_saving_keeps_the_drawing_and_frees_the_slot(client, seeded, auth, db):
     image_id = _next(client, auth["annotator"]).json()["image"]["id"]
     assert put(client, auth["annotator"], image_id, body(square(), "drawn")).status_code == 200
-    r = client.post(f"/api/annotate/images/{image_id}/skip", headers=auth["annotator"],
-                    json={"reason": "two objects"})
+    r = client.post(
+        f"/api/annotate/images/{image_id}/skip",
+        headers=auth["annotator"],
+        json={"reason": "two objects"},
+    )
     assert r.status_code == 204, r.text
     assert counts(db) == (1, 1, 1)  # the revision is kept
     assert _next(client, auth["annotator"]).json()["image"]["id"] != image_id

@@ -36,9 +36,19 @@ def _seed(url: str) -> list[tuple[str, int]]:
         db.add(ds)
         db.flush()
         # two images shared by everyone: saves of many annotations touch the same rows' tables
-        images = [Image(dataset_id=ds.id, class_id=ds.classes[0].id, filename=f"c/{i}.png",
-                        storage_key=f"x/{i}.png", width=SIZE, height=SIZE, mode="L",
-                        sha256="0" * 64) for i in range(2)]
+        images = [
+            Image(
+                dataset_id=ds.id,
+                class_id=ds.classes[0].id,
+                filename=f"c/{i}.png",
+                storage_key=f"x/{i}.png",
+                width=SIZE,
+                height=SIZE,
+                mode="L",
+                sha256="0" * 64,
+            )
+            for i in range(2)
+        ]
         db.add_all(images)
         for i in range(CLIENTS):
             db.add(User(username=f"lite{i}", password_hash=pw, role="annotator"))
@@ -58,8 +68,22 @@ def test_concurrent_saves_on_sqlite_lose_nothing(tmp_path):
     port = free_port()
     env = dict(os.environ, DATABASE_URL=url, STORAGE_DIR=str(tmp_path / "storage"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", "2", "--log-level", "warning"], cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -79,14 +103,25 @@ def test_concurrent_saves_on_sqlite_lose_nothing(tmp_path):
 
         def annotator(username: str, image_id: int) -> None:
             with httpx.Client(base_url=base, timeout=120) as c:
-                assert c.post("/api/auth/login",
-                              json={"username": username, "password": "pw"}).status_code == 200
+                assert (
+                    c.post(
+                        "/api/auth/login", json={"username": username, "password": "pw"}
+                    ).status_code
+                    == 200
+                )
                 barrier.wait()
                 got = []
                 for _ in range(SAVES):
-                    r = c.put(f"/api/annotate/images/{image_id}/mask", json={
-                        "save_id": uuid.uuid4().hex, "mask_png_base64": payload,
-                        "width": SIZE, "height": SIZE, "active_ms": 10})
+                    r = c.put(
+                        f"/api/annotate/images/{image_id}/mask",
+                        json={
+                            "save_id": uuid.uuid4().hex,
+                            "mask_png_base64": payload,
+                            "width": SIZE,
+                            "height": SIZE,
+                            "active_ms": 10,
+                        },
+                    )
                     got.append(r.status_code if r.status_code != 200 else r.json()["revision"])
                 results[username] = got
 
@@ -103,5 +138,6 @@ def test_concurrent_saves_on_sqlite_lose_nothing(tmp_path):
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from annotation_revisions")).scalar() == (
-            CLIENTS * SAVES)
+            CLIENTS * SAVES
+        )
     engine.dispose()

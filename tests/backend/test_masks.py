@@ -40,10 +40,14 @@ def rows(a: int, b: int) -> np.ndarray:
 M1, M2, M3 = rows(0, 32), rows(0, 16), rows(16, 48)
 
 
-def add_mask(db, user: User, image_id: int, mask: np.ndarray, status="accepted",
-             active_ms=1000) -> Annotation:
-    ann = db.scalar(sa.select(Annotation).where(Annotation.image_id == image_id,
-                                                Annotation.annotator_id == user.id))
+def add_mask(
+    db, user: User, image_id: int, mask: np.ndarray, status="accepted", active_ms=1000
+) -> Annotation:
+    ann = db.scalar(
+        sa.select(Annotation).where(
+            Annotation.image_id == image_id, Annotation.annotator_id == user.id
+        )
+    )
     if ann is None:
         ann = Annotation(image_id=image_id, annotator_id=user.id, latest_revision=0)
         db.add(ann)
@@ -52,11 +56,19 @@ def add_mask(db, user: User, image_id: int, mask: np.ndarray, status="accepted",
     ann.status = status
     ann.active_ms = active_ms
     ann.submitted_at = utcnow()
-    db.add(AnnotationRevision(
-        annotation_id=ann.id, revision=ann.latest_revision, save_id=f"t{ann.latest_revision}",
-        mask_bytes=mask_to_png(mask), width=S, height=S, area=int(mask.sum()),
-        sha256=mask_sha256(mask), active_ms=active_ms,
-    ))
+    db.add(
+        AnnotationRevision(
+            annotation_id=ann.id,
+            revision=ann.latest_revision,
+            save_id=f"t{ann.latest_revision}",
+            mask_bytes=mask_to_png(mask),
+            width=S,
+            height=S,
+            area=int(mask.sum()),
+            sha256=mask_sha256(mask),
+            active_ms=active_ms,
+        )
+    )
     db.commit()
     return ann
 
@@ -104,8 +116,9 @@ def test_rle_matches_pycocotools_exactly(seed):
     assert mine["size"] == [int(h), int(w)]
     assert np.array_equal(rle_decode(mine), m)
     assert np.array_equal(rle_decode({"size": [h, w], "counts": rle_counts(m)}), m)
-    assert np.array_equal(coco_mask.decode({"size": [int(h), int(w)],
-                                            "counts": mine["counts"].encode()}), m)
+    assert np.array_equal(
+        coco_mask.decode({"size": [int(h), int(w)], "counts": mine["counts"].encode()}), m
+    )
 
 
 def test_rle_refuses_counts_of_the_wrong_total():
@@ -129,12 +142,14 @@ def test_consensus_pngs_and_image_agreement(client, auth, drawn):
     assert (mean[32:48] == 85).all() and (mean[48:] == 0).all()
     binary = png_array(client.get(f"/api/images/{a}/consensus-binary.png", headers=h).content)
     assert np.array_equal(binary.astype(bool), rows(0, 32))
-    low = client.get(f"/api/images/{a}/consensus-binary.png", headers=h,
-                     params={"threshold": 0.3}).content
+    low = client.get(
+        f"/api/images/{a}/consensus-binary.png", headers=h, params={"threshold": 0.3}
+    ).content
     assert np.array_equal(png_array(low).astype(bool), rows(0, 48))
     # with submitted masks too, p3's strip joins the mean (1/4 of annotators)
-    both = client.get(f"/api/images/{a}/consensus.png", headers=h,
-                      params={"statuses": "accepted,submitted"}).content
+    both = client.get(
+        f"/api/images/{a}/consensus.png", headers=h, params={"statuses": "accepted,submitted"}
+    ).content
     assert (png_array(both)[60:] == 64).all()  # round(255 / 4)
     ag = client.get(f"/api/images/{a}/agreement", headers=h).json()
     assert ag["num_annotators"] == 3
@@ -147,8 +162,11 @@ def test_consensus_pngs_and_image_agreement(client, auth, drawn):
 
 def test_dataset_agreement_values(client, auth, drawn):
     h = auth["researcher"]
-    r = client.get(f"/api/datasets/{drawn['dataset_id']}/agreement", headers=h,
-                   params={"splits": 50, "seed": 3})
+    r = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/agreement",
+        headers=h,
+        params={"splits": 50, "seed": 3},
+    )
     body = r.json()
     assert r.status_code == 200, body
     per_image = {i["image_id"]: i for i in body["images"]}
@@ -166,8 +184,11 @@ def test_dataset_agreement_values(client, auth, drawn):
     # the split-half ceiling is an average of per-split values that are each 1/3 or 2/3 on A
     # (a single annotator against the other two) and 1/2 on B when both halves drew it
     assert 1 / 3 <= body["split_half_iou"] <= 2 / 3
-    again = client.get(f"/api/datasets/{drawn['dataset_id']}/agreement", headers=h,
-                       params={"splits": 50, "seed": 3}).json()
+    again = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/agreement",
+        headers=h,
+        params={"splits": 50, "seed": 3},
+    ).json()
     assert again == body  # seeded
 
 
@@ -177,8 +198,11 @@ def test_split_half_with_two_annotators_is_their_agreement(client, auth, seeded,
     x, y = rows(0, 30), rows(10, 40)
     add_mask(db, p[0], a, x)
     add_mask(db, p[1], a, y)
-    body = client.get(f"/api/datasets/{seeded['dataset_id']}/agreement",
-                      headers=auth["researcher"], params={"splits": 7}).json()
+    body = client.get(
+        f"/api/datasets/{seeded['dataset_id']}/agreement",
+        headers=auth["researcher"],
+        params={"splits": 7},
+    ).json()
     assert body["split_half_iou"] == pytest.approx(20 / 40)
     expected_r = np.corrcoef(x.ravel().astype(float), y.ravel().astype(float))[0, 1]
     assert body["split_half_correlation"] == pytest.approx(expected_r)
@@ -196,15 +220,19 @@ def test_review_queue_accept_and_reject(client, auth, drawn, db):
     assert item["annotator"] == "p3" and item["area"] == 4 * S
     mask = client.get(item["mask_url"], headers=h)
     assert np.array_equal(png_array(mask.content).astype(bool), rows(60, 64))
-    r = client.post(f"/api/reviews/{item['annotation_id']}", headers=h,
-                    json={"decision": "reject"})
+    r = client.post(f"/api/reviews/{item['annotation_id']}", headers=h, json={"decision": "reject"})
     assert r.status_code == 422 and r.json()["detail"] == "Say why the mask is rejected."
-    r = client.post(f"/api/reviews/{item['annotation_id']}", headers=h,
-                    json={"decision": "reject", "comment": "only the border"})
+    r = client.post(
+        f"/api/reviews/{item['annotation_id']}",
+        headers=h,
+        json={"decision": "reject", "comment": "only the border"},
+    )
     assert r.json()["status"] == "rejected"
     assert client.get("/api/reviews", headers=h).json()["count"] == 0
-    assert client.post("/api/reviews/999999", headers=h,
-                       json={"decision": "accept"}).status_code == 404
+    assert (
+        client.post("/api/reviews/999999", headers=h, json={"decision": "accept"}).status_code
+        == 404
+    )
 
 
 # ---------------------------------------------------------------------------- mask sets
@@ -229,11 +257,15 @@ def test_mask_set_freeze_hash_stable_and_changes(client, auth, drawn, db):
     item = detail["items"][0]
     assert item["image_id"] == drawn["a"] and item["num_annotators"] == 3
     assert item["agreement"] == pytest.approx(5 / 18)
-    revs = db.scalars(sa.select(AnnotationRevision.id).join(Annotation).where(
-        Annotation.image_id == drawn["a"], Annotation.status == "accepted")).all()
+    revs = db.scalars(
+        sa.select(AnnotationRevision.id)
+        .join(Annotation)
+        .where(Annotation.image_id == drawn["a"], Annotation.status == "accepted")
+    ).all()
     assert sorted(item["revision_ids"]) == sorted(revs)
-    png = client.get(f"/api/mask-sets/{k3['id']}/images/{drawn['a']}/consensus.png",
-                     headers=h).content
+    png = client.get(
+        f"/api/mask-sets/{k3['id']}/images/{drawn['a']}/consensus.png", headers=h
+    ).content
     assert (png_array(png)[:32] == 170).all()
     # a new revision changes the consensus and so the hash; the old set stays as it was
     add_mask(db, drawn["people"][2], drawn["a"], rows(0, 48))
@@ -249,14 +281,19 @@ def test_mask_set_freeze_hash_stable_and_changes(client, auth, drawn, db):
 
 def _counts(db):
     db.expire_all()
-    return tuple(db.scalar(sa.select(sa.func.count()).select_from(t))
-                 for t in (User, Annotation, AnnotationRevision))
+    return tuple(
+        db.scalar(sa.select(sa.func.count()).select_from(t))
+        for t in (User, Annotation, AnnotationRevision)
+    )
 
 
 def _import(client, h, dataset_id, data: bytes, **form):
-    return client.post(f"/api/datasets/{dataset_id}/masks/import", headers=h,
-                       data={"name": "rt", **form},
-                       files={"file": ("masks.bin", data, "application/octet-stream")})
+    return client.post(
+        f"/api/datasets/{dataset_id}/masks/import",
+        headers=h,
+        data={"name": "rt", **form},
+        files={"file": ("masks.bin", data, "application/octet-stream")},
+    )
 
 
 def _imported(db, name: str) -> dict[int, np.ndarray]:
@@ -271,8 +308,11 @@ def _imported(db, name: str) -> dict[int, np.ndarray]:
 def test_png_zip_export_import_round_trip(client, auth, drawn, db):
     h = auth["researcher"]
     p0 = drawn["people"][0].id
-    r = client.get(f"/api/datasets/{drawn['dataset_id']}/masks/export", headers=h,
-                   params={"format": "png", "annotator_id": p0})
+    r = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/masks/export",
+        headers=h,
+        params={"format": "png", "annotator_id": p0},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
     assert "masks.json" in names and len(names) == 3
@@ -290,28 +330,42 @@ def test_png_zip_export_import_round_trip(client, auth, drawn, db):
 
 def test_coco_export_decodes_with_pycocotools_and_round_trips(client, auth, drawn, db):
     h = auth["researcher"]
-    r = client.get(f"/api/datasets/{drawn['dataset_id']}/masks/export", headers=h,
-                   params={"format": "coco"})
+    r = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/masks/export", headers=h, params={"format": "coco"}
+    )
     doc = r.json()
     assert r.status_code == 200 and len(doc["annotations"]) == 5
     assert {c["name"] for c in doc["categories"]} == {"cat", "dog"}
     images = {i["id"]: i for i in doc["images"]}
-    expected = {("p0", drawn["a"]): M1, ("p1", drawn["a"]): M2, ("p2", drawn["a"]): M3,
-                ("p0", drawn["b"]): rows(0, 20), ("p1", drawn["b"]): rows(10, 20)}
+    expected = {
+        ("p0", drawn["a"]): M1,
+        ("p1", drawn["a"]): M2,
+        ("p2", drawn["a"]): M3,
+        ("p0", drawn["b"]): rows(0, 20),
+        ("p1", drawn["b"]): rows(10, 20),
+    }
     for ann in doc["annotations"]:
         seg = ann["segmentation"]
         assert seg["size"] == [images[ann["image_id"]]["height"], images[ann["image_id"]]["width"]]
         decoded = coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()})
         want = expected[(ann["attributes"]["annotator"], ann["image_id"])]
         assert np.array_equal(decoded.astype(bool), want)
-        assert ann["area"] == int(want.sum()) == int(coco_mask.area(
-            {"size": seg["size"], "counts": seg["counts"].encode()}))
-        assert ann["bbox"] == coco_mask.toBbox(
-            {"size": seg["size"], "counts": seg["counts"].encode()}).tolist()
+        assert (
+            ann["area"]
+            == int(want.sum())
+            == int(coco_mask.area({"size": seg["size"], "counts": seg["counts"].encode()}))
+        )
+        assert (
+            ann["bbox"]
+            == coco_mask.toBbox({"size": seg["size"], "counts": seg["counts"].encode()}).tolist()
+        )
         assert ann["iscrowd"] == 0 and ann["attributes"]["revision"] == 1
     # import one annotator's COCO file back: the same pixels
-    one = client.get(f"/api/datasets/{drawn['dataset_id']}/masks/export", headers=h,
-                     params={"format": "coco", "annotator_id": drawn["people"][1].id}).content
+    one = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/masks/export",
+        headers=h,
+        params={"format": "coco", "annotator_id": drawn["people"][1].id},
+    ).content
     imp = _import(client, h, drawn["dataset_id"], one, format="coco", name="coco1")
     assert imp.status_code == 201, imp.text
     got = _imported(db, "coco1")
@@ -320,10 +374,16 @@ def test_coco_export_decodes_with_pycocotools_and_round_trips(client, auth, draw
 
 def test_mask_set_export_and_cub_style_import(client, auth, drawn, db):
     h = auth["researcher"]
-    ms = client.post(f"/api/datasets/{drawn['dataset_id']}/mask-sets", headers=h,
-                     json={"name": "k3", "min_annotators": 3}).json()
-    z = client.get(f"/api/datasets/{drawn['dataset_id']}/masks/export", headers=h,
-                   params={"mask_set_id": ms["id"]}).content
+    ms = client.post(
+        f"/api/datasets/{drawn['dataset_id']}/mask-sets",
+        headers=h,
+        json={"name": "k3", "min_annotators": 3},
+    ).json()
+    z = client.get(
+        f"/api/datasets/{drawn['dataset_id']}/masks/export",
+        headers=h,
+        params={"mask_set_id": ms["id"]},
+    ).content
     zf = zipfile.ZipFile(io.BytesIO(z))
     pngs = [n for n in zf.namelist() if n.endswith(".png")]
     assert len(pngs) == 1 and pngs[0].startswith("consensus/")
@@ -371,22 +431,50 @@ def test_bad_imports_store_nothing(client, auth, drawn, db):
     cases = {
         "not a zip": (b"plain text", {}, 400, "not a valid zip"),
         "unknown file": (_zip({"nobody/zzz.png": good}), {}, 422, "No image of this dataset"),
-        "wrong size": (_zip({f"{image.id}.png": _binary_png(np.ones((8, 8), bool))}),
-                       {"match_by": "id"}, 422, "pixels but its image is"),
-        "one good one bad": (_zip({f"x/{image.id}.png": good, "x/12345678.png": good}),
-                             {"match_by": "id"}, 422, "No image"),
+        "wrong size": (
+            _zip({f"{image.id}.png": _binary_png(np.ones((8, 8), bool))}),
+            {"match_by": "id"},
+            422,
+            "pixels but its image is",
+        ),
+        "one good one bad": (
+            _zip({f"x/{image.id}.png": good, "x/12345678.png": good}),
+            {"match_by": "id"},
+            422,
+            "No image",
+        ),
         "no png": (_zip({"a.txt": b"x"}), {}, 422, "no PNG"),
-        "bad name": (_zip({f"{image.id}.png": good}), {"name": "../x", "match_by": "id"}, 422,
-                     "import name"),
-        "coco polygon": (json.dumps({"images": [{"id": image.id, "file_name": image.filename}],
-                                     "annotations": [{"image_id": image.id,
-                                                      "segmentation": [[0, 0, 1, 1, 2, 0]]}]})
-                         .encode(), {"format": "coco"}, 422, "polygons"),
+        "bad name": (
+            _zip({f"{image.id}.png": good}),
+            {"name": "../x", "match_by": "id"},
+            422,
+            "import name",
+        ),
+        "coco polygon": (
+            json.dumps(
+                {
+                    "images": [{"id": image.id, "file_name": image.filename}],
+                    "annotations": [{"image_id": image.id, "segmentation": [[0, 0, 1, 1, 2, 0]]}],
+                }
+            ).encode(),
+            {"format": "coco"},
+            422,
+            "polygons",
+        ),
         "coco garbage": (b"{", {"format": "coco"}, 422, "not COCO JSON"),
-        "coco bad counts": (json.dumps({"images": [{"id": image.id, "file_name": image.filename}],
-                                        "annotations": [{"image_id": image.id, "segmentation":
-                                                         {"size": [S, S], "counts": [5, 5]}}]})
-                            .encode(), {"format": "coco"}, 422, "do not add up"),
+        "coco bad counts": (
+            json.dumps(
+                {
+                    "images": [{"id": image.id, "file_name": image.filename}],
+                    "annotations": [
+                        {"image_id": image.id, "segmentation": {"size": [S, S], "counts": [5, 5]}}
+                    ],
+                }
+            ).encode(),
+            {"format": "coco"},
+            422,
+            "do not add up",
+        ),
     }
     before = _counts(db)
     for label, (data, form, status, words) in cases.items():
@@ -401,8 +489,9 @@ def test_bad_imports_store_nothing(client, auth, drawn, db):
 
 def test_training_export_manifest(client, auth, drawn, db, tmp_path):
     h = auth["researcher"]
-    ms = client.post(f"/api/datasets/{drawn['dataset_id']}/mask-sets", headers=h,
-                     json={"name": "all"}).json()
+    ms = client.post(
+        f"/api/datasets/{drawn['dataset_id']}/mask-sets", headers=h, json={"name": "all"}
+    ).json()
     storage = get_storage()
     path = write_training_export(db, storage, drawn["dataset_id"], ms["id"], tmp_path / "out")
     manifest = json.loads(path.read_text())
@@ -413,18 +502,21 @@ def test_training_export_manifest(client, auth, drawn, db, tmp_path):
     by_id = {r["id"]: r for r in manifest["images"]}
     for row in manifest["images"]:
         image = db.get(ImageRow, row["id"])
-        assert (tmp_path / "out" / row["file"]).read_bytes() == storage.get_bytes(
-            image.storage_key)
+        assert (tmp_path / "out" / row["file"]).read_bytes() == storage.get_bytes(image.storage_key)
         assert row["label"] == image.dataset_class.index and row["split"] == image.split
-        assert row["mask"] == (f"masks/{row['id']}.png" if row["id"] in (drawn["a"], drawn["b"])
-                               else None)
+        assert row["mask"] == (
+            f"masks/{row['id']}.png" if row["id"] in (drawn["a"], drawn["b"]) else None
+        )
     grey = PILImage.open(tmp_path / "out" / by_id[drawn["a"]]["mask"])
     assert grey.mode == "L"
     values = np.asarray(grey)
     assert (values[:32] == 170).all() and (values[32:48] == 85).all() and (values[48:] == 0).all()
     # without a mask set: no masks, mask_set null
-    plain = json.loads(write_training_export(db, storage, drawn["dataset_id"], None,
-                                             tmp_path / "plain").read_text())
+    plain = json.loads(
+        write_training_export(
+            db, storage, drawn["dataset_id"], None, tmp_path / "plain"
+        ).read_text()
+    )
     assert plain["mask_set"] is None and all(r["mask"] is None for r in plain["images"])
     other = MaskSet(dataset_id=drawn["dataset_id"], name="x", hash="0" * 64)
     db.add(other)

@@ -120,9 +120,7 @@ def test_preview_lists_every_stimulus_measures_linf_and_serves_the_stored_png(
     assert keys == sorted(keys) and len({k[0] for k in keys}) == 2
 
 
-def test_preview_refuses_other_studies_bad_input_and_other_roles(
-    client, auth, db, tiny_checkpoint
-):
+def test_preview_refuses_other_studies_bad_input_and_other_roles(client, auth, db, tiny_checkpoint):
     from backend.core.storage import get_storage
     from backend.models import Stimulus
 

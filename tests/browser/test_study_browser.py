@@ -104,8 +104,14 @@ def test_researcher_sees_studies_and_results(
     run_id = make_run(db, ds, tiny_checkpoint, name="plain")
     # the simulated participant answers every trial right; with 4 answered trials the right
     # side is the same on all of them 1 time in 8, which the same-answer rule would exclude
-    study = ready_study(client, auth["researcher"], db, [run_id], epsilons_255=[0, 4, 16],
-                        exclusion={"same_answer_throughout": False})
+    study = ready_study(
+        client,
+        auth["researcher"],
+        db,
+        [run_id],
+        epsilons_255=[0, 4, 16],
+        exclusion={"same_answer_throughout": False},
+    )
     link = study["link_token"]
     tok = client.post(
         f"/api/participate/links/{link}/sessions", json={"prolific_pid": "r1"}

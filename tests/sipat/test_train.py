@@ -91,7 +91,7 @@ def test_load_model_from_checkpoint_eval_mode(tiny_data, tmp_path):
 
 def test_public_train_is_the_function_even_after_submodule_import():
     import worker.sipat
-    import worker.sipat.train  # noqa: F401
+    import worker.sipat.train
     from worker.sipat import train as public_train
 
     assert callable(public_train) and worker.sipat.train is public_train

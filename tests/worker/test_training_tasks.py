@@ -292,33 +292,52 @@ def test_mask_set_automatic_masks_and_teacher_reach_the_library(worker, db, data
     from backend.services.consensus import freeze_mask_set
     from backend.services.masks import save_mask
 
-    annotator = User(username=f"painter-{uuid.uuid4().hex[:6]}",
-                     password_hash=hash_password("painter-pass"), role="annotator")
+    annotator = User(
+        username=f"painter-{uuid.uuid4().hex[:6]}",
+        password_hash=hash_password("painter-pass"),
+        role="annotator",
+    )
     db.add(annotator)
     db.commit()
     train_images = db.scalars(
-        select(Image).where(Image.dataset_id == dataset_id, Image.split == "train")
+        select(Image)
+        .where(Image.dataset_id == dataset_id, Image.split == "train")
         .order_by(Image.id)
     ).all()
     marked = train_images[:10]
     for image in marked:
         mask = np.zeros((image.height, image.width), bool)
         mask[: image.height // 2, : image.width // 2] = True
-        save_mask(db, annotator, image, save_id=uuid.uuid4().hex, mask=mask, active_ms=1500,
-                  check_queue=False, status_after="accepted")
+        save_mask(
+            db,
+            annotator,
+            image,
+            save_id=uuid.uuid4().hex,
+            mask=mask,
+            active_ms=1500,
+            check_queue=False,
+            status_after="accepted",
+        )
     mask_set, _ = freeze_mask_set(
-        db, db.get(Dataset, dataset_id), name="quarter", statuses=["accepted"],
-        min_annotators=1, min_agreement=None, created_by=None,
+        db,
+        db.get(Dataset, dataset_id),
+        name="quarter",
+        statuses=["accepted"],
+        min_annotators=1,
+        min_agreement=None,
+        created_by=None,
     )
 
     teacher = launch(db, dataset_id, method="standard", seed=4)
     wait_for(teacher, lambda r: r.state == "succeeded", worker)
     runs = {
         "sip_at": launch(db, dataset_id, method="sip_at", mask_set_id=mask_set.id, seed=4),
-        "fast_sip_at": launch(db, dataset_id, method="fast_sip_at", mask_set_id=mask_set.id,
-                              seed=4),
-        "sip_at_auto": launch(db, dataset_id, method="sip_at", mask_source="gradcam",
-                              auto_mask_run_id=teacher, seed=4),
+        "fast_sip_at": launch(
+            db, dataset_id, method="fast_sip_at", mask_set_id=mask_set.id, seed=4
+        ),
+        "sip_at_auto": launch(
+            db, dataset_id, method="sip_at", mask_source="gradcam", auto_mask_run_id=teacher, seed=4
+        ),
         "igd": launch(db, dataset_id, method="igd", igd_teacher_run_id=teacher, seed=4),
     }
     done = {k: wait_for(v, lambda r: r.state == "succeeded", worker) for k, v in runs.items()}
