@@ -61,14 +61,22 @@ def test_other_config_in_same_dir_refused(tiny_data, tmp_path):
     from worker.sipat import ConfigError
 
     train(
-        TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard"}),
+        TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard", "autoattack_n": 0}),
         tmp_path,
         data=tiny_data,
         progress=False,
     )
     with pytest.raises(ConfigError) as e:
         train(
-            TrainConfig(**{**_cfg().to_dict(), "epochs": 1, "method": "standard", "lr": 0.01}),
+            TrainConfig(
+                **{
+                    **_cfg().to_dict(),
+                    "epochs": 1,
+                    "method": "standard",
+                    "lr": 0.01,
+                    "autoattack_n": 0,
+                }
+            ),
             tmp_path,
             data=tiny_data,
             progress=False,
@@ -79,7 +87,13 @@ def test_other_config_in_same_dir_refused(tiny_data, tmp_path):
 def test_load_model_from_checkpoint_eval_mode(tiny_data, tmp_path):
     train(
         TrainConfig(
-            method="standard", epochs=1, batch_size=32, eval_subset=8, eval_steps=1, eval_eps=[]
+            method="standard",
+            epochs=1,
+            batch_size=32,
+            eval_subset=8,
+            eval_steps=1,
+            eval_eps=[],
+            autoattack_n=0,
         ),
         tmp_path,
         data=tiny_data,

@@ -41,6 +41,7 @@ TINY = {
     "eval_subset": 16,
     "eval_steps": 3,
     "schedule": "none",
+    "autoattack_n": 0,  # these tests are about the worker; AutoAttack has its own tests
 }
 
 
