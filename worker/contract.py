@@ -1,11 +1,12 @@
-"""The contract between the API, the workers and the training library, without torch.
+"""The run configuration, the one thing the API and the training library must agree on,
+without torch.
 
-What a run is (TrainConfig: one dataclass, every field with its unit, validated on load),
-the names its fields may take (methods, models, mask sources, precisions, data paths), the
-states a run goes through and the Celery task names the API enqueues by. Imported by
-backend/ (validation, the run form's choices, states, task names), by the Celery tasks and
-by the training library alike, so none of them keeps its own copy; it imports nothing but
-the standard library, so the API process never loads torch (docs/architecture.md).
+What a run is (TrainConfig: one dataclass, every field with its unit, validated on load) and
+the names its fields may take (methods, models, mask sources, precisions, data paths). The
+training library reads it; the API validates launch forms with it and offers its choices,
+in one place (backend/services/runs.py), so the two cannot disagree. It imports nothing but
+the standard library, so the API process never loads torch (docs/architecture.md). Run
+states and Celery task names are the app's: they live in backend/ (models, core/queue).
 """
 
 from __future__ import annotations
@@ -51,17 +52,6 @@ RUNTIME_ONLY = (
     "data_loader",
     "loader_workers",
 )
-
-
-# Run states (TrainingRun.state); a run ends in one of FINAL_RUN_STATES, and a failed or
-# cancelled one may be queued again (retry).
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_RUN_STATES = ("succeeded", "failed", "cancelled")
-
-# Celery task names: the API enqueues by name and never imports the tasks.
-TRAIN_TASK = "worker.train_run"
-STIMULI_TASK = "worker.generate_stimuli"
-INEQUALITY_TASK = "worker.inequality_evaluation"
 
 
 def choices() -> dict[str, list[str]]:

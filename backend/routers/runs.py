@@ -21,7 +21,6 @@ from backend.schemas.runs import (
     RunsPublic,
 )
 from backend.services import runs as service
-from worker import contract
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -107,7 +106,7 @@ def list_runs(
 @router.get("/defaults")
 def launch_defaults(_: ResearcherUser) -> dict:
     """The launch form's default values and the choices of its fixed-set fields."""
-    choices = contract.choices()
+    choices = service.form_choices()
     return {
         "defaults": service.library_defaults(),
         "methods": choices["method"],

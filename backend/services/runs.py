@@ -21,6 +21,7 @@ from backend.core.config import Settings
 from backend.core.queue import TRAIN_TASK, enqueue
 from backend.models import Dataset, MaskSet, TrainingRun, utcnow
 from worker.contract import ConfigError, TrainConfig
+from worker.contract import choices as contract_choices
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +110,11 @@ def _library():
     # worker and the training library use): the form and the worker cannot disagree on
     # what a valid config is.
     return ConfigError, TrainConfig
+
+
+def form_choices() -> dict[str, list[str]]:
+    """The values the launch form offers for each fixed-set field (the contract's)."""
+    return contract_choices()
 
 
 def library_defaults() -> dict[str, Any]:
