@@ -28,11 +28,12 @@ from sqlalchemy import select
 from tqdm import tqdm
 
 from backend.core.config import ROOT, get_settings
+from backend.core.errors import DomainError
 from backend.core.security import hash_password
 from backend.core.storage import get_storage
 from backend.db import session_scope
 from backend.models import ROLES, Dataset, User
-from backend.services.datasets import ImportError_, directory_entries, import_dataset
+from backend.services.datasets import directory_entries, import_dataset
 
 DEMO_ACCOUNTS = {
     "admin": ("admin", "admin-demo-pass"),
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imported dataset {args.name!r} (id {dataset_id})")
         elif args.command == "seed-demo":
             seed_demo()
-    except ImportError_ as exc:
+    except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

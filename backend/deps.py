@@ -1,4 +1,8 @@
-"""FastAPI dependencies as Annotated aliases: sessions, the current user, role checks, lookups."""
+"""FastAPI dependencies as Annotated aliases: sessions, the current user, role checks, lookups.
+
+Every "fetch by id or 404" of a route is a dependency here; a lookup raises NotFound, which
+backend/main.py answers like every other domain error. A lookup that only researchers may
+make checks the role first, so a stranger learns nothing about which ids exist."""
 
 from __future__ import annotations
 
@@ -6,13 +10,24 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings, get_settings
+from backend.core.errors import NotFound
 from backend.core.security import SESSION_COOKIE, read_session_token
 from backend.core.storage import LocalStorage, get_storage
 from backend.db import get_sessionmaker
-from backend.models import Dataset, Image, User
+from backend.models import (
+    Annotation,
+    Dataset,
+    Image,
+    MaskSet,
+    ParticipantSession,
+    Study,
+    TrainingRun,
+    User,
+)
 
 
 def get_db() -> Iterator[Session]:
@@ -73,16 +88,74 @@ StaffUser = Annotated[User, Depends(require_roles("admin", "researcher", "annota
 def get_dataset(dataset_id: int, db: SessionDep) -> Dataset:
     dataset = db.get(Dataset, dataset_id)
     if dataset is None:
-        raise HTTPException(404, detail="Dataset not found.")
+        raise NotFound("Dataset not found.")
     return dataset
 
 
 def get_image(image_id: int, db: SessionDep) -> Image:
     image = db.get(Image, image_id)
     if image is None:
-        raise HTTPException(404, detail="Image not found.")
+        raise NotFound("Image not found.")
     return image
+
+
+def get_run(run_id: int, db: SessionDep, _: ResearcherUser) -> TrainingRun:
+    run = db.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFound("Run not found.")
+    return run
+
+
+def get_study(study_id: int, db: SessionDep, _: ResearcherUser) -> Study:
+    study = db.get(Study, study_id)
+    if study is None:
+        raise NotFound("Study not found.")
+    return study
+
+
+def get_annotation(annotation_id: int, db: SessionDep, _: ResearcherUser) -> Annotation:
+    annotation = db.get(Annotation, annotation_id)
+    if annotation is None:
+        raise NotFound("Annotation not found.")
+    return annotation
+
+
+def get_mask_set(mask_set_id: int, db: SessionDep, _: ResearcherUser) -> MaskSet:
+    mask_set = db.get(MaskSet, mask_set_id)
+    if mask_set is None:
+        raise NotFound("Mask set not found.")
+    return mask_set
+
+
+def get_optional_mask_set(
+    db: SessionDep, _: ResearcherUser, mask_set_id: int | None = None
+) -> MaskSet | None:
+    """The mask set a query names (?mask_set_id=), or None when it names none."""
+    return None if mask_set_id is None else get_mask_set(mask_set_id, db, _)
+
+
+def get_link_study(link_token: str, db: SessionDep) -> Study:
+    """The study a participant's link names (no login: the link token is the authority)."""
+    study = db.scalar(select(Study).where(Study.link_token == link_token))
+    if study is None:
+        raise NotFound("This study link is not valid.")
+    return study
+
+
+def get_participant(session_token: str, db: SessionDep) -> ParticipantSession:
+    """The participant's session its token names (everything after the start uses it)."""
+    session = db.scalar(select(ParticipantSession).where(ParticipantSession.token == session_token))
+    if session is None:
+        raise NotFound("Session not found.")
+    return session
 
 
 DatasetDep = Annotated[Dataset, Depends(get_dataset)]
 ImageDep = Annotated[Image, Depends(get_image)]
+RunDep = Annotated[TrainingRun, Depends(get_run)]
+StudyDep = Annotated[Study, Depends(get_study)]
+AnnotationDep = Annotated[Annotation, Depends(get_annotation)]
+MaskSetDep = Annotated[MaskSet, Depends(get_mask_set)]
+OptionalMaskSetDep = Annotated[MaskSet | None, Depends(get_optional_mask_set)]
+LinkStudyDep = Annotated[Study, Depends(get_link_study)]
+ParticipantDep = Annotated[ParticipantSession, Depends(get_participant)]

@@ -11,11 +11,24 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.config import ROOT, get_settings
+from backend.core.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    Unreadable,
+)
 from backend.routers import (
     annotate,
+    annotation_masks,
     auth,
+    consensus,
     datasets,
     inequality,
+    mask_exchange,
+    mask_sets,
     participate,
     reviews,
     runs,
@@ -31,9 +44,13 @@ FRONTEND_DIR = ROOT / "frontend"
 # PAGE_ROUTERS. A new module is added to this tuple (docs/architecture.md).
 ROUTER_MODULES = (
     annotate,
+    annotation_masks,
+    consensus,
     auth,
     datasets,
     inequality,
+    mask_exchange,
+    mask_sets,
     participate,
     reviews,
     runs,
@@ -45,6 +62,25 @@ ROUTER_MODULES = (
 def listed_routers(attribute: str = "ROUTERS") -> list[APIRouter]:
     """The routers of ROUTER_MODULES under `attribute` (ROUTERS or PAGE_ROUTERS)."""
     return [r for module in ROUTER_MODULES for r in getattr(module, attribute, [])]
+
+
+# The one place a domain error (backend/core/errors.py) becomes an HTTP status.
+STATUS_OF: dict[type[DomainError], int] = {
+    Unreadable: 400,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Invalid: 422,
+    Unavailable: 503,
+}
+
+
+def http_status(exc: DomainError) -> int:
+    """The status code answering `exc`: that of its nearest class in STATUS_OF."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
 
 
 def _field_name(loc: tuple) -> str:
@@ -75,6 +111,13 @@ def create_app() -> FastAPI:
             status_code=422,
             content={"detail": _validation_sentence(list(exc.errors())), "errors": errors},
         )
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        content: dict = {"detail": exc.detail}
+        if exc.errors:
+            content["errors"] = exc.errors
+        return JSONResponse(status_code=http_status(exc), content=content)
 
     for router in listed_routers("ROUTERS"):
         app.include_router(router, prefix="/api")

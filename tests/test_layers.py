@@ -86,3 +86,52 @@ def test_the_api_process_never_loads_torch_or_the_workers_code():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().split(",") == ["worker", "worker.contract"]
+
+
+# Exceptions a route may still catch: parsing its own input (int(), a JSON body it reads
+# itself), never a service's refusal; those reach the one handler in backend/main.py.
+PARSING_EXCEPTIONS = {"ValueError", "ValidationError"}
+
+
+def test_services_know_nothing_of_http():
+    bad = []
+    for path in sorted((ROOT / "backend" / "services").rglob("*.py")):
+        text = path.read_text()
+        bad += [
+            f"{path.relative_to(ROOT)}:{line}: imports {module}"
+            for line, module in _imports(path)
+            if module.split(".")[0] in {"fastapi", "starlette"}
+        ]
+        for word in ("status_code", "HTTPException"):
+            if word in text:
+                bad.append(f"{path.relative_to(ROOT)}: names {word}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_router_catches_a_service_exception():
+    bad = []
+    for path in sorted((ROOT / "backend" / "routers").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            kinds = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            names = {ast.unparse(k).split(".")[-1] for k in kinds if k is not None}
+            if not names or not names <= PARSING_EXCEPTIONS:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: except {names or 'all'}")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_domain_error_has_one_status():
+    from backend.core import errors
+    from backend.main import STATUS_OF, http_status
+
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.DomainError) and c is not errors.DomainError
+    ]
+    assert set(classes) == set(STATUS_OF), "every domain error is mapped, and nothing else"
+    for cls in classes:
+        assert 400 <= http_status(cls("x")) < 600
+    assert len(set(STATUS_OF.values())) == len(STATUS_OF), "one class per status"

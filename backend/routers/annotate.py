@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
+from backend.core.errors import Invalid
 from backend.db import get_sessionmaker
 from backend.deps import (
     AnnotatorUser,
@@ -95,10 +96,6 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
     )
 
 
-def _refused(exc: svc.MaskError) -> HTTPException:
-    return HTTPException(exc.status_code, detail=str(exc))
-
-
 @router.get("/datasets", response_model=AnnotateDatasets)
 def my_datasets(user: AnnotatorUser, db: SessionDep):
     """Datasets with images still waiting for this annotator."""
@@ -131,10 +128,7 @@ def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep):
 @router.post("/images/{image_id}/skip", status_code=204)
 def skip(image: ImageDep, body: SkipRequest, user: AnnotatorUser, db: SessionDep) -> None:
     """Skip an image, with a reason; it never comes back to this annotator."""
-    try:
-        svc.skip_image(db, user, image, body.reason)
-    except svc.MaskError as exc:
-        raise _refused(exc) from exc
+    svc.skip_image(db, user, image, body.reason)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -172,7 +166,7 @@ def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
 
 def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
     if (body.width, body.height) != (image.width, image.height):
-        raise svc.MaskError(
+        raise Invalid(
             f"The mask is declared as {body.width}x{body.height} pixels but the image is "
             f"{image.width}x{image.height}."
         )
@@ -203,19 +197,13 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
 async def save_mask(image_id: int, request: Request):
     """Save the current mask as a new revision (idempotent per save_id)."""
     raw = await _read_limited(request, get_settings().max_mask_bytes)
-    try:
-        return await run_in_threadpool(_save, request, image_id, raw)
-    except svc.MaskError as exc:
-        raise _refused(exc) from exc
+    return await run_in_threadpool(_save, request, image_id, raw)
 
 
 @router.post("/images/{image_id}/submit", response_model=SubmitResult)
 def submit(image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None):
     """Submit this annotator's saved mask for review."""
-    try:
-        ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)
-    except svc.MaskError as exc:
-        raise _refused(exc) from exc
+    ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)
     return SubmitResult(status=ann.status)
 
 

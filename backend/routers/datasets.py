@@ -23,7 +23,7 @@ from backend.schemas.datasets import (
     ImagePublic,
     ImagesPublic,
 )
-from backend.services.datasets import ImportError_, dataset_counts, import_dataset, zip_entries
+from backend.services.datasets import dataset_counts, import_dataset, zip_entries
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 images_router = APIRouter(prefix="/images", tags=["images"])
@@ -66,18 +66,15 @@ def import_zip(
         file.size is not None and file.size > settings.max_upload_bytes
     ):
         raise HTTPException(413, detail="The upload is larger than the allowed size.")
-    try:
-        dataset = import_dataset(
-            db,
-            storage,
-            zip_entries(file.file),
-            name=name,
-            description=description,
-            created_by=user,
-            test_fraction=test_fraction,
-        )
-    except ImportError_ as exc:
-        raise HTTPException(exc.status_code, detail=str(exc)) from exc
+    dataset = import_dataset(
+        db,
+        storage,
+        zip_entries(file.file),
+        name=name,
+        description=description,
+        created_by=user,
+        test_fraction=test_fraction,
+    )
     return _public(db, [dataset])[0]
 
 

@@ -1,8 +1,8 @@
 """The inequality evaluation of finished runs (IGD / Duan et al.) on one common set of test
 images: start it, watch its progress, find the latest one of a set of runs.
 
-Mounted under /api/runs/inequality. Routers are included in module-name order, so these
-routes come before runs.py's /runs/{run_id} and "inequality" is never read as a run id.
+Mounted under /api/runs/inequality. backend/main.py lists this module before runs.py, so
+these routes come before /runs/{run_id} and "inequality" is never read as a run id.
 """
 
 from __future__ import annotations
@@ -18,13 +18,8 @@ from backend.schemas.inequality import (
     InequalityPublic,
 )
 from backend.services import inequality as service
-from backend.services.inequality import InequalityError
 
 router = APIRouter(prefix="/runs/inequality", tags=["runs"])
-
-
-def _refused(exc: InequalityError) -> HTTPException:
-    return HTTPException(exc.status_code, detail=str(exc))
 
 
 def _run_ids(text: str) -> list[int]:
@@ -42,10 +37,7 @@ def _run_ids(text: str) -> list[int]:
 @router.post("", response_model=InequalityPublic, status_code=202)
 def start_evaluation(body: InequalityCreate, user: ResearcherUser, db: SessionDep):
     """Queue the inequality tests of these runs on up to n test images they all get right."""
-    try:
-        return service.start_evaluation(db, user.id, body.run_ids, body.n)
-    except InequalityError as exc:
-        raise _refused(exc) from exc
+    return service.start_evaluation(db, user.id, body.run_ids, body.n)
 
 
 @router.get("", response_model=InequalityEvaluationsPublic)
@@ -64,10 +56,7 @@ def find_evaluations(
 @router.get("/{evaluation_id}", response_model=InequalityPublic)
 def get_evaluation(evaluation_id: int, _: ResearcherUser, db: SessionDep):
     """One evaluation: state, progress, and when finished its result or error."""
-    try:
-        return service.get_evaluation(db, evaluation_id)
-    except InequalityError as exc:
-        raise _refused(exc) from exc
+    return service.get_evaluation(db, evaluation_id)
 
 
 ROUTERS = [router]

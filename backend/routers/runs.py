@@ -6,9 +6,9 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 
-from backend.deps import ResearcherUser, SessionDep, SettingsDep, StorageDep
+from backend.deps import ResearcherUser, RunDep, SessionDep, SettingsDep, StorageDep
 from backend.models import TrainingRun
 from backend.schemas.runs import (
     RunClone,
@@ -25,13 +25,6 @@ from backend.services import runs as service
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 SALIENCE_FILE = re.compile(r"^[a-z0-9_\-]{1,80}\.png$")
-
-
-def _get_run(db, run_id: int) -> TrainingRun:
-    run = db.get(TrainingRun, run_id)
-    if run is None:
-        raise HTTPException(404, detail="Run not found.")
-    return run
 
 
 def _public(db, runs: list[TrainingRun]) -> list[RunPublic]:
@@ -54,22 +47,12 @@ def _ids(ids: str) -> list[int]:
     return list(dict.fromkeys(parsed))
 
 
-def _runs_by_ids(db, ids: list[int]) -> list[TrainingRun]:
-    runs = [db.get(TrainingRun, i) for i in ids]
-    if any(r is None for r in runs):
-        raise HTTPException(404, detail="Run not found.")
-    return runs  # type: ignore[return-value]
-
-
 @router.post("", response_model=RunsPublic, status_code=201)
 def launch_runs(
     body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: int | None = None
 ):
     """Launch a run (one per seed, grouped) from the form; every bad field is named."""
-    try:
-        runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
-    except service.RunValidationError as exc:
-        return JSONResponse(status_code=422, content={"detail": str(exc), "errors": exc.errors})
+    runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
     return RunsPublic(data=_public(db, runs), count=len(runs))
 
 
@@ -117,7 +100,7 @@ def launch_defaults(_: ResearcherUser) -> dict:
 @router.get("/compare", response_model=RunCompare)
 def compare_runs(_: ResearcherUser, db: SessionDep, ids: str):
     """Several runs side by side: config differences, epoch curves, robust accuracy against eps."""
-    runs = _runs_by_ids(db, _ids(ids))
+    runs = service.runs_by_ids(db, _ids(ids))
     differences, same = service.config_diff(runs)
     return RunCompare(
         runs=_public(db, runs),
@@ -139,16 +122,15 @@ def group_runs(
 ):
     """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
     if ids:
-        runs = _runs_by_ids(db, _ids(ids))
+        runs = service.runs_by_ids(db, _ids(ids))
     else:
         runs, _count = service.list_runs(db, dataset_id=dataset_id, tag=tag, limit=1000)
     return RunGroups(by=by, groups=service.group_runs(runs, by))
 
 
 @router.get("/{run_id}", response_model=RunDetail)
-def get_run(run_id: int, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+def get_run(run: RunDep, db: SessionDep, storage: StorageDep):
     """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
-    run = _get_run(db, run_id)
     detail = RunDetail.model_validate(run)
     detail.dataset_name = service.dataset_names(db, [run]).get(run.dataset_id, "")
     detail.time_left_s = service.time_left_s(run)
@@ -162,36 +144,28 @@ def get_run(run_id: int, _: ResearcherUser, db: SessionDep, storage: StorageDep)
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run_id: int, _: ResearcherUser, db: SessionDep):
+def cancel_run(run: RunDep, db: SessionDep):
     """Cancel: a queued run before it starts, a running one within one batch."""
-    try:
-        run = service.cancel_run(db, _get_run(db, run_id))
-    except service.RunStateError as exc:
-        raise HTTPException(409, detail=str(exc)) from exc
+    run = service.cancel_run(db, run)
     return _public(db, [run])[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunPublic)
-def retry_run(run_id: int, _: ResearcherUser, db: SessionDep):
+def retry_run(run: RunDep, db: SessionDep):
     """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
-    try:
-        run = service.retry_run(db, _get_run(db, run_id))
-    except service.RunStateError as exc:
-        raise HTTPException(409, detail=str(exc)) from exc
+    run = service.retry_run(db, run)
     return _public(db, [run])[0]
 
 
 @router.get("/{run_id}/clone", response_model=RunClone)
-def clone_run(run_id: int, _: ResearcherUser, db: SessionDep):
+def clone_run(run: RunDep):
     """The launch form filled with this run's settings."""
-    run = _get_run(db, run_id)
     return RunClone(cloned_from_id=run.id, form=service.clone_form(run))
 
 
 @router.get("/{run_id}/files/{name}")
-def download_file(run_id: int, name: str, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+def download_file(run: RunDep, name: str, storage: StorageDep):
     """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
-    run = _get_run(db, run_id)
     key = f"{service.run_out_key(run.id)}/{name}"
     if name not in service.DOWNLOADS or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")
@@ -201,16 +175,14 @@ def download_file(run_id: int, name: str, _: ResearcherUser, db: SessionDep, sto
 
 
 @router.get("/{run_id}/salience", response_model=RunSalience)
-def run_salience(run_id: int, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+def run_salience(run: RunDep, storage: StorageDep):
     """The run's own salience maps beside the human masks on sample images, and agreement."""
-    run = _get_run(db, run_id)
     return service.salience_summary(run, storage)
 
 
 @router.get("/{run_id}/salience/{name}")
-def salience_image(run_id: int, name: str, _: ResearcherUser, db: SessionDep, storage: StorageDep):
+def salience_image(run: RunDep, name: str, storage: StorageDep):
     """One PNG of the salience samples (image, model map or human mask)."""
-    run = _get_run(db, run_id)
     key = f"{service.run_out_key(run.id)}/salience/{name}"
     if not SALIENCE_FILE.match(name) or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")

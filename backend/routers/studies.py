@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
 from sqlalchemy import select
 
-from backend.deps import ResearcherUser, SessionDep, StorageDep
+from backend.deps import ResearcherUser, SessionDep, StorageDep, StudyDep
 from backend.models import Study
 from backend.schemas.studies import (
     SourceRunsPublic,
@@ -20,34 +20,8 @@ from backend.schemas.studies import (
     StudyPublic,
 )
 from backend.services import studies as service
-from backend.services.studies import StudyError
 
 router = APIRouter(prefix="/studies", tags=["studies"])
-
-
-def get_study(study_id: int, db: SessionDep, _: ResearcherUser) -> Study:
-    study = db.get(Study, study_id)
-    if study is None:
-        raise HTTPException(404, detail="Study not found.")
-    return study
-
-
-StudyDep = Annotated[Study, Depends(get_study)]
-
-
-def _refused(exc: StudyError) -> HTTPException:
-    return HTTPException(exc.status_code, detail=str(exc))
-
-
-def _field_error(exc: StudyError) -> JSONResponse:
-    """The shape of request validation errors: one sentence plus per-field messages."""
-    return JSONResponse(
-        status_code=exc.status_code,
-        content={
-            "detail": f"Invalid input — {exc.field}: {exc}",
-            "errors": [{"field": exc.field, "message": str(exc)}],
-        },
-    )
 
 
 def _public(db, studies: list[Study], detail: bool = False) -> list[StudyPublic]:
@@ -81,13 +55,7 @@ def list_source_runs(_: ResearcherUser, db: SessionDep):
 @router.post("", response_model=StudyDetail, status_code=201)
 def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep):
     """Create a draft study (design fixed, stimuli not yet made)."""
-    try:
-        study = service.create_study(db, body, user)
-    except StudyError as exc:
-        db.rollback()
-        if exc.field:
-            return _field_error(exc)
-        raise _refused(exc) from exc
+    study = service.create_study(db, body, user)
     return _public(db, [study], detail=True)[0]
 
 
@@ -100,30 +68,21 @@ def get_study_detail(study: StudyDep, db: SessionDep):
 @router.post("/{study_id}/generate", response_model=StudyDetail)
 def generate(study: StudyDep, db: SessionDep):
     """Start making the stimuli (a Celery task; progress in the study)."""
-    try:
-        service.start_generation(db, study)
-    except StudyError as exc:
-        raise _refused(exc) from exc
+    service.start_generation(db, study)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/open", response_model=StudyDetail)
 def open_study(study: StudyDep, db: SessionDep):
     """Let participants in through the link."""
-    try:
-        service.set_open(db, study, True)
-    except StudyError as exc:
-        raise _refused(exc) from exc
+    service.set_open(db, study, True)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/close", response_model=StudyDetail)
 def close_study(study: StudyDep, db: SessionDep):
     """Stop admitting new participants (started sessions may finish)."""
-    try:
-        service.set_open(db, study, False)
-    except StudyError as exc:
-        raise _refused(exc) from exc
+    service.set_open(db, study, False)
     return _public(db, [study], detail=True)[0]
 
 
@@ -167,19 +126,16 @@ def preview_stimuli(
                 400, detail="Give epsilon or epsilon_255, or two that name the same value."
             )
         epsilon_255 = epsilon * 255
-    try:
-        return service.preview_stimuli(
-            db,
-            storage,
-            study,
-            run_id=run_id,
-            eps_255=epsilon_255,
-            purpose=purpose,
-            limit=limit,
-            offset=offset,
-        )
-    except StudyError as exc:
-        raise _refused(exc) from exc
+    return service.preview_stimuli(
+        db,
+        storage,
+        study,
+        run_id=run_id,
+        eps_255=epsilon_255,
+        purpose=purpose,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/{study_id}/stimuli/{stimulus_id}/image")
@@ -188,10 +144,7 @@ def stimulus_image(
 ) -> Response:
     """The stored PNG of one stimulus, byte for byte (unpadded). Researchers only: participants
     see stimuli only through their session's opaque ids."""
-    try:
-        data = service.stimulus_file(db, storage, study, stimulus_id)
-    except StudyError as exc:
-        raise _refused(exc) from exc
+    data = service.stimulus_file(db, storage, study, stimulus_id)
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.core.errors import Invalid, NotFound
 from backend.models import (
     Annotation,
     AnnotationRevision,
@@ -28,7 +29,7 @@ from backend.models import (
     MaskSetItem,
     User,
 )
-from backend.services.masks import MaskError, grey_png, load_revision_mask
+from backend.services.masks import grey_png, load_revision_mask
 
 ALLOWED_STATUSES = ("submitted", "accepted")
 
@@ -52,7 +53,7 @@ def parse_statuses(text: str | list[str] | None) -> list[str]:
     raw = text if isinstance(text, list) else (text or "accepted").split(",")
     statuses = sorted({s.strip() for s in raw if s.strip()})
     if not statuses or any(s not in ALLOWED_STATUSES for s in statuses):
-        raise MaskError("statuses must be accepted, submitted or both (comma-separated).")
+        raise Invalid("statuses must be accepted, submitted or both (comma-separated).")
     return statuses
 
 
@@ -220,7 +221,7 @@ def dataset_agreement(
 def image_consensus(db: Session, image: Image, statuses: list[str]) -> np.ndarray:
     images = load_masks(db, image_id=image.id, statuses=statuses)
     if image.id not in images:
-        raise MaskError("This image has no masks with the chosen statuses.", 404)
+        raise NotFound("This image has no masks with the chosen statuses.")
     return consensus([m.mask for m in images[image.id].masks])
 
 
@@ -270,7 +271,7 @@ def freeze_mask_set(
             (im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks), agreement)
         )
     if not chosen:
-        raise MaskError("No image passes the filter; nothing was frozen.", 422)
+        raise Invalid("No image passes the filter; nothing was frozen.")
     digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
     existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
     if existing is not None:
@@ -303,3 +304,11 @@ def freeze_mask_set(
             raise
         return existing, False
     return mask_set, True
+
+
+def frozen_consensus_png(mask_set: MaskSet, image_id: int) -> bytes:
+    """The consensus PNG a mask set froze for this image."""
+    for item in mask_set.items:
+        if item.image_id == image_id:
+            return item.consensus_png
+    raise NotFound("This image is not in the mask set.")

@@ -32,13 +32,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ImportError_(ValueError):
-    """An import refused for a reason the user can fix; the message is a sentence."""
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+from backend.core.errors import Unreadable
 
 
 @dataclass
@@ -79,7 +73,7 @@ def read_layout(entries: list[Entry]) -> Layout:
     """Recognise the tree's format by its files and read it."""
     entries = _strip_wrapper(entries)
     if not entries:
-        raise ImportError_("The dataset is empty: no image files were found.")
+        raise Unreadable("The dataset is empty: no image files were found.")
     fmt = _format_of(entries)
     if fmt == CIFAR10:
         return read_cifar10(_top_files(entries))
@@ -135,7 +129,7 @@ def read_imagefolder(entries: list[Entry]) -> Layout:
     """<class>/<image>, or <split>/<class>/<image> with train/ and test/ or val/."""
     has_splits = any(e.path.parts[0] in SPLIT_DIRS and len(e.path.parts) >= 3 for e in entries)
     if has_splits and {"test", "val"} <= {e.path.parts[0] for e in entries}:
-        raise ImportError_(
+        raise Unreadable(
             "The tree has both a test/ and a val/ folder; keep one of them: it becomes the "
             "test split."
         )
@@ -144,7 +138,7 @@ def read_imagefolder(entries: list[Entry]) -> Layout:
         parts = e.path.parts
         if has_splits:
             if parts[0] not in SPLIT_DIRS or len(parts) != 3:
-                raise ImportError_(
+                raise Unreadable(
                     f"{e.path} is not inside train/<class>/, test/<class>/ or val/<class>/; "
                     "the tree must have one folder per class."
                 )
@@ -152,7 +146,7 @@ def read_imagefolder(entries: list[Entry]) -> Layout:
             items.append(Item(str(e.path), parts[1], split, file=e))
         else:
             if len(parts) != 2:
-                raise ImportError_(
+                raise Unreadable(
                     f"{e.path} is not inside a class folder; the tree must have one folder "
                     "per class with the images directly inside (or be CIFAR-10 or CIFAR-100 "
                     "in their python version, or CUB-200-2011)."
@@ -290,18 +284,18 @@ def load_pickle(entry: Entry, what: str) -> dict:
     try:
         obj = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _Refused as exc:
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path} asks for {exc}, which a {what} file never does: it was not "
             "loaded (only numpy arrays, lists, numbers and strings are accepted); nothing "
             "was imported."
         ) from exc
     except Exception as exc:  # any failure of the unpickler means "damaged"
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path} is not a readable {what} pickle (it is truncated or damaged); "
             "nothing was imported."
         ) from exc
     if not isinstance(obj, dict):
-        raise ImportError_(f"{entry.path} does not hold a {what} dictionary; nothing was imported.")
+        raise Unreadable(f"{entry.path} does not hold a {what} dictionary; nothing was imported.")
     return obj
 
 
@@ -314,7 +308,7 @@ def _field(d: dict, key: str, entry: Entry, what: str, default: object = _MISSIN
             return d[k]
     if default is not _MISSING:
         return default
-    raise ImportError_(
+    raise Unreadable(
         f"{entry.path} has no {key!r} entry, as every {what} file has; nothing was imported."
     )
 
@@ -332,12 +326,12 @@ def _class_names(entry: Entry, key: str, what: str) -> list[str]:
     raw = _field(load_pickle(entry, what), key, entry, what)
     names = [_text(v) for v in raw] if isinstance(raw, (list, tuple)) else None
     if not names or any(n is None or not n.strip() or len(n) > 200 or "/" in n for n in names):
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path}: {key} must be a list of class names; nothing was imported."
         )
     clean = [n.strip() for n in names if n is not None]
     if len(set(clean)) != len(clean):
-        raise ImportError_(f"{entry.path}: {key} names a class twice; nothing was imported.")
+        raise Unreadable(f"{entry.path}: {key} names a class twice; nothing was imported.")
     return clean
 
 
@@ -358,7 +352,7 @@ def _cifar_items(
             if isinstance(data, np.ndarray)
             else f"a {type(data).__name__}"
         )
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path}: its data must be an N x 3072 array of bytes (32x32 RGB images), "
             f"not {found}; nothing was imported."
         )
@@ -367,16 +361,16 @@ def _cifar_items(
     try:
         labels = [operator.index(v) for v in raw_labels]
     except TypeError as exc:
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path}: {label_key} must be a list of whole numbers; nothing was imported."
         ) from exc
     if len(labels) != n:
-        raise ImportError_(
+        raise Unreadable(
             f"{entry.path} has {n} images but {len(labels)} {label_key}; nothing was imported."
         )
     for i, label in enumerate(labels):
         if not 0 <= label < len(classes):
-            raise ImportError_(
+            raise Unreadable(
                 f"{entry.path}: image {i} has the label {label}, outside the {len(classes)} "
                 f"classes (0 to {len(classes) - 1}); nothing was imported."
             )
@@ -386,12 +380,12 @@ def _cifar_items(
     else:
         names = [_text(v) or "" for v in raw_names] if isinstance(raw_names, (list, tuple)) else []
         if len(names) != n:
-            raise ImportError_(
+            raise Unreadable(
                 f"{entry.path} has {n} images but {len(names)} filenames; nothing was imported."
             )
         for i, name in enumerate(names):
             if not _PLAIN_NAME.match(name):
-                raise ImportError_(
+                raise Unreadable(
                     f"{entry.path}: the file name {name!r} of image {i} is not a plain file "
                     "name; nothing was imported."
                 )
@@ -408,12 +402,12 @@ def read_cifar10(files: dict[str, Entry]) -> Layout:
     classes = _class_names(files["batches.meta"], "label_names", CIFAR10)
     train = sorted((int(m[1]), e) for name, e in files.items() if (m := _DATA_BATCH.match(name)))
     if not train:
-        raise ImportError_(
+        raise Unreadable(
             "The CIFAR-10 folder has batches.meta but no data_batch_1 .. "
             "data_batch_5; nothing was imported."
         )
     if "test_batch" not in files:
-        raise ImportError_("The CIFAR-10 folder has no test_batch; nothing was imported.")
+        raise Unreadable("The CIFAR-10 folder has no test_batch; nothing was imported.")
     items = []
     for _, entry in train:
         items += _cifar_items(entry, "labels", classes, "train", CIFAR10)
@@ -424,7 +418,7 @@ def read_cifar10(files: dict[str, Entry]) -> Layout:
 def read_cifar100(files: dict[str, Entry]) -> Layout:
     missing = [n for n in ("train", "test") if n not in files]
     if missing:
-        raise ImportError_(
+        raise Unreadable(
             f"The CIFAR-100 folder has no {' or '.join(missing)} file; nothing was imported."
         )
     classes = _class_names(files["meta"], "fine_label_names", CIFAR100)
@@ -441,19 +435,19 @@ def _id_table(entry: Entry, columns: str) -> dict[int, str]:
     try:
         text = entry.read().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ImportError_(f"{entry.path} is not UTF-8 text; nothing was imported.") from exc
+        raise Unreadable(f"{entry.path} is not UTF-8 text; nothing was imported.") from exc
     table: dict[int, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
         if len(parts) != 2 or not parts[0].isdigit():
-            raise ImportError_(
+            raise Unreadable(
                 f'{entry.path} line {number} is not "{columns}"; nothing was imported.'
             )
         key = int(parts[0])
         if key in table:
-            raise ImportError_(
+            raise Unreadable(
                 f"{entry.path} line {number} repeats the id {key}; nothing was imported."
             )
         table[key] = parts[1].strip()
@@ -464,7 +458,7 @@ def _int_table(entry: Entry, columns: str, allowed: set[int] | None = None) -> d
     table = {}
     for key, value in _id_table(entry, columns).items():
         if not value.isdigit() or (allowed is not None and int(value) not in allowed):
-            raise ImportError_(
+            raise Unreadable(
                 f'{entry.path}: the line of id {key} is not "{columns}"; nothing was imported.'
             )
         table[key] = int(value)
@@ -484,13 +478,13 @@ def read_cub(entries: list[Entry]) -> Layout:
     top = _top_files(entries)
     missing = [n for n in CUB_FILES if n not in top]
     if missing:
-        raise ImportError_(
+        raise Unreadable(
             f"The CUB-200-2011 tree has no {', '.join(missing)}; nothing was imported."
         )
     classes = _id_table(top["classes.txt"], "<class id> <class name>")
     names = list(classes.values())
     if not classes or len(set(names)) != len(names) or any(len(n) > 200 for n in names):
-        raise ImportError_("classes.txt must name each class once; nothing was imported.")
+        raise Unreadable("classes.txt must name each class once; nothing was imported.")
     paths = _id_table(top["images.txt"], "<image id> <image path>")
     labels = _int_table(top["image_class_labels.txt"], "<image id> <class id>")
     splits = _int_table(top["train_test_split.txt"], "<image id> <1 = train, 0 = test>", {0, 1})
@@ -502,7 +496,7 @@ def read_cub(entries: list[Entry]) -> Layout:
     ):
         stray = sorted(set(table) - set(paths))
         if stray:
-            raise ImportError_(
+            raise Unreadable(
                 f"{table_name} has a line for image {stray[0]}, which images.txt does "
                 "not list; nothing was imported."
             )
@@ -511,21 +505,21 @@ def read_cub(entries: list[Entry]) -> Layout:
     for image_id, rel in sorted(paths.items()):
         file = images.get(rel)
         if file is None:
-            raise ImportError_(
+            raise Unreadable(
                 f"images.txt lists images/{rel} (image {image_id}), which is not "
                 "in the tree; nothing was imported."
             )
         if image_id not in labels:
-            raise ImportError_(
+            raise Unreadable(
                 f"Image {image_id} has no line in image_class_labels.txt; nothing was imported."
             )
         if labels[image_id] not in classes:
-            raise ImportError_(
+            raise Unreadable(
                 f"image_class_labels.txt gives image {image_id} the class id "
                 f"{labels[image_id]}, which classes.txt does not list; nothing was imported."
             )
         if image_id not in splits:
-            raise ImportError_(
+            raise Unreadable(
                 f"Image {image_id} has no line in train_test_split.txt; nothing was imported."
             )
         mask = None
@@ -533,7 +527,7 @@ def read_cub(entries: list[Entry]) -> Layout:
             mask_rel = str(PurePosixPath(rel).with_suffix(".png"))
             mask = segmentations.get(mask_rel)
             if mask is None:
-                raise ImportError_(
+                raise Unreadable(
                     f"segmentations/{mask_rel}, the segmentation of images/"
                     f"{rel}, is missing; nothing was imported."
                 )
@@ -542,12 +536,10 @@ def read_cub(entries: list[Entry]) -> Layout:
         items.append(Item(rel, classes[labels[image_id]], split, file=file, mask=mask))
     unlisted = sorted(set(images) - set(paths.values()))
     if unlisted:
-        raise ImportError_(
-            f"images/{unlisted[0]} is not listed in images.txt; nothing was imported."
-        )
+        raise Unreadable(f"images/{unlisted[0]} is not listed in images.txt; nothing was imported.")
     stray_masks = sorted(set(segmentations) - used_masks)
     if stray_masks:
-        raise ImportError_(
+        raise Unreadable(
             f"segmentations/{stray_masks[0]} is the segmentation of no image "
             "listed in images.txt; nothing was imported."
         )

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
+from backend.core.errors import Conflict, Invalid, TooLarge, Unreadable
 from backend.core.storage import LocalStorage
 from backend.models import (
     Annotation,
@@ -37,9 +38,9 @@ from backend.models import (
     User,
     utcnow,
 )
-from backend.services.dataset_formats import Entry, ImportError_, Item, read_layout
+from backend.services.dataset_formats import Entry, Item, read_layout
 from backend.services.export import import_account, imported_revision
-from backend.services.masks import MaskError, png_to_mask
+from backend.services.masks import png_to_mask
 
 _logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _safe_relative(name: str) -> PurePosixPath:
         or (len(normalized) > 1 and normalized[1] == ":")
         or ".." in pure.parts
     ):
-        raise ImportError_(
+        raise Unreadable(
             f"The archive entry {name!r} points outside the dataset folder; nothing was imported."
         )
     return pure
@@ -78,18 +79,16 @@ def zip_entries(data: bytes | Path | BinaryIO) -> Iterator[_Entry]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as exc:
-        raise ImportError_("The upload is not a valid zip archive.") from exc
+        raise Unreadable("The upload is not a valid zip archive.") from exc
     infos = zf.infolist()
     total = sum(info.file_size for info in infos)
     if total > settings.max_upload_bytes * 4:
-        raise ImportError_(
-            "The archive expands to more than the allowed size; nothing was imported.", 413
-        )
+        raise TooLarge("The archive expands to more than the allowed size; nothing was imported.")
     for info in infos:
         path = _safe_relative(info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise ImportError_(
+            raise Unreadable(
                 f"The archive entry {info.filename!r} is a symbolic link; nothing was imported."
             )
         if info.is_dir() or _is_ignored(path):
@@ -99,7 +98,7 @@ def zip_entries(data: bytes | Path | BinaryIO) -> Iterator[_Entry]:
             try:
                 return zf.read(info)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ImportError_(
+                raise Unreadable(
                     f"The archive entry {info.filename!r} is damaged; nothing was imported."
                 ) from exc
 
@@ -109,7 +108,7 @@ def zip_entries(data: bytes | Path | BinaryIO) -> Iterator[_Entry]:
 def directory_entries(root: Path) -> Iterator[_Entry]:
     root = root.resolve()
     if not root.is_dir():
-        raise ImportError_(f"{root} is not a directory.")
+        raise Unreadable(f"{root} is not a directory.")
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
@@ -139,22 +138,22 @@ def _probe(path: str, data: bytes) -> tuple[int, int, str, str]:
             with PILImage.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > settings.max_image_pixels:
-                    raise ImportError_(
+                    raise Unreadable(
                         f"{path} has {width}x{height} pixels, more than the limit of "
                         f"{settings.max_image_pixels}; nothing was imported."
                     )
                 fmt = img.format or "PNG"
                 img.load()
                 return width, height, img.mode, fmt
-    except ImportError_:
+    except Unreadable:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImportError_(
+        raise Unreadable(
             f"{path} is too large to decode safely (more than the pixel limit); "
             "nothing was imported."
         ) from exc
     except Exception as exc:  # any decoder failure means "not an image"
-        raise ImportError_(
+        raise Unreadable(
             f"{path} is not an image that can be decoded; nothing was imported."
         ) from exc
 
@@ -165,10 +164,10 @@ def _read_mask(item: Item, width: int, height: int) -> np.ndarray:
     name = str(item.mask.path)
     try:
         mask = png_to_mask(item.mask.read(), soft=True, name=f"The segmentation {name}")
-    except MaskError as exc:
-        raise ImportError_(f"{exc} Nothing was imported.") from exc
+    except Invalid as exc:
+        raise Unreadable(f"{exc} Nothing was imported.") from exc
     if mask.shape != (height, width):
-        raise ImportError_(
+        raise Unreadable(
             f"The segmentation {name} is {mask.shape[1]}x{mask.shape[0]} pixels but its image "
             f"{item.filename} is {width}x{height}; nothing was imported."
         )
@@ -200,7 +199,7 @@ def _file_bytes(c: _Checked) -> bytes:
     assert c.item.file is not None
     data = c.item.file.read()
     if hashlib.sha256(data).hexdigest() != c.sha256:
-        raise ImportError_(
+        raise Unreadable(
             f"{c.item.file.path} changed while it was being imported; nothing was imported."
         )
     return data
@@ -248,14 +247,14 @@ def import_dataset(
     """
     name = name.strip()
     if not name:
-        raise ImportError_("The dataset needs a name.")
+        raise Unreadable("The dataset needs a name.")
     if db.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
-        raise ImportError_(f"A dataset named {name!r} already exists.", 409)
+        raise Conflict(f"A dataset named {name!r} already exists.")
     settings = get_settings()
     layout = read_layout(list(entries))
     total = len(layout.items)
     if total > settings.max_images_per_import:
-        raise ImportError_(
+        raise Unreadable(
             f"The dataset has {total} images, more than the limit of "
             f"{settings.max_images_per_import}."
         )

@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.errors import Invalid, TooLarge, Unreadable
 from backend.core.storage import LocalStorage
 from backend.models import (
     Annotation,
@@ -37,7 +38,6 @@ from backend.models import (
 )
 from backend.services.consensus import load_masks
 from backend.services.masks import (
-    MaskError,
     bbox,
     mask_sha256,
     mask_to_png,
@@ -89,7 +89,7 @@ def _collect(
     out: list[ExportMask] = []
     if mask_set is not None:
         if mask_set.dataset_id != dataset.id:
-            raise MaskError("The mask set belongs to another dataset.", 422)
+            raise Invalid("The mask set belongs to another dataset.")
         for item in sorted(mask_set.items, key=lambda i: i.image_id):
             grey = np.asarray(_open_png(item.consensus_png))
             out.append(ExportMask(images[item.image_id], grey, "consensus", mask_set.id))
@@ -212,6 +212,35 @@ def export_coco(
 # ---------------------------------------------------------------------------- import
 
 
+def export_masks(
+    db: Session,
+    dataset: Dataset,
+    *,
+    fmt: str,
+    statuses: list[str],
+    annotator_id: int | None,
+    mask_set: MaskSet | None,
+    threshold: float,
+) -> tuple[bytes, str, str]:
+    """A dataset's masks (or a mask set's consensus) as a download: its bytes, media type and
+    file name. `fmt` is "png" (a zip of PNGs) or "coco" (COCO RLE JSON)."""
+    stem = f"{_safe_dir(dataset.name)}-masks" + (f"-set{mask_set.id}" if mask_set else "")
+    if fmt == "png":
+        data = export_png_zip(
+            db, dataset, statuses=statuses, annotator_id=annotator_id, mask_set=mask_set
+        )
+        return data, "application/zip", f"{stem}.zip"
+    doc = export_coco(
+        db,
+        dataset,
+        statuses=statuses,
+        annotator_id=annotator_id,
+        mask_set=mask_set,
+        threshold=threshold,
+    )
+    return json.dumps(doc).encode(), "application/json", f"{stem}.json"
+
+
 class ImageMatcher:
     """Finds the image a file name refers to: by its path without extension (the longest
     trailing part of the name that names exactly one image), else by a numeric image id."""
@@ -232,22 +261,20 @@ class ImageMatcher:
                 if len(found) == 1:
                     return found[0]
                 if len(found) > 1:
-                    raise MaskError(
+                    raise Invalid(
                         f"The file {name!r} matches several images; name it by its full path."
                     )
         if match_by in ("auto", "id") and parts and parts[-1].isdigit():
             image = self.by_id.get(int(parts[-1]))
             if image is not None:
                 return image
-        raise MaskError(f"No image of this dataset matches the file {name!r}.")
+        raise Invalid(f"No image of this dataset matches the file {name!r}.")
 
 
 def import_account(db: Session, name: str) -> User:
     """The pseudo-annotator "import:<name>" that owns imported masks (created if needed)."""
     if not _SAFE_NAME.match(name):
-        raise MaskError(
-            "The import name must be 1-50 letters, digits, dots, dashes or underscores."
-        )
+        raise Invalid("The import name must be 1-50 letters, digits, dots, dashes or underscores.")
     username = IMPORT_PREFIX + name
     user = db.scalar(select(User).where(User.username == username))
     if user is None:
@@ -284,7 +311,7 @@ def imported_revision(
 
 def _check_size(mask: np.ndarray, image: Image, name: str) -> None:
     if mask.shape != (image.height, image.width):
-        raise MaskError(
+        raise Invalid(
             f"The mask {name!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
             f"image is {image.width}x{image.height}."
         )
@@ -297,13 +324,13 @@ def parse_png_zip(
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise MaskError("The upload is not a valid zip archive.", 400) from exc
+        raise Unreadable("The upload is not a valid zip archive.") from exc
     matcher = ImageMatcher(images)
     found: dict[int, tuple[Image, np.ndarray, str]] = {}
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if sum(i.file_size for i in infos) > 2 * 1024**3:
-            raise MaskError("The archive expands to more than the allowed size.", 413)
+            raise TooLarge("The archive expands to more than the allowed size.")
         for info in infos:
             path = PurePosixPath(info.filename)
             if (
@@ -314,19 +341,19 @@ def parse_png_zip(
                 continue
             image = matcher.match(info.filename, match_by)
             if image.id in found:
-                raise MaskError(
+                raise Invalid(
                     f"Two files are for the same image: {found[image.id][2]!r} and "
                     f"{info.filename!r}."
                 )
             try:
                 raw = zf.read(info)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise MaskError(f"The archive entry {info.filename!r} is damaged.") from exc
+                raise Invalid(f"The archive entry {info.filename!r} is damaged.") from exc
             mask = png_to_mask(raw, soft=soft, name=f"The mask {info.filename!r}")
             _check_size(mask, image, info.filename)
             found[image.id] = (image, mask, info.filename)
     if not found:
-        raise MaskError("The archive holds no PNG mask.")
+        raise Invalid("The archive holds no PNG mask.")
     return found
 
 
@@ -339,7 +366,7 @@ def parse_coco(
         coco_images = {int(i["id"]): i for i in doc["images"]}
         annotations = list(doc["annotations"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise MaskError("The file is not COCO JSON with images and annotations.") from exc
+        raise Invalid("The file is not COCO JSON with images and annotations.") from exc
     matcher = ImageMatcher(images)
     found: dict[int, tuple[Image, np.ndarray, str]] = {}
     for n, ann in enumerate(annotations):
@@ -347,18 +374,16 @@ def parse_coco(
             coco_image = coco_images[int(ann["image_id"])]
             seg = ann["segmentation"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise MaskError(f"Annotation {n} names no known image or has no segmentation.") from exc
+            raise Invalid(f"Annotation {n} names no known image or has no segmentation.") from exc
         if not isinstance(seg, dict):
-            raise MaskError(
-                f"Annotation {n} is not an RLE segmentation (polygons are not accepted)."
-            )
+            raise Invalid(f"Annotation {n} is not an RLE segmentation (polygons are not accepted).")
         label = str(coco_image.get("file_name") or coco_image["id"])
         if match_by == "id":
             image = matcher.match(str(coco_image["id"]), "id")
         else:
             try:
                 image = matcher.match(label, "filename")
-            except MaskError:
+            except Invalid:
                 if match_by == "filename":
                     raise
                 image = matcher.match(str(coco_image["id"]), "id")
@@ -369,7 +394,7 @@ def parse_coco(
         else:
             found[image.id] = (image, mask, label)
     if not found:
-        raise MaskError("The COCO file holds no annotation.")
+        raise Invalid("The COCO file holds no annotation.")
     return found
 
 
@@ -389,11 +414,11 @@ def import_masks(
     segmentations, binarised at >= 128, as CUB-200-2011 ships them).
     """
     if fmt not in ("png", "coco", "cub"):
-        raise MaskError("format must be png, coco or cub.")
+        raise Invalid("format must be png, coco or cub.")
     if status not in ("submitted", "accepted"):
-        raise MaskError("status must be submitted or accepted.")
+        raise Invalid("status must be submitted or accepted.")
     if match_by not in ("auto", "filename", "id"):
-        raise MaskError("match_by must be auto, filename or id.")
+        raise Invalid("match_by must be auto, filename or id.")
     images = _images(db, dataset)
     if fmt == "coco":
         found = parse_coco(data, images, match_by)

@@ -3,7 +3,7 @@
 start_evaluation() checks the runs, stores a queued InequalityEvaluation and enqueues the
 worker task by name (worker/evaluation_tasks.py does the work and writes progress and the
 result to the row); latest_evaluations() finds earlier evaluations of the same set of runs.
-Refusals raise InequalityError with a sentence for the user and the HTTP status to answer.
+Refusals raise the domain errors of backend/core/errors.py, each with a sentence for the user.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.errors import Invalid, NotFound, Unavailable
 from backend.core.queue import INEQUALITY_TASK, enqueue
 from backend.models import InequalityEvaluation, TrainingRun, utcnow
 
@@ -24,14 +25,6 @@ MAX_IMAGES = 2000
 DEFAULT_IMAGES = 200
 
 Enqueue = Callable[..., str]
-
-
-class InequalityError(ValueError):
-    """A refused request; the message is a sentence for the user."""
-
-    def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def run_key(run_ids: Sequence[int]) -> str:
@@ -46,22 +39,20 @@ def evaluable_runs(db: Session, run_ids: Sequence[int]) -> list[TrainingRun]:
     for rid in run_ids:
         run = db.get(TrainingRun, rid)
         if run is None:
-            raise InequalityError(f"Run {rid} not found.", 404)
+            raise NotFound(f"Run {rid} not found.")
         if run.state != "succeeded" or not run.checkpoint_key:
-            raise InequalityError(
+            raise Invalid(
                 f"Run {rid} has not finished successfully ({run.state}); "
                 "only finished runs can be evaluated."
             )
         runs.append(run)
     if len({r.dataset_id for r in runs}) > 1:
-        raise InequalityError(
+        raise Invalid(
             "The runs were trained on different datasets; choose runs of one dataset, "
             "so that they are scored on the same test images."
         )
     if len({(r.config or {}).get("image_size") for r in runs}) > 1:
-        raise InequalityError(
-            "The runs use different image sizes; choose runs that see the same images."
-        )
+        raise Invalid("The runs use different image sizes; choose runs that see the same images.")
     return runs
 
 
@@ -75,11 +66,11 @@ def start_evaluation(
     """Store a queued evaluation of these runs on up to n common test images and queue it
     (through enqueue_fn when given, else this module's enqueue, read at call time)."""
     if not run_ids:
-        raise InequalityError("Choose at least one run.")
+        raise Invalid("Choose at least one run.")
     if len(set(run_ids)) > MAX_RUNS:
-        raise InequalityError(f"Choose at most {MAX_RUNS} runs at once.")
+        raise Invalid(f"Choose at most {MAX_RUNS} runs at once.")
     if not 1 <= n <= MAX_IMAGES:
-        raise InequalityError(f"The number of images must be between 1 and {MAX_IMAGES}.")
+        raise Invalid(f"The number of images must be between 1 and {MAX_IMAGES}.")
     ids = list(dict.fromkeys(run_ids))
     runs = evaluable_runs(db, ids)
     evaluation = InequalityEvaluation(
@@ -101,14 +92,14 @@ def start_evaluation(
         evaluation.error = f"The task queue could not be reached ({type(exc).__name__})."
         evaluation.finished_at = utcnow()
         db.commit()
-        raise InequalityError("The task queue could not be reached; try again later.", 503) from exc
+        raise Unavailable("The task queue could not be reached; try again later.") from exc
     return evaluation
 
 
 def get_evaluation(db: Session, evaluation_id: int) -> InequalityEvaluation:
     evaluation = db.get(InequalityEvaluation, evaluation_id)
     if evaluation is None:
-        raise InequalityError("Evaluation not found.", 404)
+        raise NotFound("Evaluation not found.")
     return evaluation
 
 

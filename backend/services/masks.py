@@ -21,6 +21,7 @@ from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.core.errors import Conflict, Invalid
 from backend.models import Annotation, AnnotationRevision, Dataset, Image, Skip, User, utcnow
 
 _logger = logging.getLogger(__name__)
@@ -30,14 +31,6 @@ _logger = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(minutes=30)
 
 
-class MaskError(ValueError):
-    """A mask or request refused for a reason the user can fix; the message is a sentence."""
-
-    def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
 # ---------------------------------------------------------------------------- decoding
 
 
@@ -45,7 +38,7 @@ def decode_base64(data: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MaskError("The mask is not valid base64 data.") from exc
+        raise Invalid("The mask is not valid base64 data.") from exc
 
 
 def png_to_mask(
@@ -65,17 +58,17 @@ def png_to_mask(
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             img: PILImage.Image = PILImage.open(io.BytesIO(data))
             if img.format != "PNG":
-                raise MaskError(f"{name} is not a PNG image.")
+                raise Invalid(f"{name} is not a PNG image.")
             if expected_size is not None and img.size != expected_size:
                 # checked from the header, before decoding a possibly huge image
-                raise MaskError(
+                raise Invalid(
                     f"The PNG is {img.width}x{img.height} pixels, not the declared "
                     f"{expected_size[0]}x{expected_size[1]}."
                 )
             if img.width * img.height > 64_000_000:
-                raise MaskError(f"{name} is too large.")
+                raise Invalid(f"{name} is too large.")
             img.load()
-    except MaskError:
+    except Invalid:
         raise
     except (
         OSError,
@@ -84,7 +77,7 @@ def png_to_mask(
         PILImage.DecompressionBombError,
         PILImage.DecompressionBombWarning,
     ) as exc:
-        raise MaskError(f"{name} could not be decoded as a PNG image.") from exc
+        raise Invalid(f"{name} could not be decoded as a PNG image.") from exc
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "L")
     if img.mode in ("LA", "RGBA", "PA", "La", "RGBa"):
@@ -96,13 +89,13 @@ def png_to_mask(
         peak = 65535 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255
         channel = PILImage.fromarray((wide * 255 // peak).astype(np.uint8), "L")
     else:
-        raise MaskError(f"{name} has an unsupported PNG pixel format ({img.mode}).")
+        raise Invalid(f"{name} has an unsupported PNG pixel format ({img.mode}).")
     if not soft:
         # The histogram is computed in C: much cheaper than np.unique on a large mask.
         hist = channel.histogram()
         if sum(hist) != hist[0] + hist[255]:
             distinct = sum(1 for h in hist if h)
-            raise MaskError(
+            raise Invalid(
                 f"{name} is not binary: its pixels must be 0 or 255 "
                 f"(found {distinct} distinct values)."
             )
@@ -179,10 +172,10 @@ def string_to_counts(text: str) -> list[int]:
         c = 0
         while more:
             if pos >= len(text):
-                raise MaskError("The RLE counts string ends in the middle of a number.")
+                raise Invalid("The RLE counts string ends in the middle of a number.")
             c = ord(text[pos]) - 48
             if c < 0 or c > 63:
-                raise MaskError("The RLE counts string holds an invalid character.")
+                raise Invalid("The RLE counts string holds an invalid character.")
             x |= (c & 0x1F) << shift
             more = bool(c & 0x20)
             pos += 1
@@ -205,17 +198,17 @@ def rle_decode(rle: dict) -> np.ndarray:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise MaskError("An RLE segmentation needs a size [height, width] and counts.") from exc
+        raise Invalid("An RLE segmentation needs a size [height, width] and counts.") from exc
     if h <= 0 or w <= 0 or h * w > 64_000_000:
-        raise MaskError("An RLE segmentation has an invalid size.")
+        raise Invalid("An RLE segmentation has an invalid size.")
     if isinstance(counts, str):
         runs = string_to_counts(counts)
     elif isinstance(counts, list) and all(isinstance(c, int) for c in counts):
         runs = counts
     else:
-        raise MaskError("RLE counts must be a string or a list of integers.")
+        raise Invalid("RLE counts must be a string or a list of integers.")
     if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise MaskError("The RLE counts do not add up to the mask's size.")
+        raise Invalid("The RLE counts do not add up to the mask's size.")
     values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, runs)
@@ -372,7 +365,7 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
         )
     )
     if ann is not None and ann.status in ("submitted", "accepted"):
-        raise MaskError("You already submitted a mask for this image.", 409)
+        raise Conflict("You already submitted a mask for this image.")
     existing = db.scalar(
         select(Skip).where(Skip.image_id == image.id, Skip.annotator_id == user.id)
     )
@@ -425,7 +418,7 @@ def _get_or_create_annotation(db: Session, user: User, image: Image) -> Annotati
 def _check_may_start(db: Session, user: User, image: Image) -> None:
     """A first save on an image needs a free slot and no skip by this annotator."""
     if db.scalar(select(Skip.id).where(Skip.image_id == image.id, Skip.annotator_id == user.id)):
-        raise MaskError("You skipped this image.", 409)
+        raise Conflict("You skipped this image.")
     dataset = db.get(Dataset, image.dataset_id)
     taken = (
         db.scalar(
@@ -440,9 +433,7 @@ def _check_may_start(db: Session, user: User, image: Image) -> None:
         or 0
     )
     if dataset is not None and taken >= dataset.annotators_per_image:
-        raise MaskError(
-            "This image already has enough masks; take the next one from your queue.", 409
-        )
+        raise Conflict("This image already has enough masks; take the next one from your queue.")
 
 
 def save_mask(
@@ -464,7 +455,7 @@ def save_mask(
     returns to draft (the redo); an accepted mask is final (409).
     """
     if mask.shape != (image.height, image.width):
-        raise MaskError(
+        raise Invalid(
             f"The mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
             f"{image.width}x{image.height}."
         )
@@ -492,7 +483,7 @@ def save_mask(
             _logger.info(
                 "save %s on image %s retried after a conflict (%d)", save_id, image.id, attempt
             )
-    raise MaskError("The mask could not be saved because of concurrent saves; retry.", 409)
+    raise Conflict("The mask could not be saved because of concurrent saves; retry.")
 
 
 def _save_once(
@@ -521,7 +512,7 @@ def _save_once(
         db.commit()
         return SaveResult(ann, existing, created=False)
     if ann.status == "accepted" and status_after is None:
-        raise MaskError("This mask was already accepted; it can no longer be changed.", 409)
+        raise Conflict("This mask was already accepted; it can no longer be changed.")
     now = utcnow()
     rev = AnnotationRevision(
         annotation_id=ann.id,
@@ -559,15 +550,15 @@ def submit(db: Session, user: User, image: Image, last_save_id: str | None) -> A
         .with_for_update()
     )
     if ann is None or ann.latest_revision == 0:
-        raise MaskError("There is no saved mask to submit; draw and save first.", 409)
+        raise Conflict("There is no saved mask to submit; draw and save first.")
     if last_save_id and not db.scalar(
         select(AnnotationRevision.id).where(
             AnnotationRevision.annotation_id == ann.id, AnnotationRevision.save_id == last_save_id
         )
     ):
-        raise MaskError("The last save has not reached the server yet; try again.", 409)
+        raise Conflict("The last save has not reached the server yet; try again.")
     if ann.status == "accepted":
-        raise MaskError("This mask was already accepted.", 409)
+        raise Conflict("This mask was already accepted.")
     if ann.status != "submitted":
         ann.status = "submitted"
         ann.submitted_at = utcnow()

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
+from backend.core.errors import Conflict, Invalid, NotFound
 from backend.core.queue import TRAIN_TASK, enqueue
 from backend.models import Dataset, MaskSet, TrainingRun, utcnow
 from worker.contract import ConfigError, TrainConfig
@@ -92,17 +93,10 @@ SORTABLE = {
 }
 
 
-class RunValidationError(ValueError):
-    """The launch form has wrong fields; `errors` holds one message per field."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        self.errors = errors
-        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-        super().__init__(f"The run was not launched: check {fields}.")
-
-
-class RunStateError(ValueError):
-    """The action does not apply to the run in its current state (409)."""
+def _refused_launch(errors: list[dict[str, str]]) -> Invalid:
+    """The launch form's refusal: one message per wrong field, and a sentence naming them."""
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return Invalid(f"The run was not launched: check {fields}.", errors=errors)
 
 
 def _library():
@@ -110,6 +104,15 @@ def _library():
     # worker and the training library use): the form and the worker cannot disagree on
     # what a valid config is.
     return ConfigError, TrainConfig
+
+
+def runs_by_ids(db: Session, ids: list[int]) -> list[TrainingRun]:
+    """The runs with these ids, in this order; NotFound if any is missing."""
+    runs = [db.get(TrainingRun, i) for i in ids]
+    found = [r for r in runs if r is not None]
+    if len(found) != len(runs):
+        raise NotFound("Run not found.")
+    return found
 
 
 def form_choices() -> dict[str, list[str]]:
@@ -175,7 +178,7 @@ def _finished_run(
 
 def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     """Check a launch form; returns (stored config without the seed, seeds) or raises
-    RunValidationError naming every bad field."""
+    Invalid naming every bad field."""
     errors: list[dict[str, str]] = []
     dataset = db.get(Dataset, form["dataset_id"])
     if dataset is None:
@@ -292,7 +295,7 @@ def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], 
             errors.append({"field": "igd_teacher_run_id", "message": "only used by IGD"})
 
     if errors:
-        raise RunValidationError(errors)
+        raise _refused_launch(errors)
     return {**library_config, **refs}, seeds
 
 
@@ -436,7 +439,7 @@ def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
     elif run.state == "running":
         run.cancel_requested = True
     else:
-        raise RunStateError("Only a queued or running run can be cancelled.")
+        raise Conflict("Only a queued or running run can be cancelled.")
     db.commit()
     return run
 
@@ -444,7 +447,7 @@ def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
 def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> TrainingRun:
     """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
     if run.state not in ("failed", "cancelled"):
-        raise RunStateError("Only a failed or cancelled run can be retried.")
+        raise Conflict("Only a failed or cancelled run can be retried.")
     run.finished_at = None
     run.attempts = 0
     dispatch(db, run, enqueue_fn)

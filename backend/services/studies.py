@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.core.errors import Conflict, Invalid, NotFound, Unavailable
 from backend.core.queue import STIMULI_TASK, enqueue
 from backend.core.storage import LocalStorage
 from backend.models import (
@@ -55,15 +56,6 @@ WINDOW_MARGIN_W = 120
 WINDOW_MARGIN_H = 260
 MIN_WINDOW_W = 800
 MIN_WINDOW_H = 560
-
-
-class StudyError(ValueError):
-    """A refused request; the message is a sentence for the user."""
-
-    def __init__(self, message: str, status_code: int = 400, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
 
 
 def utcnow() -> datetime:
@@ -106,16 +98,16 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
     runs = [db.get(TrainingRun, rid) for rid in body.run_ids]
     for rid, run in zip(body.run_ids, runs, strict=True):
         if run is None:
-            raise StudyError(f"Run {rid} does not exist.", 422, "run_ids")
+            raise Invalid(f"Run {rid} does not exist.", field="run_ids")
         if run.state != "succeeded" or not run.checkpoint_key:
-            raise StudyError(f"Run {rid} has not finished successfully.", 422, "run_ids")
+            raise Invalid(f"Run {rid} has not finished successfully.", field="run_ids")
     good_runs = [r for r in runs if r is not None]
     dataset_ids = {r.dataset_id for r in good_runs}
     if len(dataset_ids) != 1:
-        raise StudyError("All runs must be trained on the same dataset.", 422, "run_ids")
+        raise Invalid("All runs must be trained on the same dataset.", field="run_ids")
     dataset_id = dataset_ids.pop()
     if len({_run_image_size(r) for r in good_runs}) != 1:
-        raise StudyError("All runs must use the same image size.", 422, "run_ids")
+        raise Invalid("All runs must use the same image size.", field="run_ids")
 
     cells = _cell_sequence(body.design, body.run_ids, body.epsilons_255, body.trials_per_condition)
     n_main = len(cells)
@@ -128,10 +120,10 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
         found = {r.id: r.dataset_id for r in rows}
         missing = [i for i in body.image_ids if i not in found]
         if missing:
-            raise StudyError(f"Image {missing[0]} does not exist.", 422, "image_ids")
+            raise Invalid(f"Image {missing[0]} does not exist.", field="image_ids")
         foreign = [i for i in body.image_ids if found[i] != dataset_id]
         if foreign:
-            raise StudyError(f"Image {foreign[0]} is not in the runs' dataset.", 422, "image_ids")
+            raise Invalid(f"Image {foreign[0]} is not in the runs' dataset.", field="image_ids")
         pool = list(body.image_ids)
     else:
         test_ids = list(
@@ -143,18 +135,16 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
         )
         wanted = body.num_random_images or 0
         if wanted > len(test_ids):
-            raise StudyError(
+            raise Invalid(
                 f"The dataset has only {len(test_ids)} test images; {wanted} were asked for.",
-                422,
-                "num_random_images",
+                field="num_random_images",
             )
         pool = rng.sample(test_ids, wanted)
     if len(pool) < needed:
-        raise StudyError(
+        raise Invalid(
             f"This design needs at least {needed} images ({n_main} main, {body.catch_trials} "
             f"catch, {body.practice_trials} practice and 1 example); {len(pool)} were given.",
-            422,
-            "image_ids" if body.image_ids is not None else "num_random_images",
+            field="image_ids" if body.image_ids is not None else "num_random_images",
         )
     rng.shuffle(pool)
     p, c = body.practice_trials, body.catch_trials
@@ -239,7 +229,7 @@ def stimuli_by_key(
 
 def start_generation(db: Session, study: Study) -> Study:
     if study.state not in ("draft", "failed"):
-        raise StudyError("Stimuli can only be generated for a draft or failed study.", 409)
+        raise Conflict("Stimuli can only be generated for a draft or failed study.")
     study.state = "generating"
     study.error = None
     study.progress = 0.0
@@ -251,18 +241,18 @@ def start_generation(db: Session, study: Study) -> Study:
         study.state = "failed"
         study.error = f"The task queue could not be reached: {exc}"
         db.commit()
-        raise StudyError("The task queue could not be reached; try again later.", 503) from exc
+        raise Unavailable("The task queue could not be reached; try again later.") from exc
     return study
 
 
 def set_open(db: Session, study: Study, open_: bool) -> Study:
     if open_:
         if study.state not in ("ready", "closed"):
-            raise StudyError("Only a study whose stimuli are ready can be opened.", 409)
+            raise Conflict("Only a study whose stimuli are ready can be opened.")
         study.state = "open"
     else:
         if study.state != "open":
-            raise StudyError("Only an open study can be closed.", 409)
+            raise Conflict("Only an open study can be closed.")
         study.state = "closed"
     db.commit()
     return study
@@ -418,7 +408,7 @@ def start_session(
         if existing is not None:
             return existing, False
     if study.state != "open":
-        raise StudyError("This study is not accepting participants at the moment.", 409)
+        raise Conflict("This study is not accepting participants at the moment.")
     # serialise condition_index assignment per study
     db.execute(select(Study.id).where(Study.id == study.id).with_for_update())
     if pid is not None:  # someone with this pid may have started while we waited for the lock
@@ -466,13 +456,6 @@ def start_session(
     return session, True
 
 
-def get_session(db: Session, token: str) -> ParticipantSession:
-    session = db.scalar(select(ParticipantSession).where(ParticipantSession.token == token))
-    if session is None:
-        raise StudyError("Session not found.", 404)
-    return session
-
-
 def _completion_url(study: Study, code: str | None) -> str | None:
     url = study.config.get("completion_url")
     return url.replace("{code}", code) if url and code else None
@@ -506,7 +489,7 @@ def session_state(db: Session, session: ParticipantSession) -> dict[str, Any]:
 
 def _refuse_if_finished(session: ParticipantSession) -> None:
     if session.stage == "completed":
-        raise StudyError("This session is finished; it can no longer be changed.", 409)
+        raise Conflict("This session is finished; it can no longer be changed.")
 
 
 def give_consent(db: Session, session: ParticipantSession) -> None:
@@ -551,7 +534,7 @@ def _trial_url(token: str, s_id: int, public_ids: dict[int, str]) -> str:
 def pending_trials(db: Session, session: ParticipantSession) -> list[dict[str, Any]]:
     """The unanswered trials, in order, as opaque ids and image URLs."""
     if session.stage in ("consent", "device"):
-        raise StudyError("Consent and the device check come first.", 409)
+        raise Conflict("Consent and the device check come first.")
     rows = list(
         db.execute(
             select(Trial)
@@ -608,7 +591,7 @@ def stimulus_bytes(
     )
     study = db.get(Study, session.study_id)
     if s is None or study is None:
-        raise StudyError("Image not found.", 404)
+        raise NotFound("Image not found.")
     example_image = study.config["images"]["example"]
     is_example = s.purpose == "example" or (
         s.purpose == "reference" and s.source_image_id == example_image
@@ -623,7 +606,7 @@ def stimulus_bytes(
             .limit(1)
         )
         if in_my_trials is None:
-            raise StudyError("Image not found.", 404)
+            raise NotFound("Image not found.")
     data = storage.get_bytes(s.storage_key)
     size = study.config.get("stimulus_bytes")
     return pad_png(data, int(size)) if size else data
@@ -641,17 +624,17 @@ def answer_trial(
     returns the same result; a different answer to an answered trial is refused."""
     _refuse_if_finished(session)
     if session.stage in ("consent", "device"):
-        raise StudyError("Consent and the device check come first.", 409)
+        raise Conflict("Consent and the device check come first.")
     trial = db.scalar(
         select(Trial).where(Trial.public_id == trial_public_id, Trial.session_id == session.id)
     )
     if trial is None:
-        raise StudyError("Trial not found.", 404)
+        raise NotFound("Trial not found.")
     study = db.get(Study, session.study_id)
     assert study is not None
     valid = ("left", "right") if study.design == "2afc" else ("yes", "no")
     if answer not in valid:
-        raise StudyError(f"The answer must be {valid[0]} or {valid[1]}.", 422)
+        raise Invalid(f"The answer must be {valid[0]} or {valid[1]}.")
     existing = db.scalar(select(Response).where(Response.trial_id == trial.id))
     if existing is None:
         first_open = db.scalar(
@@ -662,7 +645,7 @@ def answer_trial(
             .limit(1)
         )
         if first_open is not None and trial.index != first_open:
-            raise StudyError("Answer the trials in the order they are given.", 409)
+            raise Conflict("Answer the trials in the order they are given.")
         response = Response(
             trial_id=trial.id,
             answer=answer,
@@ -685,7 +668,7 @@ def answer_trial(
     else:
         response = existing
     if response.answer != answer:
-        raise StudyError("This trial was already answered.", 409)
+        raise Conflict("This trial was already answered.")
     state = session_state(db, session)
     return {
         "trial": trial.public_id,
@@ -727,7 +710,7 @@ def complete_session(db: Session, session: ParticipantSession) -> dict[str, Any]
             .where(Trial.session_id == session.id, Response.id.is_(None))
         )
         if open_count or session.stage in ("consent", "device"):
-            raise StudyError("Some trials are not answered yet.", 409)
+            raise Conflict("Some trials are not answered yet.")
         session.completion_code = (
             study.config.get("completion_code") or secrets.token_hex(4).upper()
         )
@@ -1094,7 +1077,7 @@ def preview_stimuli(
 
     Ordered by run (the runless 2AFC references last), source image, epsilon, purpose."""
     if run_id is not None and run_id not in study.config["run_ids"]:
-        raise StudyError(f"Run {run_id} is not part of this study.", 422)
+        raise Invalid(f"Run {run_id} is not part of this study.")
     where = [Stimulus.study_id == study.id]
     if run_id is not None:
         where.append(Stimulus.run_id == run_id)
@@ -1178,10 +1161,8 @@ def stimulus_file(db: Session, storage: LocalStorage, study: Study, stimulus_id:
     """The stored PNG of one stimulus of this study, exactly as written (not padded)."""
     s = db.scalar(select(Stimulus).where(Stimulus.id == stimulus_id, Stimulus.study_id == study.id))
     if s is None:
-        raise StudyError(f"Stimulus {stimulus_id} is not part of study {study.id}.", 404)
+        raise NotFound(f"Stimulus {stimulus_id} is not part of study {study.id}.")
     try:
         return storage.get_bytes(s.storage_key)
     except (OSError, ValueError) as exc:
-        raise StudyError(
-            f"The file of stimulus {stimulus_id} is missing from storage.", 404
-        ) from exc
+        raise NotFound(f"The file of stimulus {stimulus_id} is missing from storage.") from exc

@@ -21,12 +21,13 @@ import sqlalchemy as sa
 from PIL import Image
 
 from backend.core.config import get_settings
+from backend.core.errors import DomainError
 from backend.core.storage import get_storage
+from backend.main import http_status
 from backend.models import Annotation, AnnotationRevision, Dataset, DatasetClass, User
 from backend.models import Image as ImageRow
 from backend.services.dataset_formats import Entry, load_pickle
 from backend.services.datasets import (
-    ImportError_,
     directory_entries,
     import_dataset,
     zip_entries,
@@ -303,7 +304,7 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(client, auth, db,
     objects = np.array([1, "a"], dtype=object)  # would unpickle arbitrary objects
     for hostile in (_Evaluates(), _CodecsOther(), _BigArray(), objects, _SetsState()):
         payload = pickle.dumps({b"data": hostile}, protocol=2)
-        with pytest.raises(ImportError_, match="asks for"):
+        with pytest.raises(DomainError, match="asks for"):
             load_pickle(Entry(PurePosixPath("data_batch_1"), lambda p=payload: p), "CIFAR-10")
 
 
@@ -495,13 +496,13 @@ def test_malformed_trees_are_refused_and_leave_nothing(db, tmp_path, case):
     d = build(tmp_path / "bad")
     spoil(d)
     archive = zip_tree(d, tmp_path / "bad.zip").read_bytes()
-    with pytest.raises(ImportError_) as from_zip:  # what the browser's upload runs
+    with pytest.raises(DomainError) as from_zip:  # what the browser's upload runs
         import_dataset(db, get_storage(), zip_entries(archive), name="bad")
     detail = str(from_zip.value)
     assert phrase in detail and detail.endswith("."), detail
-    assert 400 <= from_zip.value.status_code < 500
+    assert 400 <= http_status(from_zip.value) < 500
     assert _state(db) == before
-    with pytest.raises(ImportError_) as from_dir:  # what the CLI runs: the same sentence
+    with pytest.raises(DomainError) as from_dir:  # what the CLI runs: the same sentence
         _import_dir(db, d, "bad-dir")
     assert str(from_dir.value) == detail
     assert _state(db) == before

@@ -122,9 +122,9 @@ def test_rle_matches_pycocotools_exactly(seed):
 
 
 def test_rle_refuses_counts_of_the_wrong_total():
-    from backend.services.masks import MaskError
+    from backend.core.errors import Invalid
 
-    with pytest.raises(MaskError):
+    with pytest.raises(Invalid):
         rle_decode({"size": [4, 4], "counts": [3, 4]})
 
 
