@@ -2,6 +2,7 @@
 // set a new password. Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { date } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 
 const ROLES = ["annotator", "researcher", "admin"];
@@ -39,7 +40,7 @@ export async function mount(root, { session }) {
         <td><select class="role" aria-label="Role of ${u.username}" ${u.id === session.user.id ? html`disabled` : ""}>
           ${ROLES.map((r) => html`<option ${r === u.role ? html`selected` : ""}>${r}</option>`)}</select></td>
         <td><span class="badge ${u.is_active ? "ok" : "off"}">${u.is_active ? "active" : "deactivated"}</span></td>
-        <td>${u.created_at ? new Date(u.created_at).toLocaleDateString() : ""}</td>
+        <td>${date(u.created_at)}</td>
         <td class="row end">
           <button type="button" class="password">Set password</button>
           ${u.id === session.user.id ? "" : html`<button type="button" class="toggle ${u.is_active ? "danger" : ""}"

@@ -7,6 +7,7 @@
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
 import { ActiveTimer } from "../lib/active-time.js";
+import { clock, wholePercent } from "../lib/format.js";
 import { DEFAULT_KEYS, MaskCanvas, hotkeyList, keyName } from "../components/mask-canvas/mask-canvas.js";
 import { LAST_DATASET_KEY, openNext } from "./annotate-queue.js";
 
@@ -203,10 +204,7 @@ export async function mount(root, { params, query, session, navigate }) {
   const timer = new ActiveTimer(activeStart);
   timer.start();
   const activeEl = root.querySelector(".active-time");
-  const showActive = () => {
-    const sec = Math.floor(timer.ms / 1000);
-    activeEl.textContent = `${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, "0")}`;
-  };
+  const showActive = () => { activeEl.textContent = clock(timer.ms); };
   showActive();
   const activeInterval = setInterval(showActive, 1000);
 
@@ -282,7 +280,7 @@ export async function mount(root, { params, query, session, navigate }) {
     host.focus({ preventScroll: true });
   });
   const opacityInput = root.querySelector("input[name=opacity]");
-  opacityInput.value = String(Math.round(mc.opacity * 100));
+  opacityInput.value = String(wholePercent(mc.opacity));
   function syncTools() {
     for (const b of root.querySelectorAll("button[data-tool]")) {
       b.setAttribute("aria-pressed", String(b.dataset.tool === mc.tool));
@@ -296,10 +294,10 @@ export async function mount(root, { params, query, session, navigate }) {
     root.querySelector(".brush-size").classList.toggle("current", mc.tool === "brush");
     root.querySelector(".eraser-size").classList.toggle("current", mc.tool === "eraser");
     root.querySelector("input[name=cut]").checked = mc.lasso.mode === "subtract";
-    root.querySelector(".opacity .val").textContent = `${Math.round(mc.opacity * 100)}%`;
+    root.querySelector(".opacity .val").textContent = `${wholePercent(mc.opacity)}%`;
     root.querySelector("[data-action=undo]").disabled = !mc.canUndo;
     root.querySelector("[data-action=redo]").disabled = !mc.canRedo;
-    root.querySelector(".zoom-val").textContent = `${Math.round(mc.view.scale * 100)}%`;
+    root.querySelector(".zoom-val").textContent = `${wholePercent(mc.view.scale)}%`;
   }
   mc.addEventListener("toolchange", syncTools);
   mc.addEventListener("viewchange", syncTools);

@@ -6,13 +6,13 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "./run.js";
 import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
 import { mountInequalityPanel } from "../components/inequality-panel/inequality-panel.js";
 
-const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
 const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
 
 function metricLabel(k) {
@@ -86,5 +86,5 @@ export async function mount(root, ctx) {
 }
 
 function fmt(key, v) {
-  return key.includes("loss") ? v.toFixed(3) : `${(v * 100).toFixed(1)}%`;
+  return key.includes("loss") ? number(v, 3) : pct(v);
 }

@@ -4,10 +4,10 @@
 //   await mountMasksPanel(el, datasetId);
 
 import { api, uploadWithProgress } from "../lib/api.js";
+import { dateTime, durationMs, number, percent } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
-import { formatMs } from "./review.js";
 
-const pct = (v) => (v === null || v === undefined ? "–" : v.toFixed(3));
+const iou = (v) => number(v, 3); // IoU and correlations, 0..1
 
 export async function mountMasksPanel(el, datasetId) {
   render(el, html`
@@ -69,17 +69,17 @@ export async function mountMasksPanel(el, datasetId) {
       const a = await api(`/api/datasets/${datasetId}/agreement?statuses=${encodeURIComponent(statusesSel.value)}`);
       out.classList.remove("muted");
       render(out, html`
-        <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${pct(a.mean_pairwise_iou)}</strong> ·
-          split-half IoU (human ceiling) <strong>${pct(a.split_half_iou)}</strong> ·
-          split-half correlation <strong>${pct(a.split_half_correlation)}</strong></p>
+        <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${iou(a.mean_pairwise_iou)}</strong> ·
+          split-half IoU (human ceiling) <strong>${iou(a.split_half_iou)}</strong> ·
+          split-half correlation <strong>${iou(a.split_half_correlation)}</strong></p>
         <table class="data annotators"><thead><tr><th>Annotator</th><th class="num">Masks</th>
           <th class="num">Agreement with others (IoU)</th><th class="num">Median time</th>
           <th class="num">Mean area</th></tr></thead>
           <tbody>${a.annotators.map((q) => html`<tr>
             <td>${q.annotator}</td><td class="num">${q.num_masks}</td>
-            <td class="num">${pct(q.agreement_with_others)}</td>
-            <td class="num">${formatMs(q.median_active_ms)}</td>
-            <td class="num">${(100 * q.mean_area_fraction).toFixed(1)}%</td></tr>`)}</tbody></table>`);
+            <td class="num">${iou(q.agreement_with_others)}</td>
+            <td class="num">${durationMs(q.median_active_ms)}</td>
+            <td class="num">${percent(q.mean_area_fraction)}</td></tr>`)}</tbody></table>`);
     } catch (ex) {
       out.textContent = ex.message;
     } finally {
@@ -93,7 +93,7 @@ export async function mountMasksPanel(el, datasetId) {
     render(setsBody, res.data.length ? html`${res.data.map((m) => html`<tr>
         <td>${m.name}</td><td class="muted">${JSON.stringify(m.filter)}</td><td class="num">${m.num_images}</td>
         <td><code title="${m.hash}">${m.hash.slice(0, 12)}</code></td>
-        <td>${new Date(m.created_at).toLocaleString()}</td>
+        <td>${dateTime(m.created_at)}</td>
         <td><a href="/api/datasets/${datasetId}/masks/export?format=png&mask_set_id=${m.id}" download>PNG</a> ·
           <a href="/api/datasets/${datasetId}/masks/export?format=coco&mask_set_id=${m.id}" download>COCO</a></td>
       </tr>`)}` : html`<tr><td colspan="6" class="muted">No mask set yet.</td></tr>`);

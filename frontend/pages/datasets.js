@@ -2,6 +2,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { date } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { mountUploadForm } from "../components/upload-form/upload-form.js";
 
@@ -31,7 +32,7 @@ export async function mount(root) {
         <td class="num">${d.num_classes}</td>
         <td class="num">${d.num_images}</td>
         <td class="num">${d.annotators_per_image}</td>
-        <td>${d.created_at ? new Date(d.created_at).toLocaleDateString() : ""}</td>
+        <td>${date(d.created_at)}</td>
       </tr>`)}`);
   }
 

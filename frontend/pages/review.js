@@ -3,17 +3,12 @@
 // mask returns to its annotator). Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { durationMs, percentOf } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { drawMaskPreview } from "../components/mask-preview/mask-preview.js";
 
 const PAGE = 24;
 const STATUSES = ["submitted", "accepted", "rejected"];
-
-export function formatMs(ms) {
-  if (ms === null || ms === undefined) return "–";
-  const s = Math.round(ms / 1000);
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
-}
 
 export async function mount(root, { query, navigate }) {
   const datasets = await api("/api/datasets");
@@ -71,8 +66,8 @@ export async function mount(root, { query, navigate }) {
           aria-label="Mask of ${item.annotator} on ${item.filename}"></canvas>
         <div class="meta">
           <strong>${item.class_name}</strong> <span class="muted">${item.filename}</span><br>
-          <span>${item.annotator}</span> · rev ${item.revision} · ${formatMs(item.active_ms)} ·
-          ${(100 * item.area / (item.width * item.height)).toFixed(1)}% of the image
+          <span>${item.annotator}</span> · rev ${item.revision} · ${durationMs(item.active_ms)} ·
+          ${percentOf(item.area, item.width * item.height)} of the image
           <span class="badge status">${item.status}</span>
           ${item.review_comment ? html`<div class="muted comment">“${item.review_comment}”</div>` : ""}
         </div>

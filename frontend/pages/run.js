@@ -6,21 +6,15 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { duration, percent as pct, wholePercent } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
+import { start as poll } from "../lib/poll.js";
 import { ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
 import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "./runs.js";
 
 const POLL_MS = 2000;
-const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
 // AutoAttack's attacks as its paper names them (the report keys them in lower case)
 const AA_ATTACK_NAMES = { "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", square: "Square" };
-
-function duration(s) {
-  if (!Number.isFinite(s)) return "";
-  if (s < 60) return `${Math.round(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
-}
 
 function kvTable(obj) {
   const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td><code>${
@@ -118,7 +112,7 @@ function maskingSection(f) {
 export async function mount(root, ctx) {
   ensureChartStyles();
   const id = Number(ctx.params[0]);
-  let timer = null;
+  let stopPolling = () => {};
   let alive = true;
   let salienceShown = false;
 
@@ -144,7 +138,7 @@ export async function mount(root, ctx) {
     } catch (err) {
       $(".action-error").textContent = err.message;
     }
-    load();
+    watch();
   }
   $(".run-head").addEventListener("click", (e) => {
     const b = e.target.closest("button[data-act]");
@@ -153,21 +147,22 @@ export async function mount(root, ctx) {
     else act(b.dataset.act);
   });
 
+  /** Fetch and draw the run; true while it is queued or running (then it is polled again). */
   async function load() {
-    let run;
-    try {
-      run = await api(`/api/runs/${id}`);
-    } catch (err) {
-      if (!alive) return;
-      $(".action-error").textContent = err.message;
-      timer = setTimeout(load, POLL_MS * 2);
-      return;
-    }
-    if (!alive) return;
+    const run = await api(`/api/runs/${id}`);
+    if (!alive) return false;
     draw(run);
-    clearTimeout(timer);
-    if (run.state === "queued" || run.state === "running") timer = setTimeout(load, POLL_MS);
-    else if (run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(); }
+    if (run.state === "queued" || run.state === "running") return true;
+    if (run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(); }
+    return false;
+  }
+
+  /** Load now and keep polling while the run is active (again after cancel / retry). */
+  function watch() {
+    stopPolling();
+    stopPolling = poll(load, POLL_MS, {
+      onError: (err) => { if (alive) $(".action-error").textContent = err.message; },
+    });
   }
 
   function draw(run) {
@@ -185,7 +180,7 @@ export async function mount(root, ctx) {
       <p class="muted">#${run.id} · ${run.dataset_name} · ${run.method} · ${run.config.model} · ε ${epsLabel(run.config.eps)} · seed ${run.config.seed}
         ${run.tags.length ? html` · tags ${run.tags.join(", ")}` : ""}${run.cloned_from_id ? html` · cloned from <a href="#/runs/${run.cloned_from_id}">#${run.cloned_from_id}</a>` : ""}</p>
       <div class="row"><div class="progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
-        aria-valuenow="${Math.round(run.progress * 100)}"><div style="width:${Math.round(run.progress * 100)}%"></div></div>
+        aria-valuenow="${wholePercent(run.progress)}"><div style="width:${wholePercent(run.progress)}%"></div></div>
         <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${left ? ` · ${left}` : ""}</span>
         ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
       ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
@@ -232,6 +227,6 @@ export async function mount(root, ctx) {
       </figure>`)}</div>`);
   }
 
-  await load();
-  return () => { alive = false; clearTimeout(timer); };
+  watch();
+  return () => { alive = false; stopPolling(); };
 }

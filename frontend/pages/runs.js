@@ -7,7 +7,9 @@
 // failedChecks, checkName, maskingBadge).
 
 import { api, ApiError } from "../lib/api.js";
+import { dateTime, percent as pct, round, wholePercent } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
+import { start as poll } from "../lib/poll.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 
 const METHOD_NAMES = {
@@ -44,8 +46,6 @@ export function finalOf(run) {
   const f = run.final_metrics || {};
   return f.final || f;
 }
-
-const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
 
 // ------------------------------------------------------------------ robustness labels
 
@@ -148,7 +148,7 @@ export async function mount(root, ctx) {
     columns: loadColumns(), selected: new Set(), runs: [], datasets: [], defaults: {},
     choices: { method: Object.keys(METHOD_NAMES), model: [], precision: ["fp32"], data_loader: ["auto"] },
   };
-  let timer = null;
+  let stopPolling = () => {};
   let alive = true;
 
   render(root, html`
@@ -195,32 +195,36 @@ export async function mount(root, ctx) {
       return;
     }
     state.filters[e.target.name] = e.target.value.trim();
-    load();
+    watch();
   });
   $(".filters").addEventListener("submit", (e) => e.preventDefault());
   $(".filters input[name=tag]").addEventListener("input", (e) => {
     state.filters.tag = e.target.value.trim();
     clearTimeout(tagTimer);
-    tagTimer = setTimeout(load, 300);
+    tagTimer = setTimeout(watch, 300); // debounce the typing
   });
   let tagTimer = null;
   $(".new-run").addEventListener("click", () => openForm(null));
   $(".compare-btn").addEventListener("click", () => ctx.navigate(`#/compare?ids=${[...state.selected].join(",")}`));
 
+  /** Fetch and draw the table; true while a run in it is queued or running (poll again). */
   async function load() {
     const params = new URLSearchParams({ sort: state.sort });
     for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
-    try {
-      const res = await api(`/api/runs?${params}`);
-      if (!alive) return;
-      state.runs = res.data;
-      $(".list-error").textContent = "";
-      drawTable();
-    } catch (err) {
-      if (alive) $(".list-error").textContent = err.message;
-    }
-    clearTimeout(timer);
-    if (alive && state.runs.some((r) => r.state === "queued" || r.state === "running")) timer = setTimeout(load, 3000);
+    const res = await api(`/api/runs?${params}`);
+    if (!alive) return false;
+    state.runs = res.data;
+    $(".list-error").textContent = "";
+    drawTable();
+    return state.runs.some((r) => r.state === "queued" || r.state === "running");
+  }
+
+  /** Load now (new filters or sort) and keep polling while a listed run is active. */
+  function watch() {
+    stopPolling();
+    stopPolling = poll(load, 3000, {
+      onError: (err) => { if (alive) $(".list-error").textContent = err.message; },
+    });
   }
 
   function cell(key, r) {
@@ -232,13 +236,13 @@ export async function mount(root, ctx) {
       case "eps": return epsLabel(r.config.eps);
       case "seed": return r.config.seed;
       case "state": return stateBadge(r.state);
-      case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${Math.round(r.progress * 100)}%"></div></div>`;
+      case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${wholePercent(r.progress)}%"></div></div>`;
       case "clean": return pct(finalOf(r).clean_accuracy);
       case "autoattack": return autoattackCell(r);
       case "pgd": return pgdCell(r);
       case "agreement": return pct((finalOf(r).salience_agreement || {}).top_mass_in_mask);
       case "tags": return (r.tags || []).join(", ");
-      case "created": return new Date(r.created_at).toLocaleString();
+      case "created": return dateTime(r.created_at);
       default: return "";
     }
   }
@@ -277,7 +281,7 @@ export async function mount(root, ctx) {
       if (col.sort) {
         state.clientSort = null;
         state.sort = state.sort === `-${col.sort}` ? col.sort : `-${col.sort}`;
-        load();
+        watch();
       } else if (col.client) {
         const dir = state.clientSort && state.clientSort.key === col.key ? -state.clientSort.dir : -1;
         state.clientSort = { key: col.key, dir };
@@ -308,7 +312,7 @@ export async function mount(root, ctx) {
       }
     }
     const v = (k) => (values[k] === undefined || values[k] === null ? "" : values[k]);
-    const budget = (k) => (values[k] === undefined || values[k] === null ? "" : +(values[k] * 255).toFixed(3));
+    const budget = (k) => (values[k] === undefined || values[k] === null ? "" : round(values[k] * 255, 3));
     const err = (...names) => html`<span class="field-error" data-for="${names.join(" ")}"></span>`;
     const num = (name, label, attrs = "") => html`<label>${label}<input type="number" name="${name}" value="${BUDGETS.has(name) ? budget(name) : v(name)}" step="any" ${attrs}>${err(name)}</label>`;
     render($(".launch"), html`
@@ -356,7 +360,7 @@ export async function mount(root, ctx) {
         </div></fieldset>
         <fieldset><legend>Evaluation (AutoAttack at the training ε, PGD over an ε grid)</legend><div class="fields">
           ${num("autoattack_n", "AutoAttack images (empty: 1000 on a GPU, 200 on a CPU; 0 = skip)")}
-          <label>PGD at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => +(e * 255).toFixed(3)).join(", ")}">${err("eval_eps")}</label>
+          <label>PGD at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => round(e * 255, 3)).join(", ")}">${err("eval_eps")}</label>
           ${num("eval_subset", "PGD test images")}${num("eval_steps", "PGD steps")}${num("eval_restarts", "PGD restarts")}
           ${num("epoch_eval_steps", "Per-epoch PGD steps (cheap check)")}
         </div></fieldset>
@@ -413,9 +417,10 @@ export async function mount(root, ctx) {
   }
 
   const cloneId = ctx.query.get("clone");
-  await Promise.all([ready, load()]);
+  watch();
+  await ready;
   if (cloneId) openForm(cloneId);
-  return () => { alive = false; clearTimeout(timer); clearTimeout(tagTimer); };
+  return () => { alive = false; stopPolling(); clearTimeout(tagTimer); };
 }
 
 /** The form as the API's RunCreate body; marks local parse errors and returns null on one. */

@@ -2,6 +2,7 @@
 // Usage: routed by app.js; exports mount(root, ctx). Detail and results: pages/study.js.
 
 import { api } from "../lib/api.js";
+import { date } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 
 export function loadStudyCss() {
@@ -64,7 +65,7 @@ export async function mount(root, ctx) {
       <td><a href="#/studies/${s.id}">${s.name}</a></td><td>${s.design}</td>
       <td><span class="badge state-${s.state}">${s.state}</span></td><td class="num">${s.run_ids.length}</td>
       <td class="num">${s.num_sessions}</td><td class="num">${s.num_completed}</td>
-      <td>${new Date(s.created_at).toLocaleDateString()}</td></tr>`)}`
+      <td>${date(s.created_at)}</td></tr>`)}`
     : html`<tr><td colspan="7" class="muted">No studies yet.</td></tr>`);
   render(form.querySelector(".runs"), runs.data.length ? html`${runs.data.map((r) => html`
       <label class="check"><input type="checkbox" name="run" value="${r.id}"> ${r.name} · ${r.method} · ${r.dataset_name}</label>`)}`

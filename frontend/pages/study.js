@@ -6,13 +6,12 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { number as num, percent as pct, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
+import { start as poll } from "../lib/poll.js";
 import { loadStudyCss } from "./studies.js";
 
 const COLORS = ["#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309", "#0e7490", "#be185d", "#4d7c0f"];
-
-function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }
-function num(v, d = 2) { return v === null || v === undefined ? "–" : Number(v).toFixed(d); }
 
 /** Weibull with guess and lapse, as fitted by the server (x in grey levels). */
 function weibull(x, f) {
@@ -34,11 +33,11 @@ function plot(results) {
   const parts = [];
   for (let v = 0; v <= 1.0001; v += 0.25) {
     parts.push(`<line x1="${L}" x2="${W - R}" y1="${sy(v)}" y2="${sy(v)}" stroke="#eee"/>`);
-    parts.push(`<text x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${(v * 100).toFixed(0)}%</text>`);
+    parts.push(`<text x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${pct(v, 0)}</text>`);
   }
   [...all].sort((a, b) => a - b).forEach((e) => {
     parts.push(`<line x1="${sx(e)}" x2="${sx(e)}" y1="${H - B}" y2="${H - B + 5}" stroke="#666"/>`);
-    parts.push(`<text x="${sx(e)}" y="${H - B + 18}" text-anchor="middle">${Number(e.toFixed(2))}</text>`);
+    parts.push(`<text x="${sx(e)}" y="${H - B + 18}" text-anchor="middle">${round(e, 2)}</text>`);
   });
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">epsilon (grey levels, /255)</text>`);
   parts.push(`<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#666"/>`);
@@ -111,7 +110,7 @@ function stimulusGrid(s) {
 }
 
 const sameEps = (a, b) => Math.abs(a - b) < 1e-4;
-const epsText = (e) => String(Number(Number(e).toFixed(3)));
+const epsText = (e) => String(round(e, 3));
 
 function stimulusCell(st) {
   if (!st) return html`<td class="missing muted">–</td>`;
@@ -161,8 +160,9 @@ async function loadPreview(box, s) {
 export async function mount(root, ctx) {
   loadStudyCss();
   const id = ctx.params[0];
-  let timer = null;
+  let stopPolling = () => {};
 
+  /** Fetch and draw the study; true while its stimuli are being made (then it is polled). */
   async function load() {
     const s = await api(`/api/studies/${id}`);
     const link = `${location.origin}${s.link_path}?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}`;
@@ -191,7 +191,7 @@ export async function mount(root, ctx) {
       if (b) b.addEventListener("click", async () => {
         b.disabled = true;
         try { await api(`/api/studies/${id}/${act}`, { method: "POST" }); } catch (err) { alert(err.message); }
-        load();
+        watch();
       });
     }
     const preview = root.querySelector(".study-stimuli");
@@ -205,10 +205,15 @@ export async function mount(root, ctx) {
     } else {
       render(box, html`<h2>Results</h2><p class="muted">No participants yet.</p>`);
     }
-    clearTimeout(timer);
-    if (s.state === "generating") timer = setTimeout(load, 2000);
+    return s.state === "generating";
   }
 
-  await load();
-  return () => clearTimeout(timer);
+  /** Keep the page current while the stimuli are being made. */
+  function watch(immediate = true) {
+    stopPolling();
+    stopPolling = poll(load, 2000, { immediate });
+  }
+
+  if (await load()) watch(false);
+  return () => stopPolling();
 }

@@ -8,7 +8,9 @@
 // Polling stops by itself once `el` leaves the page.
 
 import { api } from "../../lib/api.js";
+import { dateTime, number, percent as pct, wholePercent } from "../../lib/format.js";
 import { html, raw, render } from "../../lib/html.js";
+import { start as poll } from "../../lib/poll.js";
 import { ensureChartStyles, lineChart } from "../line-chart/line-chart.js";
 
 const URL = "/api/runs/inequality";
@@ -31,8 +33,6 @@ function ensurePanelStyles() {
   link.dataset.inequalityPanel = "1";
   document.head.appendChild(link);
 }
-
-const pct = (v) => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : "–");
 
 /** One line per run over the keys of a {key: error rate} map (keys are t or r as strings). */
 function chart(title, xLabel, runs, ratesOf) {
@@ -66,9 +66,9 @@ function results(ev, known) {
     </div>
     <table class="data ineq-gini"><thead><tr><th>run</th><th class="num">Gini of |input gradient|</th><th class="num">images</th></tr></thead>
       <tbody>${runs.map((r) => html`<tr data-run="${r.id}"><td><a href="#/runs/${r.id}">#${r.id} ${r.name}</a></td>
-        <td class="num">${Number.isFinite(r.scores.gini) ? r.scores.gini.toFixed(3) : "–"}</td><td class="num">${r.scores.n ?? "–"}</td></tr>`)}</tbody></table>
+        <td class="num">${number(r.scores.gini, 3)}</td><td class="num">${r.scores.n ?? "–"}</td></tr>`)}</tbody></table>
     <p class="muted">Gini: 0 = the gradient spread evenly, 1 = one sub-pixel holds all of it (Duan et al.: standard
-      CIFAR-10 ResNet-18 about 0.58, PGD-AT about 0.73). Finished ${new Date(ev.finished_at).toLocaleString()}.</p>`;
+      CIFAR-10 ResNet-18 about 0.58, PGD-AT about 0.73). Finished ${dateTime(ev.finished_at)}.</p>`;
 }
 
 export function mountInequalityPanel(el, { runs = [] } = {}) {
@@ -90,10 +90,10 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     <div class="ineq-results"></div></div>`);
   const $ = (s) => el.querySelector(s);
   const button = $(".ineq-form button");
-  let timer = null;
+  let stopPolling = () => {};
 
   function showProgress(ev) {
-    const share = Math.round((ev.progress || 0) * 100);
+    const share = wholePercent(ev.progress);
     $(".ineq-status").hidden = false;
     const bar = $(".ineq-status .progress");
     bar.setAttribute("aria-valuenow", String(share));
@@ -101,6 +101,7 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     $(".ineq-status-text").textContent = ev.state === "queued" ? "queued, waiting for a worker…" : `running… ${share}%`;
   }
 
+  /** Draw an evaluation; true while it is queued or running. */
   function show(ev) {
     const busy = ev.state === "queued" || ev.state === "running";
     button.disabled = busy;
@@ -108,26 +109,26 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     if (busy) showProgress(ev);
     if (ev.state === "failed") $(".form-error").textContent = `The last evaluation failed: ${ev.error || "no reason given"}`;
     if (ev.state === "succeeded" && ev.result) render($(".ineq-results"), results(ev, runs));
-    if (busy) timer = setTimeout(() => poll(ev.id), POLL_MS);
+    return busy;
   }
 
-  async function poll(id) {
-    if (!el.isConnected) return;
-    try {
-      show(await api(`${URL}/${id}`));
-    } catch (err) {
-      $(".form-error").textContent = err.message;
-      timer = setTimeout(() => poll(id), POLL_MS * 2);
-    }
+  /** Draw an evaluation and, while it is busy, follow it until it ends or `el` leaves the page. */
+  function follow(ev) {
+    stopPolling();
+    if (!show(ev)) return;
+    stopPolling = poll(async () => el.isConnected && show(await api(`${URL}/${ev.id}`)), POLL_MS, {
+      immediate: false,
+      onError: (err) => { $(".form-error").textContent = err.message; },
+    });
   }
 
   $(".ineq-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    clearTimeout(timer);
+    stopPolling();
     $(".form-error").textContent = "";
     button.disabled = true;
     try {
-      show(await api(URL, { method: "POST", body: { run_ids: ids, n: Number($(".ineq-form [name=n]").value) } }));
+      follow(await api(URL, { method: "POST", body: { run_ids: ids, n: Number($(".ineq-form [name=n]").value) } }));
     } catch (err) {
       $(".form-error").textContent = err.message;
       button.disabled = false;
@@ -138,7 +139,7 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     if (!ids.length) return;
     try {
       const found = await api(`${URL}?run_ids=${encodeURIComponent(ids.join(","))}&limit=1`);
-      if (found.data.length) show(found.data[0]);
+      if (found.data.length) follow(found.data[0]);
     } catch (err) {
       $(".form-error").textContent = err.message;
     }

@@ -6,6 +6,7 @@
 //   mountUploadForm(el, { onImported: (dataset) => refresh() });
 
 import { uploadWithProgress } from "../../lib/api.js";
+import { wholePercent } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 
 export function mountUploadForm(el, { onImported } = {}) {
@@ -41,7 +42,7 @@ export function mountUploadForm(el, { onImported } = {}) {
   const ok = form.querySelector(".form-ok");
 
   const setProgress = (f) => {
-    const pct = Math.round(f * 100);
+    const pct = wholePercent(f);
     fill.style.width = `${pct}%`;
     bar.setAttribute("aria-valuenow", String(pct));
     status.textContent = `Uploading… ${pct}%`;
