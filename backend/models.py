@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from worker.contract import RUN_STATES
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -31,7 +33,6 @@ NAMING_CONVENTION = {
 
 ROLES = ("admin", "researcher", "annotator")
 ANNOTATION_STATUSES = ("draft", "submitted", "accepted", "rejected")
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 SPLITS = ("train", "test")
 STUDY_DESIGNS = ("2afc", "yesno")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")

@@ -1,8 +1,9 @@
 """The Celery task that trains one run: a thin adapter between the runs table and worker.sipat.
 
-It loads the run, writes the dataset export once (runs/<id>/data), calls sipat.train with
-out_dir runs/<id>/out (the same folder on every delivery, so a re-delivered task resumes from
-the last finished epoch), and reports every epoch, a heartbeat and the log tail to the database.
+It claims the run (backend/services/run_lifecycle.py), writes the dataset export once
+(runs/<id>/data), calls sipat.train with out_dir runs/<id>/out (the same folder on every
+delivery, so a re-delivered task resumes from the last finished epoch), reports every epoch,
+a heartbeat and the log tail through the lifecycle service, and finishes the run there.
 """
 
 from __future__ import annotations
@@ -21,15 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_ready
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.core.config import ROOT, get_settings
 from backend.core.queue import TRAIN_TASK
 from backend.core.storage import LocalStorage, get_storage
 from backend.db import get_engine, get_sessionmaker
-from backend.models import Dataset, RunEpoch, TrainingRun, utcnow
+from backend.models import Dataset, TrainingRun
+from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as runs_service
 from worker.celery_app import app
 
@@ -38,7 +37,6 @@ _logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.5
 LOG_LINES = 60
 SALIENCE_SAMPLES = 6
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class _TailHandler(logging.Handler):
@@ -105,16 +103,6 @@ def pick_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def _upsert_epoch(db, run_id: int, epoch: int, metrics: dict[str, Any]) -> None:
-    dialect = db.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(RunEpoch).values(run_id=run_id, epoch=epoch, metrics=metrics, created_at=utcnow())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id", "epoch"], set_={"metrics": metrics, "created_at": utcnow()}
-    )
-    db.execute(stmt)
-
-
 def ensure_export(db, storage: LocalStorage, run: TrainingRun) -> Path:
     """runs/<id>/data, written once: into a temp folder, then renamed into place."""
     from backend.services.export import write_training_export
@@ -152,71 +140,6 @@ def library_config(run: TrainingRun, storage: LocalStorage, data_dir: Path, devi
     return TrainConfig.from_dict(fields)
 
 
-def _png(array, path: Path) -> None:
-    from PIL import Image
-
-    Image.fromarray(array).save(path, "PNG")
-
-
-def write_salience_samples(
-    run: TrainingRun, out_dir: Path, data_dir: Path, cfg, final: dict[str, Any]
-) -> None:
-    """The model's Grad-CAM next to the human mask on a few test images (PNG) + salience.json."""
-    import numpy as np
-    import torch
-
-    from worker.sipat import load_data, load_model_from_checkpoint
-    from worker.sipat.salience import agreement_with_mask, salience_map
-
-    manifest = json.loads((data_dir / "manifest.json").read_text())
-    data = load_data(data_dir, cfg.image_size, cfg.test_fraction, cfg.seed)
-    entries = manifest.get("images", [])
-    test_entries = [e for e in entries if e.get("split") == "test"]
-    has_split = test_entries and len(test_entries) < len(entries)
-    model = load_model_from_checkpoint(out_dir / "final.pt", cfg.device)
-    test = data.test
-    with_map = torch.nonzero(test.has_map).flatten().tolist()
-    pick = (with_map or list(range(len(test))))[:SALIENCE_SAMPLES]
-    folder = out_dir / "salience"
-    folder.mkdir(exist_ok=True)
-    samples = []
-    if pick:
-        x, s, has, y = test.batch(torch.tensor(pick), cfg.device)
-        maps = salience_map(model, x, "gradcam", y)
-        agree = agreement_with_mask(maps, s)["top_mass_in_mask"] if bool(has.any()) else None
-        with torch.no_grad():
-            pred = model(x).argmax(1)
-        for j, i in enumerate(pick):
-            img = (x[j].cpu().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            _png(img[..., 0] if img.shape[-1] == 1 else img, folder / f"s{j}_image.png")
-            _png(
-                (maps[j, 0].detach().cpu().numpy() * 255).round().astype(np.uint8),
-                folder / f"s{j}_model.png",
-            )
-            human = None
-            if bool(has[j]):
-                _png(
-                    (s[j, 0].cpu().numpy() * 255).round().astype(np.uint8),
-                    folder / f"s{j}_human.png",
-                )
-                human = f"s{j}_human.png"
-            samples.append(
-                {
-                    "image_id": test_entries[i]["id"]
-                    if has_split and i < len(test_entries)
-                    else None,
-                    "label": data.classes[int(y[j])],
-                    "predicted": data.classes[int(pred[j])],
-                    "agreement": float(agree[j]) if agree is not None and bool(has[j]) else None,
-                    "image": f"s{j}_image.png",
-                    "model": f"s{j}_model.png",
-                    "human": human,
-                }
-            )
-    record = {"kind": "gradcam", "agreement": final.get("salience_agreement"), "samples": samples}
-    (folder / "salience.json").write_text(json.dumps(record, indent=2))
-
-
 class _RunReporter:
     """Writes progress, heartbeats and the log tail of one run; answers should_stop()."""
 
@@ -245,12 +168,8 @@ class _RunReporter:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 with self._sessions() as db:
-                    run = db.get(TrainingRun, self.run_id)
-                    if run is None or run.state != "running":
+                    if not lifecycle.heartbeat(db, self.run_id, self.tail.text()):
                         return
-                    run.heartbeat_at = utcnow()
-                    run.log_tail = self.tail.text() or run.log_tail
-                    db.commit()
             except Exception:  # a missed beat is retried on the next one
                 _logger.exception("heartbeat of run %s failed", self.run_id)
 
@@ -260,90 +179,39 @@ class _RunReporter:
             return self._cancel
         self._last_poll = now
         with self._sessions() as db:
-            flag = db.execute(
-                select(TrainingRun.cancel_requested).where(TrainingRun.id == self.run_id)
-            ).scalar()
-        self._cancel = bool(flag) or flag is None
+            self._cancel = lifecycle.cancel_requested(db, self.run_id)
         return self._cancel
 
     def on_epoch(self, epoch: int, total: int, metrics: dict[str, Any]) -> None:
         with self._sessions() as db:
-            _upsert_epoch(db, self.run_id, epoch, metrics)
-            run = db.get(TrainingRun, self.run_id)
-            if run is not None:
-                run.current_epoch = epoch
-                run.total_epochs = total
-                run.progress = epoch / max(1, total)
-                run.heartbeat_at = utcnow()
-                run.log_tail = self.tail.text()
-            db.commit()
+            lifecycle.report_epoch(db, self.run_id, epoch, total, metrics, self.tail.text())
 
 
-def _claim(run_id: int, token: str | None, hostname: str) -> str | None:
-    """Mark the run running for this delivery; returns why not, or None when claimed."""
-    settings = get_settings()
+def _test_ids(manifest: dict[str, Any]) -> list[Any] | None:
+    """The app's image id of each test image, when the export names the test split."""
+    entries = manifest.get("images", [])
+    test_entries = [e for e in entries if e.get("split") == "test"]
+    if not test_entries or len(test_entries) == len(entries):
+        return None
+    return [e["id"] for e in test_entries]
+
+
+def _finish(run_id: int, tail: _TailHandler, state: str, **fields: Any) -> None:
     with get_sessionmaker()() as db:
-        run = db.execute(
-            select(TrainingRun).where(TrainingRun.id == run_id).with_for_update()
-        ).scalar_one_or_none()
-        if run is None:
-            return "no such run"
-        if run.state in FINISHED:
-            return f"run already {run.state}"
-        if token is not None and run.celery_task_id not in (None, token):
-            return "superseded by a newer dispatch"
-        if run.state == "running" and run.worker_hostname != hostname:
-            beat = runs_service._aware(run.heartbeat_at)
-            if (
-                beat is not None
-                and (utcnow() - beat).total_seconds() < settings.run_heartbeat_timeout_s
-            ):
-                return f"running on {run.worker_hostname}"
-        if run.cancel_requested:
-            run.state, run.finished_at = "cancelled", utcnow()
-            db.commit()
-            return "cancelled before it started"
-        resumed = run.current_epoch
-        run.state = "running"
-        run.started_at = utcnow()
-        run.heartbeat_at = utcnow()
-        run.worker_hostname = hostname
-        run.attempts += 1
-        run.error = None
-        runs_service._append_log(
-            run,
-            f"Started on {hostname} (attempt {run.attempts})"
-            + (f", resuming after epoch {resumed}." if resumed else "."),
-        )
-        db.commit()
-    return None
-
-
-def _finish(run_id: int, tail: _TailHandler, **fields: Any) -> None:
-    with get_sessionmaker()() as db:
-        run = db.get(TrainingRun, run_id)
-        if run is None:
-            return
-        for k, v in fields.items():
-            setattr(run, k, v)
-        run.finished_at = utcnow()
-        run.heartbeat_at = utcnow()
-        lines = (tail.text() or "").splitlines()
-        if fields.get("error"):
-            lines.append(f"ERROR {fields['error']}")
-        run.log_tail = "\n".join(lines[-LOG_LINES:]) or run.log_tail
-        db.commit()
+        lifecycle.finish(db, run_id, state, tail.text(), **fields)
 
 
 def execute_run(run_id: int, token: str | None, hostname: str) -> str:
     """Train one run end to end; returns the outcome ("succeeded", "cancelled", ...)."""
     from worker.sipat import TrainingCancelled, train
+    from worker.sipat.salience_samples import write_salience_samples
 
-    why_not = _claim(run_id, token, hostname)
+    settings = get_settings()
+    with get_sessionmaker()() as db:
+        why_not = lifecycle.claim(db, run_id, token, hostname, settings.run_heartbeat_timeout_s)
     if why_not is not None:
         _logger.info("run %s not started: %s", run_id, why_not)
         return f"skipped: {why_not}"
-    settings = get_settings()
     storage = get_storage()
     tail = _TailHandler()
     lib_logger = logging.getLogger("worker.sipat")
@@ -362,6 +230,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             out_dir = storage.path(runs_service.run_out_key(run.id))
             db.expunge(run)
         manifest = json.loads((data_dir / "manifest.json").read_text())
+        test_ids = _test_ids(manifest)
         with _RunReporter(run_id, tail, heartbeat_s) as reporter:
             result = train(
                 cfg,
@@ -372,7 +241,9 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             )
         final = result.get("final", {})
         try:
-            write_salience_samples(run, out_dir, data_dir, cfg, final)
+            write_salience_samples(
+                out_dir, data_dir, cfg, final.get("salience_agreement"), test_ids
+            )
         except Exception:  # the run stands without its salience pictures
             _logger.exception("salience samples of run %s failed", run_id)
         mask_set = manifest.get("mask_set") or {}
@@ -404,7 +275,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
         _finish(
             run_id,
             tail,
-            state="succeeded",
+            "succeeded",
             progress=1.0,
             final_metrics=final_metrics,
             checkpoint_key=runs_service.run_out_key(run_id),
@@ -413,12 +284,12 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
         return "succeeded"
     except TrainingCancelled:
         lib_logger.info("cancelled from the dashboard")
-        _finish(run_id, tail, state="cancelled")
+        _finish(run_id, tail, "cancelled")
         return "cancelled"
     except Exception as exc:  # any failure ends the run with its message
         _logger.exception("run %s failed", run_id)
         tail.lines.extend(traceback.format_exc().splitlines()[-8:])
-        _finish(run_id, tail, state="failed", error=f"{type(exc).__name__}: {exc}")
+        _finish(run_id, tail, "failed", error=f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
         lib_logger.removeHandler(tail)
@@ -436,7 +307,7 @@ def _requeue_orphans_at_start(sender=None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None)
     try:
         with get_sessionmaker()() as db:
-            runs_service.requeue_orphans(db, get_settings(), hostname=hostname)
+            lifecycle.requeue_orphans(db, get_settings(), hostname=hostname)
     except Exception:  # never keep a worker from starting
         _logger.exception("orphan check at worker start failed")
     finally:

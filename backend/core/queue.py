@@ -8,10 +8,9 @@ from functools import lru_cache
 from celery import Celery
 
 from backend.core.config import Settings, get_settings
+from worker.contract import INEQUALITY_TASK, STIMULI_TASK, TRAIN_TASK
 
-TRAIN_TASK = "worker.train_run"
-STIMULI_TASK = "worker.generate_stimuli"
-INEQUALITY_TASK = "worker.inequality_evaluation"
+__all__ = ["INEQUALITY_TASK", "STIMULI_TASK", "TRAIN_TASK", "enqueue", "get_celery", "make_celery"]
 
 
 def make_celery(settings: Settings, name: str = "sipat") -> Celery:

@@ -20,6 +20,7 @@ from backend.schemas.runs import (
     RunSalience,
     RunsPublic,
 )
+from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as service
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -71,7 +72,7 @@ def list_runs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ):
     """Runs filtered by dataset / method / state / tag, sorted; orphaned runs re-queued."""
-    service.requeue_orphans(db, settings)
+    lifecycle.requeue_orphans(db, settings)
     runs, count = service.list_runs(
         db,
         dataset_id=dataset_id,
@@ -146,14 +147,14 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep):
 @router.post("/{run_id}/cancel", response_model=RunPublic)
 def cancel_run(run: RunDep, db: SessionDep):
     """Cancel: a queued run before it starts, a running one within one batch."""
-    run = service.cancel_run(db, run)
+    run = lifecycle.cancel_run(db, run)
     return _public(db, [run])[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunPublic)
 def retry_run(run: RunDep, db: SessionDep):
     """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
-    run = service.retry_run(db, run)
+    run = lifecycle.retry_run(db, run)
     return _public(db, [run])[0]
 
 

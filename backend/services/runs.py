@@ -1,8 +1,8 @@
-"""Training runs: validate a launch, store its config, queue it; cancel, retry, clone; read
-progress for the dashboard; compare runs and average seeds; find runs whose worker vanished.
+"""Training runs: validate a launch, store its config, queue it; clone; read progress for the
+dashboard; compare runs and average seeds.
 
-The API only enqueues by task name; the worker (worker/training_tasks.py) does the work and
-writes progress into the same rows.
+Every change of a run's state (dispatch, cancel, retry, the worker's claim, reports and
+finish, orphans) is in backend/services/run_lifecycle.py; the API only enqueues by task name.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.core.config import Settings
-from backend.core.errors import Conflict, Invalid, NotFound
-from backend.core.queue import TRAIN_TASK, enqueue
+from backend.core.errors import Invalid, NotFound
+from backend.core.queue import enqueue
 from backend.models import Dataset, MaskSet, TrainingRun, utcnow
+from backend.services.run_lifecycle import aware, dispatch
 from worker.contract import ConfigError, TrainConfig
 from worker.contract import choices as contract_choices
 
@@ -70,7 +70,6 @@ WORKER_FIELDS = ("data_dir", "auto_mask_model", "igd_teacher", "device", "thread
 SIP_METHODS = ("sip_at", "fast_sip_at")
 AUTO_MASK_SOURCES = ("gradcam", "input_gradient")
 MAX_SEEDS = 20
-MAX_ATTEMPTS = 3
 # Upper bounds that keep one form from occupying a worker for weeks by mistake.
 LIMITS = {
     "epochs": 1000,
@@ -299,30 +298,6 @@ def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], 
     return {**library_config, **refs}, seeds
 
 
-def _new_token() -> str:
-    return uuid.uuid4().hex
-
-
-def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> None:
-    """Queue a run with a fresh dispatch token. The token is committed before the message is
-    sent, and a task whose token is no longer the run's does nothing, so a late redelivery of
-    an old message can never train the run twice."""
-    token = _new_token()
-    run.celery_task_id = token
-    run.state = "queued"
-    run.cancel_requested = False
-    run.error = None
-    db.commit()
-    try:
-        enqueue_fn(TRAIN_TASK, run.id, token)
-    except Exception as exc:  # any broker failure
-        _logger.exception("could not enqueue run %s", run.id)
-        run.state = "failed"
-        run.error = f"The task queue could not be reached ({type(exc).__name__}); retry the run."
-        run.finished_at = utcnow()
-        db.commit()
-
-
 def create_runs(
     db: Session,
     user_id: int | None,
@@ -407,51 +382,20 @@ def dataset_names(db: Session, runs: Iterable[TrainingRun]) -> dict[int, str]:
     return dict(db.execute(select(Dataset.id, Dataset.name).where(Dataset.id.in_(ids))).all())
 
 
-def _aware(t: datetime | None) -> datetime | None:
-    if t is not None and t.tzinfo is None:
-        return t.replace(tzinfo=UTC)
-    return t
-
-
 def time_left_s(run: TrainingRun, now: datetime | None = None) -> float | None:
     """Seconds left, from the pace of the epochs finished since the run (re)started."""
     if run.state != "running" or run.started_at is None or run.total_epochs <= 0:
         return None
     now = now or utcnow()
-    started = _aware(run.started_at)
+    started = aware(run.started_at)
     assert started is not None
-    recent = [e for e in run.epochs if _aware(e.created_at) >= started]  # type: ignore[operator]
+    recent = [e for e in run.epochs if aware(e.created_at) >= started]  # type: ignore[operator]
     if not recent:
         return None
-    per_epoch = ((_aware(recent[-1].created_at) or now) - started).total_seconds() / len(recent)
+    per_epoch = ((aware(recent[-1].created_at) or now) - started).total_seconds() / len(recent)
     remaining = max(0, run.total_epochs - run.current_epoch)
-    since_last = (now - (_aware(recent[-1].created_at) or now)).total_seconds()
+    since_last = (now - (aware(recent[-1].created_at) or now)).total_seconds()
     return max(0.0, per_epoch * remaining - since_last) if remaining else 0.0
-
-
-def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
-    """A queued run is cancelled at once (its task will find it so and do nothing); a running
-    one is asked to stop, which its task notices within one batch."""
-    if run.state == "queued":
-        run.state = "cancelled"
-        run.finished_at = utcnow()
-        run.cancel_requested = True
-    elif run.state == "running":
-        run.cancel_requested = True
-    else:
-        raise Conflict("Only a queued or running run can be cancelled.")
-    db.commit()
-    return run
-
-
-def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> TrainingRun:
-    """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
-    if run.state not in ("failed", "cancelled"):
-        raise Conflict("Only a failed or cancelled run can be retried.")
-    run.finished_at = None
-    run.attempts = 0
-    dispatch(db, run, enqueue_fn)
-    return run
 
 
 def clone_form(run: TrainingRun) -> dict[str, Any]:
@@ -557,55 +501,6 @@ def group_runs(runs: Sequence[TrainingRun], by: str) -> list[dict[str, Any]]:
         )
     out.sort(key=lambda g: str(g["value"]))
     return out
-
-
-def requeue_orphans(
-    db: Session,
-    settings: Settings,
-    *,
-    hostname: str | None = None,
-    enqueue_fn: Enqueue = enqueue,
-    now: datetime | None = None,
-) -> list[int]:
-    """Runs marked running whose worker has gone quiet (no heartbeat for
-    settings.run_heartbeat_timeout_s), or that a just-started worker `hostname` owned before it
-    restarted, are queued again (they resume from their checkpoint) or, after MAX_ATTEMPTS,
-    marked failed. Returns the ids handled."""
-    now = now or utcnow()
-    limit = now - timedelta(seconds=settings.run_heartbeat_timeout_s)
-    running = db.scalars(
-        select(TrainingRun).where(TrainingRun.state == "running").with_for_update(skip_locked=True)
-    ).all()
-    handled = []
-    for run in running:
-        beat = _aware(run.heartbeat_at) or _aware(run.started_at) or _aware(run.created_at)
-        restarted_here = hostname is not None and run.worker_hostname == hostname
-        if not restarted_here and beat is not None and beat >= limit:
-            continue
-        handled.append(run.id)
-        if run.cancel_requested:
-            run.state, run.finished_at = "cancelled", now
-            _append_log(run, "The worker stopped while the run was being cancelled.")
-        elif run.attempts >= MAX_ATTEMPTS:
-            run.state, run.finished_at = "failed", now
-            run.error = f"The worker stopped responding {run.attempts} times; the run was given up."
-        else:
-            _append_log(
-                run,
-                f"Worker {run.worker_hostname or '?'} went silent; the run was queued again.",
-            )
-            dispatch(db, run, enqueue_fn)
-            continue
-    db.commit()
-    if handled:
-        _logger.warning("orphaned runs handled: %s", handled)
-    return handled
-
-
-def _append_log(run: TrainingRun, line: str, keep: int = 60) -> None:
-    stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S")
-    lines = (run.log_tail or "").splitlines() + [f"{stamp} {line}"]
-    run.log_tail = "\n".join(lines[-keep:])
 
 
 def run_out_key(run_id: int) -> str:

@@ -237,7 +237,7 @@ def test_tiny_run_succeeds_with_epochs_stored(worker, db, dataset_id):
 
 def test_cancel_stops_a_running_run(worker, db, dataset_id):
     from backend.models import TrainingRun
-    from backend.services.runs import cancel_run
+    from backend.services.run_lifecycle import cancel_run
 
     run_id = launch(db, dataset_id, epochs=400, seed=2)
     wait_for(run_id, lambda r: r.state == "running" and r.current_epoch >= 1, worker)

@@ -1,0 +1,268 @@
+"""The life of a training run, as one state machine (worker/contract.py: RUN_TRANSITIONS).
+
+    queued --claim--> running --finish--> succeeded | failed | cancelled
+      |                  |  \\--orphaned (its worker went quiet)--> queued again, or failed
+      |                  \\--cancel: cancel_requested, the task stops within one batch
+      \\--cancel--> cancelled           failed | cancelled --retry--> queued
+
+Every change of a run's state goes through this module: the API's cancel and retry, the
+dispatch of a run to the queue, and the worker's claim, heartbeat, per-epoch report and
+finish (worker/training_tasks.py adapts these to the training library's callbacks). A move
+the table does not allow raises Conflict, so a late or duplicated message can never, say,
+mark a re-queued run succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from backend.core.config import Settings
+from backend.core.errors import Conflict
+from backend.core.queue import TRAIN_TASK, enqueue
+from backend.models import RunEpoch, TrainingRun, utcnow
+from worker.contract import FINISHED_STATES, RUN_TRANSITIONS
+
+_logger = logging.getLogger(__name__)
+
+Enqueue = Callable[..., str]
+
+# A run whose worker stops responding this many times is given up (failed).
+MAX_ATTEMPTS = 3
+LOG_LINES = 60
+
+
+def aware(t: datetime | None) -> datetime | None:
+    """A timestamp as UTC-aware (SQLite hands naive ones back)."""
+    if t is not None and t.tzinfo is None:
+        return t.replace(tzinfo=UTC)
+    return t
+
+
+def append_log(run: TrainingRun, line: str, keep: int = LOG_LINES) -> None:
+    """Add a stamped line to the run's log tail (the run page shows the last `keep`)."""
+    stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S")
+    lines = (run.log_tail or "").splitlines() + [f"{stamp} {line}"]
+    run.log_tail = "\n".join(lines[-keep:])
+
+
+def can_move(state: str, to: str) -> bool:
+    return to in RUN_TRANSITIONS.get(state, ())
+
+
+def move(run: TrainingRun, to: str) -> None:
+    """Set the run's state to `to`, or raise Conflict when the table does not allow it."""
+    if not can_move(run.state, to):
+        raise Conflict(f"A {run.state} run cannot become {to}.")
+    run.state = to
+
+
+# ---------------------------------------------------------------------------- the API's side
+
+
+def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> None:
+    """Queue a run with a fresh dispatch token. The token is committed before the message is
+    sent, and a task whose token is no longer the run's does nothing, so a late redelivery of
+    an old message can never train the run twice."""
+    if run.state != "queued":
+        move(run, "queued")
+    run.celery_task_id = uuid.uuid4().hex
+    run.cancel_requested = False
+    run.error = None
+    db.commit()
+    try:
+        enqueue_fn(TRAIN_TASK, run.id, run.celery_task_id)
+    except Exception as exc:  # any broker failure
+        _logger.exception("could not enqueue run %s", run.id)
+        move(run, "failed")
+        run.error = f"The task queue could not be reached ({type(exc).__name__}); retry the run."
+        run.finished_at = utcnow()
+        db.commit()
+
+
+def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once (its task will find it so and do nothing); a running
+    one is asked to stop, which its task notices within one batch."""
+    if run.state == "queued":
+        move(run, "cancelled")
+        run.finished_at = utcnow()
+        run.cancel_requested = True
+    elif run.state == "running":
+        run.cancel_requested = True
+    else:
+        raise Conflict("Only a queued or running run can be cancelled.")
+    db.commit()
+    return run
+
+
+def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> TrainingRun:
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
+    if run.state not in ("failed", "cancelled"):
+        raise Conflict("Only a failed or cancelled run can be retried.")
+    run.finished_at = None
+    run.attempts = 0
+    dispatch(db, run, enqueue_fn)
+    return run
+
+
+def requeue_orphans(
+    db: Session,
+    settings: Settings,
+    *,
+    hostname: str | None = None,
+    enqueue_fn: Enqueue = enqueue,
+    now: datetime | None = None,
+) -> list[int]:
+    """Runs marked running whose worker has gone quiet (no heartbeat for
+    settings.run_heartbeat_timeout_s), or that a just-started worker `hostname` owned before it
+    restarted, are queued again (they resume from their checkpoint) or, after MAX_ATTEMPTS,
+    marked failed. Returns the ids handled."""
+    now = now or utcnow()
+    limit = now - timedelta(seconds=settings.run_heartbeat_timeout_s)
+    running = db.scalars(
+        select(TrainingRun).where(TrainingRun.state == "running").with_for_update(skip_locked=True)
+    ).all()
+    handled = []
+    for run in running:
+        beat = aware(run.heartbeat_at) or aware(run.started_at) or aware(run.created_at)
+        restarted_here = hostname is not None and run.worker_hostname == hostname
+        if not restarted_here and beat is not None and beat >= limit:
+            continue
+        handled.append(run.id)
+        if run.cancel_requested:
+            move(run, "cancelled")
+            run.finished_at = now
+            append_log(run, "The worker stopped while the run was being cancelled.")
+        elif run.attempts >= MAX_ATTEMPTS:
+            move(run, "failed")
+            run.finished_at = now
+            run.error = f"The worker stopped responding {run.attempts} times; the run was given up."
+        else:
+            append_log(
+                run,
+                f"Worker {run.worker_hostname or '?'} went silent; the run was queued again.",
+            )
+            dispatch(db, run, enqueue_fn)
+    db.commit()
+    if handled:
+        _logger.warning("orphaned runs handled: %s", handled)
+    return handled
+
+
+# ---------------------------------------------------------------------------- the worker's side
+
+
+def claim(
+    db: Session,
+    run_id: int,
+    token: str | None,
+    hostname: str,
+    heartbeat_timeout_s: float,
+) -> str | None:
+    """Mark the run running for this delivery; returns why not, or None when claimed. A run
+    still beating on another worker is left to it; one that went quiet is taken over."""
+    run = db.execute(
+        select(TrainingRun).where(TrainingRun.id == run_id).with_for_update()
+    ).scalar_one_or_none()
+    if run is None:
+        return "no such run"
+    if run.state in FINISHED_STATES:
+        return f"run already {run.state}"
+    if token is not None and run.celery_task_id not in (None, token):
+        return "superseded by a newer dispatch"
+    if run.state == "running" and run.worker_hostname != hostname:
+        beat = aware(run.heartbeat_at)
+        if beat is not None and (utcnow() - beat).total_seconds() < heartbeat_timeout_s:
+            return f"running on {run.worker_hostname}"
+    if run.cancel_requested:
+        move(run, "cancelled")
+        run.finished_at = utcnow()
+        db.commit()
+        return "cancelled before it started"
+    if run.state != "running":  # a quiet worker's run is taken over as it stands
+        move(run, "running")
+    resumed = run.current_epoch
+    run.started_at = utcnow()
+    run.heartbeat_at = utcnow()
+    run.worker_hostname = hostname
+    run.attempts += 1
+    run.error = None
+    append_log(
+        run,
+        f"Started on {hostname} (attempt {run.attempts})"
+        + (f", resuming after epoch {resumed}." if resumed else "."),
+    )
+    db.commit()
+    return None
+
+
+def heartbeat(db: Session, run_id: int, log_tail: str) -> bool:
+    """Stamp the run as alive, with its log tail; False once it is no longer running."""
+    run = db.get(TrainingRun, run_id)
+    if run is None or run.state != "running":
+        return False
+    run.heartbeat_at = utcnow()
+    run.log_tail = log_tail or run.log_tail
+    db.commit()
+    return True
+
+
+def cancel_requested(db: Session, run_id: int) -> bool:
+    """Whether the run should stop: cancelled from the dashboard, or deleted."""
+    flag = db.execute(select(TrainingRun.cancel_requested).where(TrainingRun.id == run_id)).scalar()
+    return bool(flag) or flag is None
+
+
+def report_epoch(
+    db: Session, run_id: int, epoch: int, total: int, metrics: dict[str, Any], log_tail: str
+) -> None:
+    """Store one epoch's metrics (again, on a resumed run) and the run's progress."""
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(RunEpoch).values(run_id=run_id, epoch=epoch, metrics=metrics, created_at=utcnow())
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["run_id", "epoch"], set_={"metrics": metrics, "created_at": utcnow()}
+        )
+    )
+    run = db.get(TrainingRun, run_id)
+    if run is not None:
+        run.current_epoch = epoch
+        run.total_epochs = total
+        run.progress = epoch / max(1, total)
+        run.heartbeat_at = utcnow()
+        run.log_tail = log_tail
+    db.commit()
+
+
+def finish(
+    db: Session, run_id: int, state: str, log_tail: str, *, error: str | None = None, **fields: Any
+) -> bool:
+    """End a running run as succeeded, failed or cancelled, with its outcome's fields and the
+    last log lines (an error as the last one). False, and nothing written, when the run is
+    gone or no longer running (queued again meanwhile): the outcome belongs to no one."""
+    run = db.get(TrainingRun, run_id)
+    if run is None:
+        return False
+    if not can_move(run.state, state) or run.state != "running":
+        _logger.warning("run %s is %s; its %s outcome is not recorded", run_id, run.state, state)
+        return False
+    move(run, state)
+    for k, v in fields.items():
+        setattr(run, k, v)
+    run.error = error
+    run.finished_at = utcnow()
+    run.heartbeat_at = utcnow()
+    lines = (log_tail or "").splitlines()
+    if error:
+        lines.append(f"ERROR {error}")
+    run.log_tail = "\n".join(lines[-LOG_LINES:]) or run.log_tail
+    db.commit()
+    return True
