@@ -68,7 +68,7 @@ function renderHeader() {
   const { path } = parseHash();
   const links = NAV[user.role] || [];
   render(header, html`
-    <a class="brand" href="#/home">Salience Lab</a>
+    <a class="brand" href="#/home">SIP-AT studio</a>
     <nav aria-label="Main">
       ${links.map(([href, label]) => html`<a href="${href}"
         class="${path === href.slice(1) || path.startsWith(href.slice(1) + "/") ? "active" : ""}">${label}</a>`)}

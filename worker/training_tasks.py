@@ -105,7 +105,7 @@ def pick_device() -> str:
 
 def ensure_export(db, storage: LocalStorage, run: TrainingRun) -> Path:
     """runs/<id>/data, written once: into a temp folder, then renamed into place."""
-    from backend.services.export import write_training_export
+    from worker.training_export import write_training_export
 
     key = runs_service.run_data_key(run.id)
     target = storage.path(key)

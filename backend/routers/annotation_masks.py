@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from backend.deps import AnnotationDep, SessionDep
-from backend.services.masks import load_revision_mask, mask_to_png
+from backend.services.masks.codec import load_revision_mask, mask_to_png
 from backend.services.reviews import revision_of
 
 router = APIRouter(prefix="/annotations", tags=["reviews"])

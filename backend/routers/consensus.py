@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from backend.deps import DatasetDep, ImageDep, ResearcherUser, SessionDep
 from backend.schemas.annotations import DatasetAgreement, ImageAgreement
 from backend.services import consensus as cons
-from backend.services.masks import grey_png, mask_to_png
+from backend.services.masks.codec import grey_png, mask_to_png
 
 router = APIRouter(tags=["masks"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 
 from backend.deps import DatasetDep, OptionalMaskSetDep, ResearcherUser, SessionDep, SettingsDep
 from backend.schemas.annotations import MaskImportResult
-from backend.services import export as exp
+from backend.services import mask_exchange
 from backend.services.consensus import parse_statuses
 
 router = APIRouter(prefix="/datasets", tags=["masks"])
@@ -28,7 +28,7 @@ def export_masks(
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
 ):
     """A dataset's masks (or a mask set's consensus) as a zip of PNGs or as COCO RLE JSON."""
-    data, media, name = exp.export_masks(
+    data, media, name = mask_exchange.export_masks(
         db,
         dataset,
         fmt=format,
@@ -64,7 +64,7 @@ def import_masks(
         file.size is not None and file.size > settings.max_upload_bytes
     ):
         raise HTTPException(413, detail="The upload is larger than the allowed size.")
-    user, image_ids = exp.import_masks(
+    user, image_ids = mask_exchange.import_masks(
         db,
         dataset,
         file.file.read(),

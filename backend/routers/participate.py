@@ -20,7 +20,7 @@ from backend.schemas.studies import (
     StudyInfo,
     TrialsPayload,
 )
-from backend.services import studies as service
+from backend.services.studies import participation
 
 PARTICIPATE_HTML = ROOT / "frontend" / "participate.html"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -29,62 +29,62 @@ router = APIRouter(prefix="/participate", tags=["participate"])
 
 
 @router.get("/links/{link_token}", response_model=StudyInfo)
-def study_info(study: LinkStudyDep, db: SessionDep):
+def study_info(study: LinkStudyDep):
     """The study's texts and image size, for the page before a session starts."""
-    return service.public_info(db, study)
+    return participation.public_info(study)
 
 
 @router.post("/links/{link_token}/sessions", response_model=SessionState)
 def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep):
     """Start a session, or give back the existing one of the same PROLIFIC_PID (resume)."""
-    session, created = service.start_session(
+    session, created = participation.start_session(
         db, study, body.prolific_pid, body.study_id, body.session_id
     )
-    state = service.session_state(db, session)
+    state = participation.session_state(db, session)
     return JSONResponse(SessionState(**state).model_dump(), status_code=201 if created else 200)
 
 
 @router.get("/{session_token}", response_model=SessionState)
 def session_state(session: ParticipantDep, db: SessionDep):
     """Where this session stands (to resume after a reload)."""
-    return service.session_state(db, session)
+    return participation.session_state(db, session)
 
 
 @router.post("/{session_token}/consent", response_model=SessionState)
 def consent(session: ParticipantDep, db: SessionDep):
     """Record that the participant agreed to take part."""
-    service.give_consent(db, session)
-    return service.session_state(db, session)
+    participation.give_consent(db, session)
+    return participation.session_state(db, session)
 
 
 @router.post("/{session_token}/device")
 def device(session: ParticipantDep, body: DeviceInfo, db: SessionDep) -> dict:
     """Record screen size and pixel ratio; say whether the window is large enough."""
-    return service.record_device(db, session, body.model_dump())
+    return participation.record_device(db, session, body.model_dump())
 
 
 @router.get("/{session_token}/example", response_model=ExamplePayload)
 def example(session: ParticipantDep, db: SessionDep):
     """The instructions' example: one original image and the same image clearly changed."""
-    return service.example_pair(db, session)
+    return participation.example_pair(db, session)
 
 
 @router.get("/{session_token}/trials", response_model=TrialsPayload)
 def trials(session: ParticipantDep, db: SessionDep):
     """The unanswered trials in order: opaque ids and image URLs (for preloading)."""
-    return TrialsPayload(data=service.pending_trials(db, session))
+    return TrialsPayload(data=participation.pending_trials(db, session))
 
 
 @router.post("/{session_token}/trials/{trial_id}/answer", response_model=AnswerOut)
 def answer(session: ParticipantDep, trial_id: str, body: AnswerIn, db: SessionDep):
     """Store one answer (repeating it returns the same result)."""
-    return service.answer_trial(db, session, trial_id, body.answer, body.rt_ms, body.shown_at)
+    return participation.answer_trial(db, session, trial_id, body.answer, body.rt_ms, body.shown_at)
 
 
 @router.post("/{session_token}/complete", response_model=CompletionOut)
 def complete(session: ParticipantDep, db: SessionDep):
     """The completion code, issued only once every answer is stored."""
-    return service.complete_session(db, session)
+    return participation.complete_session(db, session)
 
 
 @router.get("/{session_token}/stimuli/{public_id}")
@@ -92,7 +92,7 @@ def stimulus(
     session: ParticipantDep, public_id: str, db: SessionDep, storage: StorageDep
 ) -> Response:
     """One image of this session, padded to the study's common file size."""
-    data = service.stimulus_bytes(db, storage, session, public_id)
+    data = participation.stimulus_bytes(db, storage, session, public_id)
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
     )
@@ -102,8 +102,9 @@ page_router = APIRouter(include_in_schema=False)
 
 
 @page_router.get("/s/{link_token}")
-def participant_page(link_token: str) -> FileResponse:  # read by the page
-    """The participant's page; the link token in its URL is read by the page's script."""
+def participant_page() -> FileResponse:
+    """The participant's page; the link token in its URL (/s/{link_token}) is read by the
+    page's script, not here."""
     return FileResponse(PARTICIPATE_HTML, headers=NO_STORE)
 
 

@@ -19,13 +19,13 @@ from backend.schemas.studies import (
     StudyDetail,
     StudyPublic,
 )
-from backend.services import studies as service
+from backend.services.studies import analysis, design, preview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
 def _public(db, studies: list[Study], detail: bool = False) -> list[StudyPublic]:
-    counts = service.study_counts(db, [s.id for s in studies])
+    counts = design.study_counts(db, [s.id for s in studies])
     out: list[StudyPublic] = []
     for s in studies:
         cls = StudyDetail if detail else StudyPublic
@@ -48,14 +48,14 @@ def list_studies(_: ResearcherUser, db: SessionDep):
 @router.get("/source-runs", response_model=SourceRunsPublic)
 def list_source_runs(_: ResearcherUser, db: SessionDep):
     """Finished training runs whose checkpoints can make stimuli."""
-    runs = service.source_runs(db)
+    runs = preview.source_runs(db)
     return SourceRunsPublic(data=runs, count=len(runs))
 
 
 @router.post("", response_model=StudyDetail, status_code=201)
 def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep):
     """Create a draft study (design fixed, stimuli not yet made)."""
-    study = service.create_study(db, body, user)
+    study = design.create_study(db, body, user)
     return _public(db, [study], detail=True)[0]
 
 
@@ -68,35 +68,35 @@ def get_study_detail(study: StudyDep, db: SessionDep):
 @router.post("/{study_id}/generate", response_model=StudyDetail)
 def generate(study: StudyDep, db: SessionDep):
     """Start making the stimuli (a Celery task; progress in the study)."""
-    service.start_generation(db, study)
+    design.start_generation(db, study)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/open", response_model=StudyDetail)
 def open_study(study: StudyDep, db: SessionDep):
     """Let participants in through the link."""
-    service.set_open(db, study, True)
+    design.set_open(db, study, True)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/close", response_model=StudyDetail)
 def close_study(study: StudyDep, db: SessionDep):
     """Stop admitting new participants (started sessions may finish)."""
-    service.set_open(db, study, False)
+    design.set_open(db, study, False)
     return _public(db, [study], detail=True)[0]
 
 
 @router.get("/{study_id}/results")
 def study_results(study: StudyDep, db: SessionDep) -> dict:
     """Detection per run and epsilon with intervals, fitted curves and thresholds, exclusions."""
-    return service.results(db, study)
+    return analysis.results(db, study)
 
 
 @router.get("/{study_id}/trials.csv")
 def trials_csv(study: StudyDep, db: SessionDep) -> Response:
     """Every trial as one CSV row (tidy): participant, stimulus, run, epsilon, answer, timing."""
     return Response(
-        service.trials_csv(db, study),
+        analysis.trials_csv(db, study),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="study-{study.id}-trials.csv"'},
     )
@@ -126,7 +126,7 @@ def preview_stimuli(
                 400, detail="Give epsilon or epsilon_255, or two that name the same value."
             )
         epsilon_255 = epsilon * 255
-    return service.preview_stimuli(
+    return preview.preview_stimuli(
         db,
         storage,
         study,
@@ -144,7 +144,7 @@ def stimulus_image(
 ) -> Response:
     """The stored PNG of one stimulus, byte for byte (unpadded). Researchers only: participants
     see stimuli only through their session's opaque ids."""
-    data = service.stimulus_file(db, storage, study, stimulus_id)
+    data = preview.stimulus_file(db, storage, study, stimulus_id)
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )

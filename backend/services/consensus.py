@@ -29,7 +29,7 @@ from backend.models import (
     MaskSetItem,
     User,
 )
-from backend.services.masks import grey_png, load_revision_mask
+from backend.services.masks.codec import grey_png, load_revision_mask
 
 ALLOWED_STATUSES = ("submitted", "accepted")
 

@@ -39,8 +39,8 @@ from backend.models import (
     utcnow,
 )
 from backend.services.dataset_formats import Entry, Item, read_layout
-from backend.services.export import import_account, imported_revision
-from backend.services.masks import png_to_mask
+from backend.services.mask_exchange import import_account, imported_revision
+from backend.services.masks.codec import png_to_mask
 
 _logger = logging.getLogger(__name__)
 

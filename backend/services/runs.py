@@ -221,7 +221,7 @@ def validate_launch(db: Session, form: dict[str, Any]) -> tuple[dict[str, Any], 
     method = given.get("method", "pgd_at")
     mask_source = given.get("mask_source", "human")
 
-    refs: dict[str, Any] = {k: None for k in APP_REFS}
+    refs: dict[str, Any] = dict.fromkeys(APP_REFS)
     if dataset is not None:
         mask_set_id = form.get("mask_set_id")
         if mask_set_id is not None:
@@ -319,7 +319,7 @@ def create_runs(
         run = TrainingRun(
             name=name if len(seeds) == 1 else f"{name} (seed {seed})",
             group_key=group_key,
-            tags=sorted(set(t.strip() for t in form.get("tags") or [])),
+            tags=sorted({t.strip() for t in form.get("tags") or []}),
             dataset_id=dataset.id,
             mask_set_id=config["mask_set_id"],
             method=config["method"],

@@ -9,7 +9,7 @@ export async function mount(root, { query, session, navigate, setUser }) {
   if (session.user) { navigate(`#${next.startsWith("/login") ? "/home" : next}`); return; }
   render(root, html`
     <section class="page login-page">
-      <h1>Salience Lab</h1>
+      <h1>SIP-AT studio</h1>
       <form class="card stack" novalidate>
         <label>Username <input name="username" autocomplete="username" required autofocus></label>
         <label>Password <input name="password" type="password" autocomplete="current-password" required></label>

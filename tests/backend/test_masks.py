@@ -17,7 +17,6 @@ from pycocotools import mask as coco_mask
 from backend.core.storage import get_storage
 from backend.models import Annotation, AnnotationRevision, MaskSet, User, utcnow
 from backend.models import Image as ImageRow
-from backend.services.export import write_training_export
 from backend.services.masks import (
     mask_sha256,
     mask_to_png,
@@ -26,6 +25,7 @@ from backend.services.masks import (
     rle_decode,
     rle_encode,
 )
+from worker.training_export import write_training_export
 
 S = 64
 

@@ -150,7 +150,7 @@ def test_results_and_csv_of_answered_sessions(client, auth, db, tiny_checkpoint)
 
 def test_exclusion_rules_one_by_one():
     from backend.models import Study
-    from backend.services.studies import exclusions
+    from backend.services.studies.analysis import exclusions
 
     rules = {"min_catch_accuracy": 0.5, "too_fast_ms": 150, "max_too_fast_fraction": 0.25,
              "same_answer_throughout": True}  # fmt: skip

@@ -1,6 +1,6 @@
 """L-infinity attacks built from one generic loop and small step classes.
 
-Every attack here follows the PGD core of docs/methods.md: a per-pixel budget map
+Every attack here follows the PGD core described in docs/training.md: a per-pixel budget map
 `eps_map` and a per-pixel step mask `m` in {0, 1}. Inputs are images in [0, 1];
 normalisation lives inside the model, so every epsilon is in pixel units.
 """

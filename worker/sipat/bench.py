@@ -85,15 +85,15 @@ def bench_methods(
         }
         net = build_model(model_name, data.num_classes, 3, image_size)
         save_atomic({"model_spec": spec, "model": net.state_dict()}, teacher)
-        common = dict(
-            steps=k,
-            eps=8 / 255,
-            alpha=2 / 255,
-            part_warmup_epochs=0,
-            igd_teacher=str(teacher),
-            precision=precision,
-            device=device,
-        )
+        common = {
+            "steps": k,
+            "eps": 8 / 255,
+            "alpha": 2 / 255,
+            "part_warmup_epochs": 0,
+            "igd_teacher": str(teacher),
+            "precision": precision,
+            "device": device,
+        }
         methods = {m: build_method(TrainConfig(method=m, **common), device) for m in METHODS}
     gen = torch.Generator(device=device).manual_seed(0)
 

@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg,
         out,
         progress=not args.no_progress,
-        on_epoch=lambda e, n, m: print(json.dumps(m), flush=True),
+        on_epoch=lambda _epoch, _total, m: print(json.dumps(m), flush=True),
     )
     print(json.dumps({"final": result["final"], "out": str(out)}))
     return 0

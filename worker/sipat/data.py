@@ -273,7 +273,9 @@ class MemoryBatches:
         return len(self.images)
 
     def epoch(
-        self, epoch: int, generator: torch.Generator
+        self,
+        epoch: int,  # noqa: ARG002 - StreamBatches' signature; here the generator decides all
+        generator: torch.Generator,
     ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
         for idx in iterate_batches(len(self.images), self.batch_size, generator):
             x, s, has_map, y = self.images.batch(idx, self.device)

@@ -1,6 +1,6 @@
-"""Evaluations every run gets (docs/methods.md): clean accuracy, PGD over an epsilon grid
-with restarts, the original AutoAttack at the training eps, the gradient-masking checks, and
-agreement of the model's salience with human masks. The inequality tests live in
+"""Evaluations every run gets (docs/training.md, "Evaluation"): clean accuracy, PGD over an
+epsilon grid with restarts, the original AutoAttack at the training eps, the gradient-masking
+checks, and agreement of the model's salience with human masks. The inequality tests live in
 inequality.py; the attacks behind the robust numbers in robustness.py.
 """
 

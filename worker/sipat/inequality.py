@@ -1,7 +1,7 @@
 """The "inequality" threats of IGD (Chen, Dong, Xie) and Duan et al., on one image set.
 
 Adversarial training concentrates a model's input gradient on few sub-pixels; these tests
-measure what that costs (docs/methods.md):
+measure what that costs (docs/training.md):
 
 - inductive noise: N(0, 1) noise on the top-k sub-pixels (of C*H*W) by the signed input
   gradient of the true-class logit, k = t * C*H*W, both added to them (IGD's main variant)

@@ -1,4 +1,4 @@
-"""The training methods as named objectives of one loop (see docs/methods.md).
+"""The training methods as named objectives of one loop (docs/training.md, "Methods").
 
 Each method turns a batch (x, salience s, has_map, y) into a loss. All of them reach the
 same PGD core (attacks.run_attack) with a different budget map or step mask.

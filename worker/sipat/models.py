@@ -314,9 +314,9 @@ class TorchvisionInception(nn.Module):
 
 _Builder = Callable[[int, int, int], nn.Module]  # (num_classes, in_channels, image_size)
 _BUILDERS: dict[str, _Builder] = {
-    "small_cnn": lambda n, c, s: SmallCNN(n, c),
-    "preact_resnet18": lambda n, c, s: PreActResNet18(n, c),
-    "wrn34_10": lambda n, c, s: WideResNet(n, c, depth=34, widen_factor=10),
+    "small_cnn": lambda n, c, _size: SmallCNN(n, c),
+    "preact_resnet18": lambda n, c, _size: PreActResNet18(n, c),
+    "wrn34_10": lambda n, c, _size: WideResNet(n, c, depth=34, widen_factor=10),
     "resnet18": lambda n, c, s: TorchvisionResNet("resnet18", n, c, s),
     "resnet50": lambda n, c, s: TorchvisionResNet("resnet50", n, c, s),
     "densenet121": lambda n, c, s: TorchvisionDenseNet(n, c, s),

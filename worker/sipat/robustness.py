@@ -1,4 +1,4 @@
-"""Robust accuracy as the field reports it (docs/methods.md, "Evaluations every run gets").
+"""Robust accuracy as the field reports it (docs/training.md, "Evaluation").
 
 - `pgd_robust`: L-inf PGD with random start and R restarts; an image counts as robust only
   if it is classified correctly clean and after every restart (worst case per image).

@@ -33,7 +33,7 @@ def grad_cam(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Tenso
     The model runs in eval mode and its parameters receive no gradient.
     """
     store: dict[str, Tensor] = {}
-    handle = model.cam_layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    handle = model.cam_layer.register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
     try:
         with eval_mode(model), torch.enable_grad():
             logits = model(x.detach())

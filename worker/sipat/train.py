@@ -56,7 +56,12 @@ def _schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_sc
 
 def _batches(cfg: TrainConfig, train_set: Any, device: str) -> MemoryBatches | StreamBatches:
     """The training batches: cut from memory, or decoded by DataLoader workers (streamed)."""
-    common = dict(augment=cfg.augment, padding=cfg.crop_padding, hflip=cfg.hflip, device=device)
+    common = {
+        "augment": cfg.augment,
+        "padding": cfg.crop_padding,
+        "hflip": cfg.hflip,
+        "device": device,
+    }
     if isinstance(train_set, FileSet):
         return StreamBatches(
             train_set, cfg.batch_size, seed=cfg.seed, workers=cfg.loader_workers, **common

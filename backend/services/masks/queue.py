@@ -1,228 +1,28 @@
-"""Binary masks: decoding what browsers and files send, compact storage, COCO RLE, and saving
-revisions of an annotation safely under concurrent (and repeated) requests.
-
-A mask is a 2-D numpy bool array of shape (height, width); True = salient.
+"""The annotation queue and saving masks: claims on queue slots, the next image for an
+annotator, what remains, skips, and saving revisions of an annotation safely under
+concurrent (and repeated) requests, then submitting it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import io
 import logging
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.core.errors import Conflict, Invalid
 from backend.models import Annotation, AnnotationRevision, Dataset, Image, Skip, User, utcnow
+from backend.services.masks.codec import mask_sha256, mask_to_png
 
 _logger = logging.getLogger(__name__)
 
 # A draft annotation without any saved revision is a claim on a queue slot handed out by
 # /annotate/next; it stops holding the slot after this long without a save.
 CLAIM_TTL = timedelta(minutes=30)
-
-
-# ---------------------------------------------------------------------------- decoding
-
-
-def decode_base64(data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise Invalid("The mask is not valid base64 data.") from exc
-
-
-def png_to_mask(
-    data: bytes,
-    *,
-    soft: bool = False,
-    name: str = "The mask",
-    expected_size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Decode a PNG into a binary mask: alpha when the PNG has it, else grey >= 128.
-
-    A strict mask (soft=False) must hold only 0 and 255 in the channel used; soft
-    segmentations (CUB-200-2011 style) are binarised at >= 128 instead.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            img: PILImage.Image = PILImage.open(io.BytesIO(data))
-            if img.format != "PNG":
-                raise Invalid(f"{name} is not a PNG image.")
-            if expected_size is not None and img.size != expected_size:
-                # checked from the header, before decoding a possibly huge image
-                raise Invalid(
-                    f"The PNG is {img.width}x{img.height} pixels, not the declared "
-                    f"{expected_size[0]}x{expected_size[1]}."
-                )
-            if img.width * img.height > 64_000_000:
-                raise Invalid(f"{name} is too large.")
-            img.load()
-    except Invalid:
-        raise
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        PILImage.DecompressionBombError,
-        PILImage.DecompressionBombWarning,
-    ) as exc:
-        raise Invalid(f"{name} could not be decoded as a PNG image.") from exc
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "L")
-    if img.mode in ("LA", "RGBA", "PA", "La", "RGBa"):
-        channel = img.getchannel("A")
-    elif img.mode in ("1", "L", "RGB"):
-        channel = img.convert("L")
-    elif img.mode in ("I", "I;16", "I;16B", "I;16L"):
-        wide = np.asarray(img).astype(np.int64)
-        peak = 65535 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255
-        channel = PILImage.fromarray((wide * 255 // peak).astype(np.uint8), "L")
-    else:
-        raise Invalid(f"{name} has an unsupported PNG pixel format ({img.mode}).")
-    if not soft:
-        # The histogram is computed in C: much cheaper than np.unique on a large mask.
-        hist = channel.histogram()
-        if sum(hist) != hist[0] + hist[255]:
-            distinct = sum(1 for h in hist if h)
-            raise Invalid(
-                f"{name} is not binary: its pixels must be 0 or 255 "
-                f"(found {distinct} distinct values)."
-            )
-    return np.asarray(channel) >= 128
-
-
-def mask_to_png(mask: np.ndarray) -> bytes:
-    """A compact 1-bit PNG (1 bit per pixel before deflate)."""
-    mask = np.asarray(mask, dtype=bool)
-    height, width = mask.shape
-    # packbits + frombytes is ~4x faster than fromarray(bool).convert("1") on 512x512
-    img = PILImage.frombytes("1", (width, height), np.packbits(mask, axis=1).tobytes())
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def grey_png(values: np.ndarray) -> bytes:
-    """An 8-bit grey PNG of a uint8 array."""
-    buf = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(values, dtype=np.uint8), mode="L").save(buf, "PNG")
-    return buf.getvalue()
-
-
-def mask_sha256(mask: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def load_revision_mask(rev: AnnotationRevision) -> np.ndarray:
-    if rev.mask_format == "rle":
-        return rle_decode({"size": [rev.height, rev.width], "counts": rev.mask_bytes.decode()})
-    return png_to_mask(rev.mask_bytes)
-
-
-# ---------------------------------------------------------------------------- COCO RLE
-
-
-def rle_counts(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO counts: run lengths of the column-major pixels, starting with zeros."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
-        return []
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat[0]:
-        runs.insert(0, 0)
-    return [int(r) for r in runs]
-
-
-def counts_to_string(counts: list[int]) -> str:
-    """COCO's compact string form: deltas against the count two back, 5 bits a character."""
-    out = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift: negative deltas end on all-ones
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
-
-
-def string_to_counts(text: str) -> list[int]:
-    counts: list[int] = []
-    pos = 0
-    while pos < len(text):
-        x = 0
-        shift = 0
-        more = True
-        c = 0
-        while more:
-            if pos >= len(text):
-                raise Invalid("The RLE counts string ends in the middle of a number.")
-            c = ord(text[pos]) - 48
-            if c < 0 or c > 63:
-                raise Invalid("The RLE counts string holds an invalid character.")
-            x |= (c & 0x1F) << shift
-            more = bool(c & 0x20)
-            pos += 1
-            shift += 5
-        if c & 0x10:
-            x |= -1 << shift
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    h, w = mask.shape
-    return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    try:
-        h, w = (int(v) for v in rle["size"])
-        counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise Invalid("An RLE segmentation needs a size [height, width] and counts.") from exc
-    if h <= 0 or w <= 0 or h * w > 64_000_000:
-        raise Invalid("An RLE segmentation has an invalid size.")
-    if isinstance(counts, str):
-        runs = string_to_counts(counts)
-    elif isinstance(counts, list) and all(isinstance(c, int) for c in counts):
-        runs = counts
-    else:
-        raise Invalid("RLE counts must be a string or a list of integers.")
-    if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise Invalid("The RLE counts do not add up to the mask's size.")
-    values = np.zeros(len(runs), dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, runs)
-    return flat.reshape((w, h)).T.copy()
-
-
-def bbox(mask: np.ndarray) -> list[int]:
-    """[x, y, width, height] of the salient pixels (zeros when empty), as COCO."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return [0, 0, 0, 0]
-    x0, y0 = int(xs.min()), int(ys.min())
-    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-
 
 # ---------------------------------------------------------------------------- the queue
 

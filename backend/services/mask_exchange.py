@@ -1,5 +1,6 @@
-"""Masks in and out: PNG zips and COCO RLE JSON (export and import), CUB-200-2011 style soft
-segmentations (import), and the training library's dataset folder (write_training_export).
+"""Masks in and out: PNG zips and COCO RLE JSON (export and import), and CUB-200-2011 style
+soft segmentations (import). The training library's dataset folder is written by the worker
+(worker/training_export.py).
 
 Imported masks belong to a pseudo-annotator account "import:<name>" (role annotator, never able
 to log in), so consensus and mask sets can use them like anyone's masks. An import checks every
@@ -11,20 +12,17 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import secrets
-import shutil
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.errors import Invalid, TooLarge, Unreadable
-from backend.core.storage import LocalStorage
 from backend.models import (
     Annotation,
     AnnotationRevision,
@@ -32,12 +30,11 @@ from backend.models import (
     DatasetClass,
     Image,
     MaskSet,
-    MaskSetItem,
     User,
     utcnow,
 )
 from backend.services.consensus import load_masks
-from backend.services.masks import (
+from backend.services.masks.codec import (
     bbox,
     mask_sha256,
     mask_to_png,
@@ -60,7 +57,8 @@ def _safe_dir(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
 
 
-def _images(db: Session, dataset: Dataset) -> list[Image]:
+def dataset_images(db: Session, dataset: Dataset) -> list[Image]:
+    """The dataset's images, by id."""
     return list(
         db.scalars(select(Image).where(Image.dataset_id == dataset.id).order_by(Image.id)).all()
     )
@@ -85,7 +83,7 @@ def _collect(
     annotator_id: int | None,
     mask_set: MaskSet | None,
 ) -> list[ExportMask]:
-    images = {im.id: im for im in _images(db, dataset)}
+    images = {im.id: im for im in dataset_images(db, dataset)}
     out: list[ExportMask] = []
     if mask_set is not None:
         if mask_set.dataset_id != dataset.id:
@@ -209,9 +207,6 @@ def export_coco(
     }
 
 
-# ---------------------------------------------------------------------------- import
-
-
 def export_masks(
     db: Session,
     dataset: Dataset,
@@ -239,6 +234,9 @@ def export_masks(
         threshold=threshold,
     )
     return json.dumps(doc).encode(), "application/json", f"{stem}.json"
+
+
+# ---------------------------------------------------------------------------- import
 
 
 class ImageMatcher:
@@ -419,7 +417,7 @@ def import_masks(
         raise Invalid("status must be submitted or accepted.")
     if match_by not in ("auto", "filename", "id"):
         raise Invalid("match_by must be auto, filename or id.")
-    images = _images(db, dataset)
+    images = dataset_images(db, dataset)
     if fmt == "coco":
         found = parse_coco(data, images, match_by)
     else:
@@ -461,85 +459,3 @@ def import_masks(
         "imported %d %s masks into dataset %s as %s", len(found), fmt, dataset.id, user.username
     )
     return user, sorted(found)
-
-
-# ---------------------------------------------------------------------------- training data
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def write_training_export(
-    db: Session, storage: LocalStorage, dataset_id: int, mask_set_id: int | None, out_dir: Path
-) -> Path:
-    """Write the training library's dataset folder and return the manifest's path.
-
-    out_dir/manifest.json: {"format": "sipat-dataset/1", "dataset", "classes" (names by index),
-    "mask_set": {"id", "hash"} | null, "images": [{"id", "file", "label", "split", "mask"}]};
-    images/<id>.<ext> hard-linked (or copied) from storage; masks/<id>.png the mask set's
-    consensus as 8-bit grey (0..255 = consensus in [0, 1]), for images in the mask set.
-    """
-    dataset = db.get(Dataset, dataset_id)
-    if dataset is None:
-        raise ValueError(f"dataset {dataset_id} does not exist")
-    mask_set = None
-    if mask_set_id is not None:
-        mask_set = db.get(MaskSet, mask_set_id)
-        if mask_set is None or mask_set.dataset_id != dataset_id:
-            raise ValueError(f"mask set {mask_set_id} does not belong to dataset {dataset_id}")
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    classes = sorted(dataset.classes, key=lambda c: c.index)
-    index_of = {c.id: c.index for c in classes}
-    items: dict[int, MaskSetItem] = {}
-    if mask_set is not None:
-        items = {it.image_id: it for it in mask_set.items}
-        (out_dir / "masks").mkdir(exist_ok=True)
-    records = []
-    for image in _images(db, dataset):
-        ext = PurePosixPath(image.storage_key).suffix or ".png"
-        rel = f"images/{image.id}{ext}"
-        _link_or_copy(storage.path(image.storage_key), out_dir / rel)
-        mask_rel = None
-        item = items.get(image.id)
-        if item is not None:
-            mask_rel = f"masks/{image.id}.png"
-            _write_grey(out_dir / mask_rel, item.consensus_png)
-        records.append(
-            {
-                "id": image.id,
-                "file": rel,
-                "label": index_of[image.class_id],
-                "split": image.split,
-                "mask": mask_rel,
-            }
-        )
-    manifest = {
-        "format": "sipat-dataset/1",
-        "dataset": dataset.name,
-        "classes": [c.name for c in classes],
-        "mask_set": {"id": mask_set.id, "hash": mask_set.hash} if mask_set else None,
-        "images": records,
-    }
-    path = out_dir / "manifest.json"
-    tmp = out_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)  # a reader never sees half a manifest
-    return path
-
-
-def _write_grey(path: Path, png: bytes) -> None:
-    img = _open_png(png)
-    if img.mode != "L":
-        img = img.convert("L")
-        buf = io.BytesIO()
-        img.save(buf, "PNG")
-        png = buf.getvalue()
-    path.write_bytes(png)

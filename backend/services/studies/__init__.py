@@ -1,0 +1,100 @@
+"""Perception studies: design (which stimuli, which cells), per-participant trial assignment,
+the participant's answers, exclusions and the analysis.
+
+- design.py: create_study, the stimulus plan, starting generation, open/close, counts
+- participation.py: sessions, consent, the device check, trials, answers, completion and the
+  stimulus bytes a participant may fetch
+- analysis.py: trial rows, exclusions, results, the trials CSV, a run's robust-accuracy curve
+- preview.py: the runs a study may use, the researcher's preview of the stimuli, a stimulus
+  file, the source image as stimuli are made from it
+- stimuli.py: stimulus generation's data side (what is missing, storing each PNG and row,
+  progress, ready or failed); the worker's task (worker.study_tasks) drives it
+- common.py: what these share (utcnow, eps_key, stimuli_by_key, run_image_size, PNG padding)
+
+The names below are re-exported so that `from backend.services import studies` keeps
+working; new code imports from the module that holds the name.
+"""
+
+from backend.services.studies.analysis import (
+    CSV_COLUMNS,
+    exclusions,
+    results,
+    robust_accuracy_curve,
+    trials_csv,
+)
+from backend.services.studies.common import (
+    PAD_CHUNK,
+    eps_key,
+    pad_png,
+    padded_size,
+    stimuli_by_key,
+    utcnow,
+)
+from backend.services.studies.design import (
+    StimulusSpec,
+    create_study,
+    set_open,
+    start_generation,
+    stimulus_plan,
+    study_counts,
+)
+from backend.services.studies.participation import (
+    MIN_WINDOW_H,
+    MIN_WINDOW_W,
+    WINDOW_MARGIN_H,
+    WINDOW_MARGIN_W,
+    answer_trial,
+    complete_session,
+    example_pair,
+    give_consent,
+    pending_trials,
+    public_info,
+    record_device,
+    session_state,
+    start_session,
+    stimulus_bytes,
+)
+from backend.services.studies.preview import (
+    preview_stimuli,
+    source_array,
+    source_runs,
+    stimulus_file,
+)
+
+__all__ = [
+    "CSV_COLUMNS",
+    "MIN_WINDOW_H",
+    "MIN_WINDOW_W",
+    "PAD_CHUNK",
+    "WINDOW_MARGIN_H",
+    "WINDOW_MARGIN_W",
+    "StimulusSpec",
+    "answer_trial",
+    "complete_session",
+    "create_study",
+    "eps_key",
+    "example_pair",
+    "exclusions",
+    "give_consent",
+    "pad_png",
+    "padded_size",
+    "pending_trials",
+    "preview_stimuli",
+    "public_info",
+    "record_device",
+    "results",
+    "robust_accuracy_curve",
+    "session_state",
+    "set_open",
+    "source_array",
+    "source_runs",
+    "start_generation",
+    "start_session",
+    "stimuli_by_key",
+    "stimulus_bytes",
+    "stimulus_file",
+    "stimulus_plan",
+    "study_counts",
+    "trials_csv",
+    "utcnow",
+]

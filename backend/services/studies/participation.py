@@ -1,0 +1,436 @@
+"""Taking part in a study: the public page's facts, a participant's session (one per
+PROLIFIC_PID) with its trials assigned by the design's Latin square, consent, the device
+check, the trials and their answers, completion, and the stimulus bytes a participant may
+fetch (padded to one size per study)."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.core.errors import Conflict, Invalid, NotFound
+from backend.core.storage import LocalStorage
+from backend.models import ParticipantSession, Response, Stimulus, Study, Trial
+from backend.services.studies.common import eps_key, pad_png, stimuli_by_key, utcnow
+
+# the participant page needs this much room around the image(s), in CSS pixels
+WINDOW_MARGIN_W = 120
+WINDOW_MARGIN_H = 260
+MIN_WINDOW_W = 800
+MIN_WINDOW_H = 560
+
+
+def public_info(study: Study) -> dict[str, Any]:
+    cfg = study.config
+    size = cfg.get("image_size") or [0, 0]
+    w, h = int(size[0]), int(size[1])
+    shown = 2 if study.design == "2afc" else 1
+    return {
+        "name": study.name,
+        "design": study.design,
+        "accepting": study.state == "open",
+        "texts": cfg["texts"],
+        "image_width": w,
+        "image_height": h,
+        "min_window_width": max(MIN_WINDOW_W, shown * w + WINDOW_MARGIN_W),
+        "min_window_height": max(MIN_WINDOW_H, h + WINDOW_MARGIN_H),
+    }
+
+
+def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
+    """Create the session's trials: practice first, then main and catch trials shuffled."""
+    cfg = study.config
+    stim = stimuli_by_key(db, study.id)
+    runs: list[int] = cfg["run_ids"]
+    imgs = cfg["images"]
+    catch_eps = float(cfg["catch_epsilon_255"])
+    c = session.condition_index
+    # the order and sides come from the system's randomness, not from anything guessable
+    rng = random.SystemRandom()
+    is_2afc = study.design == "2afc"
+
+    def pair(perturbed: Stimulus, image_id: int) -> tuple[int, int | None, str]:
+        """(left, right, correct answer) of a trial showing `perturbed`."""
+        if not is_2afc:
+            return perturbed.id, None, "yes" if perturbed.epsilon > 0 else "no"
+        ref = stim[("reference", None, image_id, 0.0)]
+        if rng.random() < 0.5:
+            return perturbed.id, ref.id, "left"
+        return ref.id, perturbed.id, "right"
+
+    planned: list[tuple[str, Stimulus, int]] = []  # (phase, stimulus shown as changed, image)
+    practice_signal = [i % 2 == 0 for i in range(len(imgs["practice"]))]
+    rng.shuffle(practice_signal)
+    for i, img in enumerate(imgs["practice"]):
+        rid = runs[(i + c) % len(runs)]
+        e = catch_eps if (is_2afc or practice_signal[i]) else 0.0
+        planned.append(("practice", stim[("practice", rid, img, eps_key(e))], img))
+    main: list[tuple[str, Stimulus, int]] = []
+    cells = cfg["cells"]
+    n = len(cells)
+    pool = imgs["main"]
+    shift = ((c // n) * n) % len(pool)
+    for j in range(n):
+        rid, e = cells[(j + c) % n]
+        img = pool[(shift + j) % len(pool)]
+        main.append(("main", stim[("main", int(rid), img, eps_key(e))], img))
+    for k, img in enumerate(imgs["catch"]):
+        rid = runs[(k + c) % len(runs)]
+        main.append(("catch", stim[("catch", rid, img, eps_key(catch_eps))], img))
+    rng.shuffle(main)
+    for index, (phase, s, img) in enumerate(planned + main):
+        left, right, correct = pair(s, img)
+        db.add(
+            Trial(
+                session_id=session.id,
+                index=index,
+                public_id=secrets.token_urlsafe(16),
+                phase=phase,
+                left_stimulus_id=left,
+                right_stimulus_id=right,
+                correct_answer=correct,
+                run_id=s.run_id,
+                epsilon=s.epsilon,
+            )
+        )
+
+
+def start_session(
+    db: Session,
+    study: Study,
+    pid: str | None,
+    prolific_study: str | None,
+    prolific_session: str | None,
+) -> tuple[ParticipantSession, bool]:
+    """A new session for this link, or the existing one of the same PROLIFIC_PID.
+    Returns (session, created)."""
+    pid = (pid or "").strip() or None
+    if pid is not None:
+        existing = db.scalar(
+            select(ParticipantSession).where(
+                ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
+            )
+        )
+        if existing is not None:
+            return existing, False
+    if study.state != "open":
+        raise Conflict("This study is not accepting participants at the moment.")
+    # serialise condition_index assignment per study
+    db.execute(select(Study.id).where(Study.id == study.id).with_for_update())
+    if pid is not None:  # someone with this pid may have started while we waited for the lock
+        existing = db.scalar(
+            select(ParticipantSession).where(
+                ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
+            )
+        )
+        if existing is not None:
+            db.rollback()
+            return existing, False
+    count = (
+        db.scalar(
+            select(func.count())
+            .select_from(ParticipantSession)
+            .where(ParticipantSession.study_id == study.id)
+        )
+        or 0
+    )
+    session = ParticipantSession(
+        study_id=study.id,
+        token=secrets.token_urlsafe(24),
+        participant_key=pid or f"anon-{secrets.token_hex(8)}",
+        prolific_pid=pid,
+        prolific_study_id=prolific_study,
+        prolific_session_id=prolific_session,
+        condition_index=count,
+        stage="consent",
+    )
+    db.add(session)
+    try:
+        db.flush()
+        _new_trials(db, study, session)
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        existing = db.scalar(
+            select(ParticipantSession).where(
+                ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
+            )
+        )
+        if existing is None:
+            raise
+        return existing, False
+    return session, True
+
+
+def _completion_url(study: Study, code: str | None) -> str | None:
+    url = study.config.get("completion_url")
+    return url.replace("{code}", code) if url and code else None
+
+
+def session_state(db: Session, session: ParticipantSession) -> dict[str, Any]:
+    study = db.get(Study, session.study_id)
+    assert study is not None
+    # phase group -> [total, answered]
+    counts: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for phase, answered in db.execute(
+        select(Trial.phase, Response.id)
+        .outerjoin(Response, Response.trial_id == Trial.id)
+        .where(Trial.session_id == session.id)
+    ):
+        group = "practice" if phase == "practice" else "main"
+        counts[group][0] += 1
+        counts[group][1] += answered is not None
+    return {
+        "token": session.token,
+        "stage": session.stage,
+        "design": study.design,
+        "practice_total": counts["practice"][0],
+        "practice_done": counts["practice"][1],
+        "main_total": counts["main"][0],
+        "main_done": counts["main"][1],
+        "completion_code": session.completion_code,
+        "completion_url": _completion_url(study, session.completion_code),
+    }
+
+
+def _refuse_if_finished(session: ParticipantSession) -> None:
+    if session.stage == "completed":
+        raise Conflict("This session is finished; it can no longer be changed.")
+
+
+def give_consent(db: Session, session: ParticipantSession) -> None:
+    _refuse_if_finished(session)
+    if session.stage == "consent":
+        session.stage = "device"
+        db.commit()
+
+
+def record_device(db: Session, session: ParticipantSession, info: dict[str, Any]) -> dict[str, Any]:
+    """Store screen size and pixel ratio; refuse phones and windows too small for the images."""
+    _refuse_if_finished(session)
+    study = db.get(Study, session.study_id)
+    assert study is not None
+    public = public_info(study)
+    session.screen_width = info["screen_width"]
+    session.screen_height = info["screen_height"]
+    session.device_pixel_ratio = info["device_pixel_ratio"]
+    session.user_agent = info.get("user_agent", "")[:1000]
+    problems = []
+    if info.get("touch_only"):
+        problems.append("This study needs a desktop or laptop computer with a keyboard.")
+    if (
+        info["window_width"] < public["min_window_width"]
+        or info["window_height"] < public["min_window_height"]
+    ):
+        problems.append(
+            f"Please make the browser window at least {public['min_window_width']} x "
+            f"{public['min_window_height']} pixels (it is {info['window_width']} x "
+            f"{info['window_height']})."
+        )
+    if not problems and session.stage in ("consent", "device"):
+        session.stage = "practice"
+    db.commit()
+    return {"ok": not problems, "problems": problems, "stage": session.stage}
+
+
+def _trial_url(token: str, s_id: int, public_ids: dict[int, str]) -> str:
+    return f"/api/participate/{token}/stimuli/{public_ids[s_id]}"
+
+
+def pending_trials(db: Session, session: ParticipantSession) -> list[dict[str, Any]]:
+    """The unanswered trials, in order, as opaque ids and image URLs."""
+    if session.stage in ("consent", "device"):
+        raise Conflict("Consent and the device check come first.")
+    rows = list(
+        db.execute(
+            select(Trial)
+            .outerjoin(Response, Response.trial_id == Trial.id)
+            .where(Trial.session_id == session.id, Response.id.is_(None))
+            .order_by(Trial.index)
+        ).scalars()
+    )
+    ids = {i for t in rows for i in (t.left_stimulus_id, t.right_stimulus_id) if i is not None}
+    public_ids = (
+        dict(db.execute(select(Stimulus.id, Stimulus.public_id).where(Stimulus.id.in_(ids))).all())
+        if ids
+        else {}
+    )
+    n_practice = (
+        db.scalar(
+            select(func.count())
+            .select_from(Trial)
+            .where(Trial.session_id == session.id, Trial.phase == "practice")
+        )
+        or 0
+    )
+    out = []
+    for t in rows:
+        images = [_trial_url(session.token, t.left_stimulus_id, public_ids)]
+        if t.right_stimulus_id is not None:
+            images.append(_trial_url(session.token, t.right_stimulus_id, public_ids))
+        phase = "practice" if t.phase == "practice" else "main"  # catch trials look like any other
+        number = t.index + 1 if phase == "practice" else t.index - n_practice + 1
+        out.append({"id": t.public_id, "phase": phase, "number": number, "images": images})
+    return out
+
+
+def example_pair(db: Session, session: ParticipantSession) -> dict[str, str]:
+    study = db.get(Study, session.study_id)
+    assert study is not None
+    img = study.config["images"]["example"]
+    catch_eps = eps_key(study.config["catch_epsilon_255"])
+    stim = {k: s for k, s in stimuli_by_key(db, study.id).items() if k[2] == img}
+    changed = stim[("example", study.config["run_ids"][0], img, catch_eps)]
+    original = stim[("reference", None, img, 0.0)]
+    base = f"/api/participate/{session.token}/stimuli/"
+    return {"original": base + original.public_id, "changed": base + changed.public_id}
+
+
+def stimulus_bytes(
+    db: Session, storage: LocalStorage, session: ParticipantSession, public_id: str
+) -> bytes:
+    """The padded PNG of a stimulus this session may see (its trials' images or the example)."""
+    s = db.scalar(
+        select(Stimulus).where(
+            Stimulus.public_id == public_id, Stimulus.study_id == session.study_id
+        )
+    )
+    study = db.get(Study, session.study_id)
+    if s is None or study is None:
+        raise NotFound("Image not found.")
+    example_image = study.config["images"]["example"]
+    is_example = s.purpose == "example" or (
+        s.purpose == "reference" and s.source_image_id == example_image
+    )
+    if not is_example:
+        in_my_trials = db.scalar(
+            select(Trial.id)
+            .where(
+                Trial.session_id == session.id,
+                (Trial.left_stimulus_id == s.id) | (Trial.right_stimulus_id == s.id),
+            )
+            .limit(1)
+        )
+        if in_my_trials is None:
+            raise NotFound("Image not found.")
+    data = storage.get_bytes(s.storage_key)
+    size = study.config.get("stimulus_bytes")
+    return pad_png(data, int(size)) if size else data
+
+
+def answer_trial(
+    db: Session,
+    session: ParticipantSession,
+    trial_public_id: str,
+    answer: str,
+    rt_ms: float,
+    shown_at: datetime | None,
+) -> dict[str, Any]:
+    """Store one answer. The trial id is the idempotency key: sending the same answer again
+    returns the same result; a different answer to an answered trial is refused."""
+    _refuse_if_finished(session)
+    if session.stage in ("consent", "device"):
+        raise Conflict("Consent and the device check come first.")
+    trial = db.scalar(
+        select(Trial).where(Trial.public_id == trial_public_id, Trial.session_id == session.id)
+    )
+    if trial is None:
+        raise NotFound("Trial not found.")
+    study = db.get(Study, session.study_id)
+    assert study is not None
+    valid = ("left", "right") if study.design == "2afc" else ("yes", "no")
+    if answer not in valid:
+        raise Invalid(f"The answer must be {valid[0]} or {valid[1]}.")
+    existing = db.scalar(select(Response).where(Response.trial_id == trial.id))
+    if existing is None:
+        first_open = db.scalar(
+            select(Trial.index)
+            .outerjoin(Response, Response.trial_id == Trial.id)
+            .where(Trial.session_id == session.id, Response.id.is_(None))
+            .order_by(Trial.index)
+            .limit(1)
+        )
+        if first_open is not None and trial.index != first_open:
+            raise Conflict("Answer the trials in the order they are given.")
+        response = Response(
+            trial_id=trial.id,
+            answer=answer,
+            correct=answer == trial.correct_answer,
+            rt_ms=float(rt_ms),
+            shown_at=shown_at,
+            answered_at=utcnow(),
+        )
+        db.add(response)
+        try:
+            db.flush()
+        except IntegrityError:  # the same answer arrived twice at once: the first one stands
+            db.rollback()
+            existing = db.scalar(select(Response).where(Response.trial_id == trial.id))
+            assert existing is not None
+            response = existing
+        else:
+            _advance_stage(db, session)
+            db.commit()
+    else:
+        response = existing
+    if response.answer != answer:
+        raise Conflict("This trial was already answered.")
+    state = session_state(db, session)
+    return {
+        "trial": trial.public_id,
+        "stored": True,
+        "feedback": response.correct if trial.phase == "practice" else None,
+        "stage": session.stage,
+        "remaining": state["practice_total"]
+        + state["main_total"]
+        - state["practice_done"]
+        - state["main_done"],
+    }
+
+
+def _advance_stage(db: Session, session: ParticipantSession) -> None:
+    open_phases = {
+        p
+        for (p,) in db.execute(
+            select(Trial.phase)
+            .outerjoin(Response, Response.trial_id == Trial.id)
+            .where(Trial.session_id == session.id, Response.id.is_(None))
+            .distinct()
+        )
+    }
+    if not open_phases:
+        session.stage = "debrief"
+    elif "practice" not in open_phases:
+        session.stage = "main"
+
+
+def complete_session(db: Session, session: ParticipantSession) -> dict[str, Any]:
+    """Issue the completion code, only once every trial has its answer stored. Idempotent."""
+    study = db.get(Study, session.study_id)
+    assert study is not None
+    if session.stage != "completed":
+        open_count = db.scalar(
+            select(func.count())
+            .select_from(Trial)
+            .outerjoin(Response, Response.trial_id == Trial.id)
+            .where(Trial.session_id == session.id, Response.id.is_(None))
+        )
+        if open_count or session.stage in ("consent", "device"):
+            raise Conflict("Some trials are not answered yet.")
+        session.completion_code = (
+            study.config.get("completion_code") or secrets.token_hex(4).upper()
+        )
+        session.stage = "completed"
+        session.completed_at = utcnow()
+        db.commit()
+    return {
+        "completion_code": session.completion_code,
+        "completion_url": _completion_url(study, session.completion_code),
+    }

@@ -1,0 +1,160 @@
+"""Making a study's stimuli, the data side: what the plan still needs, the source pixels of
+an image, the seed of each stimulus, storing each generated PNG with its row, the progress,
+and the end of generation (ready, or failed with the error).
+
+The attack itself runs in the worker (worker.study_tasks calls the training library's
+worker.sipat.stimuli); nothing here loads torch. Idempotent: a stimulus whose row exists is
+never made again, so a redelivered task continues where the previous delivery stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from backend.core.storage import LocalStorage
+from backend.models import Image, Stimulus, Study
+from backend.services.studies.common import (
+    StimulusKey,
+    eps_key,
+    padded_size,
+    stimuli_by_key,
+)
+from backend.services.studies.design import StimulusSpec, stimulus_plan
+from backend.services.studies.preview import source_array
+
+
+def stimulus_seed(study_seed: int, spec: StimulusSpec) -> int:
+    """A per-stimulus seed, derived (not drawn) so that it is the same on every delivery."""
+    text = f"{study_seed}:{spec.purpose}:{spec.run_id}:{spec.image_id}:{eps_key(spec.eps_255)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class Generation:
+    """A study's stimulus generation under way: the plan, the stimuli that exist (those made
+    now included) and how many of the plan are done."""
+
+    study: Study
+    specs: list[StimulusSpec]
+    have: dict[StimulusKey, Stimulus]
+    done: int
+    made: int = 0
+    seed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seed = int(self.study.config.get("seed", 0))
+
+    @property
+    def total(self) -> int:
+        return len(self.specs)
+
+    def groups(self) -> Iterator[tuple[int | None, int, list[StimulusSpec]]]:
+        """(run id, image id, its missing stimuli) per source image, in plan order; an image
+        with nothing missing is left out. Lazy: what is missing is decided when a group is
+        reached, after the groups before it were stored."""
+        groups: dict[tuple[int | None, int], list[StimulusSpec]] = {}
+        for s in self.specs:
+            groups.setdefault((s.run_id, s.image_id), []).append(s)
+        for (run_id, image_id), group in groups.items():
+            todo = [s for s in group if s.key not in self.have]
+            if todo:
+                yield run_id, image_id, todo
+
+
+def begin_generation(db: Session, study: Study) -> Generation:
+    specs = stimulus_plan(study)
+    have = stimuli_by_key(db, study.id)
+    return Generation(study, specs, have, done=sum(1 for s in specs if s.key in have))
+
+
+def source_image(db: Session, image_id: int) -> Image:
+    image = db.get(Image, image_id)
+    if image is None:
+        raise ValueError(f"image {image_id} no longer exists")
+    return image
+
+
+def source_pixels(storage: LocalStorage, image: Image, in_channels: int, size: int) -> np.ndarray:
+    """The source image as the model sees it (converted and resized the way the training
+    library loads data): H x W uint8 for one channel, else H x W x 3."""
+    mode = "L" if in_channels == 1 else "RGB"
+    return source_array(storage.get_bytes(image.storage_key), mode, (size, size))
+
+
+def model_label(image: Image, classes: list[str] | None) -> int:
+    """The model's class index of an image: by class name when the checkpoint lists them."""
+    name = image.dataset_class.name
+    if classes and name in classes:
+        return classes.index(name)
+    return image.dataset_class.index
+
+
+def store_stimulus(
+    db: Session,
+    storage: LocalStorage,
+    generation: Generation,
+    spec: StimulusSpec,
+    png: bytes,
+    seed: int,
+) -> Stimulus:
+    """Write one generated stimulus's PNG under a random name and add its row (committed by
+    record_progress, once per source image)."""
+    study = generation.study
+    key = f"studies/{study.id}/stimuli/{secrets.token_hex(16)}.png"
+    storage.put_bytes(key, png)
+    row = Stimulus(
+        study_id=study.id,
+        public_id=secrets.token_urlsafe(18),
+        run_id=spec.run_id,
+        source_image_id=spec.image_id,
+        epsilon=spec.eps_255 / 255,
+        attack=study.config["attack"]["name"],
+        seed=seed,
+        purpose=spec.purpose,
+        storage_key=key,
+        sha256=hashlib.sha256(png).hexdigest(),
+    )
+    db.add(row)
+    generation.have[spec.key] = row
+    generation.made += 1
+    generation.done += 1
+    return row
+
+
+def record_progress(db: Session, generation: Generation) -> float:
+    """Commit the stimuli stored so far with the study's progress (0..1); returns it."""
+    study = generation.study
+    study.progress = generation.done / generation.total
+    db.commit()
+    return study.progress
+
+
+def finish_generation(db: Session, storage: LocalStorage, study: Study, image_size: int) -> None:
+    """Mark the study ready. Every stimulus is served at one padded size so that sizes do not
+    tell clean from changed; that size and the image size go into the study's config."""
+    longest = max(
+        len(storage.get_bytes(s.storage_key)) for s in stimuli_by_key(db, study.id).values()
+    )
+    cfg = dict(study.config)
+    cfg["stimulus_bytes"] = padded_size(longest)
+    cfg["image_size"] = [image_size, image_size]
+    study.config = cfg
+    study.progress = 1.0
+    study.state = "ready"
+    study.error = None
+    db.commit()
+
+
+def fail_generation(db: Session, study_id: int, exc: BaseException) -> None:
+    """Mark the study failed with the error (after the caller rolled back its session)."""
+    study = db.get(Study, study_id)
+    if study is not None:
+        study.state = "failed"
+        study.error = f"{type(exc).__name__}: {exc}"
+        db.commit()
