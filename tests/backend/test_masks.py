@@ -523,3 +523,15 @@ def test_training_export_manifest(client, auth, drawn, db, tmp_path):
     db.commit()
     with pytest.raises(ValueError):
         write_training_export(db, storage, drawn["dataset_id"] + 1, ms["id"], tmp_path / "bad")
+
+
+def test_rle_counts_that_fall_short_are_refused_before_decoding():
+    """pycocotools fills a mask whose counts fall short from uninitialised memory; the codec
+    refuses such counts (list or string form) before pycocotools sees them."""
+    from backend.core.errors import Invalid
+
+    small = rle_encode(np.ones((2, 2), dtype=bool))
+    for counts in (small["counts"], [0, 4], [3, 4]):
+        with pytest.raises(Invalid, match="add up"):
+            rle_decode({"size": [4, 4], "counts": counts})
+    assert rle_decode({"size": [2, 2], "counts": small["counts"]}).all()

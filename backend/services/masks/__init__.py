@@ -8,7 +8,6 @@ are re-exported so that `from backend.services import masks` keeps working.
 
 from backend.services.masks.codec import (
     bbox,
-    counts_to_string,
     decode_base64,
     grey_png,
     load_revision_mask,
@@ -35,7 +34,6 @@ __all__ = [
     "CLAIM_TTL",
     "SaveResult",
     "bbox",
-    "counts_to_string",
     "decode_base64",
     "grey_png",
     "load_revision_mask",

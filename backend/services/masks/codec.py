@@ -1,6 +1,6 @@
 """Binary masks as bytes: decoding what browsers and files send (base64, PNG), compact 1-bit
-PNG storage, grey PNGs, the mask's hash, and COCO RLE (counts, their compact string form,
-encode, decode, bounding box).
+PNG storage, grey PNGs, the mask's hash, and COCO RLE (encoded and decoded by pycocotools,
+with the counts checked first; bounding box).
 
 A mask is a 2-D numpy bool array of shape (height, width); True = salient.
 """
@@ -12,9 +12,11 @@ import binascii
 import hashlib
 import io
 import warnings
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
+from pycocotools import mask as coco_mask
 
 from backend.core.errors import Invalid
 from backend.models import AnnotationRevision
@@ -134,23 +136,8 @@ def rle_counts(mask: np.ndarray) -> list[int]:
     return [int(r) for r in runs]
 
 
-def counts_to_string(counts: list[int]) -> str:
-    """COCO's compact string form: deltas against the count two back, 5 bits a character."""
-    out = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift: negative deltas end on all-ones
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
-
-
 def string_to_counts(text: str) -> list[int]:
+    """The run lengths a COCO counts string holds, checked character by character."""
     counts: list[int] = []
     pos = 0
     while pos < len(text):
@@ -176,9 +163,10 @@ def string_to_counts(text: str) -> list[int]:
     return counts
 
 
-def rle_encode(mask: np.ndarray) -> dict:
-    h, w = mask.shape
-    return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's compressed RLE of a mask, by pycocotools (the reference implementation)."""
+    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def rle_decode(rle: dict) -> np.ndarray:
@@ -195,12 +183,12 @@ def rle_decode(rle: dict) -> np.ndarray:
         runs = counts
     else:
         raise Invalid("RLE counts must be a string or a list of integers.")
+    # Checked here, before pycocotools decodes: its decoder refuses counts that overrun the
+    # mask but fills a short mask from uninitialised memory.
     if any(r < 0 for r in runs) or sum(runs) != h * w:
         raise Invalid("The RLE counts do not add up to the mask's size.")
-    values = np.zeros(len(runs), dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, runs)
-    return flat.reshape((w, h)).T.copy()
+    compressed = coco_mask.frPyObjects({"size": [h, w], "counts": list(runs)}, h, w)
+    return np.ascontiguousarray(coco_mask.decode(compressed).astype(bool))
 
 
 def bbox(mask: np.ndarray) -> list[int]:
