@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import select
@@ -33,6 +34,7 @@ from backend.core.security import hash_password
 from backend.core.storage import get_storage
 from backend.db import session_scope
 from backend.models import ROLES, Dataset, User
+from backend.services.dataset_formats import Entry
 from backend.services.datasets import directory_entries, import_dataset
 
 DEMO_ACCOUNTS = {
@@ -65,7 +67,7 @@ def ensure_user(username: str, password: str, role: str) -> bool:
     return True
 
 
-def _import(entries, name: str, test_fraction: float = 0.2) -> int:
+def _import(entries: Iterator[Entry], name: str, test_fraction: float = 0.2) -> int:
     with session_scope() as db, tqdm(desc=f"checking and storing {name}", unit="img") as bar:
 
         def progress(done: int, total: int) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from backend.core import openapi
 from backend.core.config import ROOT, get_settings
 from backend.core.errors import (
     Conflict,
@@ -83,12 +86,12 @@ def http_status(exc: DomainError) -> int:
     return 400
 
 
-def _field_name(loc: tuple) -> str:
+def _field_name(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
     return ".".join(parts) or "request"
 
 
-def _validation_sentence(errors: list[dict]) -> str:
+def _validation_sentence(errors: Sequence[Mapping[str, Any]]) -> str:
     parts = []
     for err in errors:
         msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
@@ -114,7 +117,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        content: dict = {"detail": exc.detail}
+        content: dict[str, str | list[dict[str, str]]] = {"detail": exc.detail}
         if exc.errors:
             content["errors"] = exc.errors
         return JSONResponse(status_code=http_status(exc), content=content)
@@ -124,8 +127,10 @@ def create_app() -> FastAPI:
     for router in listed_routers("PAGE_ROUTERS"):
         app.include_router(router)
 
+    openapi.install(app)
+
     @app.get("/api/health", tags=["meta"])
-    def health() -> dict:
+    def health() -> dict[str, Any]:
         """Liveness check."""
         return {"status": "ok", "environment": settings.environment}
 

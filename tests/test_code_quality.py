@@ -6,7 +6,7 @@ import sys
 from tests.conftest import ROOT
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
@@ -18,5 +18,10 @@ def test_ruff_finds_nothing():
 
 
 def test_mypy_on_backend_finds_nothing():
-    result = _run("mypy", "backend")
-    assert result.returncode == 0, result.stdout + result.stderr
+    """Strict mypy (pyproject.toml [tool.mypy]) on the web app and the torch-free contract."""
+    result = _run("mypy", "--strict", "backend", "worker/contract.py")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # not even a note or a warning (about the configuration, say): one line, and it is this
+    assert output.strip().startswith("Success: no issues found"), output
+    assert len(output.strip().splitlines()) == 1, output

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -126,10 +127,11 @@ def _canvas_pngs(seed: int, n: int = 4) -> list[str]:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def _start_server(url: str, workers: int, storage: str) -> tuple[subprocess.Popen, str]:
+def _start_server(url: str, workers: int, storage: str) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
     port = _free_port()
@@ -223,9 +225,18 @@ async def _client(
     return ok
 
 
+class _ClientsResult(TypedDict):
+    per_client: list[int]  # successful saves of each client
+    latencies: list[float]  # ms per save
+    errors: list[str]
+    elapsed: float  # s
+    server_cpu: float  # s
+    client_cpu: float  # s
+
+
 async def _run_clients(
     base: str, accounts: list[tuple[str, int]], seconds: float, server_cpu: Callable[[], float]
-) -> dict:
+) -> _ClientsResult:
     pngs = [_canvas_pngs(i) for i in range(len(accounts))]
     start = asyncio.Event()
     stop_at = [float("inf")]

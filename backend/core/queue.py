@@ -4,6 +4,7 @@ the workers (which import worker.celery_app, built on this)."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 
@@ -15,7 +16,7 @@ __all__ = ["INEQUALITY_TASK", "STIMULI_TASK", "TRAIN_TASK", "enqueue", "get_cele
 
 def make_celery(settings: Settings, name: str = "sipat") -> Celery:
     app = Celery(name, broker=settings.celery_broker_url, backend=settings.celery_result_backend)
-    conf: dict = {
+    conf: dict[str, Any] = {
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

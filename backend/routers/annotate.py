@@ -97,7 +97,7 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
 
 
 @router.get("/datasets", response_model=AnnotateDatasets)
-def my_datasets(user: AnnotatorUser, db: SessionDep):
+def my_datasets(user: AnnotatorUser, db: SessionDep) -> AnnotateDatasets:
     """Datasets with images still waiting for this annotator."""
     counts = svc.remaining_by_dataset(db, user)
     rows = db.execute(
@@ -111,7 +111,7 @@ def my_datasets(user: AnnotatorUser, db: SessionDep):
 @router.get("/next", response_model=AnnotateItem, responses={204: {"description": "Queue empty"}})
 def next_image(
     user: AnnotatorUser, db: SessionDep, dataset_id: Annotated[int | None, Query()] = None
-):
+) -> AnnotateItem | Response:
     """The next image of this annotator's queue (claimed for them); 204 when it is empty."""
     image = svc.next_image(db, user, dataset_id)
     if image is None:
@@ -120,7 +120,7 @@ def next_image(
 
 
 @router.get("/images/{image_id}", response_model=AnnotateItem)
-def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep):
+def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep) -> AnnotateItem:
     """One image with this annotator's current mask (to resume after a reload)."""
     return _item(db, user, image)
 
@@ -194,14 +194,16 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
         }
     },
 )
-async def save_mask(image_id: int, request: Request):
+async def save_mask(image_id: int, request: Request) -> MaskSaved:
     """Save the current mask as a new revision (idempotent per save_id)."""
     raw = await _read_limited(request, get_settings().max_mask_bytes)
     return await run_in_threadpool(_save, request, image_id, raw)
 
 
 @router.post("/images/{image_id}/submit", response_model=SubmitResult)
-def submit(image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None):
+def submit(
+    image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None
+) -> SubmitResult:
     """Submit this annotator's saved mask for review."""
     ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)
     return SubmitResult(status=ann.status)

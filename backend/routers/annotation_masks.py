@@ -19,7 +19,7 @@ def annotation_mask(
     ann: AnnotationDep,
     db: SessionDep,
     revision: Annotated[int | None, Query(ge=1)] = None,
-):
+) -> Response:
     """One annotation's mask (its newest revision, or the one asked for) as a 1-bit PNG."""
     rev = revision_of(db, ann, revision)
     data = rev.mask_bytes if rev.mask_format == "png" else mask_to_png(load_revision_mask(rev))

@@ -10,7 +10,9 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login", response_model=LoginResponse)
-def login(body: LoginRequest, response: Response, db: SessionDep, settings: SettingsDep):
+def login(
+    body: LoginRequest, response: Response, db: SessionDep, settings: SettingsDep
+) -> LoginResponse:
     """Log in with a username and password; sets the session cookie and returns a bearer token."""
     user = db.scalar(select(User).where(User.username == body.username))
     if user is None or not user.is_active or not verify_password(user.password_hash, body.password):
@@ -34,7 +36,7 @@ def logout(response: Response) -> None:
 
 
 @router.get("/me", response_model=UserPublic)
-def me(user: CurrentUser):
+def me(user: CurrentUser) -> User:
     """The logged-in user."""
     return user
 

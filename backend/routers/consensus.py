@@ -3,7 +3,7 @@ IoU) and per dataset (per image, split-half ceiling, per annotator). Researchers
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -25,7 +25,7 @@ def _png(data: bytes) -> Response:
 @router.get("/images/{image_id}/consensus.png", response_class=Response)
 def consensus_png(
     image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted"
-):
+) -> Response:
     """The mean of the image's masks as an 8-bit grey PNG (255 = every annotator)."""
     mean = cons.image_consensus(db, image, cons.parse_statuses(statuses))
     return _png(grey_png(cons.consensus_uint8(mean)))
@@ -38,7 +38,7 @@ def consensus_binary_png(
     db: SessionDep,
     statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
-):
+) -> Response:
     """The consensus binarised at a threshold (mean >= threshold), as a 1-bit PNG."""
     mean = cons.image_consensus(db, image, cons.parse_statuses(statuses))
     return _png(mask_to_png(mean >= threshold))
@@ -47,7 +47,7 @@ def consensus_binary_png(
 @router.get("/images/{image_id}/agreement", response_model=ImageAgreement)
 def image_agreement(
     image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted"
-):
+) -> ImageAgreement:
     """Mean pairwise IoU of the image's masks."""
     found = cons.load_masks(db, image_id=image.id, statuses=cons.parse_statuses(statuses))
     masks = [m.mask for m in found[image.id].masks] if image.id in found else []
@@ -67,7 +67,7 @@ def dataset_agreement(
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
     splits: Annotated[int, Query(ge=1, le=1000)] = 20,
     seed: Annotated[int, Query(ge=0)] = 0,
-):
+) -> dict[str, Any]:
     """Agreement per image, per dataset (pairwise IoU, split-half ceiling) and per annotator."""
     return cons.dataset_agreement(
         db,

@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from backend.deps import (
     DatasetDep,
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 images_router = APIRouter(prefix="/images", tags=["images"])
 
 
-def _public(db, datasets: list[Dataset]) -> list[DatasetPublic]:
+def _public(db: Session, datasets: list[Dataset]) -> list[DatasetPublic]:
     counts = dataset_counts(db, [d.id for d in datasets])
     out = []
     for d in datasets:
@@ -40,7 +41,7 @@ def _public(db, datasets: list[Dataset]) -> list[DatasetPublic]:
 
 
 @router.get("", response_model=DatasetsPublic)
-def list_datasets(_: ResearcherUser, db: SessionDep):
+def list_datasets(_: ResearcherUser, db: SessionDep) -> DatasetsPublic:
     """All datasets with their sizes."""
     datasets = list(db.scalars(select(Dataset).order_by(Dataset.id.desc())).all())
     return DatasetsPublic(data=_public(db, datasets), count=len(datasets))
@@ -57,7 +58,7 @@ def import_zip(
     file: Annotated[UploadFile, File()],
     description: Annotated[str, Form(max_length=10_000)] = "",
     test_fraction: Annotated[float, Form(ge=0.0, le=0.9)] = 0.2,
-):
+) -> DatasetPublic:
     """Import a dataset uploaded as a zip, recognised by its layout: an ImageFolder tree (a
     folder per class, optionally under train/ with test/ or val/), CIFAR-10 or CIFAR-100 in
     their python version, or CUB-200-2011 (its segmentations become accepted masks)."""
@@ -79,7 +80,7 @@ def import_zip(
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetail)
-def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
+def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep) -> DatasetDetail:
     """One dataset with its classes and split sizes."""
     per_class = dict(
         db.execute(
@@ -107,7 +108,9 @@ def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
 
 
 @router.patch("/{dataset_id}", response_model=DatasetPublic)
-def update_dataset(dataset: DatasetDep, body: DatasetUpdate, _: ResearcherUser, db: SessionDep):
+def update_dataset(
+    dataset: DatasetDep, body: DatasetUpdate, _: ResearcherUser, db: SessionDep
+) -> DatasetPublic:
     """Change a dataset's description, annotator instructions or annotators per image."""
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(dataset, field, value)
@@ -123,7 +126,7 @@ def list_images(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     split: Annotated[str | None, Query(pattern="^(train|test)$")] = None,
-):
+) -> ImagesPublic:
     """A page of a dataset's images."""
     where = [Image.dataset_id == dataset.id]
     if split:
@@ -160,7 +163,7 @@ def list_images(
 
 
 @images_router.get("/{image_id}/file")
-def image_file(image: ImageDep, _: StaffUser, storage: StorageDep):
+def image_file(image: ImageDep, _: StaffUser, storage: StorageDep) -> FileResponse:
     """The image's original file."""
     path = storage.path(image.storage_key)
     if not path.exists():

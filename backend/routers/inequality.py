@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from backend.deps import ResearcherUser, SessionDep
+from backend.models import InequalityEvaluation
 from backend.schemas.inequality import (
     InequalityCreate,
     InequalityEvaluationsPublic,
@@ -35,7 +36,9 @@ def _run_ids(text: str) -> list[int]:
 
 
 @router.post("", response_model=InequalityPublic, status_code=202)
-def start_evaluation(body: InequalityCreate, user: ResearcherUser, db: SessionDep):
+def start_evaluation(
+    body: InequalityCreate, user: ResearcherUser, db: SessionDep
+) -> InequalityEvaluation:
     """Queue the inequality tests of these runs on up to n test images they all get right."""
     return service.start_evaluation(db, user.id, body.run_ids, body.n)
 
@@ -46,7 +49,7 @@ def find_evaluations(
     db: SessionDep,
     run_ids: str,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-):
+) -> InequalityEvaluationsPublic:
     """Evaluations of exactly this set of runs (run_ids=1,2), newest first."""
     found = service.latest_evaluations(db, _run_ids(run_ids), limit)
     data = [InequalityPublic.model_validate(e) for e in found]
@@ -54,7 +57,7 @@ def find_evaluations(
 
 
 @router.get("/{evaluation_id}", response_model=InequalityPublic)
-def get_evaluation(evaluation_id: int, _: ResearcherUser, db: SessionDep):
+def get_evaluation(evaluation_id: int, _: ResearcherUser, db: SessionDep) -> InequalityEvaluation:
     """One evaluation: state, progress, and when finished its result or error."""
     return service.get_evaluation(db, evaluation_id)
 

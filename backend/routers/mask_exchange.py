@@ -26,7 +26,7 @@ def export_masks(
     statuses: StatusesQuery = "accepted",
     annotator_id: Annotated[int | None, Query()] = None,
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
-):
+) -> Response:
     """A dataset's masks (or a mask set's consensus) as a zip of PNGs or as COCO RLE JSON."""
     data, media, name = mask_exchange.export_masks(
         db,
@@ -56,7 +56,7 @@ def import_masks(
     format: Annotated[Literal["png", "coco", "cub"], Form()] = "png",  # noqa: A002
     status: Annotated[Literal["accepted", "submitted"], Form()] = "accepted",
     match_by: Annotated[Literal["auto", "filename", "id"], Form()] = "auto",
-):
+) -> MaskImportResult:
     """Import masks (zip of PNGs, COCO RLE JSON, or CUB-style soft segmentations) as the
     pseudo-annotator import:<name>; all files are checked before anything is stored."""
     length = request.headers.get("content-length")

@@ -20,7 +20,7 @@ def create_mask_set(
     user: ResearcherUser,
     db: SessionDep,
     response: Response,
-):
+) -> MaskSet:
     """Freeze the current consensus (filtered) into a hashed mask set; 200 if it exists."""
     mask_set, created = cons.freeze_mask_set(
         db,
@@ -37,7 +37,7 @@ def create_mask_set(
 
 
 @router.get("/datasets/{dataset_id}/mask-sets", response_model=MaskSetsPublic)
-def list_mask_sets(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
+def list_mask_sets(dataset: DatasetDep, _: ResearcherUser, db: SessionDep) -> MaskSetsPublic:
     """A dataset's mask sets, newest first."""
     rows = list(
         db.scalars(
@@ -48,13 +48,13 @@ def list_mask_sets(dataset: DatasetDep, _: ResearcherUser, db: SessionDep):
 
 
 @router.get("/mask-sets/{mask_set_id}", response_model=MaskSetDetail)
-def get_mask_set(mask_set: MaskSetDep):
+def get_mask_set(mask_set: MaskSetDep) -> MaskSet:
     """One mask set with its items (images, revision ids, agreement)."""
     return mask_set
 
 
 @router.get("/mask-sets/{mask_set_id}/images/{image_id}/consensus.png", response_class=Response)
-def mask_set_consensus(mask_set: MaskSetDep, image_id: int):
+def mask_set_consensus(mask_set: MaskSetDep, image_id: int) -> Response:
     """The frozen consensus of one image of a mask set (8-bit grey PNG)."""
     return Response(
         content=cons.frozen_consensus_png(mask_set, image_id),

@@ -4,6 +4,8 @@ side or correct answer is ever sent before the answer (and only practice gets fe
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -29,13 +31,13 @@ router = APIRouter(prefix="/participate", tags=["participate"])
 
 
 @router.get("/links/{link_token}", response_model=StudyInfo)
-def study_info(study: LinkStudyDep):
+def study_info(study: LinkStudyDep) -> dict[str, Any]:
     """The study's texts and image size, for the page before a session starts."""
     return participation.public_info(study)
 
 
 @router.post("/links/{link_token}/sessions", response_model=SessionState)
-def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep):
+def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep) -> JSONResponse:
     """Start a session, or give back the existing one of the same PROLIFIC_PID (resume)."""
     session, created = participation.start_session(
         db, study, body.prolific_pid, body.study_id, body.session_id
@@ -45,44 +47,46 @@ def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep):
 
 
 @router.get("/{session_token}", response_model=SessionState)
-def session_state(session: ParticipantDep, db: SessionDep):
+def session_state(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     """Where this session stands (to resume after a reload)."""
     return participation.session_state(db, session)
 
 
 @router.post("/{session_token}/consent", response_model=SessionState)
-def consent(session: ParticipantDep, db: SessionDep):
+def consent(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     """Record that the participant agreed to take part."""
     participation.give_consent(db, session)
     return participation.session_state(db, session)
 
 
 @router.post("/{session_token}/device")
-def device(session: ParticipantDep, body: DeviceInfo, db: SessionDep) -> dict:
+def device(session: ParticipantDep, body: DeviceInfo, db: SessionDep) -> dict[str, Any]:
     """Record screen size and pixel ratio; say whether the window is large enough."""
     return participation.record_device(db, session, body.model_dump())
 
 
 @router.get("/{session_token}/example", response_model=ExamplePayload)
-def example(session: ParticipantDep, db: SessionDep):
+def example(session: ParticipantDep, db: SessionDep) -> dict[str, str]:
     """The instructions' example: one original image and the same image clearly changed."""
     return participation.example_pair(db, session)
 
 
 @router.get("/{session_token}/trials", response_model=TrialsPayload)
-def trials(session: ParticipantDep, db: SessionDep):
+def trials(session: ParticipantDep, db: SessionDep) -> TrialsPayload:
     """The unanswered trials in order: opaque ids and image URLs (for preloading)."""
     return TrialsPayload(data=participation.pending_trials(db, session))
 
 
 @router.post("/{session_token}/trials/{trial_id}/answer", response_model=AnswerOut)
-def answer(session: ParticipantDep, trial_id: str, body: AnswerIn, db: SessionDep):
+def answer(
+    session: ParticipantDep, trial_id: str, body: AnswerIn, db: SessionDep
+) -> dict[str, Any]:
     """Store one answer (repeating it returns the same result)."""
     return participation.answer_trial(db, session, trial_id, body.answer, body.rt_ms, body.shown_at)
 
 
 @router.post("/{session_token}/complete", response_model=CompletionOut)
-def complete(session: ParticipantDep, db: SessionDep):
+def complete(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     """The completion code, issued only once every answer is stored."""
     return participation.complete_session(db, session)
 

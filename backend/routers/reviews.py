@@ -27,7 +27,7 @@ def review_queue(
     annotator_id: Annotated[int | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-):
+) -> ReviewQueue:
     """Masks waiting for review (or with another status), oldest submission first."""
     rows, total = service.review_queue(
         db,
@@ -64,7 +64,9 @@ def _item(row: service.QueueRow) -> ReviewItem:
 
 
 @router.post("/{annotation_id}", response_model=ReviewResult)
-def review(annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: SessionDep):
+def review(
+    annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: SessionDep
+) -> ReviewResult:
     """Accept or reject a submitted mask (a rejection needs a comment and returns it to its
     annotator, first in their queue)."""
     ann = service.decide(db, user, annotation_id, body.decision, body.comment)

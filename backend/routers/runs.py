@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from backend.deps import ResearcherUser, RunDep, SessionDep, SettingsDep, StorageDep
 from backend.models import TrainingRun
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 SALIENCE_FILE = re.compile(r"^[a-z0-9_\-]{1,80}\.png$")
 
 
-def _public(db, runs: list[TrainingRun]) -> list[RunPublic]:
+def _public(db: Session, runs: list[TrainingRun]) -> list[RunPublic]:
     names = service.dataset_names(db, runs)
     out = []
     for r in runs:
@@ -51,7 +52,7 @@ def _ids(ids: str) -> list[int]:
 @router.post("", response_model=RunsPublic, status_code=201)
 def launch_runs(
     body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: int | None = None
-):
+) -> RunsPublic:
     """Launch a run (one per seed, grouped) from the form; every bad field is named."""
     runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
     return RunsPublic(data=_public(db, runs), count=len(runs))
@@ -70,7 +71,7 @@ def list_runs(
     sort: Annotated[str, Query(pattern=r"^-?[a-z_]+$")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
-):
+) -> RunsPublic:
     """Runs filtered by dataset / method / state / tag, sorted; orphaned runs re-queued."""
     lifecycle.requeue_orphans(db, settings)
     runs, count = service.list_runs(
@@ -88,7 +89,7 @@ def list_runs(
 
 
 @router.get("/defaults")
-def launch_defaults(_: ResearcherUser) -> dict:
+def launch_defaults(_: ResearcherUser) -> dict[str, Any]:
     """The launch form's default values and the choices of its fixed-set fields."""
     choices = service.form_choices()
     return {
@@ -99,7 +100,7 @@ def launch_defaults(_: ResearcherUser) -> dict:
 
 
 @router.get("/compare", response_model=RunCompare)
-def compare_runs(_: ResearcherUser, db: SessionDep, ids: str):
+def compare_runs(_: ResearcherUser, db: SessionDep, ids: str) -> RunCompare:
     """Several runs side by side: config differences, epoch curves, robust accuracy against eps."""
     runs = service.runs_by_ids(db, _ids(ids))
     differences, same = service.config_diff(runs)
@@ -120,7 +121,7 @@ def group_runs(
     ids: str | None = None,
     dataset_id: int | None = None,
     tag: str | None = None,
-):
+) -> RunGroups:
     """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
     if ids:
         runs = service.runs_by_ids(db, _ids(ids))
@@ -130,7 +131,7 @@ def group_runs(
 
 
 @router.get("/{run_id}", response_model=RunDetail)
-def get_run(run: RunDep, db: SessionDep, storage: StorageDep):
+def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
     """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
     detail = RunDetail.model_validate(run)
     detail.dataset_name = service.dataset_names(db, [run]).get(run.dataset_id, "")
@@ -145,27 +146,27 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep):
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run: RunDep, db: SessionDep):
+def cancel_run(run: RunDep, db: SessionDep) -> RunPublic:
     """Cancel: a queued run before it starts, a running one within one batch."""
     run = lifecycle.cancel_run(db, run)
     return _public(db, [run])[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunPublic)
-def retry_run(run: RunDep, db: SessionDep):
+def retry_run(run: RunDep, db: SessionDep) -> RunPublic:
     """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
     run = lifecycle.retry_run(db, run)
     return _public(db, [run])[0]
 
 
 @router.get("/{run_id}/clone", response_model=RunClone)
-def clone_run(run: RunDep):
+def clone_run(run: RunDep) -> RunClone:
     """The launch form filled with this run's settings."""
     return RunClone(cloned_from_id=run.id, form=service.clone_form(run))
 
 
 @router.get("/{run_id}/files/{name}")
-def download_file(run: RunDep, name: str, storage: StorageDep):
+def download_file(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
     """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
     key = f"{service.run_out_key(run.id)}/{name}"
     if name not in service.DOWNLOADS or not storage.exists(key):
@@ -176,13 +177,13 @@ def download_file(run: RunDep, name: str, storage: StorageDep):
 
 
 @router.get("/{run_id}/salience", response_model=RunSalience)
-def run_salience(run: RunDep, storage: StorageDep):
+def run_salience(run: RunDep, storage: StorageDep) -> dict[str, Any]:
     """The run's own salience maps beside the human masks on sample images, and agreement."""
     return service.salience_summary(run, storage)
 
 
 @router.get("/{run_id}/salience/{name}")
-def salience_image(run: RunDep, name: str, storage: StorageDep):
+def salience_image(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
     """One PNG of the salience samples (image, model map or human mask)."""
     key = f"{service.run_out_key(run.id)}/salience/{name}"
     if not SALIENCE_FILE.match(name) or not storage.exists(key):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend.deps import ResearcherUser, SessionDep, StorageDep, StudyDep
 from backend.models import Study
@@ -24,7 +25,7 @@ from backend.services.studies import analysis, design, preview
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-def _public(db, studies: list[Study], detail: bool = False) -> list[StudyPublic]:
+def _public(db: Session, studies: list[Study], detail: bool = False) -> list[StudyPublic]:
     counts = design.study_counts(db, [s.id for s in studies])
     out: list[StudyPublic] = []
     for s in studies:
@@ -39,55 +40,55 @@ def _public(db, studies: list[Study], detail: bool = False) -> list[StudyPublic]
 
 
 @router.get("", response_model=StudiesPublic)
-def list_studies(_: ResearcherUser, db: SessionDep):
+def list_studies(_: ResearcherUser, db: SessionDep) -> StudiesPublic:
     """All studies, newest first."""
     studies = list(db.scalars(select(Study).order_by(Study.id.desc())))
     return StudiesPublic(data=_public(db, studies), count=len(studies))
 
 
 @router.get("/source-runs", response_model=SourceRunsPublic)
-def list_source_runs(_: ResearcherUser, db: SessionDep):
+def list_source_runs(_: ResearcherUser, db: SessionDep) -> SourceRunsPublic:
     """Finished training runs whose checkpoints can make stimuli."""
     runs = preview.source_runs(db)
     return SourceRunsPublic(data=runs, count=len(runs))
 
 
 @router.post("", response_model=StudyDetail, status_code=201)
-def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep):
+def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep) -> StudyPublic:
     """Create a draft study (design fixed, stimuli not yet made)."""
     study = design.create_study(db, body, user)
     return _public(db, [study], detail=True)[0]
 
 
 @router.get("/{study_id}", response_model=StudyDetail)
-def get_study_detail(study: StudyDep, db: SessionDep):
+def get_study_detail(study: StudyDep, db: SessionDep) -> StudyPublic:
     """One study with its configuration, progress and participant link."""
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/generate", response_model=StudyDetail)
-def generate(study: StudyDep, db: SessionDep):
+def generate(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Start making the stimuli (a Celery task; progress in the study)."""
     design.start_generation(db, study)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/open", response_model=StudyDetail)
-def open_study(study: StudyDep, db: SessionDep):
+def open_study(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Let participants in through the link."""
     design.set_open(db, study, True)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/close", response_model=StudyDetail)
-def close_study(study: StudyDep, db: SessionDep):
+def close_study(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Stop admitting new participants (started sessions may finish)."""
     design.set_open(db, study, False)
     return _public(db, [study], detail=True)[0]
 
 
 @router.get("/{study_id}/results")
-def study_results(study: StudyDep, db: SessionDep) -> dict:
+def study_results(study: StudyDep, db: SessionDep) -> dict[str, Any]:
     """Detection per run and epsilon with intervals, fitted curves and thresholds, exclusions."""
     return analysis.results(db, study)
 
@@ -117,7 +118,7 @@ def preview_stimuli(
     purpose: Annotated[StimulusPurpose | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-):
+) -> dict[str, Any]:
     """A page of the study's stimuli with the measured L-inf distance to their source image
     (grey levels), for checking budgets before the study opens. Researchers only."""
     if epsilon is not None:

@@ -10,14 +10,14 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("", response_model=UsersPublic)
-def list_users(_: AdminUser, db: SessionDep):
+def list_users(_: AdminUser, db: SessionDep) -> UsersPublic:
     """All accounts."""
     users = db.scalars(select(User).order_by(User.id)).all()
     return UsersPublic(data=[UserPublic.model_validate(u) for u in users], count=len(users))
 
 
 @router.post("", response_model=UserPublic, status_code=201)
-def create_user(body: UserCreate, _: AdminUser, db: SessionDep):
+def create_user(body: UserCreate, _: AdminUser, db: SessionDep) -> User:
     """Create an account with a role."""
     if db.scalar(select(User.id).where(User.username == body.username)) is not None:
         raise HTTPException(409, detail="That username is taken.")
@@ -28,7 +28,7 @@ def create_user(body: UserCreate, _: AdminUser, db: SessionDep):
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep):
+def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
     """Change an account's role, password or whether it may log in."""
     user = db.get(User, user_id)
     if user is None:

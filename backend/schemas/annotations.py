@@ -1,7 +1,7 @@
 """API schemas of annotation (the annotator's queue and saves), review, consensus and mask sets."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -178,7 +178,7 @@ class MaskSetPublic(ORMModel):
     id: int
     dataset_id: int
     name: str
-    filter: dict
+    filter: dict[str, Any]
     hash: str
     num_images: int
     created_at: datetime

@@ -13,6 +13,7 @@ import itertools
 import random
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -90,7 +91,8 @@ def load_masks(
 
 def consensus(masks: list[np.ndarray]) -> np.ndarray:
     """Per-pixel mean of binary masks, in [0, 1]."""
-    return np.mean(np.stack([m.astype(np.float64) for m in masks]), axis=0)
+    mean: np.ndarray = np.mean(np.stack([m.astype(np.float64) for m in masks]), axis=0)
+    return mean
 
 
 def consensus_uint8(mean: np.ndarray) -> np.ndarray:
@@ -154,10 +156,12 @@ def split_half(
     return (float(np.mean(ious)) if ious else None, float(np.mean(corrs)) if corrs else None)
 
 
-def annotator_quality(images: dict[int, ImageMasks], threshold: float) -> dict[int, dict]:
+def annotator_quality(
+    images: dict[int, ImageMasks], threshold: float
+) -> dict[int, dict[str, float | None]]:
     """Per annotator: mean IoU with the binarised consensus of the others (leave-one-out),
     median active time, number of masks and mean salient fraction."""
-    stats: dict[int, dict] = {}
+    stats: dict[int, dict[str, list[float]]] = {}
     for im in images.values():
         for m in im.masks:
             s = stats.setdefault(m.annotator_id, {"ious": [], "ms": [], "areas": []})
@@ -185,7 +189,7 @@ def dataset_agreement(
     threshold: float,
     splits: int,
     seed: int,
-) -> dict:
+) -> dict[str, Any]:
     images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
     per_image = []
     for im in images.values():

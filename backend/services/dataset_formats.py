@@ -185,7 +185,8 @@ def _reconstruct(cls: object, shape: object, typecode: object) -> np.ndarray:
     # anything else (another class, a large first allocation) is no CIFAR file
     if cls is not _NDARRAY or shape != (0,) or typecode not in (b"b", "b"):
         raise _Refused("an array built in an unusual way")
-    return _RECONSTRUCT(np.ndarray, (0,), b"b")
+    empty: np.ndarray = _RECONSTRUCT(np.ndarray, (0,), b"b")
+    return empty
 
 
 def _latin1(text: object, encoding: object) -> bytes:
@@ -278,7 +279,7 @@ class _CifarUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
 
-def load_pickle(entry: Entry, what: str) -> dict:
+def load_pickle(entry: Entry, what: str) -> dict[bytes | str, Any]:
     """A CIFAR pickle (Python 2, keys as bytes) as a dict; never runs code from the file."""
     data = entry.read()
     try:
@@ -302,7 +303,9 @@ def load_pickle(entry: Entry, what: str) -> dict:
 _MISSING = object()
 
 
-def _field(d: dict, key: str, entry: Entry, what: str, default: object = _MISSING) -> Any:
+def _field(
+    d: dict[bytes | str, Any], key: str, entry: Entry, what: str, default: object = _MISSING
+) -> Any:
     for k in (key.encode(), key):
         if k in d:
             return d[k]

@@ -16,7 +16,9 @@ import re
 import secrets
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -42,6 +44,9 @@ from backend.services.masks.codec import (
     rle_decode,
     rle_encode,
 )
+
+if TYPE_CHECKING:
+    from PIL.ImageFile import ImageFile
 
 _logger = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def _collect(
     return out
 
 
-def _open_png(data: bytes):
+def _open_png(data: bytes) -> ImageFile:
     from PIL import Image as PILImage
 
     return PILImage.open(io.BytesIO(data))
@@ -165,7 +170,7 @@ def export_coco(
     annotator_id: int | None = None,
     mask_set: MaskSet | None = None,
     threshold: float = 0.5,
-) -> dict:
+) -> dict[str, Any]:
     """COCO JSON with RLE segmentations (pycocotools decodes them). A mask set exports its
     consensus binarised at threshold. category_id = class index + 1 (COCO counts from 1)."""
     entries = _collect(db, dataset, statuses=statuses, annotator_id=annotator_id, mask_set=mask_set)
@@ -289,7 +294,7 @@ def import_account(db: Session, name: str) -> User:
 
 
 def imported_revision(
-    image: Image, mask: np.ndarray, revision: int, source: str, save_id: str, now
+    image: Image, mask: np.ndarray, revision: int, source: str, save_id: str, now: datetime
 ) -> AnnotationRevision:
     """One revision of an imported binary mask (H x W, 0/1) of `image`."""
     return AnnotationRevision(

@@ -58,7 +58,8 @@ def weibull_p(x: np.ndarray, alpha: float, beta: float, guess: float, lapse: flo
     F(x) = 1 - exp(-(x / alpha) ** beta) (a cumulative Weibull: a logistic in log x)."""
     x = np.asarray(x, dtype=float)
     f = 1.0 - np.exp(-np.power(np.maximum(x, 0.0) / alpha, beta))
-    return guess + (1.0 - guess - lapse) * f
+    p: np.ndarray = guess + (1.0 - guess - lapse) * f
+    return p
 
 
 @dataclass

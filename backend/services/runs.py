@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.errors import Invalid, NotFound
 from backend.core.queue import enqueue
+from backend.core.storage import LocalStorage
 from backend.models import Dataset, MaskSet, TrainingRun, utcnow
 from backend.services.run_lifecycle import aware, dispatch
 from worker.contract import ConfigError, TrainConfig
@@ -98,7 +99,7 @@ def _refused_launch(errors: list[dict[str, str]]) -> Invalid:
     return Invalid(f"The run was not launched: check {fields}.", errors=errors)
 
 
-def _library():
+def _library() -> tuple[type[ConfigError], type[TrainConfig]]:
     # The run configuration's own validation (worker.contract, torch-free, the same the
     # worker and the training library use): the form and the worker cannot disagree on
     # what a valid config is.
@@ -514,7 +515,7 @@ def run_data_key(run_id: int) -> str:
 DOWNLOADS = {"final.pt": "application/octet-stream", "metrics.json": "application/json"}
 
 
-def salience_summary(run: TrainingRun, storage) -> dict[str, Any]:  # LocalStorage
+def salience_summary(run: TrainingRun, storage: LocalStorage) -> dict[str, Any]:
     """What the worker wrote to out/salience/salience.json, with URLs for its PNGs."""
     import json
 

@@ -169,7 +169,7 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def rle_decode(rle: dict) -> np.ndarray:
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ CLAIM_TTL = timedelta(minutes=30)
 # ---------------------------------------------------------------------------- the queue
 
 
-def _holds_slot(now: datetime):
+def _holds_slot(now: datetime) -> ColumnElement[bool]:
     """Annotations that count against an image's annotators_per_image (imported masks of
     the "import:<name>" pseudo-annotators do not: people still draw those images; nor do
     drafts their annotator skipped)."""
@@ -43,7 +43,7 @@ def _holds_slot(now: datetime):
     )
 
 
-def _available_images(user: User, now: datetime, dataset_id: int | None):
+def _available_images(user: User, now: datetime, dataset_id: int | None) -> Select[int, int, int]:
     """Images another annotation could still go to, excluding this annotator's own."""
     taken = (
         select(Annotation.image_id, func.count().label("n"))
@@ -69,7 +69,7 @@ def _available_images(user: User, now: datetime, dataset_id: int | None):
     return query
 
 
-def _own_pending(user: User, dataset_id: int | None):
+def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
     """This annotator's drafts and rejected masks (resume / redo), not skipped ones."""
     skipped = select(Skip.image_id).where(Skip.annotator_id == user.id)
     query = (
@@ -287,7 +287,17 @@ def save_mask(
 
 
 def _save_once(
-    db, user, image, save_id, png, digest, area, active_ms, source, check_queue, status_after
+    db: Session,
+    user: User,
+    image: Image,
+    save_id: str,
+    png: bytes,
+    digest: str,
+    area: int,
+    active_ms: int,
+    source: str,
+    check_queue: bool,
+    status_after: str | None,
 ) -> SaveResult:
     # Row lock: saves of one annotation are serial, so revision numbers never collide and a
     # repeated save_id is seen by the second request once the first has committed.
@@ -303,6 +313,7 @@ def _save_once(
             _check_may_start(db, user, image)
         _get_or_create_annotation(db, user, image)
         ann = db.scalar(locked)
+        assert ann is not None  # the row _get_or_create_annotation found or made, now locked
     existing = db.scalar(
         select(AnnotationRevision).where(
             AnnotationRevision.annotation_id == ann.id, AnnotationRevision.save_id == save_id
