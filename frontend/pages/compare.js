@@ -11,7 +11,7 @@ import { html, render } from "../lib/html.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "./run.js";
 import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
-import { mountInequalityPanel } from "../components/inequality-panel/inequality-panel.js";
+import "../components/inequality-panel/inequality-panel.js";
 
 const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
 
@@ -81,7 +81,9 @@ export async function mount(root, ctx) {
   }
   $(".group-by").addEventListener("change", drawGroups);
   await drawGroups();
-  mountInequalityPanel($(".body").appendChild(document.createElement("section")), { runs });
+  const panel = document.createElement("inequality-panel");
+  panel.runs = runs;
+  $(".body").appendChild(panel);
   return undefined;
 }
 

@@ -4,7 +4,7 @@
 import { api } from "../lib/api.js";
 import { date } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
-import { mountUploadForm } from "../components/upload-form/upload-form.js";
+import "../components/upload-form/upload-form.js";
 
 export async function mount(root) {
   render(root, html`
@@ -15,7 +15,7 @@ export async function mount(root) {
           <th class="num">Annotators / image</th><th>Created</th></tr></thead>
         <tbody><tr><td colspan="6" class="muted">Loading…</td></tr></tbody>
       </table>
-      <div class="import" style="margin-top:24px"></div>
+      <upload-form class="import" style="margin-top:24px"></upload-form>
     </section>`);
   const tbody = root.querySelector("tbody");
 
@@ -36,6 +36,6 @@ export async function mount(root) {
       </tr>`)}`);
   }
 
-  mountUploadForm(root.querySelector(".import"), { onImported: load });
+  root.querySelector("upload-form").addEventListener("imported", () => load());
   await load();
 }

@@ -5,7 +5,7 @@
 import { api } from "../lib/api.js";
 import { durationMs, percentOf } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
-import { drawMaskPreview } from "../components/mask-preview/mask-preview.js";
+import "../components/mask-preview/mask-preview.js";
 
 const PAGE = 24;
 const STATUSES = ["submitted", "accepted", "rejected"];
@@ -62,8 +62,8 @@ export async function mount(root, { query, navigate }) {
       card.className = "card review-card";
       card.dataset.annotation = String(item.annotation_id);
       render(card, html`
-        <canvas class="mask-preview" width="${item.width}" height="${item.height}"
-          aria-label="Mask of ${item.annotator} on ${item.filename}"></canvas>
+        <mask-preview image="${item.image_url}" mask="${item.mask_url}" width="${item.width}" height="${item.height}"
+          label="Mask of ${item.annotator} on ${item.filename}"></mask-preview>
         <div class="meta">
           <strong>${item.class_name}</strong> <span class="muted">${item.filename}</span><br>
           <span>${item.annotator}</span> · rev ${item.revision} · ${durationMs(item.active_ms)} ·
@@ -79,10 +79,10 @@ export async function mount(root, { query, navigate }) {
           </div>
           <p class="form-error" role="alert" hidden></p>
         </form>`);
-      grid.appendChild(card);
-      drawMaskPreview(card.querySelector("canvas"), item.image_url, item.mask_url).catch((e) => {
-        card.querySelector(".meta").insertAdjacentHTML("beforeend", String(html`<p class="form-error">${e.message}</p>`));
+      card.querySelector("mask-preview").addEventListener("preview-error", (e) => {
+        card.querySelector(".meta").insertAdjacentHTML("beforeend", String(html`<p class="form-error">${e.detail.message}</p>`));
       });
+      grid.appendChild(card);
     }
   }
 

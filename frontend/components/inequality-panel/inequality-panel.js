@@ -3,17 +3,21 @@
 // while a worker runs it, then error rate against t (noise) and r (occlusion), one line per
 // run, and the Gini coefficient of each run's input gradient. The latest evaluation of
 // exactly these runs is shown on load.
-// Usage: import { mountInequalityPanel } from "../components/inequality-panel/inequality-panel.js";
-//   mountInequalityPanel(el, { runs: [{ id: 3, name: "pgd_at small_cnn" }, ...] });
-// Polling stops by itself once `el` leaves the page.
+// Usage: import "../components/inequality-panel/inequality-panel.js";   // defines <inequality-panel>
+//   const panel = document.createElement("inequality-panel");
+//   panel.runs = [{ id: 3, name: "pgd_at small_cnn" }, ...];
+//   section.appendChild(panel);
+// `runs` is a property (objects with id and name); the panel renders and loads when it is put on
+// the page (or when `runs` is set while it is on it), and stops polling when it leaves the page.
 
 import { api } from "../../lib/api.js";
 import { dateTime, number, percent as pct, wholePercent } from "../../lib/format.js";
 import { html, raw, render } from "../../lib/html.js";
 import { start as poll } from "../../lib/poll.js";
 import { ensureChartStyles, lineChart } from "../line-chart/line-chart.js";
+import { linkStylesheet } from "../../lib/styles.js";
 
-const URL = "/api/runs/inequality";
+const API = "/api/runs/inequality";
 const POLL_MS = 1500;
 const NOISE_CHARTS = [
   ["inductive_noise_added", "Inductive noise, added (top-k by input gradient)"],
@@ -24,15 +28,6 @@ const OCCLUSION_CHARTS = [
   ["grey", "Inductive occlusion, grey squares"],
   ["white", "Inductive occlusion, white squares"],
 ];
-
-function ensurePanelStyles() {
-  if (document.querySelector("link[data-inequality-panel]")) return;
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = "/static/components/inequality-panel/inequality-panel.css";
-  link.dataset.inequalityPanel = "1";
-  document.head.appendChild(link);
-}
 
 /** One line per run over the keys of a {key: error rate} map (keys are t or r as strings). */
 function chart(title, xLabel, runs, ratesOf) {
@@ -71,9 +66,33 @@ function results(ev, known) {
       CIFAR-10 ResNet-18 about 0.58, PGD-AT about 0.73). Finished ${dateTime(ev.finished_at)}.</p>`;
 }
 
-export function mountInequalityPanel(el, { runs = [] } = {}) {
-  ensureChartStyles();
-  ensurePanelStyles();
+export class InequalityPanel extends HTMLElement {
+  #runs = [];
+  #stop = null; // ends this rendering's polling
+
+  /** The compared runs: [{ id, name }, ...]. Setting it while on the page renders again. */
+  get runs() { return this.#runs; }
+  set runs(value) {
+    this.#runs = Array.isArray(value) ? value : [];
+    if (this.isConnected) this.#mount();
+  }
+
+  connectedCallback() { this.#mount(); }
+
+  disconnectedCallback() {
+    if (this.#stop) this.#stop();
+    this.#stop = null;
+  }
+
+  #mount() {
+    this.disconnectedCallback();
+    this.#stop = mountPanel(this, this.#runs);
+  }
+}
+
+/** Render the panel into el and load the latest evaluation; returns a function that stops it. */
+function mountPanel(el, runs) {
+  let stopped = false;
   const ids = runs.map((r) => r.id);
   render(el, html`<div class="inequality-panel">
     <h2>Inequality tests (IGD / Duan et al.)</h2>
@@ -112,13 +131,17 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     return busy;
   }
 
-  /** Draw an evaluation and, while it is busy, follow it until it ends or `el` leaves the page. */
+  /** Draw an evaluation and, while it is busy, follow it until it ends or the panel is stopped. */
   function follow(ev) {
     stopPolling();
     if (!show(ev)) return;
-    stopPolling = poll(async () => el.isConnected && show(await api(`${URL}/${ev.id}`)), POLL_MS, {
+    stopPolling = poll(async () => {
+      if (stopped || !el.isConnected) return false;
+      const next = await api(`${API}/${ev.id}`);
+      return !stopped && show(next);
+    }, POLL_MS, {
       immediate: false,
-      onError: (err) => { $(".form-error").textContent = err.message; },
+      onError: (err) => { if (!stopped) $(".form-error").textContent = err.message; },
     });
   }
 
@@ -128,7 +151,8 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
     $(".form-error").textContent = "";
     button.disabled = true;
     try {
-      follow(await api(URL, { method: "POST", body: { run_ids: ids, n: Number($(".ineq-form [name=n]").value) } }));
+      const ev = await api(API, { method: "POST", body: { run_ids: ids, n: Number($(".ineq-form [name=n]").value) } });
+      if (!stopped) follow(ev);
     } catch (err) {
       $(".form-error").textContent = err.message;
       button.disabled = false;
@@ -138,10 +162,21 @@ export function mountInequalityPanel(el, { runs = [] } = {}) {
   (async () => {
     if (!ids.length) return;
     try {
-      const found = await api(`${URL}?run_ids=${encodeURIComponent(ids.join(","))}&limit=1`);
-      if (found.data.length) follow(found.data[0]);
+      const found = await api(`${API}?run_ids=${encodeURIComponent(ids.join(","))}&limit=1`);
+      if (!stopped && found.data.length) follow(found.data[0]);
     } catch (err) {
-      $(".form-error").textContent = err.message;
+      if (!stopped) $(".form-error").textContent = err.message;
     }
   })();
+
+  return () => {
+    stopped = true;
+    stopPolling();
+  };
+}
+
+if (!customElements.get("inequality-panel")) {
+  ensureChartStyles();
+  linkStylesheet(new URL("./inequality-panel.css", import.meta.url));
+  customElements.define("inequality-panel", InequalityPanel);
 }

@@ -3,8 +3,15 @@
 //   el.innerHTML = lineChart({ title: "Accuracy", xLabel: "epoch", yMin: 0, yMax: 1,
 //     series: [{ name: "clean", points: [[1, 0.5], [2, 0.7]] }] });
 // Returns SVG markup (a string); every label is escaped. Points with a non-finite y are skipped.
+// Not a custom element, on purpose: it is a pure function of its options that the pages splice
+// into the `html` templates they re-render whole on every poll (run.js, compare.js, the
+// inequality panel), and its options carry a function (`xFormat`, e.g. epsLabel) and arrays of
+// points that an element could only take as properties set after rendering, or as JSON in an
+// attribute. The markup is the same either way; the pages call ensureChartStyles() on mount
+// (line-chart.css also holds the shared styles of the runs pages).
 
 import { escapeHtml } from "../../lib/html.js";
+import { linkStylesheet } from "../../lib/styles.js";
 
 export const PALETTE = ["#2f6fde", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#e67700", "#0b7285", "#5c940d"];
 
@@ -89,12 +96,7 @@ export function lineChart({ series = [], title = "", xLabel = "", yLabel = "", y
 
 /** Load this component's stylesheet once (the pages that use it call this on mount). */
 export function ensureChartStyles() {
-  if (document.querySelector("link[data-line-chart]")) return;
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = "/static/components/line-chart/line-chart.css";
-  link.dataset.lineChart = "1";
-  document.head.appendChild(link);
+  linkStylesheet(new URL("./line-chart.css", import.meta.url));
 }
 
 /** "8/255" style label of an epsilon in pixel units. */

@@ -1,15 +1,27 @@
 // Dataset import form: name, description and a .zip (ImageFolder tree, CIFAR-10/100 python
 // batches or CUB-200-2011, recognised by the server from the layout), uploaded with a live
 // progress bar, then a "processing" state until the server answers; the server's sentence is
-// shown on failure.
-// Usage: import { mountUploadForm } from "/static/components/upload-form/upload-form.js";
-//   mountUploadForm(el, { onImported: (dataset) => refresh() });
+// shown on failure. On success it dispatches `imported` (a CustomEvent that bubbles; detail: the
+// dataset as the server returned it).
+// Usage: import "../components/upload-form/upload-form.js";   // defines <upload-form>
+//   <upload-form></upload-form>
+//   el.addEventListener("imported", (e) => refresh(e.detail));
+// The form inside keeps the class `upload-form` (the styles and the browser tests select it).
 
 import { uploadWithProgress } from "../../lib/api.js";
 import { wholePercent } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
+import { linkStylesheet } from "../../lib/styles.js";
 
-export function mountUploadForm(el, { onImported } = {}) {
+export class UploadForm extends HTMLElement {
+  /** Rendered once, when first put on the page (moving it keeps what is typed in). */
+  connectedCallback() {
+    if (!this.querySelector("form.upload-form")) renderForm(this);
+  }
+}
+
+/** The form and its submit handler, rendered into the element. */
+function renderForm(el) {
   render(el, html`
     <form class="card stack upload-form" novalidate>
       <h2>Import a dataset</h2>
@@ -75,7 +87,7 @@ export function mountUploadForm(el, { onImported } = {}) {
       ok.textContent = `Imported “${ds.name}”: ${ds.num_images} images in ${ds.num_classes} classes.`;
       ok.hidden = false;
       form.reset();
-      if (onImported) onImported(ds);
+      el.dispatchEvent(new CustomEvent("imported", { detail: ds, bubbles: true }));
     } catch (ex) {
       progress.hidden = true;
       err.textContent = ex.message;
@@ -84,4 +96,9 @@ export function mountUploadForm(el, { onImported } = {}) {
       button.disabled = false;
     }
   });
+}
+
+if (!customElements.get("upload-form")) {
+  linkStylesheet(new URL("./upload-form.css", import.meta.url));
+  customElements.define("upload-form", UploadForm);
 }
