@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,12 @@ def get_db() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+# Row ids are PostgreSQL integers: an id outside their range names nothing, and is refused
+# (422) before it reaches the database.
+DB_INT_MAX = 2**31 - 1
+PathId = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
+QueryId = Annotated[int | None, Query(ge=1, le=DB_INT_MAX)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 
@@ -50,14 +57,20 @@ def _token_from(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def get_current_user(request: Request, db: SessionDep) -> User:
+def signed_token(request: Request) -> tuple[int, str]:
+    """The request's session token, checked for its signature and age only (no database):
+    what a route that reads a large body checks before reading it."""
     token = _token_from(request)
     if not token:
         raise HTTPException(401, detail="Not logged in.")
     parsed = read_session_token(token)
     if parsed is None:
         raise HTTPException(401, detail="Your login has expired; please log in again.")
-    user_id, pw_tail = parsed
+    return parsed
+
+
+def get_current_user(request: Request, db: SessionDep) -> User:
+    user_id, pw_tail = signed_token(request)
     user = db.get(User, user_id)
     if user is None or not user.is_active or user.password_hash[-12:] != pw_tail:
         raise HTTPException(401, detail="Your login has expired; please log in again.")
@@ -85,42 +98,46 @@ AnnotatorUser = Annotated[User, Depends(require_roles("annotator"))]
 StaffUser = Annotated[User, Depends(require_roles("admin", "researcher", "annotator"))]
 
 
-def get_dataset(dataset_id: int, db: SessionDep) -> Dataset:
+def get_dataset(dataset_id: PathId, db: SessionDep, _: CurrentUser) -> Dataset:
     dataset = db.get(Dataset, dataset_id)
     if dataset is None:
         raise NotFound("Dataset not found.")
     return dataset
 
 
-def get_image(image_id: int, db: SessionDep) -> Image:
-    image = db.get(Image, image_id)
+def find_image(image_id: int, db: Session) -> Image:
+    image = db.get(Image, image_id) if 1 <= image_id <= DB_INT_MAX else None
     if image is None:
         raise NotFound("Image not found.")
     return image
 
 
-def get_run(run_id: int, db: SessionDep, _: ResearcherUser) -> TrainingRun:
+def get_image(image_id: PathId, db: SessionDep, _: CurrentUser) -> Image:
+    return find_image(image_id, db)
+
+
+def get_run(run_id: PathId, db: SessionDep, _: ResearcherUser) -> TrainingRun:
     run = db.get(TrainingRun, run_id)
     if run is None:
         raise NotFound("Run not found.")
     return run
 
 
-def get_study(study_id: int, db: SessionDep, _: ResearcherUser) -> Study:
+def get_study(study_id: PathId, db: SessionDep, _: ResearcherUser) -> Study:
     study = db.get(Study, study_id)
     if study is None:
         raise NotFound("Study not found.")
     return study
 
 
-def get_annotation(annotation_id: int, db: SessionDep, _: ResearcherUser) -> Annotation:
+def get_annotation(annotation_id: PathId, db: SessionDep, _: ResearcherUser) -> Annotation:
     annotation = db.get(Annotation, annotation_id)
     if annotation is None:
         raise NotFound("Annotation not found.")
     return annotation
 
 
-def get_mask_set(mask_set_id: int, db: SessionDep, _: ResearcherUser) -> MaskSet:
+def get_mask_set(mask_set_id: PathId, db: SessionDep, _: ResearcherUser) -> MaskSet:
     mask_set = db.get(MaskSet, mask_set_id)
     if mask_set is None:
         raise NotFound("Mask set not found.")
@@ -128,7 +145,7 @@ def get_mask_set(mask_set_id: int, db: SessionDep, _: ResearcherUser) -> MaskSet
 
 
 def get_optional_mask_set(
-    db: SessionDep, _: ResearcherUser, mask_set_id: int | None = None
+    db: SessionDep, _: ResearcherUser, mask_set_id: QueryId = None
 ) -> MaskSet | None:
     """The mask set a query names (?mask_set_id=), or None when it names none."""
     return None if mask_set_id is None else get_mask_set(mask_set_id, db, _)

@@ -122,6 +122,17 @@ def create_app() -> FastAPI:
             content["errors"] = exc.errors
         return JSONResponse(status_code=http_status(exc), content=content)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable_text(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # e.g. a lone surrogate ("\ud800") in a JSON string: valid JSON, not storable text
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": "Invalid input — the text holds characters that are not valid "
+                f"Unicode ({exc.reason}); nothing was stored."
+            },
+        )
+
     for router in listed_routers("ROUTERS"):
         app.include_router(router, prefix="/api")
     for router in listed_routers("PAGE_ROUTERS"):

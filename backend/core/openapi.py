@@ -44,6 +44,12 @@ LOGGED_IN = {
 }
 
 
+# `responses=` for a route that checks the login itself rather than through a dependency
+LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in LOGGED_IN.items()
+}
+
+
 def _needs_login(dependant: Dependant) -> bool:
     from backend.deps import get_current_user
 
@@ -72,8 +78,10 @@ def build_document(app: FastAPI) -> dict[str, Any]:
         if not route.include_in_schema:
             continue
         codes = dict(ANY_ROUTE)
-        if _needs_login(route.dependant):
+        if _needs_login(route.dependant) or set(LOGGED_IN) <= set(route.responses):
             codes.update(LOGGED_IN)
+        elif path.startswith("/api/auth/"):
+            codes[401] = "Wrong username or password."
         for method in context.methods or ():
             operation = doc["paths"][path][method.lower()]
             for code, text in codes.items():
@@ -92,3 +100,11 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def content(*media_types: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route whose success is not JSON: the media types it answers with."""
+    return {200: {"description": description, "content": {m: {} for m in media_types}}}
+
+
+PNG = content("image/png", description="A PNG image.")

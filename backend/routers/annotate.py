@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -15,15 +14,19 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.errors import Invalid
+from backend.core.openapi import LOGIN_RESPONSES
 from backend.db import get_sessionmaker
 from backend.deps import (
     AnnotatorUser,
     ImageDep,
+    PathId,
+    QueryId,
     SessionDep,
     get_current_user,
     require_roles,
+    signed_token,
 )
-from backend.deps import get_image as lookup_image
+from backend.deps import find_image as lookup_image
 from backend.models import Annotation, AnnotationRevision, Dataset, DatasetClass, Image, User
 from backend.schemas.annotations import (
     AnnotateDataset,
@@ -110,7 +113,7 @@ def my_datasets(user: AnnotatorUser, db: SessionDep) -> AnnotateDatasets:
 
 @router.get("/next", response_model=AnnotateItem, responses={204: {"description": "Queue empty"}})
 def next_image(
-    user: AnnotatorUser, db: SessionDep, dataset_id: Annotated[int | None, Query()] = None
+    user: AnnotatorUser, db: SessionDep, dataset_id: QueryId = None
 ) -> AnnotateItem | Response:
     """The next image of this annotator's queue (claimed for them); 204 when it is empty."""
     image = svc.next_image(db, user, dataset_id)
@@ -187,6 +190,7 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
 @router.put(
     "/images/{image_id}/mask",
     response_model=MaskSaved,
+    responses=LOGIN_RESPONSES,  # checked in the route (no dependency on the hot path)
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -194,8 +198,9 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
         }
     },
 )
-async def save_mask(image_id: int, request: Request) -> MaskSaved:
+async def save_mask(image_id: PathId, request: Request) -> MaskSaved:
     """Save the current mask as a new revision (idempotent per save_id)."""
+    signed_token(request)  # a stranger's body is never read
     raw = await _read_limited(request, get_settings().max_mask_bytes)
     return await run_in_threadpool(_save, request, image_id, raw)
 

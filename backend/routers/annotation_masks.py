@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from backend.core.openapi import PNG
 from backend.deps import AnnotationDep, SessionDep
 from backend.services.masks.codec import load_revision_mask, mask_to_png
 from backend.services.reviews import revision_of
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/annotations", tags=["reviews"])
 PNG_HEADERS = {"Cache-Control": "no-store"}
 
 
-@router.get("/{annotation_id}/mask.png", response_class=Response)
+@router.get("/{annotation_id}/mask.png", response_class=Response, responses=PNG)
 def annotation_mask(
     ann: AnnotationDep,
     db: SessionDep,

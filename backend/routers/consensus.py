@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from backend.core.openapi import PNG
 from backend.deps import DatasetDep, ImageDep, ResearcherUser, SessionDep
 from backend.schemas.annotations import DatasetAgreement, ImageAgreement
 from backend.services import consensus as cons
@@ -22,7 +23,7 @@ def _png(data: bytes) -> Response:
     return Response(content=data, media_type="image/png", headers=PNG_HEADERS)
 
 
-@router.get("/images/{image_id}/consensus.png", response_class=Response)
+@router.get("/images/{image_id}/consensus.png", response_class=Response, responses=PNG)
 def consensus_png(
     image: ImageDep, _: ResearcherUser, db: SessionDep, statuses: StatusesQuery = "accepted"
 ) -> Response:
@@ -31,7 +32,7 @@ def consensus_png(
     return _png(grey_png(cons.consensus_uint8(mean)))
 
 
-@router.get("/images/{image_id}/consensus-binary.png", response_class=Response)
+@router.get("/images/{image_id}/consensus-binary.png", response_class=Response, responses=PNG)
 def consensus_binary_png(
     image: ImageDep,
     _: ResearcherUser,

@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend.core.openapi import content
 from backend.deps import (
     DatasetDep,
     ImageDep,
@@ -162,7 +163,9 @@ def list_images(
     return ImagesPublic(data=data, count=total)
 
 
-@images_router.get("/{image_id}/file")
+@images_router.get(
+    "/{image_id}/file", responses=content("image/*", description="The image file as stored.")
+)
 def image_file(image: ImageDep, _: StaffUser, storage: StorageDep) -> FileResponse:
     """The image's original file."""
     path = storage.path(image.storage_key)

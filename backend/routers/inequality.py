@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from backend.deps import ResearcherUser, SessionDep
+from backend.deps import PathId, ResearcherUser, SessionDep
 from backend.models import InequalityEvaluation
 from backend.schemas.inequality import (
     InequalityCreate,
@@ -57,7 +57,9 @@ def find_evaluations(
 
 
 @router.get("/{evaluation_id}", response_model=InequalityPublic)
-def get_evaluation(evaluation_id: int, _: ResearcherUser, db: SessionDep) -> InequalityEvaluation:
+def get_evaluation(
+    evaluation_id: PathId, _: ResearcherUser, db: SessionDep
+) -> InequalityEvaluation:
     """One evaluation: state, progress, and when finished its result or error."""
     return service.get_evaluation(db, evaluation_id)
 

@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
-from backend.deps import DatasetDep, OptionalMaskSetDep, ResearcherUser, SessionDep, SettingsDep
+from backend.core.openapi import content
+from backend.deps import (
+    DatasetDep,
+    OptionalMaskSetDep,
+    QueryId,
+    ResearcherUser,
+    SessionDep,
+    SettingsDep,
+)
 from backend.schemas.annotations import MaskImportResult
 from backend.services import mask_exchange
 from backend.services.consensus import parse_statuses
@@ -16,7 +24,13 @@ router = APIRouter(prefix="/datasets", tags=["masks"])
 StatusesQuery = Annotated[str, Query(description="accepted, submitted, or both comma-separated")]
 
 
-@router.get("/{dataset_id}/masks/export", response_class=Response)
+@router.get(
+    "/{dataset_id}/masks/export",
+    response_class=Response,
+    responses=content(
+        "application/zip", "application/json", description="A zip of PNGs, or COCO RLE JSON."
+    ),
+)
 def export_masks(
     dataset: DatasetDep,
     _: ResearcherUser,
@@ -24,7 +38,7 @@ def export_masks(
     mask_set: OptionalMaskSetDep,
     format: Annotated[Literal["png", "coco"], Query()] = "png",  # noqa: A002
     statuses: StatusesQuery = "accepted",
-    annotator_id: Annotated[int | None, Query()] = None,
+    annotator_id: QueryId = None,
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
 ) -> Response:
     """A dataset's masks (or a mask set's consensus) as a zip of PNGs or as COCO RLE JSON."""

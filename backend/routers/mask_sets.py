@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from backend.deps import DatasetDep, MaskSetDep, ResearcherUser, SessionDep
+from backend.core.openapi import PNG
+from backend.deps import DatasetDep, MaskSetDep, PathId, ResearcherUser, SessionDep
 from backend.models import MaskSet
 from backend.schemas.annotations import MaskSetCreate, MaskSetDetail, MaskSetPublic, MaskSetsPublic
 from backend.services import consensus as cons
@@ -53,8 +54,12 @@ def get_mask_set(mask_set: MaskSetDep) -> MaskSet:
     return mask_set
 
 
-@router.get("/mask-sets/{mask_set_id}/images/{image_id}/consensus.png", response_class=Response)
-def mask_set_consensus(mask_set: MaskSetDep, image_id: int) -> Response:
+@router.get(
+    "/mask-sets/{mask_set_id}/images/{image_id}/consensus.png",
+    response_class=Response,
+    responses=PNG,
+)
+def mask_set_consensus(mask_set: MaskSetDep, image_id: PathId) -> Response:
     """The frozen consensus of one image of a mask set (8-bit grey PNG)."""
     return Response(
         content=cons.frozen_consensus_png(mask_set, image_id),

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from backend.core.config import ROOT
+from backend.core.openapi import PNG
 from backend.deps import LinkStudyDep, ParticipantDep, SessionDep, StorageDep
 from backend.schemas.studies import (
     AnswerIn,
@@ -91,7 +92,7 @@ def complete(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     return participation.complete_session(db, session)
 
 
-@router.get("/{session_token}/stimuli/{public_id}")
+@router.get("/{session_token}/stimuli/{public_id}", responses=PNG)
 def stimulus(
     session: ParticipantDep, public_id: str, db: SessionDep, storage: StorageDep
 ) -> Response:

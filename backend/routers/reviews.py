@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from backend.deps import ResearcherUser, SessionDep
+from backend.deps import PathId, QueryId, ResearcherUser, SessionDep
 from backend.schemas.annotations import (
     ReviewDecision,
     ReviewItem,
@@ -22,9 +22,9 @@ router = APIRouter(prefix="/reviews", tags=["reviews"])
 def review_queue(
     _: ResearcherUser,
     db: SessionDep,
-    dataset_id: Annotated[int | None, Query()] = None,
+    dataset_id: QueryId = None,
     status: Annotated[Literal["submitted", "accepted", "rejected", "draft"], Query()] = "submitted",
-    annotator_id: Annotated[int | None, Query()] = None,
+    annotator_id: QueryId = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ReviewQueue:
@@ -65,7 +65,7 @@ def _item(row: service.QueueRow) -> ReviewItem:
 
 @router.post("/{annotation_id}", response_model=ReviewResult)
 def review(
-    annotation_id: int, body: ReviewDecision, user: ResearcherUser, db: SessionDep
+    annotation_id: PathId, body: ReviewDecision, user: ResearcherUser, db: SessionDep
 ) -> ReviewResult:
     """Accept or reject a submitted mask (a rejection needs a comment and returns it to its
     annotator, first in their queue)."""

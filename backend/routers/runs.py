@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from backend.deps import ResearcherUser, RunDep, SessionDep, SettingsDep, StorageDep
+from backend.core.openapi import PNG, content
+from backend.deps import QueryId, ResearcherUser, RunDep, SessionDep, SettingsDep, StorageDep
 from backend.models import TrainingRun
 from backend.schemas.runs import (
     RunClone,
@@ -51,7 +52,7 @@ def _ids(ids: str) -> list[int]:
 
 @router.post("", response_model=RunsPublic, status_code=201)
 def launch_runs(
-    body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: int | None = None
+    body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: QueryId = None
 ) -> RunsPublic:
     """Launch a run (one per seed, grouped) from the form; every bad field is named."""
     runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
@@ -63,7 +64,7 @@ def list_runs(
     _: ResearcherUser,
     db: SessionDep,
     settings: SettingsDep,
-    dataset_id: int | None = None,
+    dataset_id: QueryId = None,
     method: str | None = None,
     state: str | None = None,
     tag: str | None = None,
@@ -119,7 +120,7 @@ def group_runs(
     db: SessionDep,
     by: Annotated[str, Query(pattern=r"^[a-z_]+$")] = "group_key",
     ids: str | None = None,
-    dataset_id: int | None = None,
+    dataset_id: QueryId = None,
     tag: str | None = None,
 ) -> RunGroups:
     """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
@@ -165,7 +166,12 @@ def clone_run(run: RunDep) -> RunClone:
     return RunClone(cloned_from_id=run.id, form=service.clone_form(run))
 
 
-@router.get("/{run_id}/files/{name}")
+@router.get(
+    "/{run_id}/files/{name}",
+    responses=content(
+        "application/octet-stream", "application/json", description="final.pt or metrics.json."
+    ),
+)
 def download_file(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
     """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
     key = f"{service.run_out_key(run.id)}/{name}"
@@ -182,7 +188,7 @@ def run_salience(run: RunDep, storage: StorageDep) -> dict[str, Any]:
     return service.salience_summary(run, storage)
 
 
-@router.get("/{run_id}/salience/{name}")
+@router.get("/{run_id}/salience/{name}", responses=PNG)
 def salience_image(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
     """One PNG of the salience samples (image, model map or human mask)."""
     key = f"{service.run_out_key(run.id)}/salience/{name}"

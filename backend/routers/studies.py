@@ -9,7 +9,8 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.deps import ResearcherUser, SessionDep, StorageDep, StudyDep
+from backend.core.openapi import PNG, content
+from backend.deps import DB_INT_MAX, PathId, ResearcherUser, SessionDep, StorageDep, StudyDep
 from backend.models import Study
 from backend.schemas.studies import (
     SourceRunsPublic,
@@ -93,7 +94,10 @@ def study_results(study: StudyDep, db: SessionDep) -> dict[str, Any]:
     return analysis.results(db, study)
 
 
-@router.get("/{study_id}/trials.csv")
+@router.get(
+    "/{study_id}/trials.csv",
+    responses=content("text/csv", description="One CSV row per trial."),
+)
 def trials_csv(study: StudyDep, db: SessionDep) -> Response:
     """Every trial as one CSV row (tidy): participant, stimulus, run, epsilon, answer, timing."""
     return Response(
@@ -108,7 +112,9 @@ def preview_stimuli(
     study: StudyDep,
     db: SessionDep,
     storage: StorageDep,
-    run_id: Annotated[int | None, Query(description="only this run's stimuli")] = None,
+    run_id: Annotated[
+        int | None, Query(ge=1, le=DB_INT_MAX, description="only this run's stimuli")
+    ] = None,
     epsilon_255: Annotated[
         float | None, Query(ge=0, le=255, description="only this epsilon, in grey levels")
     ] = None,
@@ -139,9 +145,9 @@ def preview_stimuli(
     )
 
 
-@router.get("/{study_id}/stimuli/{stimulus_id}/image")
+@router.get("/{study_id}/stimuli/{stimulus_id}/image", responses=PNG)
 def stimulus_image(
-    study: StudyDep, stimulus_id: int, db: SessionDep, storage: StorageDep
+    study: StudyDep, stimulus_id: PathId, db: SessionDep, storage: StorageDep
 ) -> Response:
     """The stored PNG of one stimulus, byte for byte (unpadded). Researchers only: participants
     see stimuli only through their session's opaque ids."""

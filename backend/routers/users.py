@@ -2,7 +2,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import func, select
 
 from backend.core.security import hash_password
-from backend.deps import AdminUser, SessionDep
+from backend.deps import AdminUser, PathId, SessionDep
 from backend.models import User
 from backend.schemas.users import UserCreate, UserPublic, UsersPublic, UserUpdate
 
@@ -28,7 +28,7 @@ def create_user(body: UserCreate, _: AdminUser, db: SessionDep) -> User:
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
+def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
     """Change an account's role, password or whether it may log in."""
     user = db.get(User, user_id)
     if user is None:

@@ -7,12 +7,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import ORMModel
+from backend.schemas.common import DbId, ORMModel
 
 
 class InequalityCreate(BaseModel):
     # finished runs of one dataset (1..20; the service says which rule a request breaks)
-    run_ids: list[int] = Field(default_factory=list)
+    run_ids: list[DbId] = Field(default_factory=list)
     # at most this many common test images, spread over the classes (1..2000)
     n: int = 200
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import ORMModel
+from backend.schemas.common import DbId, ORMModel
 
 
 class RunCreate(BaseModel):
@@ -16,7 +16,7 @@ class RunCreate(BaseModel):
     Budgets (eps, alpha, part_eps_low, eval_eps) are in pixel units: 8/255 = 8 grey levels.
     """
 
-    dataset_id: int
+    dataset_id: DbId
     name: str = Field(default="", max_length=200)
     tags: list[str] = Field(default_factory=list, max_length=20)
     method: str = "pgd_at"
@@ -38,9 +38,9 @@ class RunCreate(BaseModel):
     seed: int | None = None
     seeds: list[int] | None = None
     # SIP-AT masks: a frozen mask set of the dataset (human), or automatic maps from a run
-    mask_set_id: int | None = None
+    mask_set_id: DbId | None = None
     mask_source: str | None = None
-    auto_mask_run_id: int | None = None
+    auto_mask_run_id: DbId | None = None
     mask_threshold: float | None = None
     mask_fraction: float | None = None
     # fast SIP-AT's single step: n_fgsm or fgsm_rs
@@ -49,7 +49,7 @@ class RunCreate(BaseModel):
     part_warmup_epochs: int | None = None
     part_eps_low: float | None = None
     # IGD: the teacher is a finished standard run of the same model and dataset
-    igd_teacher_run_id: int | None = None
+    igd_teacher_run_id: DbId | None = None
     igd_lambda: float | None = None
     igd_grad_point: str | None = None
     # evaluation: the final PGD grid (steps, restarts), the cheap per-epoch PGD check, and

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from backend.schemas.common import ORMModel
+from backend.schemas.common import DbId, ORMModel
 
 MAX_EPS_255 = 64.0
 
@@ -61,9 +61,9 @@ class StudyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     design: Literal["2afc", "yesno"] = "2afc"
     # finished training runs of one dataset whose checkpoints make the stimuli
-    run_ids: list[int] = Field(min_length=1, max_length=8)
+    run_ids: list[DbId] = Field(min_length=1, max_length=8)
     # explicit images (any split of the runs' dataset) ...
-    image_ids: list[int] | None = Field(default=None, max_length=5000)
+    image_ids: list[DbId] | None = Field(default=None, max_length=5000)
     # ... or this many random test images, drawn with `seed`
     num_random_images: int | None = Field(default=None, ge=1, le=5000)
     attack: AttackConfig = Field(default_factory=AttackConfig)
