@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, params
 from fastapi import Path as PathParam
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings, get_settings
 from backend.core.errors import NotFound
-from backend.core.security import SESSION_COOKIE, read_session_token
+from backend.core.security import SESSION_COOKIE, cross_site_refusal, token_is_signed
 from backend.core.storage import LocalStorage, get_storage
 from backend.db import get_sessionmaker
 from backend.models import (
@@ -28,7 +30,9 @@ from backend.models import (
     Study,
     TrainingRun,
     User,
+    utcnow,
 )
+from backend.services import logins
 
 
 def get_db() -> Iterator[Session]:
@@ -50,30 +54,72 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 
 
-def _token_from(request: Request) -> str | None:
+EXPIRED = "Your login has expired; please log in again."
+
+
+def request_token(request: Request) -> tuple[str | None, bool]:
+    """The request's login token and whether it came from the session cookie: a bearer
+    header wins over the cookie."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.cookies.get(SESSION_COOKIE)
+        return auth[7:].strip() or None, False
+    token = request.cookies.get(SESSION_COOKIE)
+    return token or None, token is not None
 
 
-def signed_token(request: Request) -> tuple[int, str]:
-    """The request's session token, checked for its signature and age only (no database):
-    what a route that reads a large body checks before reading it."""
-    token = _token_from(request)
+def _takes_form(dependant: Dependant) -> bool:
+    """Whether a route (its dependant) declares form or file parameters: a multipart upload."""
+    return any(
+        isinstance(field.field_info, params.Form)  # File is a Form
+        for field in dependant.body_params
+    ) or any(_takes_form(d) for d in dependant.dependencies)
+
+
+def check_cookie_request(request: Request) -> None:
+    """Refuse (403) a state-changing request authenticated by the session cookie that may
+    have been forged by another site (backend/core/security.py, cross_site_refusal)."""
+    route = request.scope.get("route")
+    # Before routing (a middleware checking the login early) the route is not known yet:
+    # the origin is checked as for an upload, and the route's own check follows.
+    takes_form = _takes_form(route.dependant) if isinstance(route, APIRoute) else True
+    refusal = cross_site_refusal(
+        method=request.method,
+        host=request.headers.get("host"),
+        origin=request.headers.get("origin"),
+        referer=request.headers.get("referer"),
+        content_type=request.headers.get("content-type"),
+        route_takes_form=takes_form,
+        trusted_origins=get_settings().trusted_origin_list,
+    )
+    if refusal is not None:
+        raise HTTPException(403, detail=refusal)
+
+
+def signed_token(request: Request) -> str:
+    """The request's login token, checked for its signature only (no database): what a
+    route that reads a large body checks before reading it. A cookie-authenticated write
+    is also checked for cross-site forgery here."""
+    token, by_cookie = request_token(request)
     if not token:
         raise HTTPException(401, detail="Not logged in.")
-    parsed = read_session_token(token)
-    if parsed is None:
-        raise HTTPException(401, detail="Your login has expired; please log in again.")
-    return parsed
+    if not token_is_signed(token):
+        raise HTTPException(401, detail=EXPIRED)
+    if by_cookie:
+        check_cookie_request(request)
+    return token
 
 
 def get_current_user(request: Request, db: SessionDep) -> User:
-    user_id, pw_tail = signed_token(request)
-    user = db.get(User, user_id)
-    if user is None or not user.is_active or user.password_hash[-12:] != pw_tail:
-        raise HTTPException(401, detail="Your login has expired; please log in again.")
+    """The user of the request's live login session (backend/services/logins.py): 401 when
+    there is none, or it was revoked or has expired, or its user was deactivated."""
+    token = signed_token(request)
+    now = utcnow()
+    found = logins.live_session(db, token, now)
+    if found is None:
+        raise HTTPException(401, detail=EXPIRED)
+    session, user = found
+    if logins.touch(db, session, now):
+        db.commit()
     return user
 
 

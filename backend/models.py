@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -65,6 +66,46 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class LoginSession(Base):
+    """One login (backend/services/logins.py). The client holds a random token; the row
+    keeps only its SHA-256, so a copy of the database logs nobody in. A session ends when it
+    expires, or at once when revoked (logout, password change, deactivation, sign out
+    everywhere)."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # hex SHA-256 of the token the client holds (never the token itself)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # the last request made with it (updated at most once a minute)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # what logged in, for an admin looking at a user's sessions (truncated)
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """One failed login, counted against its username ("account") and its client address
+    ("address") for the failure window (Settings.login_failure_window_s); kept in the
+    database so a restart does not reset the count."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        CheckConstraint("kind IN ('account', 'address')", name="kind"),
+        Index("ix_login_failures_kind_value_created_at", "kind", "value", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    # the username as typed (account) or the client's IP address (address)
+    value: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 
 class Dataset(Base):

@@ -30,12 +30,25 @@ class Settings(BaseSettings):
     celery_broker_folder: Path = ROOT / "var" / "broker"
     # root folder of stored files (images, checkpoints, stimuli); shared by API and workers
     storage_dir: Path = ROOT / "var" / "storage"
-    # signs session cookies and bearer tokens
+    # signs login tokens (cookie and bearer); changing it signs everyone out
     secret_key: str = DEMO_SECRET
-    # lifetime of a login, in seconds
+    # lifetime of a login session, in seconds (the session row's expires_at)
     session_max_age_s: int = 12 * 3600
+    # failed logins that lock an account (whatever the address) for the window below
+    login_max_failures_per_account: int = 5
+    # failed logins, over all usernames, that lock a client address for the window below
+    login_max_failures_per_address: int = 20
+    # the failed-login window, in seconds: failures older than this no longer count
+    login_failure_window_s: int = 15 * 60
+    # origins besides the request's own Host that may send cookie-authenticated writes,
+    # comma-separated (https://studio.example.org), for a proxy that rewrites Host
+    trusted_origins: str = ""
     # largest accepted upload (dataset zip), in bytes
     max_upload_bytes: int = 512 * 1024 * 1024
+    # one archive entry, decompressed (CIFAR's batches are 30 MB; a photo a few MB)
+    max_archive_entry_bytes: int = 128 * 1024 * 1024
+    # a JSON request body (every route but uploads and mask saves)
+    max_json_body_bytes: int = 2 * 1024 * 1024
     # largest accepted image, in pixels (decompression-bomb guard)
     max_image_pixels: int = 40_000_000
     # largest accepted mask request body, in bytes
@@ -46,8 +59,10 @@ class Settings(BaseSettings):
     training_queue: str = "training"
     # seconds without a heartbeat after which a running run is considered orphaned
     run_heartbeat_timeout_s: int = 600
-    # mark cookies Secure (production behind HTTPS)
-    cookie_secure: bool = False
+    # seconds a queued run may go without its broker message before it is dispatched again
+    run_lost_message_grace_s: int = 60
+    # mark the session cookie Secure (HTTPS only); unset: on in production, off elsewhere
+    cookie_secure: bool | None = None
     # where `make demo` serves the app
     demo_host: str = "127.0.0.1"
     demo_port: int = 8000
@@ -74,6 +89,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookie(self) -> bool:
+        """Whether the session cookie is Secure: COOKIE_SECURE, else on in production."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return self.environment == "production"
+
+    @property
+    def trusted_origin_list(self) -> list[str]:
+        """TRUSTED_ORIGINS as normalised origins (scheme://host[:port], lower case)."""
+        return [o.strip().rstrip("/").lower() for o in self.trusted_origins.split(",") if o.strip()]
 
 
 @lru_cache

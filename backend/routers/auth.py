@@ -1,38 +1,116 @@
-from fastapi import APIRouter, HTTPException, Response
+"""Logging in and out. A login is a server-side session (backend/services/logins.py): the
+random token goes to the client as the session cookie and as a bearer token; the database
+keeps its hash. Failed logins are throttled per account and per client address."""
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import select
 
-from backend.core.security import SESSION_COOKIE, make_session_token, verify_password
-from backend.deps import CurrentUser, SessionDep, SettingsDep
-from backend.models import User
-from backend.schemas.users import LoginRequest, LoginResponse, UserPublic
+from backend.core.config import Settings
+from backend.core.openapi import ErrorResponse
+from backend.core.security import SESSION_COOKIE, dummy_password_hash, verify_password_or_dummy
+from backend.deps import CurrentUser, SessionDep, SettingsDep, check_cookie_request, request_token
+from backend.models import User, utcnow
+from backend.schemas.users import LoginRequest, LoginResponse, SessionsRevoked, UserPublic
+from backend.services import logins
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+WRONG = "Incorrect username or password."
+THROTTLED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many failed logins for the account or from the address; the "
+        "Retry-After header gives the seconds to wait.",
+    }
+}
 
-@router.post("/login", response_model=LoginResponse)
-def login(
-    body: LoginRequest, response: Response, db: SessionDep, settings: SettingsDep
-) -> LoginResponse:
-    """Log in with a username and password; sets the session cookie and returns a bearer token."""
-    user = db.scalar(select(User).where(User.username == body.username))
-    if user is None or not user.is_active or not verify_password(user.password_hash, body.password):
-        raise HTTPException(401, detail="Incorrect username or password.")
-    token = make_session_token(user.id, user.password_hash)
+CROSS_SITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "Refused as a cross-site request."}
+}
+
+dummy_password_hash()  # made now, so that the first unknown-user login is not slower
+
+
+def client_address(request: Request) -> str | None:
+    """The client's IP address as the server sees it (behind a proxy, run uvicorn with
+    --proxy-headers and --forwarded-allow-ips so that this is the real client)."""
+    return request.client.host if request.client else None
+
+
+def _set_cookie(response: Response, token: str, settings: Settings) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         token,
         max_age=settings.session_max_age_s,
         httponly=True,
         samesite="lax",
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookie,
     )
+
+
+def _clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, httponly=True, samesite="lax", secure=settings.secure_cookie
+    )
+
+
+@router.post("/login", response_model=LoginResponse, responses=THROTTLED_RESPONSES)
+def login(
+    body: LoginRequest, request: Request, response: Response, db: SessionDep, settings: SettingsDep
+) -> LoginResponse:
+    """Log in with a username and password; starts a session, sets its cookie and returns
+    its token for use as a bearer token. After too many failures (per account, per address)
+    the answer is 429 with Retry-After, and the password is not checked."""
+    address = client_address(request)
+    limit = logins.throttled(db, body.username, address, settings, utcnow())
+    if limit is not None:
+        raise HTTPException(
+            429, detail=limit.sentence, headers={"Retry-After": str(limit.retry_after_s)}
+        )
+    user = db.scalar(select(User).where(User.username == body.username))
+    # End the read before argon2 runs: no transaction (on SQLite, no write lock) is held
+    # while the password is checked.
+    db.commit()
+    # As slow for an unknown username as for a wrong password.
+    password_ok = verify_password_or_dummy(user.password_hash if user else None, body.password)
+    if user is None or not password_ok or not user.is_active:
+        logins.record_failure(db, body.username, address, settings, utcnow())
+        db.commit()
+        raise HTTPException(401, detail=WRONG)
+    logins.clear_account_failures(db, body.username)
+    token = logins.create_session(
+        db, user, settings, user_agent=request.headers.get("user-agent"), address=address
+    )
+    db.commit()
+    _set_cookie(response, token, settings)
     return LoginResponse(user=UserPublic.model_validate(user), access_token=token)
 
 
-@router.post("/logout", status_code=204)
-def logout(response: Response) -> None:
-    """Forget the session cookie."""
-    response.delete_cookie(SESSION_COOKIE)
+@router.post("/logout", status_code=204, responses=CROSS_SITE_RESPONSES)
+def logout(request: Request, response: Response, db: SessionDep, settings: SettingsDep) -> None:
+    """End this login session at once (its token, as cookie or bearer, stops working) and
+    forget the session cookie."""
+    token, by_cookie = request_token(request)
+    if token:
+        if by_cookie:
+            check_cookie_request(request)
+        logins.revoke_token(db, token)
+        db.commit()
+    _clear_cookie(response, settings)
+
+
+@router.post("/sign-out-everywhere", response_model=SessionsRevoked)
+def sign_out_everywhere(
+    user: CurrentUser, response: Response, db: SessionDep, settings: SettingsDep
+) -> SessionsRevoked:
+    """End every session of the logged-in user, this one included (every browser and
+    every bearer token of the account must log in again)."""
+    revoked = logins.revoke_user_sessions(db, user.id)
+    db.commit()
+    _clear_cookie(response, settings)
+    return SessionsRevoked(revoked=revoked)
 
 
 @router.get("/me", response_model=UserPublic)

@@ -1,8 +1,11 @@
 """Logins, sessions and accounts."""
 
-import time
+from datetime import timedelta
 
-from backend.core.security import SESSION_COOKIE, hash_password, make_session_token
+from sqlalchemy import update
+
+from backend.core.security import SESSION_COOKIE, hash_password
+from backend.models import LoginSession, utcnow
 from tests.conftest import PASSWORDS, login
 
 
@@ -42,15 +45,14 @@ def test_logout_clears_cookie(client, users):
     assert client.get("/api/auth/me").status_code == 401
 
 
-def test_tampered_or_expired_token_is_refused(client, users, monkeypatch):
-    from backend.core.config import get_settings
-
-    token = make_session_token(users["admin"].id, users["admin"].password_hash)
+def test_tampered_or_expired_token_is_refused(client, users, db):
+    token = login(client, "admin")["Authorization"].removeprefix("Bearer ")
     client.cookies.clear()
     bad = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token[:-2]}xx"})
     assert bad.status_code == 401
-    monkeypatch.setattr(get_settings(), "session_max_age_s", 0)
-    time.sleep(1.1)
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).is_success
+    db.execute(update(LoginSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.commit()
     expired = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert expired.status_code == 401
     assert expired.json()["detail"] == "Your login has expired; please log in again."

@@ -44,7 +44,7 @@ def test_each_role_gets_its_home_and_navigation(page, seeded, role):
         expect(rows).to_have_count(3)
         # create an account, then change its role and deactivate it
         page.fill("form.create-user input[name=username]", "newbie")
-        page.fill("form.create-user input[name=password]", "newbie-pass-123")
+        page.fill("form.create-user input[name=password]", "maple-harbor-2417")
         page.select_option("form.create-user select[name=role]", "annotator")
         page.click("form.create-user button[type=submit]")
         expect(page.locator("form.create-user .form-ok")).to_contain_text("Created newbie")
