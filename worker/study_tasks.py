@@ -3,9 +3,10 @@ chosen run's checkpoint at each epsilon of the study.
 
 The task is an adapter: the studies service (backend.services.studies.stimuli) says what is
 missing and stores each stimulus with the study's progress; the training library
-(worker.sipat.stimuli) attacks and encodes the pixels. Idempotent: a stimulus whose row
-exists is skipped, so a redelivered task continues where the previous delivery stopped.
-Progress is written after every image.
+(worker.sipat.stimuli) attacks and quantises the pixels, and the service encodes them as the
+uncompressed PNG every participant is served (stimuli.encode_stimulus). Idempotent: a
+stimulus whose row exists is skipped, so a redelivered task continues where the previous
+delivery stopped. Progress is written after every image.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def generate_stimuli(
     Marks the study ready at the end, or failed (with the error) if anything goes wrong."""
     from worker.sipat import load_model_from_checkpoint
     from worker.sipat.checkpoint import load_checkpoint
-    from worker.sipat.stimuli import attack_and_quantise, encode_png, to_chw, to_hwc
+    from worker.sipat.stimuli import attack_and_quantise, to_chw, to_hwc
 
     study = db.get(Study, study_id)
     if study is None:
@@ -84,7 +85,8 @@ def generate_stimuli(
                     random_start=bool(attack.get("random_start", True)),
                     seed=seed,
                 )
-                stimuli.store_stimulus(db, storage, generation, s, encode_png(to_hwc(pixels)), seed)
+                png = stimuli.encode_stimulus(to_hwc(pixels))
+                stimuli.store_stimulus(db, storage, generation, s, png, seed)
             progress = stimuli.record_progress(db, generation)
             if on_progress is not None:
                 on_progress(progress)

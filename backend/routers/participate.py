@@ -27,6 +27,8 @@ from backend.services.studies import participation
 
 PARTICIPATE_HTML = ROOT / "frontend" / "participate.html"
 NO_STORE = {"Cache-Control": "no-store"}
+# every stimulus response carries exactly these headers (with its type and length)
+STIMULUS_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
 
 router = APIRouter(prefix="/participate", tags=["participate"])
 
@@ -39,7 +41,8 @@ def study_info(study: LinkStudyDep) -> dict[str, Any]:
 
 @router.post("/links/{link_token}/sessions", response_model=SessionState)
 def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep) -> JSONResponse:
-    """Start a session, or give back the existing one of the same PROLIFIC_PID (resume)."""
+    """Start a session, or give back the existing one of the same PROLIFIC_PID (resume).
+    409 when the study is not open, or when `max_sessions` sessions have consented."""
     session, created = participation.start_session(
         db, study, body.prolific_pid, body.study_id, body.session_id
     )
@@ -55,7 +58,8 @@ def session_state(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
 
 @router.post("/{session_token}/consent", response_model=SessionState)
 def consent(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
-    """Record that the participant agreed to take part."""
+    """Record that the participant agreed to take part; the first consent assigns the
+    session's counterbalancing slot and trials (409 when the study is full)."""
     participation.give_consent(db, session)
     return participation.session_state(db, session)
 
@@ -96,11 +100,12 @@ def complete(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
 def stimulus(
     session: ParticipantDep, public_id: str, db: SessionDep, storage: StorageDep
 ) -> Response:
-    """One image of this session, padded to the study's common file size."""
+    """One image of this session, by its per-session id (`public_id`, from the trials or the
+    example; it names the image in this session only): an uncompressed PNG whose length and
+    bytes outside the pixels are the same for every image of the study, with the same headers
+    (no ETag or Last-Modified)."""
     data = participation.stimulus_bytes(db, storage, session, public_id)
-    return Response(
-        data, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
-    )
+    return Response(data, media_type="image/png", headers=STIMULUS_HEADERS)
 
 
 page_router = APIRouter(include_in_schema=False)

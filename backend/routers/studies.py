@@ -149,8 +149,10 @@ def preview_stimuli(
 def stimulus_image(
     study: StudyDep, stimulus_id: PathId, db: SessionDep, storage: StorageDep
 ) -> Response:
-    """The stored PNG of one stimulus, byte for byte (unpadded). Researchers only: participants
-    see stimuli only through their session's opaque ids."""
+    """The stored PNG of one stimulus, byte for byte. Stimuli are stored as the uncompressed
+    PNG participants are sent (those made before that encoding keep their compressed file
+    here; participants get its pixels re-encoded). Researchers only: participants see stimuli
+    only through per-session ids."""
     data = preview.stimulus_file(db, storage, study, stimulus_id)
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}

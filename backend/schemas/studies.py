@@ -86,6 +86,10 @@ class StudyCreate(BaseModel):
     completion_code: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
     # seeds image selection, attack random starts and trial order
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # the most sessions that may consent through the link (each one takes a counterbalancing
+    # slot); once reached, new sessions are refused with 409. None: no limit. A returning
+    # PROLIFIC_PID always gets its own session back.
+    max_sessions: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("name")
     @classmethod
@@ -151,6 +155,7 @@ class StudyPublic(ORMModel):
     link_token: str
     created_at: datetime
     run_ids: list[int] = []
+    # sessions that consented (a session opened but never consented is not counted)
     num_sessions: int = 0
     num_completed: int = 0
     num_stimuli: int = 0

@@ -1,5 +1,6 @@
 """The participant API: nothing lost (idempotent answers, resume, code only at the end),
-nothing leaks (opaque payloads, equal file sizes), one session per PROLIFIC_PID."""
+nothing leaks (opaque payloads, equal file sizes), one session per PROLIFIC_PID. The bytes and
+ids of the stimuli in detail: test_study_leaks.py."""
 
 from __future__ import annotations
 
@@ -231,6 +232,8 @@ def test_latin_square_balances_cells_across_participants(client, db, study):
     cells = cfg["cells"]
     n = len(cells)
     tokens = [start(client, study).json()["token"] for _ in range(n)]
+    for token in tokens:  # a session takes its slot (and gets its trials) when it consents
+        assert client.post(f"/api/participate/{token}/consent").status_code == 200
     sessions = list(db.scalars(select(ParticipantSession).order_by(ParticipantSession.id)))
     assert [s.condition_index for s in sessions] == list(range(n))
     stim = {s.id: s for s in db.scalars(select(Stimulus))}

@@ -69,7 +69,9 @@ def attack_and_quantise(
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """Lossless PNG of an H x W (grey) or H x W x 3 uint8 array; no metadata chunks, fixed
-    settings, so equal pixels give equal bytes."""
+    settings, so equal pixels give equal bytes. Compressed, so its length depends on the
+    pixels: the app stores and serves study stimuli uncompressed instead
+    (backend.services.studies.stimuli.encode_stimulus), so that sizes say nothing."""
     mode = "L" if pixels.ndim == 2 else "RGB"
     buf = io.BytesIO()
     PILImage.fromarray(pixels, mode).save(buf, "PNG", compress_level=6)

@@ -2,14 +2,16 @@
 the participant's answers, exclusions and the analysis.
 
 - design.py: create_study, the stimulus plan, starting generation, open/close, counts
-- participation.py: sessions, consent, the device check, trials, answers, completion and the
-  stimulus bytes a participant may fetch
+- participation.py: sessions (counted from consent, optionally capped), consent, the device
+  check, trials, answers, completion, the per-session stimulus ids and the stimulus bytes a
+  participant may fetch
 - analysis.py: trial rows, exclusions, results, the trials CSV, a run's robust-accuracy curve
 - preview.py: the runs a study may use, the researcher's preview of the stimuli, a stimulus
   file, the source image as stimuli are made from it
 - stimuli.py: stimulus generation's data side (what is missing, storing each PNG and row,
   progress, ready or failed); the worker's task (worker.study_tasks) drives it
-- common.py: what these share (utcnow, eps_key, stimuli_by_key, run_image_size, PNG padding)
+- common.py: what these share (utcnow, eps_key, stimuli_by_key, run_image_size, and the
+  uncompressed PNG encoding every stimulus is stored and served in)
 
 The names below are re-exported so that `from backend.services import studies` keeps
 working; new code imports from the module that holds the name.
@@ -23,11 +25,12 @@ from backend.services.studies.analysis import (
     trials_csv,
 )
 from backend.services.studies.common import (
-    PAD_CHUNK,
     eps_key,
-    pad_png,
-    padded_size,
+    png_pixels,
+    served_png,
     stimuli_by_key,
+    stored_png,
+    stored_png_size,
     utcnow,
 )
 from backend.services.studies.design import (
@@ -50,6 +53,7 @@ from backend.services.studies.participation import (
     pending_trials,
     public_info,
     record_device,
+    session_id_of_stimulus,
     session_state,
     start_session,
     stimulus_bytes,
@@ -65,7 +69,6 @@ __all__ = [
     "CSV_COLUMNS",
     "MIN_WINDOW_H",
     "MIN_WINDOW_W",
-    "PAD_CHUNK",
     "WINDOW_MARGIN_H",
     "WINDOW_MARGIN_W",
     "StimulusSpec",
@@ -76,14 +79,15 @@ __all__ = [
     "example_pair",
     "exclusions",
     "give_consent",
-    "pad_png",
-    "padded_size",
     "pending_trials",
+    "png_pixels",
     "preview_stimuli",
     "public_info",
     "record_device",
     "results",
     "robust_accuracy_curve",
+    "served_png",
+    "session_id_of_stimulus",
     "session_state",
     "set_open",
     "source_array",
@@ -94,6 +98,8 @@ __all__ = [
     "stimulus_bytes",
     "stimulus_file",
     "stimulus_plan",
+    "stored_png",
+    "stored_png_size",
     "study_counts",
     "trials_csv",
     "utcnow",

@@ -7,9 +7,9 @@ Design, fixed when the study is created and stored in study.config:
   main pool; every participant sees each image at most once;
 - the main cells are run x epsilon (2AFC), or run x epsilon > 0 plus as many clean trials
   (yes/no, "half clean"), interleaved into a sequence `cells` of length N;
-- participant number c (condition_index) shows main image j in cell cells[(j + c) mod N]: a
-  cyclic Latin square, so every participant gets every cell equally often and, over N
-  participants, every image appears in every cell.
+- participant number c (condition_index, in order of consent) shows main image j in cell
+  cells[(j + c) mod N]: a cyclic Latin square, so every participant gets every cell equally
+  often and, over N participants, every image appears in every cell.
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def study_counts(db: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
             func.count(),
             func.count(ParticipantSession.completed_at),
         )
-        .where(ParticipantSession.study_id.in_(ids))
+        # sessions that consented (took a slot); opening the link alone makes no participant
+        .where(ParticipantSession.study_id.in_(ids), ParticipantSession.condition_index >= 0)
         .group_by(ParticipantSession.study_id)
     ):
         out[sid]["num_sessions"], out[sid]["num_completed"] = n, done

@@ -1,10 +1,18 @@
 """Taking part in a study: the public page's facts, a participant's session (one per
-PROLIFIC_PID) with its trials assigned by the design's Latin square, consent, the device
-check, the trials and their answers, completion, and the stimulus bytes a participant may
-fetch (padded to one size per study)."""
+PROLIFIC_PID), consent (which gives the session its Latin-square slot and its trials, and
+is refused once the study's `max_sessions` sessions have consented), the device check, the
+trials and their answers, completion, and the stimuli a participant may fetch.
+
+Nothing a participant receives tells a stimulus's condition apart, or links one session's
+images to another's: each stimulus is sent as an uncompressed PNG (common.stored_png, equal
+bytes outside the pixels for equal sizes) with the same headers, under an id that is an HMAC
+of (session token, stimulus) with the server's secret, so that it differs in every session."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import random
 import secrets
 from collections import defaultdict
@@ -15,16 +23,22 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.errors import Conflict, Invalid, NotFound
 from backend.core.storage import LocalStorage
 from backend.models import ParticipantSession, Response, Stimulus, Study, Trial
-from backend.services.studies.common import eps_key, pad_png, stimuli_by_key, utcnow
+from backend.services.studies.common import eps_key, served_png, stimuli_by_key, utcnow
 
 # the participant page needs this much room around the image(s), in CSS pixels
 WINDOW_MARGIN_W = 120
 WINDOW_MARGIN_H = 260
 MIN_WINDOW_W = 800
 MIN_WINDOW_H = 560
+
+# condition_index of a session that has not consented: it holds no Latin-square slot and no
+# trials, and does not count toward the study's max_sessions
+UNASSIGNED = -1
+FULL = "This study has all the participants it needs; thank you for your interest."
 
 
 def public_info(study: Study) -> dict[str, Any]:
@@ -102,6 +116,26 @@ def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
         )
 
 
+def _counted_sessions(db: Session, study_id: int) -> int:
+    """Sessions that hold a Latin-square slot (they consented), the next slot's number."""
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(ParticipantSession)
+            .where(
+                ParticipantSession.study_id == study_id,
+                ParticipantSession.condition_index >= 0,
+            )
+        )
+        or 0
+    )
+
+
+def _max_sessions(study: Study) -> int | None:
+    cap = study.config.get("max_sessions")
+    return int(cap) if isinstance(cap, int | float) else None
+
+
 def start_session(
     db: Session,
     study: Study,
@@ -110,37 +144,27 @@ def start_session(
     prolific_session: str | None,
 ) -> tuple[ParticipantSession, bool]:
     """A new session for this link, or the existing one of the same PROLIFIC_PID.
-    Returns (session, created)."""
+    Returns (session, created). A new session holds no slot and no trials until it consents
+    (give_consent); it is refused once the study's `max_sessions` sessions have consented."""
     pid = (pid or "").strip() or None
-    if pid is not None:
-        existing = db.scalar(
+
+    def same_pid() -> ParticipantSession | None:
+        if pid is None:
+            return None
+        return db.scalar(
             select(ParticipantSession).where(
                 ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
             )
         )
-        if existing is not None:
-            return existing, False
+
+    existing = same_pid()
+    if existing is not None:
+        return existing, False
     if study.state != "open":
         raise Conflict("This study is not accepting participants at the moment.")
-    # serialise condition_index assignment per study
-    db.execute(select(Study.id).where(Study.id == study.id).with_for_update())
-    if pid is not None:  # someone with this pid may have started while we waited for the lock
-        existing = db.scalar(
-            select(ParticipantSession).where(
-                ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
-            )
-        )
-        if existing is not None:
-            db.rollback()
-            return existing, False
-    count = (
-        db.scalar(
-            select(func.count())
-            .select_from(ParticipantSession)
-            .where(ParticipantSession.study_id == study.id)
-        )
-        or 0
-    )
+    cap = _max_sessions(study)
+    if cap is not None and _counted_sessions(db, study.id) >= cap:
+        raise Conflict(FULL)
     session = ParticipantSession(
         study_id=study.id,
         token=secrets.token_urlsafe(24),
@@ -148,21 +172,15 @@ def start_session(
         prolific_pid=pid,
         prolific_study_id=prolific_study,
         prolific_session_id=prolific_session,
-        condition_index=count,
+        condition_index=UNASSIGNED,
         stage="consent",
     )
     db.add(session)
     try:
-        db.flush()
-        _new_trials(db, study, session)
         db.commit()
-    except IntegrityError:
+    except IntegrityError:  # the same pid started at the same moment: that session stands
         db.rollback()
-        existing = db.scalar(
-            select(ParticipantSession).where(
-                ParticipantSession.study_id == study.id, ParticipantSession.participant_key == pid
-            )
-        )
+        existing = same_pid()
         if existing is None:
             raise
         return existing, False
@@ -206,10 +224,29 @@ def _refuse_if_finished(session: ParticipantSession) -> None:
 
 
 def give_consent(db: Session, session: ParticipantSession) -> None:
+    """Record consent. A session's first consent gives it the next Latin-square slot (in
+    order of consent, under the study's row lock) and creates its trials; it is refused with
+    409 when the study's `max_sessions` sessions have already consented."""
     _refuse_if_finished(session)
+    if session.condition_index == UNASSIGNED:
+        study = db.get(Study, session.study_id)
+        assert study is not None
+        # serialise slot assignment per study, then look again: a repeated consent may have
+        # assigned this session while we waited
+        db.execute(select(Study.id).where(Study.id == study.id).with_for_update())
+        db.refresh(session)
+        if session.condition_index == UNASSIGNED:
+            counted = _counted_sessions(db, study.id)
+            cap = _max_sessions(study)
+            if cap is not None and counted >= cap:
+                db.rollback()
+                raise Conflict(FULL)
+            session.condition_index = counted
+            db.flush()
+            _new_trials(db, study, session)
     if session.stage == "consent":
         session.stage = "device"
-        db.commit()
+    db.commit()
 
 
 def record_device(db: Session, session: ParticipantSession, info: dict[str, Any]) -> dict[str, Any]:
@@ -240,8 +277,24 @@ def record_device(db: Session, session: ParticipantSession, info: dict[str, Any]
     return {"ok": not problems, "problems": problems, "stage": session.stage}
 
 
-def _trial_url(token: str, s_id: int, public_ids: dict[int, str]) -> str:
-    return f"/api/participate/{token}/stimuli/{public_ids[s_id]}"
+def _id_key() -> bytes:
+    """The key of per-session stimulus ids, derived from the server's secret."""
+    secret = get_settings().secret_key.encode()
+    return hmac.new(secret, b"participant stimulus id", hashlib.sha256).digest()
+
+
+def session_id_of_stimulus(session_token: str, stimulus_public_id: str) -> str:
+    """The id a session sees for a stimulus: HMAC-SHA256 of (session token, the stimulus's
+    stored random public id) under a key derived from the server's secret, 32 URL-safe
+    characters. The same stimulus has unrelated ids in two sessions; only the server, holding
+    the secret, can tell which stimulus an id names (by checking the session's own)."""
+    msg = f"{session_token}\x00{stimulus_public_id}".encode()
+    mac = hmac.new(_id_key(), msg, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def _stimulus_url(token: str, stimulus_public_id: str) -> str:
+    return f"/api/participate/{token}/stimuli/{session_id_of_stimulus(token, stimulus_public_id)}"
 
 
 def pending_trials(db: Session, session: ParticipantSession) -> list[dict[str, Any]]:
@@ -272,9 +325,9 @@ def pending_trials(db: Session, session: ParticipantSession) -> list[dict[str, A
     )
     out = []
     for t in rows:
-        images = [_trial_url(session.token, t.left_stimulus_id, public_ids)]
+        images = [_stimulus_url(session.token, public_ids[t.left_stimulus_id])]
         if t.right_stimulus_id is not None:
-            images.append(_trial_url(session.token, t.right_stimulus_id, public_ids))
+            images.append(_stimulus_url(session.token, public_ids[t.right_stimulus_id]))
         phase = "practice" if t.phase == "practice" else "main"  # catch trials look like any other
         number = t.index + 1 if phase == "practice" else t.index - n_practice + 1
         out.append({"id": t.public_id, "phase": phase, "number": number, "images": images})
@@ -289,40 +342,52 @@ def example_pair(db: Session, session: ParticipantSession) -> dict[str, str]:
     stim = {k: s for k, s in stimuli_by_key(db, study.id).items() if k[2] == img}
     changed = stim[("example", study.config["run_ids"][0], img, catch_eps)]
     original = stim[("reference", None, img, 0.0)]
-    base = f"/api/participate/{session.token}/stimuli/"
-    return {"original": base + original.public_id, "changed": base + changed.public_id}
+    return {
+        "original": _stimulus_url(session.token, original.public_id),
+        "changed": _stimulus_url(session.token, changed.public_id),
+    }
+
+
+def _session_stimuli(db: Session, session: ParticipantSession) -> list[Stimulus]:
+    """The stimuli this session may see: its trials' images and the instructions' example
+    (the example image's changed stimulus and its clean reference)."""
+    study = db.get(Study, session.study_id)
+    if study is None:
+        return []
+    ids: set[int] = set()
+    for left, right in db.execute(
+        select(Trial.left_stimulus_id, Trial.right_stimulus_id).where(
+            Trial.session_id == session.id
+        )
+    ):
+        ids.add(left)
+        if right is not None:
+            ids.add(right)
+    example = (Stimulus.source_image_id == study.config["images"]["example"]) & (
+        Stimulus.purpose.in_(("example", "reference"))
+    )
+    return list(
+        db.scalars(
+            select(Stimulus).where(
+                Stimulus.study_id == session.study_id, Stimulus.id.in_(ids) | example
+            )
+        )
+    )
 
 
 def stimulus_bytes(
-    db: Session, storage: LocalStorage, session: ParticipantSession, public_id: str
+    db: Session, storage: LocalStorage, session: ParticipantSession, session_stimulus_id: str
 ) -> bytes:
-    """The padded PNG of a stimulus this session may see (its trials' images or the example)."""
-    s = db.scalar(
-        select(Stimulus).where(
-            Stimulus.public_id == public_id, Stimulus.study_id == session.study_id
-        )
-    )
-    study = db.get(Study, session.study_id)
-    if s is None or study is None:
+    """The PNG of a stimulus this session may see, named by its per-session id, as
+    common.stored_png: for one study, the same length and the same bytes outside the pixels
+    for every stimulus."""
+    by_id = {
+        session_id_of_stimulus(session.token, s.public_id): s for s in _session_stimuli(db, session)
+    }
+    s = by_id.get(session_stimulus_id)
+    if s is None:
         raise NotFound("Image not found.")
-    example_image = study.config["images"]["example"]
-    is_example = s.purpose == "example" or (
-        s.purpose == "reference" and s.source_image_id == example_image
-    )
-    if not is_example:
-        in_my_trials = db.scalar(
-            select(Trial.id)
-            .where(
-                Trial.session_id == session.id,
-                (Trial.left_stimulus_id == s.id) | (Trial.right_stimulus_id == s.id),
-            )
-            .limit(1)
-        )
-        if in_my_trials is None:
-            raise NotFound("Image not found.")
-    data = storage.get_bytes(s.storage_key)
-    size = study.config.get("stimulus_bytes")
-    return pad_png(data, int(size)) if size else data
+    return served_png(storage.get_bytes(s.storage_key))
 
 
 def answer_trial(

@@ -158,7 +158,7 @@ def preview_stimuli(
 
 
 def stimulus_file(db: Session, storage: LocalStorage, study: Study, stimulus_id: int) -> bytes:
-    """The stored PNG of one stimulus of this study, exactly as written (not padded)."""
+    """The stored PNG of one stimulus of this study, exactly as written."""
     s = db.scalar(select(Stimulus).where(Stimulus.id == stimulus_id, Stimulus.study_id == study.id))
     if s is None:
         raise NotFound(f"Stimulus {stimulus_id} is not part of study {study.id}.")

@@ -10,11 +10,13 @@ never made again, so a redelivered task continues where the previous delivery st
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from backend.core.storage import LocalStorage
@@ -22,8 +24,9 @@ from backend.models import Image, Stimulus, Study
 from backend.services.studies.common import (
     StimulusKey,
     eps_key,
-    padded_size,
     stimuli_by_key,
+    stored_png,
+    stored_png_size,
 )
 from backend.services.studies.design import StimulusSpec, stimulus_plan
 from backend.services.studies.preview import source_array
@@ -95,6 +98,13 @@ def model_label(image: Image, classes: list[str] | None) -> int:
     return image.dataset_class.index
 
 
+def encode_stimulus(pixels: np.ndarray) -> bytes:
+    """The stored (and served) file of a stimulus's pixels (H x W or H x W x 3 uint8): the
+    uncompressed PNG of common.stored_png, so that every stimulus of a study has one length
+    and serving it takes the same work whatever its condition."""
+    return stored_png(pixels)
+
+
 def store_stimulus(
     db: Session,
     storage: LocalStorage,
@@ -103,8 +113,8 @@ def store_stimulus(
     png: bytes,
     seed: int,
 ) -> Stimulus:
-    """Write one generated stimulus's PNG under a random name and add its row (committed by
-    record_progress, once per source image)."""
+    """Write one generated stimulus's PNG (encode_stimulus) under a random name and add its
+    row (committed by record_progress, once per source image)."""
     study = generation.study
     key = f"studies/{study.id}/stimuli/{secrets.token_hex(16)}.png"
     storage.put_bytes(key, png)
@@ -135,14 +145,24 @@ def record_progress(db: Session, generation: Generation) -> float:
     return study.progress
 
 
+def _shape(png: bytes) -> tuple[int, int, int]:
+    """(width, height, channels as served) of a stimulus PNG, from its header."""
+    with PILImage.open(io.BytesIO(png)) as im:
+        return im.width, im.height, 1 if im.mode == "L" else 3
+
+
 def finish_generation(db: Session, storage: LocalStorage, study: Study, image_size: int) -> None:
-    """Mark the study ready. Every stimulus is served at one padded size so that sizes do not
-    tell clean from changed; that size and the image size go into the study's config."""
-    longest = max(
-        len(storage.get_bytes(s.storage_key)) for s in stimuli_by_key(db, study.id).values()
-    )
+    """Mark the study ready, after checking that every stimulus has one size and mode (so that
+    every one is served as the same number of bytes); that length and the image size go into
+    the study's config."""
+    shapes = {
+        _shape(storage.get_bytes(s.storage_key)) for s in stimuli_by_key(db, study.id).values()
+    }
+    if len(shapes) != 1:
+        raise ValueError(f"the stimuli have different sizes or modes: {sorted(shapes)}")
+    width, height, channels = shapes.pop()
     cfg = dict(study.config)
-    cfg["stimulus_bytes"] = padded_size(longest)
+    cfg["stimulus_bytes"] = stored_png_size(width, height, channels)
     cfg["image_size"] = [image_size, image_size]
     study.config = cfg
     study.progress = 1.0
