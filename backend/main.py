@@ -23,6 +23,7 @@ from backend.core.errors import (
     Unavailable,
     Unreadable,
 )
+from backend.middleware import JSONTooLarge, LoginBeforeBody
 from backend.routers import (
     annotate,
     annotation_masks,
@@ -133,12 +134,16 @@ def create_app() -> FastAPI:
             },
         )
 
+    # Request bodies are capped while they stream in: JSON routes at max_json_body_bytes,
+    # uploads and mask saves at their own limits (set on their routes, which win).
     for router in listed_routers("ROUTERS"):
-        app.include_router(router, prefix="/api")
+        app.include_router(router, prefix="/api", max_body_size=settings.max_json_body_bytes)
     for router in listed_routers("PAGE_ROUTERS"):
         app.include_router(router)
 
     openapi.install(app)
+    app.add_middleware(LoginBeforeBody)
+    app.add_middleware(JSONTooLarge)
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict[str, Any]:

@@ -3,6 +3,7 @@ the workers (which import worker.celery_app, built on this)."""
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
@@ -11,7 +12,17 @@ from celery import Celery
 from backend.core.config import Settings, get_settings
 from worker.contract import INEQUALITY_TASK, STIMULI_TASK, TRAIN_TASK
 
-__all__ = ["INEQUALITY_TASK", "STIMULI_TASK", "TRAIN_TASK", "enqueue", "get_celery", "make_celery"]
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    "INEQUALITY_TASK",
+    "STIMULI_TASK",
+    "TRAIN_TASK",
+    "broker_holds",
+    "enqueue",
+    "get_celery",
+    "make_celery",
+]
 
 
 def make_celery(settings: Settings, name: str = "sipat") -> Celery:
@@ -64,3 +75,31 @@ def enqueue(task_name: str, *args: object) -> str:
     """Send a task by name (the API never imports worker code); returns the task id."""
     result = get_celery().send_task(task_name, args=list(args))
     return str(result.id)
+
+
+def broker_holds(token: str, settings: Settings | None = None) -> bool | None:
+    """Whether the broker still holds a task message carrying `token` (waiting in the
+    training queue, or delivered to a worker and not yet acknowledged); None when the broker
+    cannot be read. Lets the runs service tell a queued run whose message was lost (a broker
+    restarted empty) from one that is only waiting behind a busy worker."""
+    settings = settings or get_settings()
+    needle = token.encode()
+    url = settings.celery_broker_url
+    try:
+        if url.startswith("redis"):
+            import redis
+
+            client = redis.Redis.from_url(url)
+            try:
+                waiting = client.lrange(settings.training_queue, 0, -1)
+                delivered = client.hvals("unacked")
+            finally:
+                client.close()
+            return any(needle in raw for raw in [*waiting, *delivered])
+        if url.startswith("filesystem://"):
+            folder = settings.celery_broker_folder / "out"
+            return any(needle in f.read_bytes() for f in folder.glob("*.msg"))
+    except Exception as exc:  # noqa: BLE001 - any broker client failure means "cannot tell"
+        _logger.warning("could not read the broker: %s", exc)
+        return None
+    return None

@@ -189,6 +189,9 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
 
 @router.put(
     "/images/{image_id}/mask",
+    # the route streams the body against max_mask_bytes itself (with its own sentence); the
+    # hard cap above it only guards against a lying Content-Length
+    max_body_size=2 * get_settings().max_mask_bytes,
     response_model=MaskSaved,
     responses=LOGIN_RESPONSES,  # checked in the route (no dependency on the hot path)
     openapi_extra={

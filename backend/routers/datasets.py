@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.openapi import content
 from backend.deps import (
     DatasetDep,
@@ -48,7 +49,12 @@ def list_datasets(_: ResearcherUser, db: SessionDep) -> DatasetsPublic:
     return DatasetsPublic(data=_public(db, datasets), count=len(datasets))
 
 
-@router.post("/import", response_model=DatasetPublic, status_code=201)
+@router.post(
+    "/import",
+    response_model=DatasetPublic,
+    status_code=201,
+    max_body_size=get_settings().max_upload_bytes,
+)
 def import_zip(
     request: Request,
     user: ResearcherUser,

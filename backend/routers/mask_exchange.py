@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
+from backend.core.config import get_settings
 from backend.core.openapi import content
 from backend.deps import (
     DatasetDep,
@@ -58,7 +59,12 @@ def export_masks(
     )
 
 
-@router.post("/{dataset_id}/masks/import", response_model=MaskImportResult, status_code=201)
+@router.post(
+    "/{dataset_id}/masks/import",
+    response_model=MaskImportResult,
+    status_code=201,
+    max_body_size=get_settings().max_upload_bytes,
+)
 def import_masks(
     request: Request,
     dataset: DatasetDep,

@@ -27,13 +27,15 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.core.errors import Conflict
-from backend.core.queue import TRAIN_TASK, enqueue
+from backend.core.queue import TRAIN_TASK, broker_holds, enqueue
 from backend.models import RunEpoch, TrainingRun, utcnow
 from worker.contract import FINISHED_STATES, RUN_TRANSITIONS
 
 _logger = logging.getLogger(__name__)
 
 Enqueue = Callable[..., str]
+# (token, settings) -> does the broker hold its message? None: cannot tell
+Holds = Callable[[str, Settings], bool | None]
 
 # A run whose worker stops responding this many times is given up (failed).
 MAX_ATTEMPTS = 3
@@ -77,6 +79,7 @@ def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> No
     run.celery_task_id = uuid.uuid4().hex
     run.cancel_requested = False
     run.error = None
+    run.heartbeat_at = utcnow()  # for a queued run: when its message was sent
     db.commit()
     try:
         enqueue_fn(TRAIN_TASK, run.id, run.celery_task_id)
@@ -119,12 +122,14 @@ def requeue_orphans(
     *,
     hostname: str | None = None,
     enqueue_fn: Enqueue = enqueue,
+    holds: Holds = broker_holds,
     now: datetime | None = None,
 ) -> list[int]:
     """Runs marked running whose worker has gone quiet (no heartbeat for
     settings.run_heartbeat_timeout_s), or that a just-started worker `hostname` owned before it
     restarted, are queued again (they resume from their checkpoint) or, after MAX_ATTEMPTS,
-    marked failed. Returns the ids handled."""
+    marked failed; then queued runs whose message was lost are dispatched again
+    (requeue_lost_messages). Returns the ids handled."""
     now = now or utcnow()
     limit = now - timedelta(seconds=settings.run_heartbeat_timeout_s)
     running = db.scalars(
@@ -152,9 +157,49 @@ def requeue_orphans(
             )
             dispatch(db, run, enqueue_fn)
     db.commit()
+    handled += requeue_lost_messages(
+        db, settings, enqueue_fn=enqueue_fn, holds=holds, now=now, skip=set(handled)
+    )
     if handled:
         _logger.warning("orphaned runs handled: %s", handled)
     return handled
+
+
+def requeue_lost_messages(
+    db: Session,
+    settings: Settings,
+    *,
+    enqueue_fn: Enqueue = enqueue,
+    holds: Holds = broker_holds,
+    now: datetime | None = None,
+    skip: set[int] | None = None,
+) -> list[int]:
+    """Queued runs whose task message the broker no longer holds (it restarted empty, or the
+    message was purged) are dispatched again with a fresh token. A run dispatched less than
+    settings.run_lost_message_grace_s ago is left alone (its message may be in flight), and
+    nothing is done when the broker cannot be read. Returns the ids dispatched again."""
+    now = now or utcnow()
+    limit = now - timedelta(seconds=settings.run_lost_message_grace_s)
+    queued = db.scalars(
+        select(TrainingRun).where(TrainingRun.state == "queued").with_for_update(skip_locked=True)
+    ).all()
+    lost = []
+    for run in queued:
+        sent = aware(run.heartbeat_at) or aware(run.created_at)
+        if run.id in (skip or set()) or run.celery_task_id is None:
+            continue
+        if sent is not None and sent > limit:
+            continue
+        held = holds(run.celery_task_id, settings)
+        if held is None:
+            break  # the broker cannot be read: no run is judged lost
+        if not held:
+            lost.append(run)
+    for run in lost:
+        append_log(run, "Its queue message was lost (the broker restarted?); queued again.")
+        dispatch(db, run, enqueue_fn)
+    db.commit()
+    return [run.id for run in lost]
 
 
 # ---------------------------------------------------------------------------- the worker's side

@@ -215,3 +215,36 @@ def test_epoch_reports_are_stored_once_per_epoch(db, seeded):
     db.refresh(run)
     assert run.log_tail.splitlines()[-1] == "ERROR ValueError: boom"
     assert not lc.heartbeat(db, run.id, "after the end")
+
+
+def test_a_queued_run_whose_message_was_lost_is_dispatched_again(db, seeded):
+    """A real Redis broker restarts empty while a run waits in the queue: the run is found
+    and sent again with a new token; a run whose message is still there is left alone."""
+    import redis
+
+    from backend.core.queue import broker_holds, enqueue
+
+    settings = get_settings()
+    assert settings.celery_broker_url.startswith("redis")
+    broker = redis.Redis.from_url(settings.celery_broker_url)
+    broker.delete(settings.training_queue, "unacked")
+    waiting, lost = _run(db, seeded["dataset_id"]), _run(db, seeded["dataset_id"])
+    lc.dispatch(db, waiting, enqueue)
+    lc.dispatch(db, lost, enqueue)
+    assert broker_holds(waiting.celery_task_id) and broker_holds(lost.celery_task_id)
+    old_token = lost.celery_task_id
+    # the broker loses what it held, then the waiting run's message is sent again by hand
+    broker.delete(settings.training_queue, "unacked")
+    enqueue(TRAIN_TASK, waiting.id, waiting.celery_task_id)
+    assert broker_holds(lost.celery_task_id) is False
+    # within the grace period nothing is judged lost (a message may be in flight)
+    assert lc.requeue_lost_messages(db, settings) == []
+    later = utcnow() + timedelta(seconds=settings.run_lost_message_grace_s + 1)
+    assert lc.requeue_orphans(db, settings, now=later) == [lost.id]
+    db.refresh(lost)
+    assert lost.state == "queued" and lost.celery_task_id != old_token
+    assert broker_holds(lost.celery_task_id), "the new message is in the queue"
+    assert "lost" in lost.log_tail
+    # a broker that cannot be read judges nothing lost
+    assert lc.requeue_lost_messages(db, settings, holds=lambda *_: None, now=later) == []
+    broker.delete(settings.training_queue, "unacked")

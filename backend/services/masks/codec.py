@@ -31,6 +31,14 @@ def decode_base64(data: str) -> bytes:
         raise Invalid("The mask is not valid base64 data.") from exc
 
 
+def png_size_bound(width: int, height: int) -> int:
+    """The most bytes a width x height PNG can need: 16-bit RGBA rows (8 bytes a pixel and a
+    filter byte) stored uncompressed (deflate adds 5 bytes per 64 KiB block), with 64 KiB
+    for headers and small ancillary chunks."""
+    raw = height * (1 + 8 * width)
+    return raw + 5 * (raw // 65_535 + 1) + 65_536
+
+
 def png_to_mask(
     data: bytes,
     *,
@@ -57,6 +65,12 @@ def png_to_mask(
                 )
             if img.width * img.height > 64_000_000:
                 raise Invalid(f"{name} is too large.")
+            if len(data) > png_size_bound(img.width, img.height):
+                # more bytes than any PNG of this size needs: padding or a hidden payload
+                raise Invalid(
+                    f"{name} is {len(data)} bytes, more than a {img.width}x{img.height} PNG "
+                    "can need; it is refused."
+                )
             img.load()
     except Invalid:
         raise
