@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from backend.core import openapi
 from backend.core.config import ROOT, get_settings
@@ -41,6 +42,7 @@ from backend.routers import (
 )
 
 FRONTEND_DIR = ROOT / "frontend"
+_logger = logging.getLogger(__name__)
 
 
 # Every router module, listed here once: each names its JSON routers (mounted under /api) in
@@ -131,6 +133,18 @@ def create_app() -> FastAPI:
             content={
                 "detail": "Invalid input — the text holds characters that are not valid "
                 f"Unicode ({exc.reason}); nothing was stored."
+            },
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable_value(_: Request, exc: DataError) -> JSONResponse:
+        # what PostgreSQL refuses to store: a NUL character in text, a number out of range
+        _logger.info("refused by the database: %s", exc.orig)
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": "Invalid input — a value cannot be stored (a NUL character in text, "
+                "or a number out of range); nothing was stored."
             },
         )
 

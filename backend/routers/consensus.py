@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from backend.core.openapi import PNG
-from backend.deps import DatasetDep, ImageDep, ResearcherUser, SessionDep
+from backend.deps import DB_INT_MAX, DatasetDep, ImageDep, ResearcherUser, SessionDep
 from backend.schemas.annotations import DatasetAgreement, ImageAgreement
 from backend.services import consensus as cons
 from backend.services.masks.codec import grey_png, mask_to_png
@@ -67,7 +67,7 @@ def dataset_agreement(
     statuses: StatusesQuery = "accepted",
     threshold: Annotated[float, Query(gt=0.0, le=1.0)] = 0.5,
     splits: Annotated[int, Query(ge=1, le=1000)] = 20,
-    seed: Annotated[int, Query(ge=0)] = 0,
+    seed: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> dict[str, Any]:
     """Agreement per image, per dataset (pairwise IoU, split-half ceiling) and per annotator."""
     return cons.dataset_agreement(

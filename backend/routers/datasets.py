@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import get_settings
 from backend.core.openapi import content
 from backend.deps import (
+    DB_INT_MAX,
     DatasetDep,
     ImageDep,
     ResearcherUser,
@@ -130,7 +131,7 @@ def list_images(
     dataset: DatasetDep,
     _: ResearcherUser,
     db: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     split: Annotated[str | None, Query(pattern="^(train|test)$")] = None,
 ) -> ImagesPublic:

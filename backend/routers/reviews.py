@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from backend.deps import PathId, QueryId, ResearcherUser, SessionDep
+from backend.deps import DB_INT_MAX, PathId, QueryId, ResearcherUser, SessionDep
 from backend.schemas.annotations import (
     ReviewDecision,
     ReviewItem,
@@ -25,7 +25,7 @@ def review_queue(
     dataset_id: QueryId = None,
     status: Annotated[Literal["submitted", "accepted", "rejected", "draft"], Query()] = "submitted",
     annotator_id: QueryId = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ReviewQueue:
     """Masks waiting for review (or with another status), oldest submission first."""

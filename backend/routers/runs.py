@@ -10,7 +10,15 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from backend.core.openapi import PNG, content
-from backend.deps import QueryId, ResearcherUser, RunDep, SessionDep, SettingsDep, StorageDep
+from backend.deps import (
+    DB_INT_MAX,
+    QueryId,
+    ResearcherUser,
+    RunDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from backend.models import TrainingRun
 from backend.schemas.runs import (
     RunClone,
@@ -71,7 +79,7 @@ def list_runs(
     group_key: str | None = None,
     sort: Annotated[str, Query(pattern=r"^-?[a-z_]+$")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> RunsPublic:
     """Runs filtered by dataset / method / state / tag, sorted; orphaned runs re-queued."""
     lifecycle.requeue_orphans(db, settings)

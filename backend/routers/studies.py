@@ -123,7 +123,7 @@ def preview_stimuli(
     ] = None,
     purpose: Annotated[StimulusPurpose | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> dict[str, Any]:
     """A page of the study's stimuli with the measured L-inf distance to their source image
     (grey levels), for checking budgets before the study opens. Researchers only."""

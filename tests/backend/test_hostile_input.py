@@ -81,3 +81,15 @@ def test_the_mask_body_of_a_stranger_is_not_read(client, seeded):
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 401
+
+
+def test_text_the_database_cannot_store_is_a_422(client, users):
+    """A NUL character is valid JSON and valid Unicode, but PostgreSQL text cannot hold it."""
+    r = client.post("/api/auth/login", json={"username": "a\u0000b", "password": "whatever-1"})
+    assert r.status_code in (401, 422), r.text
+    assert r.json()["detail"].endswith("."), r.text
+
+
+def test_an_offset_beyond_the_database_range_is_a_422(client, auth):
+    r = client.get(f"/api/reviews?offset={HUGE}", headers=auth["researcher"])
+    assert r.status_code == 422, r.text
