@@ -169,6 +169,10 @@ def test_ten_at_once_keep_memory_bounded_and_health_answering(live_server, bodie
     for th in threads:
         th.join()
     assert sorted(r.status_code for _, r in results) == sorted(EXPECTED[k] for k in kinds)
+    print(
+        f"server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak; /health worst "
+        f"{health_worst * 1000:.0f} ms"
+    )  # shown with pytest -s
     assert peak - before < MEMORY_BOUND_MIB, (before, peak)
     assert health_worst < 5.0, health_worst
     names = [
