@@ -22,8 +22,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from worker.contract import RUN_STATES
-
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -38,6 +36,17 @@ SPLITS = ("train", "test")
 STUDY_DESIGNS = ("2afc", "yesno")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
 EVALUATION_STATES = ("queued", "running", "succeeded", "failed")
+# A training run's states and the moves between them (backend/services/run_lifecycle.py
+# makes every move; the check constraint below holds RUN_STATES).
+RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+RUN_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("running", "cancelled", "failed"),  # failed: the queue could not be reached
+    "running": ("succeeded", "failed", "cancelled", "queued"),  # queued: its worker vanished
+    "failed": ("queued",),  # retried
+    "cancelled": ("queued",),  # retried
+    "succeeded": (),
+}
 
 
 def utcnow() -> datetime:

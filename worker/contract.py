@@ -54,24 +54,6 @@ RUNTIME_ONLY = (
 )
 
 
-# A training run's states and the moves between them (backend/services/run_lifecycle.py
-# makes every move; the database's check constraint holds RUN_STATES).
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
-RUN_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("running", "cancelled", "failed"),  # failed: the queue could not be reached
-    "running": ("succeeded", "failed", "cancelled", "queued"),  # queued: its worker vanished
-    "failed": ("queued",),  # retried
-    "cancelled": ("queued",),  # retried
-    "succeeded": (),
-}
-
-# The Celery tasks, by name: the API enqueues by name and never imports a task.
-TRAIN_TASK = "worker.train_run"
-STIMULI_TASK = "worker.generate_stimuli"
-INEQUALITY_TASK = "worker.inequality_evaluation"
-
-
 def choices() -> dict[str, list[str]]:
     """The values the run form offers for each field with a fixed set (GET /api/runs/defaults)."""
     return {

@@ -10,9 +10,14 @@ from typing import Any
 from celery import Celery
 
 from backend.core.config import Settings, get_settings
-from worker.contract import INEQUALITY_TASK, STIMULI_TASK, TRAIN_TASK
 
 _logger = logging.getLogger(__name__)
+
+# The Celery tasks, by name: the API enqueues by name and never imports a task; the tasks
+# (worker/*_tasks.py) register under these names, imported from here.
+TRAIN_TASK = "worker.train_run"
+STIMULI_TASK = "worker.generate_stimuli"
+INEQUALITY_TASK = "worker.inequality_evaluation"
 
 __all__ = [
     "INEQUALITY_TASK",

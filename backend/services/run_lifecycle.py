@@ -1,4 +1,4 @@
-"""The life of a training run, as one state machine (worker/contract.py: RUN_TRANSITIONS).
+"""The life of a training run, as one state machine (backend/models.py: RUN_TRANSITIONS).
 
     queued --claim--> running --finish--> succeeded | failed | cancelled
       |                  |  \\--orphaned (its worker went quiet)--> queued again, or failed
@@ -28,8 +28,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings
 from backend.core.errors import Conflict
 from backend.core.queue import TRAIN_TASK, broker_holds, enqueue
-from backend.models import RunEpoch, TrainingRun, utcnow
-from worker.contract import FINISHED_STATES, RUN_TRANSITIONS
+from backend.models import FINISHED_STATES, RUN_TRANSITIONS, RunEpoch, TrainingRun, utcnow
 
 _logger = logging.getLogger(__name__)
 

@@ -12,9 +12,16 @@ import pytest
 
 from backend.core.config import get_settings
 from backend.core.errors import Conflict
-from backend.models import RunEpoch, TrainingRun, utcnow
+from backend.core.queue import TRAIN_TASK
+from backend.models import (
+    FINISHED_STATES,
+    RUN_STATES,
+    RUN_TRANSITIONS,
+    RunEpoch,
+    TrainingRun,
+    utcnow,
+)
 from backend.services import run_lifecycle as lc
-from worker.contract import FINISHED_STATES, RUN_STATES, RUN_TRANSITIONS, TRAIN_TASK
 
 
 class Queue:
