@@ -222,3 +222,14 @@ MaskSetDep = Annotated[MaskSet, Depends(get_mask_set)]
 OptionalMaskSetDep = Annotated[MaskSet | None, Depends(get_optional_mask_set)]
 LinkStudyDep = Annotated[Study, Depends(get_link_study)]
 ParticipantDep = Annotated[ParticipantSession, Depends(get_participant)]
+
+
+def refuse_oversized_upload(request: Request, declared_file_size: int | None) -> None:
+    """413 when an upload declares (Content-Length) or spooled (the file's size) more than
+    MAX_UPLOAD_BYTES; the routes' own streaming cap stops a body that lies about its size."""
+    limit = get_settings().max_upload_bytes
+    length = request.headers.get("content-length", "")
+    if (length.isdigit() and int(length) > limit) or (
+        declared_file_size is not None and declared_file_size > limit
+    ):
+        raise HTTPException(413, detail="The upload is larger than the allowed size.")

@@ -288,3 +288,33 @@ def seeded(db, users, client, auth):
         "users": {role: u.id for role, u in users.items()},
         "passwords": PASSWORDS,
     }
+
+
+def seed_live_world(base: str, dataset_name: str, size: int = 16) -> dict:
+    """An emptied database with one account per role and a small dataset imported through
+    the live server at `base`; returns {"headers": {role: bearer headers, "anonymous": {}},
+    "dataset": the imported dataset}."""
+    import httpx
+
+    from backend.core.security import hash_password
+    from backend.db import get_sessionmaker
+    from backend.models import User
+
+    truncate_all()
+    with get_sessionmaker()() as db:
+        for role, password in PASSWORDS.items():
+            db.add(User(username=role, password_hash=hash_password(password), role=role))
+        db.commit()
+    headers: dict[str, dict[str, str]] = {"anonymous": {}}
+    for role, password in PASSWORDS.items():
+        r = httpx.post(f"{base}/api/auth/login", json={"username": role, "password": password})
+        assert r.status_code == 200, r.text
+        headers[role] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    r = httpx.post(
+        f"{base}/api/datasets/import",
+        headers=headers["researcher"],
+        data={"name": dataset_name},
+        files={"file": ("t.zip", tiny_imagefolder_zip(per_class=2, size=size), "application/zip")},
+    )
+    assert r.status_code == 201, r.text
+    return {"headers": headers, "dataset": r.json()}

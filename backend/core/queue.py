@@ -4,6 +4,7 @@ the workers (which import worker.celery_app, built on this)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +24,7 @@ __all__ = [
     "INEQUALITY_TASK",
     "STIMULI_TASK",
     "TRAIN_TASK",
-    "broker_holds",
+    "held_tokens",
     "enqueue",
     "get_celery",
     "make_celery",
@@ -82,13 +83,9 @@ def enqueue(task_name: str, *args: object) -> str:
     return str(result.id)
 
 
-def broker_holds(token: str, settings: Settings | None = None) -> bool | None:
-    """Whether the broker still holds a task message carrying `token` (waiting in the
-    training queue, or delivered to a worker and not yet acknowledged); None when the broker
-    cannot be read. Lets the runs service tell a queued run whose message was lost (a broker
-    restarted empty) from one that is only waiting behind a busy worker."""
-    settings = settings or get_settings()
-    needle = token.encode()
+def _broker_messages(settings: Settings) -> list[bytes] | None:
+    """Every task message the broker holds, raw: waiting in the training queue, or delivered
+    to a worker and not yet acknowledged. None when the broker cannot be read."""
     url = settings.celery_broker_url
     try:
         if url.startswith("redis"):
@@ -96,15 +93,23 @@ def broker_holds(token: str, settings: Settings | None = None) -> bool | None:
 
             client = redis.Redis.from_url(url)
             try:
-                waiting = client.lrange(settings.training_queue, 0, -1)
-                delivered = client.hvals("unacked")
+                raw = [*client.lrange(settings.training_queue, 0, -1), *client.hvals("unacked")]
+                return [m if isinstance(m, bytes) else str(m).encode() for m in raw]
             finally:
                 client.close()
-            return any(needle in raw for raw in [*waiting, *delivered])
         if url.startswith("filesystem://"):
             folder = settings.celery_broker_folder / "out"
-            return any(needle in f.read_bytes() for f in folder.glob("*.msg"))
+            return [f.read_bytes() for f in folder.glob("*.msg")]
     except Exception as exc:  # noqa: BLE001 - any broker client failure means "cannot tell"
         _logger.warning("could not read the broker: %s", exc)
-        return None
     return None
+
+
+def held_tokens(tokens: Iterable[str], settings: Settings | None = None) -> set[str] | None:
+    """Which of these dispatch tokens the broker still holds a message for, reading the
+    broker once; None when it cannot be read. Lets the runs service tell a queued run whose
+    message was lost (a broker restarted empty) from one waiting behind a busy worker."""
+    messages = _broker_messages(settings or get_settings())
+    if messages is None:
+        return None
+    return {t for t in tokens if any(t.encode() in raw for raw in messages)}

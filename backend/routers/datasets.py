@@ -13,9 +13,9 @@ from backend.deps import (
     ImageDep,
     ResearcherUser,
     SessionDep,
-    SettingsDep,
     StaffUser,
     StorageDep,
+    refuse_oversized_upload,
 )
 from backend.models import Annotation, Dataset, DatasetClass, Image
 from backend.schemas.datasets import (
@@ -61,7 +61,6 @@ def import_zip(
     user: ResearcherUser,
     db: SessionDep,
     storage: StorageDep,
-    settings: SettingsDep,
     name: Annotated[str, Form(max_length=200)],
     file: Annotated[UploadFile, File()],
     description: Annotated[str, Form(max_length=10_000)] = "",
@@ -70,11 +69,7 @@ def import_zip(
     """Import a dataset uploaded as a zip, recognised by its layout: an ImageFolder tree (a
     folder per class, optionally under train/ with test/ or val/), CIFAR-10 or CIFAR-100 in
     their python version, or CUB-200-2011 (its segmentations become accepted masks)."""
-    length = request.headers.get("content-length")
-    if (length and int(length) > settings.max_upload_bytes) or (
-        file.size is not None and file.size > settings.max_upload_bytes
-    ):
-        raise HTTPException(413, detail="The upload is larger than the allowed size.")
+    refuse_oversized_upload(request, file.size)
     dataset = import_dataset(
         db,
         storage,

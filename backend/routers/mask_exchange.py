@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from backend.core.config import get_settings
 from backend.core.openapi import content
@@ -15,7 +15,7 @@ from backend.deps import (
     QueryId,
     ResearcherUser,
     SessionDep,
-    SettingsDep,
+    refuse_oversized_upload,
 )
 from backend.schemas.annotations import MaskImportResult
 from backend.services import mask_exchange
@@ -70,7 +70,6 @@ def import_masks(
     dataset: DatasetDep,
     _: ResearcherUser,
     db: SessionDep,
-    settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     name: Annotated[str, Form(max_length=50)],
     format: Annotated[Literal["png", "coco", "cub"], Form()] = "png",  # noqa: A002
@@ -79,11 +78,7 @@ def import_masks(
 ) -> MaskImportResult:
     """Import masks (zip of PNGs, COCO RLE JSON, or CUB-style soft segmentations) as the
     pseudo-annotator import:<name>; all files are checked before anything is stored."""
-    length = request.headers.get("content-length")
-    if (length and length.isdigit() and int(length) > settings.max_upload_bytes) or (
-        file.size is not None and file.size > settings.max_upload_bytes
-    ):
-        raise HTTPException(413, detail="The upload is larger than the allowed size.")
+    refuse_oversized_upload(request, file.size)
     user, image_ids = mask_exchange.import_masks(
         db,
         dataset,

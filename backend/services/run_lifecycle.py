@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.core.errors import Conflict
-from backend.core.queue import TRAIN_TASK, broker_holds, enqueue
+from backend.core.queue import TRAIN_TASK, enqueue, held_tokens
 from backend.models import FINISHED_STATES, RUN_TRANSITIONS, RunEpoch, TrainingRun, utcnow
 
 _logger = logging.getLogger(__name__)
 
 Enqueue = Callable[..., str]
-# (token, settings) -> does the broker hold its message? None: cannot tell
-Holds = Callable[[str, Settings], bool | None]
+# (tokens, settings) -> the tokens whose message the broker holds; None: cannot tell
+Holds = Callable[[list[str], Settings], set[str] | None]
 
 # A run whose worker stops responding this many times is given up (failed).
 MAX_ATTEMPTS = 3
@@ -121,7 +121,7 @@ def requeue_orphans(
     *,
     hostname: str | None = None,
     enqueue_fn: Enqueue = enqueue,
-    holds: Holds = broker_holds,
+    holds: Holds = held_tokens,
     now: datetime | None = None,
 ) -> list[int]:
     """Runs marked running whose worker has gone quiet (no heartbeat for
@@ -169,7 +169,7 @@ def requeue_lost_messages(
     settings: Settings,
     *,
     enqueue_fn: Enqueue = enqueue,
-    holds: Holds = broker_holds,
+    holds: Holds = held_tokens,
     now: datetime | None = None,
     skip: set[int] | None = None,
 ) -> list[int]:
@@ -182,18 +182,16 @@ def requeue_lost_messages(
     queued = db.scalars(
         select(TrainingRun).where(TrainingRun.state == "queued").with_for_update(skip_locked=True)
     ).all()
-    lost = []
-    for run in queued:
-        sent = aware(run.heartbeat_at) or aware(run.created_at)
-        if run.id in (skip or set()) or run.celery_task_id is None:
-            continue
-        if sent is not None and sent > limit:
-            continue
-        held = holds(run.celery_task_id, settings)
-        if held is None:
-            break  # the broker cannot be read: no run is judged lost
-        if not held:
-            lost.append(run)
+    waiting = [
+        run
+        for run in queued
+        if run.id not in (skip or set())
+        and run.celery_task_id is not None
+        and (aware(run.heartbeat_at) or aware(run.created_at) or now) <= limit
+    ]
+    held = holds([run.celery_task_id or "" for run in waiting], settings) if waiting else set()
+    # a broker that cannot be read (None) judges no run lost
+    lost = [run for run in waiting if held is not None and run.celery_task_id not in held]
     for run in lost:
         append_log(run, "Its queue message was lost (the broker restarted?); queued again.")
         dispatch(db, run, enqueue_fn)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -17,7 +16,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import PASSWORDS, tiny_imagefolder_zip, truncate_all
+from tests.conftest import seed_live_world
 
 pytestmark = pytest.mark.slow
 
@@ -34,30 +33,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 @pytest.fixture(scope="module")
 def world(live_server) -> dict[str, dict[str, str]]:
     """Accounts of every role and a small dataset; the headers each caller sends."""
-    from backend.core.security import hash_password
-    from backend.db import get_sessionmaker
-    from backend.models import User
-
-    truncate_all()
-    with get_sessionmaker()() as db:
-        for role, password in PASSWORDS.items():
-            db.add(User(username=role, password_hash=hash_password(password), role=role))
-        db.commit()
-    headers: dict[str, dict[str, str]] = {"anonymous": {}}
-    for role, password in PASSWORDS.items():
-        r = httpx.post(
-            f"{live_server}/api/auth/login", json={"username": role, "password": password}
-        )
-        assert r.status_code == 200, r.text
-        headers[role] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    r = httpx.post(
-        f"{live_server}/api/datasets/import",
-        headers=headers["researcher"],
-        data={"name": "fuzz"},
-        files={"file": ("t.zip", tiny_imagefolder_zip(per_class=2, size=16), "application/zip")},
-    )
-    assert r.status_code == 201, r.text
-    return headers
+    return seed_live_world(live_server, "fuzz")["headers"]
 
 
 def _openapi() -> dict:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PASSWORDS
+from tests.conftest import seed_live_world
 
 pytestmark = pytest.mark.slow
 
@@ -71,30 +71,8 @@ def _padded_mask_png(size: int = 64, extra: int = 5 * 2**20) -> str:
 
 @pytest.fixture(scope="module")
 def bodies(live_server):
-    from backend.core.security import hash_password
-    from backend.db import get_sessionmaker
-    from backend.models import User
-    from tests.conftest import tiny_imagefolder_zip, truncate_all
-
-    truncate_all()
-    with get_sessionmaker()() as db:
-        for role, password in PASSWORDS.items():
-            db.add(User(username=role, password_hash=hash_password(password), role=role))
-        db.commit()
-    tokens = {}
-    for role in ("researcher", "annotator"):
-        r = httpx.post(
-            f"{live_server}/api/auth/login", json={"username": role, "password": PASSWORDS[role]}
-        )
-        tokens[role] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    r = httpx.post(
-        f"{live_server}/api/datasets/import",
-        headers=tokens["researcher"],
-        data={"name": "victim"},
-        files={"file": ("t.zip", tiny_imagefolder_zip(per_class=2, size=64), "application/zip")},
-    )
-    assert r.status_code == 201, r.text
-    dataset = r.json()
+    world = seed_live_world(live_server, "victim", size=64)
+    tokens, dataset = world["headers"], world["dataset"]
     images = httpx.get(
         f"{live_server}/api/datasets/{dataset['id']}/images", headers=tokens["researcher"]
     ).json()["data"]
