@@ -6,37 +6,101 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from backend.core.config import get_settings
+
+# the statements that need SQLite's write lock (the first one of a transaction takes it)
+_WRITES = frozenset(
+    {"INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER"}
+)
+_TX = "sqlite_tx"  # Connection.info key: "read" or "write" while a transaction is open
+
+
+def _take_write_lock(conn: Connection) -> None:
+    """Turn this connection's read transaction into a write transaction.
+
+    A deferred SQLite transaction that has read cannot safely start writing: if another
+    connection committed since its first read, the write fails at once ("database is
+    locked", SQLITE_BUSY_SNAPSHOT) instead of waiting. So the read transaction, which has
+    written nothing, is committed and an IMMEDIATE one begins, waiting (busy_timeout) for the
+    write lock. What was read before is then as current as under PostgreSQL's READ
+    COMMITTED; a read that must not change before the write says so with
+    `select(...).with_for_update()` (or lock_for_write), which takes the lock first.
+    """
+    if conn.info.get(_TX) != "read":
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("COMMIT")
+    raw.execute("BEGIN IMMEDIATE")
+    conn.info[_TX] = "write"
+
+
+def lock_for_write(db: Session) -> None:
+    """Serialise what follows with every other writer, until the transaction ends: on SQLite
+    by taking the database's write lock now (before the reads that decide the write). On
+    PostgreSQL a caller locks rows (with_for_update) or takes an advisory lock instead."""
+    if db.get_bind().dialect.name == "sqlite":
+        _take_write_lock(db.connection())
+
+
+def _install_sqlite_transactions(engine: Engine) -> None:
+    """Transactions on SQLite begin deferred: a read takes no lock (WAL lets it run beside a
+    writer), and the first write of a transaction takes the write lock (_take_write_lock),
+    held until commit. Writers queue on busy_timeout instead of failing."""
+
+    # pysqlite's own transaction handling must be off for the BEGINs here to be ours.
+    @event.listens_for(engine, "connect", insert=True)
+    def _autocommit_off(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN")
+        conn.info[_TX] = "read"
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        words = statement.lstrip().split(None, 1)
+        if words and words[0].upper() in _WRITES:
+            _take_write_lock(conn)
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _end(conn):  # type: ignore[no-untyped-def]
+        conn.info.pop(_TX, None)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _for_update_locks_sqlite(state: ORMExecuteState) -> None:
+    """`with_for_update()` means "nobody changes this before I write": SQLite has no row
+    locks, so there it takes the write lock before the read."""
+    if getattr(state.statement, "_for_update_arg", None) is not None:
+        lock_for_write(state.session)
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        # Many annotators saving at once: WAL lets readers proceed during a write, and a
-        # generous busy timeout makes writers queue instead of failing with "database is locked".
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn):  # type: ignore[no-untyped-def]
-            # Take the write lock at BEGIN so two writers never deadlock upgrading read locks.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        # pysqlite's own transaction handling must be off for the BEGIN above to be ours.
-        @event.listens_for(engine, "connect", insert=True)
-        def _sqlite_autocommit_off(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            dbapi_conn.isolation_level = None
-
+        # Many annotators at once: a pooled connection per request thread (SQLite connections
+        # are cheap) so requests wait for the database, not for the pool.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=64,
+            max_overflow=64,
+        )
+        _install_sqlite_transactions(engine)
         return engine
     return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
 

@@ -9,7 +9,13 @@ from sqlalchemy import select
 
 from backend.core.config import Settings
 from backend.core.openapi import ErrorResponse
-from backend.core.security import SESSION_COOKIE, dummy_password_hash, verify_password_or_dummy
+from backend.core.security import (
+    SESSION_COOKIE,
+    dummy_password_hash,
+    hash_password,
+    needs_rehash,
+    verify_password_or_dummy,
+)
 from backend.deps import CurrentUser, SessionDep, SettingsDep, check_cookie_request, request_token
 from backend.models import User, utcnow
 from backend.schemas.users import LoginRequest, LoginResponse, SessionsRevoked, UserPublic
@@ -79,6 +85,8 @@ def login(
         logins.record_failure(db, body.username, address, settings, utcnow())
         db.commit()
         raise HTTPException(401, detail=WRONG)
+    if needs_rehash(user.password_hash):  # hashed with older parameters: redo it now
+        user.password_hash = hash_password(body.password)
     logins.clear_account_failures(db, body.username)
     token = logins.create_session(
         db, user, settings, user_agent=request.headers.get("user-agent"), address=address

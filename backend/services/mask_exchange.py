@@ -293,19 +293,32 @@ def import_account(db: Session, name: str) -> User:
     return user
 
 
+@dataclass(frozen=True)
+class EncodedMask:
+    """A binary mask as a revision stores it: its PNG, area and content hash."""
+
+    png: bytes
+    area: int
+    sha256: str
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> EncodedMask:
+        return cls(mask_to_png(mask), int(np.count_nonzero(mask)), mask_sha256(mask))
+
+
 def imported_revision(
-    image: Image, mask: np.ndarray, revision: int, source: str, save_id: str, now: datetime
+    image: Image, mask: EncodedMask, revision: int, source: str, save_id: str, now: datetime
 ) -> AnnotationRevision:
-    """One revision of an imported binary mask (H x W, 0/1) of `image`."""
+    """One revision of an imported binary mask of `image`."""
     return AnnotationRevision(
         revision=revision,
         save_id=save_id,
         mask_format="png",
-        mask_bytes=mask_to_png(mask),
+        mask_bytes=mask.png,
         width=image.width,
         height=image.height,
-        area=int(np.count_nonzero(mask)),
-        sha256=mask_sha256(mask),
+        area=mask.area,
+        sha256=mask.sha256,
         active_ms=0,
         source=source,
         created_at=now,
@@ -427,11 +440,14 @@ def import_masks(
         found = parse_coco(data, images, match_by)
     else:
         found = parse_png_zip(data, images, soft=fmt == "cub", match_by=match_by)
+    # encoded before the first write: the write lock (SQLite) is held for the rows only
+    encoded = {image_id: EncodedMask.of(mask) for image_id, (_, mask, _) in found.items()}
+    db.commit()  # ends the read of the dataset's images
     try:
         user = import_account(db, name)
         now = utcnow()
         batch = secrets.token_hex(6)
-        for image_id, (image, mask, _) in sorted(found.items()):
+        for image_id, (image, _, _) in sorted(found.items()):
             ann = db.scalar(
                 select(Annotation).where(
                     Annotation.image_id == image_id, Annotation.annotator_id == user.id
@@ -452,7 +468,12 @@ def import_masks(
             ann.submitted_at = now
             ann.updated_at = now
             revision = imported_revision(
-                image, mask, ann.latest_revision, f"import:{fmt}", f"import-{batch}-{image_id}", now
+                image,
+                encoded[image_id],
+                ann.latest_revision,
+                f"import:{fmt}",
+                f"import-{batch}-{image_id}",
+                now,
             )
             revision.annotation_id = ann.id
             db.add(revision)

@@ -12,11 +12,12 @@
 // previous call has settled, so calls never overlap. fn returning false ends the polling
 // (anything else, undefined included, goes on). A call that throws or rejects is handed to
 // onError (console.error without one) and retried after 2, 4, 8... times intervalMs, at most
-// maxMs; a success resets that. While the document is hidden no call is made; the due call is
+// maxMs; the first success after failures calls onRecover (e.g. to clear the error shown) and
+// resets the delay. While the document is hidden no call is made; the due call is
 // made as soon as it is visible again. After stop() nothing more is called (a call already in
 // flight finishes, and what it returns is ignored).
 
-export function start(fn, intervalMs, { immediate = true, maxMs = 60000, onError = null } = {}) {
+export function start(fn, intervalMs, { immediate = true, maxMs = 60000, onError = null, onRecover = null } = {}) {
   let stopped = false;
   let timer = null;
   let due = false; // a call fell due while the document was hidden
@@ -30,6 +31,7 @@ export function start(fn, intervalMs, { immediate = true, maxMs = 60000, onError
     let failed = false;
     try {
       more = (await fn()) !== false;
+      if (failures > 0 && !stopped && onRecover) onRecover();
       failures = 0;
     } catch (err) {
       failed = true;

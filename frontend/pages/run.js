@@ -161,7 +161,8 @@ export async function mount(root, ctx) {
   function watch() {
     stopPolling();
     stopPolling = poll(load, POLL_MS, {
-      onError: (err) => { if (alive) $(".action-error").textContent = err.message; },
+      onError: (err) => { if (alive) $(".action-error").textContent = `${err.message} (retrying)`; },
+      onRecover: () => { if (alive) $(".action-error").textContent = ""; },
     });
   }
 

@@ -223,7 +223,8 @@ export async function mount(root, ctx) {
   function watch() {
     stopPolling();
     stopPolling = poll(load, 3000, {
-      onError: (err) => { if (alive) $(".list-error").textContent = err.message; },
+      onError: (err) => { if (alive) $(".list-error").textContent = `${err.message} (retrying)`; },
+      onRecover: () => { if (alive) $(".list-error").textContent = ""; },
     });
   }
 

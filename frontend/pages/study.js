@@ -208,10 +208,22 @@ export async function mount(root, ctx) {
     return s.state === "generating";
   }
 
+  /** A failed refresh is said above the page (the next successful one redraws it away). */
+  function showPollError(err) {
+    let box = root.querySelector(".poll-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.className = "form-error poll-error";
+      box.setAttribute("role", "alert");
+      root.prepend(box);
+    }
+    box.textContent = `${err.message} (retrying)`;
+  }
+
   /** Keep the page current while the stimuli are being made. */
   function watch(immediate = true) {
     stopPolling();
-    stopPolling = poll(load, 2000, { immediate });
+    stopPolling = poll(load, 2000, { immediate, onError: showPollError });
   }
 
   if (await load()) watch(false);

@@ -298,6 +298,28 @@ def test_argon2_runs_outside_any_transaction(client, users, monkeypatch):
     assert seen == [0, 0, 0, 0, 0]
 
 
+def test_a_hash_with_older_parameters_is_redone_at_login(client, users, db):
+    from argon2 import PasswordHasher
+
+    from backend.core.security import needs_rehash, verify_password
+
+    old = PasswordHasher()  # argon2-cffi's default (64 MiB, 3 passes, 4 lanes)
+    db.execute(
+        update(User)
+        .where(User.username == "annotator")
+        .values(password_hash=old.hash(PASSWORDS["annotator"]))
+    )
+    db.commit()
+    stored = db.scalar(select(User.password_hash).where(User.username == "annotator"))
+    assert needs_rehash(stored)
+    login(client, "annotator")
+    db.expire_all()
+    new = db.scalar(select(User.password_hash).where(User.username == "annotator"))
+    assert new != stored and not needs_rehash(new)
+    assert verify_password(new, PASSWORDS["annotator"])
+    login(client, "annotator")  # and the new hash works
+
+
 # --- the password policy -------------------------------------------------------------------
 
 

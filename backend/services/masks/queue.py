@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.core.errors import Conflict, Invalid
+from backend.db import lock_for_write
 from backend.models import Annotation, AnnotationRevision, Dataset, Image, Skip, User, utcnow
 from backend.services.masks.codec import mask_sha256, mask_to_png
 
@@ -107,12 +108,12 @@ def remaining(db: Session, user: User, dataset_id: int | None) -> int:
 
 
 def _lock_queue(db: Session, dataset_id: int | None) -> None:
-    """Serialise the pick-and-claim of /next per dataset (PostgreSQL transaction lock).
-
-    SQLite needs nothing: its transactions begin IMMEDIATE, so writers are already serial.
-    """
+    """Serialise the pick-and-claim of /next per dataset: a PostgreSQL transaction lock, or
+    SQLite's write lock (it has no finer one)."""
     if db.get_bind().dialect.name == "postgresql":
         db.execute(select(func.pg_advisory_xact_lock(7_400_000 + (dataset_id or 0))))
+    else:
+        lock_for_write(db)
 
 
 def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:

@@ -141,7 +141,8 @@ function mountPanel(el, runs) {
       return !stopped && show(next);
     }, POLL_MS, {
       immediate: false,
-      onError: (err) => { if (!stopped) $(".form-error").textContent = err.message; },
+      onError: (err) => { if (!stopped) $(".form-error").textContent = `${err.message} (retrying)`; },
+      onRecover: () => { if (!stopped) $(".form-error").textContent = ""; },
     });
   }
 
