@@ -8,17 +8,26 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import select
 
 from backend.core.config import Settings
+from backend.core.errors import Invalid
 from backend.core.openapi import ErrorResponse
 from backend.core.security import (
     SESSION_COOKIE,
     dummy_password_hash,
     hash_password,
     needs_rehash,
+    password_problem,
+    verify_password,
     verify_password_or_dummy,
 )
 from backend.deps import CurrentUser, SessionDep, SettingsDep, check_cookie_request, request_token
 from backend.models import User, utcnow
-from backend.schemas.users import LoginRequest, LoginResponse, SessionsRevoked, UserPublic
+from backend.schemas.users import (
+    LoginRequest,
+    LoginResponse,
+    PasswordChange,
+    SessionsRevoked,
+    UserPublic,
+)
 from backend.services import logins
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -118,6 +127,42 @@ def sign_out_everywhere(
     revoked = logins.revoke_user_sessions(db, user.id)
     db.commit()
     _clear_cookie(response, settings)
+    return SessionsRevoked(revoked=revoked)
+
+
+@router.post(
+    "/password",
+    response_model=SessionsRevoked,
+    responses={
+        **THROTTLED_RESPONSES,
+        403: {"model": ErrorResponse, "description": "The current password is not right."},
+    },
+)
+def change_password(
+    body: PasswordChange, user: CurrentUser, request: Request, db: SessionDep, settings: SettingsDep
+) -> SessionsRevoked:
+    """Change your own password. The current password is needed (a wrong one counts toward
+    the account's failed-login limit). Every other session of the account ends at once;
+    this one stays."""
+    address = client_address(request)
+    limit = logins.throttled(db, user.username, address, settings, utcnow())
+    if limit is not None:
+        raise HTTPException(
+            429, detail=limit.sentence, headers={"Retry-After": str(limit.retry_after_s)}
+        )
+    problem = password_problem(body.new_password, user.username)
+    if problem:
+        raise Invalid(problem, field="new_password")
+    db.commit()  # no transaction is held while argon2 runs
+    if not verify_password(user.password_hash, body.current_password):
+        logins.record_failure(db, user.username, address, settings, utcnow())
+        db.commit()
+        raise HTTPException(
+            403, detail="The current password is not right; the password was not changed."
+        )
+    user.password_hash = hash_password(body.new_password)
+    revoked = logins.revoke_user_sessions(db, user.id, keep_token=request_token(request)[0])
+    db.commit()
     return SessionsRevoked(revoked=revoked)
 
 

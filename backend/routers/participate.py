@@ -39,7 +39,14 @@ def study_info(study: LinkStudyDep) -> dict[str, Any]:
     return participation.public_info(study)
 
 
-@router.post("/links/{link_token}/sessions", response_model=SessionState)
+@router.post(
+    "/links/{link_token}/sessions",
+    response_model=SessionState,
+    responses={
+        200: {"description": "The existing session of this PROLIFIC_PID, resumed."},
+        201: {"model": SessionState, "description": "A new session."},
+    },
+)
 def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep) -> JSONResponse:
     """Start a session, or give back the existing one of the same PROLIFIC_PID (resume).
     409 when the study is not open, or when `max_sessions` sessions have consented."""

@@ -68,6 +68,22 @@ class UserUpdate(BaseModel):
         return value
 
 
+class PasswordChange(BaseModel):
+    """A user changing their own password: the current one proves it is them."""
+
+    current_password: str = Field(min_length=1, max_length=256)
+    # the rule against containing the username is checked by the route, which knows it
+    new_password: str = Field(max_length=256, json_schema_extra=_MIN_LENGTH)
+
+    @field_validator("new_password")
+    @classmethod
+    def _password_policy(cls, value: str) -> str:
+        problem = password_problem(value)
+        if problem:
+            raise ValueError(problem.rstrip("."))  # the 422's sentence adds it
+        return value
+
+
 class SessionsRevoked(BaseModel):
     """How many live login sessions an action ended."""
 

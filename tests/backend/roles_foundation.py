@@ -7,6 +7,7 @@ ROUTES = {
     ("POST", "/api/auth/logout"): {"public"},
     ("GET", "/api/auth/me"): {"admin", "researcher", "annotator"},
     ("POST", "/api/auth/sign-out-everywhere"): {"admin", "researcher", "annotator"},
+    ("POST", "/api/auth/password"): {"admin", "researcher", "annotator"},
     ("GET", "/api/users"): {"admin"},
     ("POST", "/api/users"): {"admin"},
     ("PATCH", "/api/users/{user_id}"): {"admin"},

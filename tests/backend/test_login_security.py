@@ -79,6 +79,39 @@ def test_a_password_change_ends_every_session_of_the_account(client, users):
     assert status_with(client, other_admin) == 401
 
 
+def test_users_change_their_own_password_and_end_their_other_sessions(client, users, db):
+    here, elsewhere = token_of(client, "annotator"), token_of(client, "annotator")
+    researcher = token_of(client, "researcher")
+    client.cookies.clear()
+    url = "/api/auth/password"
+    good = {"current_password": PASSWORDS["annotator"], "new_password": "amber-harbour-61"}
+    assert client.post(url, json=good).status_code == 401  # not logged in
+    # a weak new password: 422 with the rule, nothing changed
+    r = client.post(url, headers=bearer(here), json={**good, "new_password": "password123"})
+    assert r.status_code == 422 and "too common" in r.json()["detail"], r.text
+    r = client.post(url, headers=bearer(here), json={**good, "new_password": "annotator-2026!"})
+    assert r.status_code == 422 and "username" in r.json()["detail"], r.text
+    # a wrong current password: 403, counted as a failed login of the account
+    before = db.scalar(select(func.count()).select_from(LoginFailure))
+    r = client.post(url, headers=bearer(here), json={**good, "current_password": "not-it-at-all"})
+    assert r.status_code == 403 and "current password" in r.json()["detail"], r.text
+    assert db.scalar(select(func.count()).select_from(LoginFailure)) > before
+    assert status_with(client, elsewhere) == 200  # nothing ended yet
+    r = client.post(url, headers=bearer(here), json=good)
+    assert r.status_code == 200 and r.json() == {"revoked": 1}, r.text
+    assert status_with(client, here) == 200  # this session stays
+    assert status_with(client, elsewhere) == 401  # the others end
+    assert status_with(client, researcher) == 200  # nobody else's
+    old = client.post(
+        "/api/auth/login", json={"username": "annotator", "password": PASSWORDS["annotator"]}
+    )
+    assert old.status_code == 401
+    new = client.post(
+        "/api/auth/login", json={"username": "annotator", "password": "amber-harbour-61"}
+    )
+    assert new.status_code == 200
+
+
 def test_deactivation_ends_every_session_and_reactivation_revives_none(client, users):
     first, second = token_of(client, "researcher"), token_of(client, "researcher")
     admin = token_of(client, "admin")
