@@ -13,10 +13,11 @@ export const session = { user: null, saveQueue: null };
 const ROUTES = [
   { path: /^\/login$/, load: () => import("./pages/login.js"), public: true },
   { path: /^\/home$/, load: () => import("./pages/home.js") },
+  { path: /^\/account$/, load: () => import("./pages/account.js") },
   { path: /^\/admin\/users$/, load: () => import("./pages/admin-users.js"), roles: ["admin"] },
-  { path: /^\/datasets$/, load: () => import("./pages/datasets.js"), roles: ["researcher"] },
-  { path: /^\/datasets\/(\d+)$/, load: () => import("./pages/dataset-detail.js"), roles: ["researcher"] },
-  { path: /^\/review$/, load: () => import("./pages/review.js"), roles: ["researcher"] },
+  { path: /^\/datasets$/, load: () => import("./pages/datasets.js"), roles: ["researcher", "admin"] },
+  { path: /^\/datasets\/(\d+)$/, load: () => import("./pages/dataset-detail.js"), roles: ["researcher", "admin"] },
+  { path: /^\/review$/, load: () => import("./pages/review.js"), roles: ["researcher", "admin"] },
   { path: /^\/annotate$/, load: () => import("./pages/annotate-queue.js"), roles: ["annotator"] },
   { path: /^\/annotate\/(\d+)$/, load: () => import("./pages/annotate.js"), roles: ["annotator"] },
   { path: /^\/runs$/, load: () => import("./pages/runs.js"), roles: ["researcher", "admin"] },
@@ -28,10 +29,11 @@ const ROUTES = [
 
 // Only pages that exist get a navigation entry.
 const NAV = {
-  admin: [["#/home", "Home"], ["#/admin/users", "Users"]],
   researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"], ["#/studies", "Studies"]],
   annotator: [["#/home", "Home"], ["#/annotate", "Annotate"]],
 };
+// an admin sees every section a researcher sees, and the users
+NAV.admin = [...NAV.researcher, ["#/admin/users", "Users"]];
 
 const root = document.getElementById("app");
 const header = document.querySelector(".app-header");
@@ -74,7 +76,7 @@ function renderHeader() {
         class="${path === href.slice(1) || path.startsWith(href.slice(1) + "/") ? "active" : ""}">${label}</a>`)}
     </nav>
     <div class="who">
-      <span class="user-name">${user.username}</span>
+      <a class="user-name" href="#/account" title="Your account: password and sessions">${user.username}</a>
       <span class="badge role-${user.role}">${user.role}</span>
       <button type="button" class="link logout">Sign out</button>
     </div>`);

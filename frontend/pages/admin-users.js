@@ -1,5 +1,5 @@
 // Users management for admins (#/admin/users): list, create, change role, (de)activate,
-// set a new password. Usage: routed by app.js; exports mount(root, ctx).
+// set a new password, sign an account out everywhere. Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { date } from "../lib/format.js";
@@ -23,6 +23,7 @@ export async function mount(root, { session }) {
         <p class="form-ok" role="status" hidden></p>
       </form>
       <p class="form-error list-error" role="alert" hidden></p>
+      <p class="form-ok list-ok" role="status" hidden></p>
       <table class="data users">
         <thead><tr><th>Username</th><th>Role</th><th>Status</th><th>Created</th><th></th></tr></thead>
         <tbody><tr><td colspan="5" class="muted">Loading…</td></tr></tbody>
@@ -30,7 +31,9 @@ export async function mount(root, { session }) {
     </section>`);
   const tbody = root.querySelector("tbody");
   const listErr = root.querySelector(".list-error");
-  const showListError = (msg) => { listErr.textContent = msg; listErr.hidden = !msg; };
+  const listOk = root.querySelector(".list-ok");
+  const showListError = (msg) => { listErr.textContent = msg; listErr.hidden = !msg; listOk.hidden = true; };
+  const showListOk = (msg) => { listOk.textContent = msg; listOk.hidden = !msg; };
 
   async function load() {
     const res = await api("/api/users");
@@ -43,6 +46,7 @@ export async function mount(root, { session }) {
         <td>${date(u.created_at)}</td>
         <td class="row end">
           <button type="button" class="password">Set password</button>
+          <button type="button" class="everywhere" title="End every session of this account now">Sign out everywhere</button>
           ${u.id === session.user.id ? "" : html`<button type="button" class="toggle ${u.is_active ? "danger" : ""}"
             data-active="${u.is_active ? "1" : "0"}">${u.is_active ? "Deactivate" : "Activate"}</button>`}
         </td>
@@ -68,6 +72,10 @@ export async function mount(root, { session }) {
           method: "PATCH", body: { is_active: e.target.dataset.active !== "1" },
         });
         await load();
+      } else if (e.target.matches("button.everywhere")) {
+        const name = tr.cells[0].textContent;
+        const res = await api(`/api/users/${tr.dataset.id}/sign-out-everywhere`, { method: "POST" });
+        showListOk(`${name}: ${res.revoked} session${res.revoked === 1 ? "" : "s"} ended.`);
       } else if (e.target.matches("button.password")) {
         const pw = prompt("New password for this account:");
         if (!pw) return;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -12,7 +13,7 @@ from .conftest import sign_in
 pytestmark = pytest.mark.browser
 
 NAV = {
-    "admin": ["Home", "Users"],
+    "admin": ["Home", "Datasets", "Review", "Runs", "Studies", "Users"],
     "researcher": ["Home", "Datasets", "Review", "Runs", "Studies"],
     "annotator": ["Home", "Annotate"],
 }
@@ -49,6 +50,15 @@ def test_each_role_gets_its_home_and_navigation(page, seeded, role):
         page.click("form.create-user button[type=submit]")
         expect(page.locator("form.create-user .form-ok")).to_contain_text("Created newbie")
         row = page.locator("table.users tbody tr", has_text="newbie")
+        # newbie logs in elsewhere; the admin ends that session from here
+        base = page.url.split("/#")[0]
+        token = httpx.post(
+            f"{base}/api/auth/login", json={"username": "newbie", "password": "maple-harbor-2417"}
+        ).json()["access_token"]
+        row.get_by_role("button", name="Sign out everywhere").click()
+        expect(page.locator(".list-ok")).to_have_text("newbie: 1 session ended.")
+        me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401
         row.locator("select.role").select_option("researcher")
         expect(row.locator("select.role")).to_have_value("researcher")
         row.get_by_role("button", name="Deactivate").click()
@@ -68,7 +78,7 @@ def test_each_role_gets_its_home_and_navigation(page, seeded, role):
         expect(page.get_by_role("button", name="Start annotating")).to_be_enabled()
 
     # pages of other roles are refused in the page, not only by the API
-    other = {"admin": "#/datasets", "researcher": "#/admin/users", "annotator": "#/admin/users"}[
+    other = {"admin": "#/annotate", "researcher": "#/admin/users", "annotator": "#/admin/users"}[
         role
     ]
     page.goto(f"/{other}")
@@ -87,3 +97,34 @@ def test_deep_link_returns_after_login(page, seeded):
     page.click("button[type=submit]")
     expect(page).to_have_url(re.compile(rf"#/datasets/{seeded['dataset_id']}$"))
     expect(page.locator("table.classes tbody tr")).to_have_count(2)
+
+
+def test_a_user_changes_their_password_on_the_account_page(page, seeded):
+    base_login = {"username": "annotator", "password": "annotator-pass"}
+    sign_in(page, "annotator")
+    base = page.url.split("/#")[0]
+    elsewhere = httpx.post(f"{base}/api/auth/login", json=base_login).json()["access_token"]
+    page.locator(".app-header .user-name").click()
+    expect(page).to_have_url(re.compile(r"#/account$"))
+    form = page.locator("form.change-password")
+    form.locator("input[name=current]").fill("annotator-pass")
+    form.locator("input[name=next]").fill("password1234")
+    form.locator("input[name=again]").fill("password1234")
+    form.get_by_role("button", name="Change password").click()
+    expect(form.locator(".form-error")).to_contain_text("too common")
+    form.locator("input[name=next]").fill("willow-canyon-88")
+    form.locator("input[name=again]").fill("willow-canyon-88")
+    form.get_by_role("button", name="Change password").click()
+    # the fixture's own logins and `elsewhere` end
+    expect(form.locator(".form-ok")).to_have_text(
+        re.compile(r"^Password changed\. \d+ other sessions? (was|were) signed out\.$")
+    )
+    other = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {elsewhere}"})
+    assert other.status_code == 401
+    assert page.request.get("/api/auth/me").status == 200  # this one stays
+    assert httpx.post(f"{base}/api/auth/login", json=base_login).status_code == 401
+    # and signing out everywhere ends this session too
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Sign out everywhere").click()
+    expect(page).to_have_url(re.compile(r"#/login"))
+    assert page.request.get("/api/auth/me").status == 401
