@@ -137,6 +137,19 @@ class Dataset(Base):
     )
 
 
+class DatasetAssignment(Base):
+    """An annotator assigned to a dataset. A dataset without any assignment is open to every
+    annotator; one with assignments is shown to, and queued for, those annotators only."""
+
+    __tablename__ = "dataset_assignments"
+    __table_args__ = (UniqueConstraint("dataset_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class DatasetClass(Base):
     __tablename__ = "dataset_classes"
     __table_args__ = (
@@ -336,6 +349,24 @@ class RunEpoch(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class RunBatch(Base):
+    """Training figures of a run reported every few batches (the live curves): the mean
+    loss and accuracy over the batches since the previous point, and the measured rate."""
+
+    __tablename__ = "run_batches"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"))
+    # batches done since the run began (over all epochs), at this point
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)  # 1-based, the epoch this point falls in
+    loss: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class Study(Base):
     __tablename__ = "studies"
     __table_args__ = (
@@ -454,6 +485,8 @@ class Response(Base):
     correct: Mapped[bool] = mapped_column(Boolean)
     # response time measured by the page, in milliseconds
     rt_ms: Mapped[float] = mapped_column(Float)
+    # the integer factor the stimuli were drawn at (nearest neighbour), as the page reported
+    display_scale: Mapped[int | None] = mapped_column(Integer)
     shown_at: Mapped[datetime | None] = mapped_column(Timestamp)
     answered_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
