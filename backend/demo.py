@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from backend.cli import DEMO_ACCOUNTS, migrate, seed_demo
@@ -46,6 +47,45 @@ def worker_command() -> list[str]:
         "-n",
         "demo-worker@%h",
     ]
+
+
+def _build_content(base: str, server: subprocess.Popen[bytes]) -> None:
+    """The demo's content (backend/demo_content.py), made once the server answers; its
+    progress is a bar in the terminal. The pages work meanwhile (the runs train live)."""
+    from tqdm import tqdm
+
+    from backend.demo_content import build
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
+    deadline = time.monotonic() + 120
+    while not _answers(base):
+        if server.poll() is not None or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+    bar = tqdm(total=100, desc="demo content", unit="%", leave=True)
+
+    def show(fraction: float, step: str) -> None:
+        bar.set_postfix_str(step)
+        bar.n = round(100 * fraction)
+        bar.refresh()
+
+    try:
+        build(base, DEMO_ACCOUNTS["researcher"], show)
+        show(1.0, "ready: every page has content")
+    except Exception:  # the demo goes on; the pages show what there is
+        _logger.exception("the demo content could not be made")
+    finally:
+        bar.close()
+
+
+def _answers(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def main() -> int:
@@ -102,6 +142,9 @@ def main() -> int:
         print(f"    {role:<11} {username} / {password}")
     print("  Ctrl-C stops the server and the worker.")
     print()
+    threading.Thread(
+        target=_build_content, args=(url.rstrip("/"), server), name="demo-content", daemon=True
+    ).start()
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

@@ -55,3 +55,15 @@ def test_agreement_perfect_and_disjoint():
     assert perfect["top_mass_in_mask"].item() == 1.0 and perfect["iou_top_k"].item() == 1.0
     disjoint = agreement_with_mask(1 - mask, mask)
     assert disjoint["iou_top_k"].item() == 0.0 and disjoint["top_mass_in_mask"].item() == 0.0
+
+
+def test_salience_samples_are_spread_over_the_classes():
+    from worker.sipat.salience_samples import spread_over_classes
+
+    labels = [0] * 50 + [1] * 30 + [2] * 20  # a class-sorted test set
+    picked = spread_over_classes(range(100), labels, 6)
+    assert [labels[i] for i in picked] == [0, 1, 2, 0, 1, 2]
+    assert len(set(picked)) == 6
+    # fewer classes than samples, or fewer candidates than n: all of them, no repeats
+    assert sorted(spread_over_classes([3, 60, 61], labels, 6)) == [3, 60, 61]
+    assert spread_over_classes([], labels, 6) == []

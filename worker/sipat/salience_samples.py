@@ -27,6 +27,22 @@ def _png(unit: np.ndarray, path: Path) -> None:
     Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img).save(path, "PNG")
 
 
+def spread_over_classes(candidates: Sequence[int], labels: Sequence[int], n: int) -> list[int]:
+    """Up to n of the candidate indices, taking one of each class in turn (in class order,
+    each class's candidates in their order), so that the samples show several classes
+    rather than the first class of a class-sorted test set."""
+    by_class: dict[int, list[int]] = {}
+    for i in candidates:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(q) for q in queues):
+        picked.extend(q[depth] for q in queues if depth < len(q) and len(picked) < n)
+        depth += 1
+    return picked
+
+
 def write_salience_samples(
     out_dir: Path,
     data_dir: Path,
@@ -35,15 +51,16 @@ def write_salience_samples(
     test_ids: Sequence[Any] | None = None,
     n: int = SAMPLES,
 ) -> dict[str, Any]:
-    """Write out_dir/salience/: for the first `n` test images with a human mask (or the first
-    `n` at all), s<j>_image.png, s<j>_model.png (Grad-CAM of out_dir/final.pt) and
-    s<j>_human.png, plus salience.json. `test_ids[i]` names test image i for the caller (the
-    app's image id); `agreement` is the run's overall salience agreement. Returns the record."""
+    """Write out_dir/salience/: for `n` test images with a human mask (or `n` at all), spread
+    over the classes (spread_over_classes), s<j>_image.png, s<j>_model.png (Grad-CAM of
+    out_dir/final.pt) and s<j>_human.png, plus salience.json. `test_ids[i]` names test
+    image i for the caller (the app's image id); `agreement` is the run's overall salience
+    agreement. Returns the record."""
     data = load_data(data_dir, cfg.image_size, cfg.test_fraction, cfg.seed)
     model = load_model_from_checkpoint(out_dir / "final.pt", cfg.device)
     test = data.test
     with_map = torch.nonzero(test.has_map).flatten().tolist()
-    pick = (with_map or list(range(len(test))))[:n]
+    pick = spread_over_classes(with_map or list(range(len(test))), test.labels.tolist(), n)
     folder = out_dir / "salience"
     folder.mkdir(exist_ok=True)
     samples = []
