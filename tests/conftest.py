@@ -62,7 +62,42 @@ os.environ.update(
 )
 
 
+# TEST_STORAGE=s3: every stored file goes to a real S3 server (SeaweedFS) this run starts;
+# the API side has no storage folder at all, and the workers' cache is a folder of its own,
+# so that nothing can pass by sharing disk. `make test` runs the storage suites this way too.
+S3_BUCKET = "sipat-test"
+_S3 = None
+if os.environ.get("TEST_STORAGE") == "s3":
+    from tests import s3_server
+
+    _S3 = s3_server.start(S3_BUCKET)
+    os.environ.update(
+        {
+            "STORAGE_URL": f"s3://{S3_BUCKET}/run-{os.getpid()}",
+            "S3_ENDPOINT_URL": _S3.endpoint,
+            "S3_ACCESS_KEY_ID": s3_server.ACCESS_KEY,
+            "S3_SECRET_ACCESS_KEY": s3_server.SECRET_KEY,
+            "STORAGE_DIR": str(_STORAGE / "api-side-unused"),
+            "WORKER_CACHE_DIR": tempfile.mkdtemp(prefix="sipat-test-worker-cache-"),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3 server's endpoint, with the bucket S3_BUCKET (the run's own, or one started
+    for this session)."""
+    global _S3
+    if _S3 is None:
+        from tests import s3_server
+
+        _S3 = s3_server.start(S3_BUCKET)
+    return _S3.endpoint
+
+
 def pytest_unconfigure(config):
+    if _S3 is not None:
+        _S3.stop()
     if _PRIVATE_DB is None:
         return
     import sqlalchemy as sa
@@ -84,6 +119,8 @@ PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator"
 
 def pytest_report_header(config):
     lines = []
+    if _S3 is not None:
+        lines.append(f"storage: {os.environ['STORAGE_URL']} on SeaweedFS at {_S3.endpoint}")
     try:
         import sqlalchemy as sa
 

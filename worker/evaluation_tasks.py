@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.core.queue import INEQUALITY_TASK
-from backend.core.storage import LocalStorage, get_storage
+from backend.core.storage import Storage, get_storage
 from backend.db import get_sessionmaker
 from backend.models import InequalityEvaluation, TrainingRun, utcnow
 from backend.services import runs as runs_service
@@ -53,7 +53,7 @@ class RunSource:
     data_dir: Path
     manifest: dict[str, Any]
 
-    def checkpoint(self, storage: LocalStorage) -> Path:
+    def checkpoint(self, storage: Storage) -> Path:
         key = self.run.checkpoint_key or runs_service.run_out_key(self.run.id)
         path = storage.path(key) / "final.pt"
         if not path.is_file():
@@ -80,7 +80,7 @@ def test_set_identity(source: RunSource) -> tuple:
     return ("seeded", all_ids, source.cfg.image_size, source.cfg.test_fraction, source.cfg.seed)
 
 
-def run_source(db: Session, storage: LocalStorage, run_id: int) -> RunSource:
+def run_source(db: Session, storage: Storage, run_id: int) -> RunSource:
     run = db.get(TrainingRun, run_id)
     if run is None:
         raise ValueError(f"run {run_id} does not exist")
@@ -123,7 +123,7 @@ def common_images(
 
 
 def evaluate(
-    db: Session, storage: LocalStorage, evaluation: InequalityEvaluation, device: str
+    db: Session, storage: Storage, evaluation: InequalityEvaluation, device: str
 ) -> dict[str, Any]:
     """Every inequality test of every run of the evaluation on one common image set."""
     from worker.sipat import load_data, load_model_from_checkpoint
@@ -163,7 +163,7 @@ def _claim(db: Session, evaluation_id: int) -> InequalityEvaluation | None:
     return evaluation
 
 
-def run_evaluation(db: Session, storage: LocalStorage, evaluation_id: int, device: str) -> str:
+def run_evaluation(db: Session, storage: Storage, evaluation_id: int, device: str) -> str:
     """Claim, evaluate and record one evaluation; returns the outcome."""
     evaluation = _claim(db, evaluation_id)
     if evaluation is None:

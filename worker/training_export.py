@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
-from backend.core.storage import LocalStorage
+from backend.core.config import get_settings
+from backend.core.storage import ContentCache, Storage
 from backend.models import Dataset, MaskSet, MaskSetItem
 from backend.services.mask_exchange import dataset_images
 
@@ -30,15 +31,26 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def write_training_export(
-    db: Session, storage: LocalStorage, dataset_id: int, mask_set_id: int | None, out_dir: Path
+    db: Session,
+    source: Storage | ContentCache,
+    dataset_id: int,
+    mask_set_id: int | None,
+    out_dir: Path,
 ) -> Path:
     """Write the training library's dataset folder and return the manifest's path.
 
     out_dir/manifest.json: {"format": "sipat-dataset/1", "dataset", "classes" (names by index),
     "mask_set": {"id", "hash"} | null, "images": [{"id", "file", "label", "split", "mask"}]};
-    images/<id>.<ext> hard-linked (or copied) from storage; masks/<id>.png the mask set's
-    consensus as 8-bit grey (0..255 = consensus in [0, 1]), for images in the mask set.
+    images/<id>.<ext> hard-linked (or copied) from the worker's cache of the store (by
+    content hash: a second export of the same images downloads nothing; from a local-folder
+    store, its own files); masks/<id>.png the mask set's consensus as 8-bit grey (0..255 =
+    consensus in [0, 1]), for images in the mask set.
     """
+    cache = (
+        source
+        if isinstance(source, ContentCache)
+        else ContentCache(source, get_settings().worker_cache_dir)
+    )
     dataset = db.get(Dataset, dataset_id)
     if dataset is None:
         raise ValueError(f"dataset {dataset_id} does not exist")
@@ -59,7 +71,7 @@ def write_training_export(
     for image in dataset_images(db, dataset):
         ext = PurePosixPath(image.storage_key).suffix or ".png"
         rel = f"images/{image.id}{ext}"
-        _link_or_copy(storage.path(image.storage_key), out_dir / rel)
+        _link_or_copy(cache.by_hash(image.storage_key, image.sha256), out_dir / rel)
         mask_rel = None
         item = items.get(image.id)
         if item is not None:

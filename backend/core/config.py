@@ -28,8 +28,22 @@ class Settings(BaseSettings):
     celery_result_backend: str = f"db+sqlite:///{ROOT / 'var' / 'celery-results.db'}"
     # folder used by the filesystem broker (embedded demo only)
     celery_broker_folder: Path = ROOT / "var" / "broker"
-    # root folder of stored files (images, checkpoints, stimuli); shared by API and workers
+    # where every stored file lives (images, uploads, checkpoints, metrics, stimuli, exports):
+    # empty for the local folder STORAGE_DIR (the embedded default), or s3://bucket/prefix
+    # for an S3-compatible object store (API and workers then share no disk)
+    storage_url: str = ""
+    # root folder of stored files when STORAGE_URL is empty
     storage_dir: Path = ROOT / "var" / "storage"
+    # the object store's endpoint (e.g. http://seaweedfs:8333, https://s3.eu-west-1.amazonaws.com);
+    # empty: AWS's own for the region
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    # credentials; empty: boto3's usual chain (AWS_ACCESS_KEY_ID..., an instance role)
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # a worker's local copy of what it reads from the store (dataset images by content hash,
+    # checkpoints), and its runs' working folders; never shared with the API
+    worker_cache_dir: Path = ROOT / "var" / "worker-cache"
     # signs login tokens (cookie and bearer); changing it signs everyone out
     secret_key: str = DEMO_SECRET
     # lifetime of a login session, in seconds (the session row's expires_at)
@@ -66,6 +80,13 @@ class Settings(BaseSettings):
     # where `make demo` serves the app
     demo_host: str = "127.0.0.1"
     demo_port: int = 8000
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://")):
+            raise ValueError("STORAGE_URL must be empty (the local folder) or s3://bucket[/prefix]")
+        return value
 
     @field_validator("environment")
     @classmethod

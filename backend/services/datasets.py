@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.errors import Conflict, Invalid, TooLarge, Unreadable
-from backend.core.storage import LocalStorage
+from backend.core.storage import Storage
 from backend.models import (
     Annotation,
     Dataset,
@@ -311,7 +311,7 @@ def _store_rows(
 
 def import_dataset(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     entries: Iterator[Entry],
     *,
     name: str,
@@ -373,12 +373,7 @@ def import_dataset(
     except BaseException:
         db.rollback()
         for key in written:
-            storage.path(key).unlink(missing_ok=True)
-        if written:
-            try:
-                storage.path(written[0]).parent.rmdir()
-            except OSError:
-                pass
+            storage.delete(key)
         raise
     masks = sum(1 for f in files if f.mask is not None)
     _logger.info(

@@ -16,8 +16,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.backend.study_support import make_dataset, make_run, ready_study
-from tests.backend.study_support import tiny_checkpoint  # noqa: F401 (a fixture)
+from tests.backend.study_support import (
+    make_dataset,
+    make_run,
+    ready_study,
+    tiny_checkpoint,  # noqa: F401 (a fixture)
+)
 from tests.conftest import seed_live_world
 
 pytestmark = pytest.mark.slow
