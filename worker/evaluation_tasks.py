@@ -29,11 +29,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.queue import INEQUALITY_TASK
-from backend.core.storage import Storage, get_storage
+from backend.core.storage import ContentCache, Storage, get_storage
 from backend.db import get_sessionmaker
 from backend.models import InequalityEvaluation, TrainingRun, utcnow
-from backend.services import runs as runs_service
+from worker import run_files
 from worker.celery_app import app
 from worker.training_tasks import library_config, pick_device
 
@@ -54,11 +55,11 @@ class RunSource:
     manifest: dict[str, Any]
 
     def checkpoint(self, storage: Storage) -> Path:
-        key = self.run.checkpoint_key or runs_service.run_out_key(self.run.id)
-        path = storage.path(key) / "final.pt"
-        if not path.is_file():
-            raise ValueError(f"run {self.run.id} has no final model ({path.name} is missing)")
-        return path
+        return run_files.final_checkpoint(ContentCache(storage, _cache_dir()), self.run)
+
+
+def _cache_dir() -> Path:
+    return get_settings().worker_cache_dir
 
 
 def export_test_ids(manifest: dict[str, Any]) -> list[int] | None:
@@ -86,9 +87,10 @@ def run_source(db: Session, storage: Storage, run_id: int) -> RunSource:
         raise ValueError(f"run {run_id} does not exist")
     if run.state != "succeeded":
         raise ValueError(f"run {run_id} has not finished successfully ({run.state})")
-    data_dir = storage.path(runs_service.run_data_key(run.id))
-    if not (data_dir / "manifest.json").is_file():
-        raise ValueError(f"run {run_id}: the dataset export it trained on is missing")
+    try:
+        data_dir = run_files.read_export(db, storage, ContentCache(storage, _cache_dir()), run.id)
+    except FileNotFoundError as exc:
+        raise ValueError(f"run {run_id}: the dataset export it trained on is missing") from exc
     manifest = json.loads((data_dir / "manifest.json").read_text())
     return RunSource(run, library_config(run, storage, data_dir, "cpu"), data_dir, manifest)
 
