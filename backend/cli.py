@@ -31,7 +31,7 @@ from tqdm import tqdm
 from backend.core.config import ROOT, get_settings
 from backend.core.errors import DomainError
 from backend.core.security import hash_password, password_problem
-from backend.core.storage import get_storage
+from backend.core.storage import S3Storage, get_storage
 from backend.db import session_scope
 from backend.models import ROLES, Dataset, User
 from backend.services.dataset_formats import Entry
@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         help="test share of a tree without an official split (default 0.2)",
     )
     sub.add_parser("seed-demo", help="demo accounts and datasets (idempotent)")
+    sub.add_parser(
+        "ensure-bucket",
+        help="create STORAGE_URL's bucket if it does not exist (object storage only)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -169,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imported dataset {args.name!r} (id {dataset_id})")
         elif args.command == "seed-demo":
             seed_demo()
+        elif args.command == "ensure-bucket":
+            storage = get_storage()
+            if isinstance(storage, S3Storage):
+                storage.ensure_bucket()
+                print(f"bucket {storage.bucket!r} is ready")
+            else:
+                print("the store is a local folder: no bucket to make")
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

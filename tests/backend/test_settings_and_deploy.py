@@ -57,7 +57,7 @@ def test_compose_file_validates_and_wires_services():
 
     cfg = yaml.safe_load(result.stdout)
     services = cfg["services"]
-    assert set(services) == {"postgres", "redis", "api", "worker"}
+    assert set(services) == {"postgres", "redis", "objectstore", "api", "worker"}
     worker = services["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
@@ -70,10 +70,16 @@ def test_compose_file_validates_and_wires_services():
         env_vars = services[name]["environment"]
         assert env_vars["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env_vars["CELERY_BROKER_URL"].startswith("redis://")
-        assert any(
-            str(v).endswith(":/data/storage") or "/data/storage" in json.dumps(v)
-            for v in services[name]["volumes"]
-        )
+        # every file through the object store: no volume shared by the API and the worker
+        assert env_vars["STORAGE_URL"].startswith("s3://")
+        assert env_vars["S3_ENDPOINT_URL"] == "http://objectstore:8333"
+        assert "objectstore" in services[name]["depends_on"]
+    api_volumes = {str(v.get("source") if isinstance(v, dict) else v).split(":")[0]
+                   for v in services["api"].get("volumes", [])}  # fmt: skip
+    worker_volumes = {str(v.get("source") if isinstance(v, dict) else v).split(":")[0]
+                      for v in worker.get("volumes", [])}  # fmt: skip
+    assert not api_volumes & worker_volumes
+    assert worker["environment"]["WORKER_CACHE_DIR"] == "/cache"
 
 
 def test_compose_refuses_missing_secret():
