@@ -37,12 +37,14 @@ test: install-test system-test-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
-## evaluation attacks, the stream loader against PGD-AT at 224 px, then concurrent mask saves.
+## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and
+## the web side at lab scale on PostgreSQL (200,000 images, 100,000 masks, 3,000 runs).
 bench: install-test
 	$(PY) -m worker.sipat.bench
 	$(PY) -m worker.sipat.bench_eval
 	$(PY) -m worker.sipat.bench_loader
 	$(PY) -m backend.benchmarks.mask_save
+	$(PY) -m backend.benchmarks.scale
 
 ## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
 gpu-check: install-test
