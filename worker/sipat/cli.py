@@ -69,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_epoch=lambda _epoch, _total, m: print(json.dumps(m), flush=True),
     )
-    print(json.dumps({"final": result["final"], "out": str(out)}))
+    if result:  # under torchrun only rank 0 has the results (the other ranks return {})
+        print(json.dumps({"final": result["final"], "out": str(out)}))
     return 0
 
 
