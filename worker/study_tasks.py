@@ -4,9 +4,11 @@ chosen run's checkpoint at each epsilon of the study.
 The task is an adapter: the studies service (backend.services.studies.stimuli) says what is
 missing and stores each stimulus with the study's progress; the training library
 (worker.sipat.stimuli) attacks and quantises the pixels, and the service encodes them as the
-uncompressed PNG every participant is served (stimuli.encode_stimulus). Idempotent: a
-stimulus whose row exists is skipped, so a redelivered task continues where the previous
-delivery stopped. Progress is written after every image.
+uncompressed PNG every participant is served (stimuli.encode_stimulus). Then each run's
+model's robust accuracy is measured at the study's own epsilons on the study's main images
+(sipat.stimuli.robust_accuracy_at), so that the human and model curves share their points.
+Idempotent: a stimulus whose row exists is skipped, so a redelivered task continues where
+the previous delivery stopped. Progress is written after every image.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
@@ -39,7 +42,7 @@ def generate_stimuli(
     Marks the study ready at the end, or failed (with the error) if anything goes wrong."""
     from worker.sipat import load_model_from_checkpoint
     from worker.sipat.checkpoint import load_checkpoint
-    from worker.sipat.stimuli import attack_and_quantise, to_chw, to_hwc
+    from worker.sipat.stimuli import attack_and_quantise, robust_accuracy_at, to_chw, to_hwc
 
     study = db.get(Study, study_id)
     if study is None:
@@ -90,6 +93,39 @@ def generate_stimuli(
             progress = stimuli.record_progress(db, generation)
             if on_progress is not None:
                 on_progress(progress)
+        if not stimuli.has_model_accuracy(study):
+            # the model's curve at the study's own epsilons, on the images people judge
+            image_ids = stimuli.model_accuracy_images(study)
+            sources = [stimuli.source_image(db, i) for i in image_ids]
+            batch = np.stack(
+                [to_chw(stimuli.source_pixels(storage, im, channels, size)) for im in sources]
+            )
+            restarts = stimuli.MODEL_EVAL_RESTARTS
+            per_run = {}
+            for run_id in runs:
+                model, spec = model_of(run_id)
+                labels = [stimuli.model_label(im, spec.get("classes")) for im in sources]
+                per_run[run_id] = robust_accuracy_at(
+                    model,
+                    batch,
+                    labels,
+                    stimuli.model_accuracy_epsilons(study),
+                    steps=int(attack["steps"]),
+                    alpha_ratio=float(attack["alpha_ratio"]),
+                    restarts=restarts,
+                    seed=generation.seed + run_id,
+                    device=device,
+                )
+            stimuli.record_model_accuracy(
+                db,
+                study,
+                per_run,
+                n_images=len(image_ids),
+                steps=int(attack["steps"]),
+                restarts=restarts,
+                alpha_ratio=float(attack["alpha_ratio"]),
+                quantised=True,
+            )
         stimuli.finish_generation(db, storage, study, size)
         _logger.info(
             "study %s: %d stimuli made, %d in all", study.id, generation.made, generation.total

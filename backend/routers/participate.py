@@ -16,6 +16,7 @@ from backend.schemas.studies import (
     AnswerIn,
     AnswerOut,
     CompletionOut,
+    DeviceCheck,
     DeviceInfo,
     ExamplePayload,
     SessionStart,
@@ -71,7 +72,7 @@ def consent(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     return participation.session_state(db, session)
 
 
-@router.post("/{session_token}/device")
+@router.post("/{session_token}/device", response_model=DeviceCheck)
 def device(session: ParticipantDep, body: DeviceInfo, db: SessionDep) -> dict[str, Any]:
     """Record screen size and pixel ratio; say whether the window is large enough."""
     return participation.record_device(db, session, body.model_dump())
@@ -94,7 +95,9 @@ def answer(
     session: ParticipantDep, trial_id: str, body: AnswerIn, db: SessionDep
 ) -> dict[str, Any]:
     """Store one answer (repeating it returns the same result)."""
-    return participation.answer_trial(db, session, trial_id, body.answer, body.rt_ms, body.shown_at)
+    return participation.answer_trial(
+        db, session, trial_id, body.answer, body.rt_ms, body.shown_at, body.display_scale
+    )
 
 
 @router.post("/{session_token}/complete", response_model=CompletionOut)

@@ -13,6 +13,9 @@ from backend.core.openapi import PNG, content
 from backend.deps import DB_INT_MAX, PathId, ResearcherUser, SessionDep, StorageDep, StudyDep
 from backend.models import Study
 from backend.schemas.studies import (
+    DeviceCheck,
+    DeviceInfo,
+    ParticipantPreview,
     SourceRunsPublic,
     StimuliPreviewPublic,
     StimulusPurpose,
@@ -21,7 +24,7 @@ from backend.schemas.studies import (
     StudyDetail,
     StudyPublic,
 )
-from backend.services.studies import analysis, design, preview
+from backend.services.studies import analysis, design, participation, preview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -157,6 +160,28 @@ def stimulus_image(
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )
+
+
+@router.get("/{study_id}/preview-session", response_model=ParticipantPreview)
+def participant_preview(
+    study: StudyDep,
+    db: SessionDep,
+    condition_index: Annotated[
+        int, Query(ge=0, le=DB_INT_MAX, description="the participant slot to preview")
+    ] = 0,
+) -> dict[str, Any]:
+    """The whole participant flow (texts, example, every trial of one participant slot) for
+    the researcher to try; nothing is stored and no participant is counted. 409 before the
+    stimuli are made."""
+    return preview.participant_preview(db, study, condition_index)
+
+
+@router.post("/{study_id}/preview-device", response_model=DeviceCheck)
+def preview_device(study: StudyDep, body: DeviceInfo) -> dict[str, Any]:
+    """The participant's device check for the researcher's preview: the same rules, nothing
+    stored."""
+    problems = participation.device_problems(study, body.model_dump())
+    return {"ok": not problems, "problems": problems, "stage": "preview"}
 
 
 ROUTERS = [router]

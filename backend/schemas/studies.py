@@ -215,6 +215,14 @@ class StudyInfo(BaseModel):
     texts: StudyTexts
     image_width: int
     image_height: int
+    # stimuli smaller than this many CSS pixels are drawn enlarged by an integer factor
+    # (nearest neighbour): the largest number of device pixels per image pixel that keeps
+    # them within it, at least 1
+    display_target: int
+    # that factor at a device pixel ratio of 1
+    display_scale: int
+    # the smallest window for the images as drawn, at a device pixel ratio of 1 (the device
+    # check uses the participant's own)
     min_window_width: int
     min_window_height: int
 
@@ -256,6 +264,17 @@ class AnswerIn(BaseModel):
     rt_ms: float = Field(ge=0, le=3_600_000)
     # when the images appeared, by the browser's clock
     shown_at: datetime | None = None
+    # the integer factor the images were drawn at: device pixels per image pixel (nearest
+    # neighbour); None when the page did not say
+    display_scale: int | None = Field(default=None, ge=1, le=64, strict=True)
+
+
+class DeviceCheck(BaseModel):
+    # the device can take the study
+    ok: bool
+    # why not, one sentence each (the window size needed is named)
+    problems: list[str]
+    stage: str
 
 
 class AnswerOut(BaseModel):
@@ -305,3 +324,25 @@ class StimuliPreviewPublic(BaseModel):
     offset: int
     # every stimulus of the study, by purpose (filters not applied)
     by_purpose: dict[str, int]
+
+
+# ---- the researcher's run through the participant's flow ------------------------------------
+
+
+class PreviewTrial(TrialPayload):
+    # the right answer, so that the researcher's page judges practice answers itself
+    correct_answer: str
+
+
+class ParticipantPreview(BaseModel):
+    """The participant's flow as participant number `condition_index` would see it, for the
+    researcher; nothing of it is stored."""
+
+    study_id: int
+    condition_index: int
+    info: StudyInfo
+    example: ExamplePayload
+    trials: list[PreviewTrial]
+    practice_total: int
+    main_total: int
+    completion_url: str | None

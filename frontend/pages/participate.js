@@ -3,7 +3,13 @@
 // Usage: loaded by participate.html; no login. The session token is kept in localStorage and in
 // the URL hash, so a reload resumes at the next unanswered trial. Every answer is sent as soon
 // as it is given (kept in localStorage until the server confirms it) and retried until stored.
-// Images are drawn on canvases at 1 image pixel = 1 device pixel (CSS size = natural / dpr).
+// Images smaller than the study's display target (info.display_target CSS px) are enlarged by
+// an integer factor k (device pixels per image pixel), each image pixel copied into a k x k
+// square on a canvas of exactly k x natural device pixels (CSS size k x natural / dpr), so
+// the browser never interpolates and the perturbation's pixels stay exact; k is sent with
+// every answer (display_scale).
+// Preview (/s/<link>?preview=<study id>, opened by the researcher's study page): the same
+// flow run from the researcher's preview route, answers kept in memory, nothing stored.
 
 import { html, render } from "../lib/html.js";
 
@@ -17,10 +23,13 @@ const prolific = {
 };
 const STORE_KEY = `study-session:${linkToken}:${prolific.prolific_pid || ""}`;
 const PENDING_KEY = (token) => `study-answer:${token}`;
+// the researcher's preview: the study's id, or null for a participant
+const previewStudy = /^[0-9]+$/.test(params.get("preview") || "") ? params.get("preview") : null;
 
 let info = null;
 let token = null;
 let keyHandler = null;
+let flow = null;
 
 class HttpError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -84,36 +93,111 @@ function storedToken() {
   try { return localStorage.getItem(STORE_KEY); } catch { return null; }
 }
 
+/** The participant's flow against the server: a session per link (and PROLIFIC_PID). */
+function liveFlow() {
+  const at = (path) => `/api/participate/${encodeURIComponent(token)}${path}`;
+  return {
+    preview: false,
+    async begin() {
+      if (!linkToken) throw new HttpError(400, "This study link is not complete.");
+      info = await call(`/api/participate/links/${encodeURIComponent(linkToken)}`);
+      let state = null;
+      const kept = storedToken();
+      if (kept) {
+        try { state = await call(`/api/participate/${encodeURIComponent(kept)}`); token = kept; } catch { state = null; }
+      }
+      if (!state) {
+        state = await call(`/api/participate/links/${encodeURIComponent(linkToken)}/sessions`,
+          { method: "POST", body: prolific });
+        rememberToken(state.token);
+      } else {
+        rememberToken(token);
+      }
+      await resendPending();
+      return state;
+    },
+    state: () => persist(at("")),
+    consent: () => persist(at("/consent"), { method: "POST" }),
+    device: (body) => persist(at("/device"), { method: "POST", body }),
+    example: () => call(at("/example")),
+    trials: async () => (await persist(at("/trials"))).data,
+    answer: (trial, body, onWait) => {
+      try { localStorage.setItem(PENDING_KEY(token), JSON.stringify({ trial: trial.id, body })); } catch { /* ignore */ }
+      return persist(at(`/trials/${trial.id}/answer`), { method: "POST", body }, onWait).then((res) => {
+        try { localStorage.removeItem(PENDING_KEY(token)); } catch { /* ignore */ }
+        return res;
+      });
+    },
+    complete: () => persist(at("/complete"), { method: "POST" }),
+  };
+}
+
+/** The researcher's preview: the same screens, from one stateless route; answers stay here. */
+function previewFlow(studyId) {
+  let data = null;
+  let stage = "consent";
+  const answers = new Map(); // trial id -> answer
+  const done = (phase) => data.trials.filter((t) => t.phase === phase && answers.has(t.id)).length;
+  const state = () => ({
+    stage, design: info.design,
+    practice_total: data.practice_total, practice_done: done("practice"),
+    main_total: data.main_total, main_done: done("main"),
+    completion_code: stage === "completed" ? "PREVIEW" : null, completion_url: null,
+  });
+  return {
+    preview: true,
+    async begin() {
+      data = await call(`/api/studies/${studyId}/preview-session`);
+      info = data.info;
+      return state();
+    },
+    state: async () => state(),
+    consent: async () => { stage = "device"; return state(); },
+    device: async (body) => {
+      const res = await call(`/api/studies/${studyId}/preview-device`, { method: "POST", body });
+      if (res.ok) stage = data.practice_total ? "practice" : "main";
+      return res;
+    },
+    example: async () => data.example,
+    trials: async () => data.trials.filter((t) => !answers.has(t.id)),
+    answer: async (trial, body) => {
+      answers.set(trial.id, body.answer);
+      const left = data.trials.filter((t) => !answers.has(t.id));
+      stage = !left.length ? "debrief" : left.some((t) => t.phase === "practice") ? "practice" : "main";
+      const own = data.trials.find((t) => t.id === trial.id);
+      return {
+        trial: trial.id, stored: false, stage, remaining: left.length,
+        feedback: own.phase === "practice" ? body.answer === own.correct_answer : null,
+      };
+    },
+    complete: async () => { stage = "completed"; return { completion_code: "PREVIEW", completion_url: null }; },
+    completionUrl: () => data.completion_url,
+  };
+}
+
+function previewBanner() {
+  const p = document.createElement("p");
+  p.className = "preview-banner";
+  p.setAttribute("role", "status");
+  p.textContent = "Preview as participant: this is what a participant sees. Nothing you do here is stored and no participant is counted.";
+  document.body.prepend(p);
+}
+
 async function start() {
-  if (!linkToken) return fail("This study link is not complete.");
+  flow = previewStudy ? previewFlow(previewStudy) : liveFlow();
+  if (flow.preview) previewBanner();
+  let state;
   try {
-    info = await call(`/api/participate/links/${encodeURIComponent(linkToken)}`);
+    state = await flow.begin();
   } catch (err) {
     return fail(err.message);
   }
-  document.title = info.name;
-  let state = null;
-  const kept = storedToken();
-  if (kept) {
-    try { state = await call(`/api/participate/${encodeURIComponent(kept)}`); token = kept; } catch { state = null; }
-  }
-  if (!state) {
-    try {
-      state = await call(`/api/participate/links/${encodeURIComponent(linkToken)}/sessions`,
-        { method: "POST", body: prolific });
-    } catch (err) {
-      return fail(err.message);
-    }
-    rememberToken(state.token);
-  } else {
-    rememberToken(token);
-  }
-  await resendPending();
+  document.title = flow.preview ? `Preview: ${info.name}` : info.name;
   step(state);
 }
 
 async function refresh() {
-  step(await persist(`/api/participate/${encodeURIComponent(token)}`));
+  step(await flow.state());
 }
 
 function step(state) {
@@ -140,7 +224,7 @@ function consent() {
     <p><button class="primary" data-act="agree">I agree to take part</button>
        <button data-act="decline">I do not agree</button></p></div>`);
   root.querySelector("[data-act=agree]").addEventListener("click", async () => {
-    try { step(await persist(`/api/participate/${token}/consent`, { method: "POST" })); } catch (err) { fail(err.message); }
+    try { step(await flow.consent()); } catch (err) { fail(err.message); }
   });
   root.querySelector("[data-act=decline]").addEventListener("click", () => {
     show(html`<div class="card"><p>Thank you. You have not taken part; you can close this page.</p></div>`);
@@ -162,7 +246,7 @@ async function deviceCheck() {
   };
   let res;
   try {
-    res = await persist(`/api/participate/${token}/device`, { method: "POST", body });
+    res = await flow.device(body);
   } catch (err) {
     return fail(err.message);
   }
@@ -170,6 +254,7 @@ async function deviceCheck() {
   show(html`<div class="card device">
     <h2>Your screen</h2>
     ${res.problems.map((p) => html`<p class="error">${p}</p>`)}
+    <p class="muted">The images are shown enlarged (up to ${info.display_target} pixels across) so that every detail is visible; they must fit in the window.</p>
     <p><button class="primary" data-act="again">Check again</button></p></div>`);
   root.querySelector("[data-act=again]").addEventListener("click", deviceCheck);
 }
@@ -184,18 +269,47 @@ function loadImage(url) {
   });
 }
 
-/** A canvas showing `img` at its native pixels: one image pixel per device pixel. */
-function nativeCanvas(img) {
+/** Device pixels per image pixel for a w x h image: the largest integer that keeps it within
+ * info.display_target CSS pixels, at least 1 (the server's participation.display_scale). */
+function displayScale(w, h) {
+  const dpr = Math.min(Math.max(window.devicePixelRatio || 1, 0.25), 16); // as the server clamps it
+  return Math.max(1, Math.floor((info.display_target * dpr) / Math.max(w, h, 1) + 1e-9));
+}
+
+/** A canvas showing `img` enlarged by the integer `k` (displayScale), nearest neighbour: each
+ * image pixel becomes a k x k square of device pixels, copied here rather than left to the
+ * browser's scaler, on a canvas exactly k x natural device pixels in size. */
+function scaledCanvas(img, k) {
+  const w = img.naturalWidth, h = img.naturalHeight;
   const dpr = window.devicePixelRatio || 1;
+  const src = document.createElement("canvas");
+  src.width = w;
+  src.height = h;
+  const sctx = src.getContext("2d", { willReadFrequently: true });
+  sctx.drawImage(img, 0, 0);
+  const from = new Uint32Array(sctx.getImageData(0, 0, w, h).data.buffer);
   const c = document.createElement("canvas");
-  c.width = img.naturalWidth;
-  c.height = img.naturalHeight;
-  c.style.width = `${img.naturalWidth / dpr}px`;
-  c.style.height = `${img.naturalHeight / dpr}px`;
+  c.width = w * k;
+  c.height = h * k;
+  const out = new ImageData(w * k, h * k);
+  const to = new Uint32Array(out.data.buffer);
+  for (let y = 0; y < h * k; y++) {
+    const row = Math.floor(y / k) * w, base = y * w * k;
+    for (let x = 0; x < w * k; x++) to[base + x] = from[row + Math.floor(x / k)];
+  }
   const ctx = c.getContext("2d");
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(img, 0, 0);
+  ctx.putImageData(out, 0, 0);
+  c.style.width = `${(w * k) / dpr}px`;
+  c.style.height = `${(h * k) / dpr}px`;
+  c.dataset.scale = String(k);
+  c.dataset.src = img.src;
   return c;
+}
+
+/** The one factor for a trial's images (they share one size). */
+function trialScale(images) {
+  return Math.min(...images.map((img) => displayScale(img.naturalWidth, img.naturalHeight)));
 }
 
 function answerHelp() {
@@ -214,10 +328,11 @@ async function instructions(state) {
     <p><button class="primary" data-act="begin">${state.practice_total ? "Start the practice" : "Start"}</button></p></div>`);
   root.querySelector("[data-act=begin]").addEventListener("click", () => trials(state));
   try {
-    const ex = await call(`/api/participate/${token}/example`);
+    const ex = await flow.example();
     const [a, b] = await Promise.all([loadImage(ex.original), loadImage(ex.changed)]);
-    root.querySelector("[data-slot=original]").prepend(nativeCanvas(a));
-    root.querySelector("[data-slot=changed]").prepend(nativeCanvas(b));
+    const k = trialScale([a, b]);
+    root.querySelector("[data-slot=original]").prepend(scaledCanvas(a, k));
+    root.querySelector("[data-slot=changed]").prepend(scaledCanvas(b, k));
   } catch { /* the example is a help, not a requirement */ }
 }
 
@@ -242,7 +357,7 @@ async function trials(state) {
   show(html`<p class="progress">Loading the images…</p>`);
   let list;
   try {
-    list = (await persist(`/api/participate/${token}/trials`)).data;
+    list = await flow.trials();
   } catch (err) {
     return fail(err.message);
   }
@@ -280,6 +395,7 @@ function runTrial(trial, images, total) {
     let shownAt = null;
     let answered = false;
     const buttons = [...root.querySelectorAll("[data-answer]")];
+    const scale = trialScale(images);
 
     async function answer(value) {
       if (answered || t0 === null) return;
@@ -287,18 +403,15 @@ function runTrial(trial, images, total) {
       const rt = performance.now() - t0;
       buttons.forEach((b) => { b.disabled = true; });
       setKeys(null);
-      const body = { answer: value, rt_ms: Math.round(rt * 10) / 10, shown_at: shownAt };
-      try { localStorage.setItem(PENDING_KEY(token), JSON.stringify({ trial: trial.id, body })); } catch { /* ignore */ }
+      const body = { answer: value, rt_ms: Math.round(rt * 10) / 10, shown_at: shownAt, display_scale: scale };
       const fb = root.querySelector(".feedback");
       let res;
       try {
-        res = await persist(`/api/participate/${token}/trials/${trial.id}/answer`, { method: "POST", body },
-          () => { fb.textContent = "Saving your answer… (retrying)"; });
+        res = await flow.answer(trial, body, () => { fb.textContent = "Saving your answer… (retrying)"; });
       } catch (err) {
         if (err.status === 409) { refresh(); resolve(null); return; }
         fail(err.message); resolve(null); return;
       }
-      try { localStorage.removeItem(PENDING_KEY(token)); } catch { /* ignore */ }
       if (res.feedback !== null && res.feedback !== undefined) {
         fb.textContent = res.feedback ? "Correct!" : "Not quite.";
         await new Promise((r) => setTimeout(r, 900));
@@ -318,7 +431,7 @@ function runTrial(trial, images, total) {
       if (v && !e.repeat) { e.preventDefault(); answer(v); }
     });
     buttons.forEach((b) => b.addEventListener("click", () => answer(b.dataset.answer)));
-    images.forEach((img) => stage.appendChild(nativeCanvas(img)));
+    images.forEach((img) => stage.appendChild(scaledCanvas(img, scale)));
     // the response time starts when the images are on screen: after the next paint
     requestAnimationFrame(() => requestAnimationFrame(() => {
       t0 = performance.now();
@@ -334,7 +447,7 @@ function debrief() {
   root.querySelector("[data-act=finish]").addEventListener("click", async (e) => {
     e.target.disabled = true;
     try {
-      const done = await persist(`/api/participate/${token}/complete`, { method: "POST" });
+      const done = await flow.complete();
       completed(done.completion_code, done.completion_url);
     } catch (err) {
       if (err.status === 409) refresh(); else fail(err.message);
@@ -343,6 +456,14 @@ function debrief() {
 }
 
 function completed(code, url) {
+  if (flow.preview) {
+    const next = flow.completionUrl();
+    show(html`<div class="card done"><h2>All done (preview)</h2>
+      <p>A participant would now see their completion code${next ? " and be sent back to Prolific" : ""}.
+        Nothing of this preview was stored.</p><p><span class="code">${code}</span></p>
+      ${next ? html`<p class="muted">Participants are sent to: <span class="url">${next}</span></p>` : ""}</div>`);
+    return;
+  }
   show(html`<div class="card done"><h2>All done</h2>
     <p>Your completion code:</p><p><span class="code">${code}</span></p>
     ${url ? html`<p class="muted">Taking you back to Prolific in a moment… <a href="${url}">Continue now</a></p>` : ""}</div>`);

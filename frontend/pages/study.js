@@ -1,4 +1,5 @@
-// One study (#/studies/<id>): state, stimulus generation progress, participant link, open/close,
+// One study (#/studies/<id>): state, stimulus generation progress, the participant link (copy
+// button, Prolific's placeholders explained, "preview as participant"), open/close,
 // and the results: human detection per epsilon (with 95% intervals and the fitted curve) drawn
 // beside each run's robust accuracy on the same epsilon axis; exclusions; CSV export. Once
 // stimuli exist, a preview: per run, the first few main images at every epsilon of the grid, at
@@ -10,6 +11,26 @@ import { number as num, percent as pct, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
 import { loadStudyCss } from "./studies.js";
+
+/** The model's curve drawn beside people's: its robust accuracy at the study's own epsilons
+ * (measured when the stimuli were made), else, for older studies, the run's evaluation. */
+function modelCurve(r) {
+  if (r.model_accuracy && r.model_accuracy.points.length) return r.model_accuracy.points;
+  return r.robust_accuracy || [];
+}
+
+/** "PGD-20, 2 restarts, on 12 images": how the model's numbers were measured. */
+function modelMethod(m) {
+  return `PGD-${m.steps}, ${m.restarts} restart${m.restarts === 1 ? "" : "s"}, on ${m.n_images} image${m.n_images === 1 ? "" : "s"}`;
+}
+
+/** A threshold (or an interval bound) as text: a number only inside the tested grid. */
+function thresholdText(value, beyond) {
+  if (value !== null && value !== undefined) return `${num(value)} /255`;
+  if (beyond === "above") return "above the largest epsilon tested";
+  if (beyond === "below") return "below the smallest epsilon tested";
+  return "not reached";
+}
 
 const COLORS = ["#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309", "#0e7490", "#be185d", "#4d7c0f"];
 
@@ -24,7 +45,7 @@ function plot(results) {
   const all = new Set();
   for (const r of results.runs) {
     r.points.forEach((p) => all.add(p.epsilon_255));
-    (r.robust_accuracy || []).forEach((p) => all.add(p.epsilon_255));
+    modelCurve(r).forEach((p) => all.add(p.epsilon_255));
   }
   const maxE = Math.max(1, ...all);
   // log-like axis that keeps 0: x = log2(1 + eps)
@@ -60,10 +81,11 @@ function plot(results) {
       parts.push(`<line x1="${sx(p.epsilon_255)}" x2="${sx(p.epsilon_255)}" y1="${sy(p.ci_low)}" y2="${sy(p.ci_high)}" stroke="${c}"/>`);
       parts.push(`<circle cx="${sx(p.epsilon_255)}" cy="${sy(rate(p))}" r="4" fill="${c}"><title>${p.n} trials</title></circle>`);
     }
-    if (r.robust_accuracy && r.robust_accuracy.length) {
-      const pts = r.robust_accuracy.map((p) => `${sx(p.epsilon_255).toFixed(1)},${sy(p.accuracy).toFixed(1)}`);
-      parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" stroke-dasharray="7 4" points="${pts.join(" ")}"/>`);
-      r.robust_accuracy.forEach((p) => parts.push(`<rect x="${sx(p.epsilon_255) - 3}" y="${sy(p.accuracy) - 3}" width="6" height="6" fill="#fff" stroke="${c}"/>`));
+    const model = modelCurve(r);
+    if (model.length) {
+      const pts = model.map((p) => `${sx(p.epsilon_255).toFixed(1)},${sy(p.accuracy).toFixed(1)}`);
+      parts.push(`<polyline class="model-curve" fill="none" stroke="${c}" stroke-width="2" stroke-dasharray="7 4" points="${pts.join(" ")}"/>`);
+      model.forEach((p) => parts.push(`<rect class="model-point" x="${sx(p.epsilon_255) - 3}" y="${sy(p.accuracy) - 3}" width="6" height="6" fill="#fff" stroke="${c}"><title>model ${pct(p.accuracy)} at ${round(p.epsilon_255, 2)}/255</title></rect>`));
     }
   });
   // every value above is a number computed here; no user text goes into this markup
@@ -71,33 +93,91 @@ function plot(results) {
     aria-label="Human detection and model robust accuracy per epsilon">${parts.join("")}</svg>`);
 }
 
+function modelHeader(r) {
+  return r.model_accuracy
+    ? html`model robust acc.<br><span class="muted small">${modelMethod(r.model_accuracy)}</span>`
+    : html`model robust acc.<br><span class="muted small">run's evaluation</span>`;
+}
+
+function intervalText(f) {
+  if (!f.n_boot) return "no interval: it needs at least two participants";
+  return `95% bootstrap interval ${thresholdText(f.threshold_ci_low, f.threshold_ci_low_beyond)} – ${thresholdText(f.threshold_ci_high, f.threshold_ci_high_beyond)}, ${f.n_boot} resamples of participants`;
+}
+
 function resultsView(res) {
   const is2afc = res.design === "2afc";
+  const older = res.runs.some((r) => !r.model_accuracy);
   return html`
     <p>${res.participants.total} participants, ${res.participants.completed} completed, ${res.participants.included} included in the analysis.</p>
     <div class="legend">${res.runs.map((r, i) => html`<span><i style="background:${COLORS[i % COLORS.length]}"></i>${r.run_name} (${r.method})</span>`)}
-      <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed: model robust accuracy${res.runs.some((r) => !r.robust_accuracy) ? " (not recorded for some runs)" : ""}</span></div>
+      <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed: model robust accuracy at the study's epsilons${older ? " (older study: the runs' own evaluation where recorded)" : ""}</span></div>
     ${plot(res)}
     ${res.runs.map((r) => html`
       <h3>${r.run_name}</h3>
-      <p>Threshold (${is2afc ? "75% correct" : "halfway between false alarms and the upper asymptote"}):
-        <strong>${r.fit && r.fit.threshold_255 !== null ? num(r.fit.threshold_255) + " /255" : "not reached"}</strong>
-        ${r.fit ? html`(95% bootstrap interval ${num(r.fit.threshold_ci_low)} – ${r.fit.threshold_ci_high === null ? "above the grid" : num(r.fit.threshold_ci_high)}, ${r.fit.n_boot} resamples of participants)` : ""}</p>
-      <table class="data"><thead><tr><th class="num">eps /255</th><th class="num">trials</th>
+      <p class="threshold">Threshold (${is2afc ? "75% correct" : "halfway between false alarms and the upper asymptote"}):
+        <strong>${r.fit ? thresholdText(r.fit.threshold_255, r.fit.threshold_beyond) : "no fit yet"}</strong>
+        ${r.fit ? html`(${intervalText(r.fit)})` : ""}</p>
+      <table class="data results-table" data-run="${r.run_id}"><thead><tr><th class="num">eps /255</th><th class="num">trials</th>
         ${is2afc ? html`<th class="num">correct</th><th>95% CI</th>` : html`<th class="num">hit rate</th><th>95% CI</th><th class="num">false alarms</th><th class="num">d′</th><th>95% CI</th>`}
-        <th class="num">model robust acc.</th></tr></thead>
+        <th class="num">${modelHeader(r)}</th></tr></thead>
       <tbody>${r.points.map((p) => {
-        const ra = (r.robust_accuracy || []).find((q) => Math.abs(q.epsilon_255 - p.epsilon_255) < 1e-3);
+        const ra = modelCurve(r).find((q) => Math.abs(q.epsilon_255 - p.epsilon_255) < 1e-3);
         return html`<tr><td class="num">${p.epsilon_255}</td><td class="num">${p.n}</td>
           ${is2afc ? html`<td class="num">${pct(p.percent_correct)}</td><td>${pct(p.ci_low)} – ${pct(p.ci_high)}</td>`
             : html`<td class="num">${pct(p.hit_rate)}</td><td>${pct(p.ci_low)} – ${pct(p.ci_high)}</td><td class="num">${pct(p.false_alarm_rate)}</td>
               <td class="num">${num(p.d_prime)}</td><td>${num(p.d_prime_ci_low)} – ${num(p.d_prime_ci_high)}</td>`}
-          <td class="num">${ra ? pct(ra.accuracy) : "–"}</td></tr>`;
+          <td class="num model-acc">${ra ? pct(ra.accuracy) : "not measured"}</td></tr>`;
       })}</tbody></table>`)}
     <h3>Excluded participants</h3>
     ${res.excluded.length ? html`<table class="data"><thead><tr><th>Participant</th><th>Reason</th></tr></thead>
       <tbody>${res.excluded.map((e) => html`<tr><td>${e.participant}</td><td>${e.reason}</td></tr>`)}</tbody></table>`
       : html`<p class="muted">None.</p>`}`;
+}
+
+/** Put text on the clipboard; the older route for pages not served over https. */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  const ok = document.execCommand("copy");
+  area.remove();
+  if (!ok) throw new Error("The browser did not allow copying; select the link and copy it.");
+}
+
+const PROLIFIC_PARAMS = [
+  ["PROLIFIC_PID", "the participant's Prolific id (one session per id: a returning participant resumes)"],
+  ["STUDY_ID", "your Prolific study's id"],
+  ["SESSION_ID", "the id of this participant's Prolific submission"],
+];
+
+function linkBox(s) {
+  const base = `${location.origin}${s.link_path}`;
+  const prolific = `${base}?${PROLIFIC_PARAMS.map(([k]) => `${k}={{%${k}%}}`).join("&")}`;
+  const canPreview = ["ready", "open", "closed"].includes(s.state);
+  return html`<div class="participant-link-box">
+    <h2>Participant link</h2>
+    <p>For Prolific, paste this as the study URL (with "URL parameters" on):</p>
+    <p class="link-row"><code class="participant-link" data-link="prolific">${prolific}</code>
+      <button type="button" data-act="copy-link">Copy link</button>
+      <span class="copy-status muted" role="status" aria-live="polite"></span></p>
+    <p class="muted">Prolific replaces each <code>{{%…%}}</code> placeholder with the participant's own value when they
+      start; you do not edit them:</p>
+    <ul class="muted placeholders">${PROLIFIC_PARAMS.map(([k, what]) => html`<li><code>{{%${k}%}}</code>: ${what}</li>`)}</ul>
+    <p class="muted">Outside Prolific, share <code class="plain-link">${base}</code>: every visitor is an anonymous
+      participant. A participant counts only once they consent.</p>
+    <p>${canPreview
+      ? html`<a class="button" data-act="preview" href="${s.link_path}?preview=${s.id}" target="_blank" rel="noopener">Preview as participant</a>
+        <span class="muted">the whole flow as a participant sees it; nothing is stored and no participant is counted.</span>`
+      : html`<span class="muted">Preview as participant becomes available once the stimuli are made.</span>`}</p>
+  </div>`;
 }
 
 const PREVIEW_IMAGES = 4; // source images shown per run
@@ -165,7 +245,6 @@ export async function mount(root, ctx) {
   /** Fetch and draw the study; true while its stimuli are being made (then it is polled). */
   async function load() {
     const s = await api(`/api/studies/${id}`);
-    const link = `${location.origin}${s.link_path}?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}`;
     render(root, html`<section class="page study-detail">
       <p><a href="#/studies">← Studies</a></p>
       <h1>${s.name}</h1>
@@ -179,7 +258,7 @@ export async function mount(root, ctx) {
         ${s.state === "open" ? html`<button data-act="close">Close</button>` : ""}
         <a href="/api/studies/${s.id}/trials.csv" download>Download trials (CSV)</a>
       </div>
-      <p>Participant link (Prolific fills in the ids): <span class="participant-link">${link}</span></p>
+      ${linkBox(s)}
       <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${s.config.trials_per_condition} trials per condition ·
         ${s.config.catch_trials} catch trials at ${s.config.catch_epsilon_255}/255 · ${s.config.practice_trials} practice trials ·
         PGD ${s.config.attack.steps} steps, step ${s.config.attack.alpha_ratio} × eps.</p>
@@ -194,6 +273,16 @@ export async function mount(root, ctx) {
         watch();
       });
     }
+    const copy = root.querySelector("[data-act=copy-link]");
+    copy.addEventListener("click", async () => {
+      const status = root.querySelector(".copy-status");
+      try {
+        await copyText(root.querySelector("[data-link=prolific]").textContent);
+        status.textContent = "Copied.";
+      } catch (err) {
+        status.textContent = err.message;
+      }
+    });
     const preview = root.querySelector(".study-stimuli");
     if (preview) {
       loadPreview(preview, s).catch((err) => render(preview, html`<h2>Stimuli</h2><p class="form-error" role="alert">${err.message}</p>`));

@@ -16,6 +16,8 @@ ROUTES = {
     ("GET", "/api/studies/{study_id}/trials.csv"): R,
     ("GET", "/api/studies/{study_id}/stimuli"): R,
     ("GET", "/api/studies/{study_id}/stimuli/{stimulus_id}/image"): R,
+    ("GET", "/api/studies/{study_id}/preview-session"): R,
+    ("POST", "/api/studies/{study_id}/preview-device"): R,
     ("GET", "/api/participate/links/{link_token}"): P,
     ("POST", "/api/participate/links/{link_token}/sessions"): P,
     ("GET", "/api/participate/{session_token}"): P,

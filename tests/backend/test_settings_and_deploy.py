@@ -1,6 +1,5 @@
 """Settings refuse unsafe values; the compose file is valid and wires the services as documented."""
 
-import json
 import os
 import shutil
 import subprocess

@@ -45,12 +45,13 @@ def test_participant_takes_a_study_with_a_reload(
             stage = page.wait_for_selector(selector)
             page.wait_for_selector("[data-answer]:not([disabled])")
             trial_id = stage.get_attribute("data-trial")
-            # drawn at native pixels: 16 canvas pixels shown in 8 CSS pixels at dpr 2
+            # enlarged by an integer factor: each of the 16 image pixels a 32 x 32 block of
+            # device pixels, 512 canvas pixels shown in 256 CSS pixels at dpr 2
             dims = page.eval_on_selector_all(
                 ".stage canvas",
                 "cs => cs.map(c => [c.width, c.height, c.getBoundingClientRect().width])",
             )
-            assert dims == [[16, 16, 8], [16, 16, 8]], dims
+            assert dims == [[512, 512, 256], [512, 512, 256]], dims
             page.keyboard.press(key)
             pressed.append((trial_id, "left" if key in ("f", "ArrowLeft") else "right"))
             last = trial_id

@@ -8,12 +8,13 @@ worker/study_tasks.py; docs/studies.md says what the stimuli are).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from .attacks import pgd_attack
+from .attacks import eval_mode, pgd_attack
 
 
 def to_chw(pixels: np.ndarray) -> np.ndarray:
@@ -65,6 +66,75 @@ def attack_and_quantise(
         generator=gen,
     )
     return quantise(x_adv[0], src, eps_255)
+
+
+def quantise_batch(x_adv: torch.Tensor, src: torch.Tensor, eps_255: float) -> torch.Tensor:
+    """`quantise` for a batch: attacked images in [0, 1] and their uint8 sources (both
+    B x C x H x W) -> the 8-bit images within floor(eps_255) grey levels, back in [0, 1]."""
+    budget = int(np.floor(eps_255 + 1e-6))
+    s = src.to(torch.int32)
+    q = torch.round(x_adv * 255).to(torch.int32)
+    q = torch.minimum(torch.maximum(q, (s - budget).clamp(min=0)), (s + budget).clamp(max=255))
+    return q.to(torch.float32).div(255)
+
+
+@torch.no_grad()
+def _correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with eval_mode(model):
+        return model(x).argmax(1) == y
+
+
+def robust_accuracy_at(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    labels: Sequence[int],
+    eps_255: Sequence[float],
+    *,
+    steps: int,
+    alpha_ratio: float,
+    restarts: int,
+    seed: int,
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> list[dict[str, float]]:
+    """The model's robust accuracy on `images` (N x C x H x W uint8) at each epsilon of
+    `eps_255` (grey levels), as the stimuli are made: L-inf PGD with `steps` iterations,
+    step alpha_ratio x eps, `restarts` random starts (seeded), each result quantised to
+    8 bits within its budget (what a screen shows; `quantise_batch`).
+
+    An image is robust at an epsilon when it is classified correctly clean and after every
+    restart at that epsilon and at every smaller one: an adversarial image found within a
+    smaller budget also lies within the larger, so the curve is the worst case over them and
+    never rises with epsilon. Returns, per epsilon ascending, {"epsilon_255", "accuracy" in
+    [0, 1], "n_robust", "n"}."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to measure the model's accuracy on")
+    src = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.uint8)
+    y_all = torch.as_tensor(list(labels), dtype=torch.long)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    robust = torch.zeros(n, dtype=torch.bool)
+    for start in range(0, n, batch_size):
+        idx = slice(start, min(start + batch_size, n))
+        x = src[idx].to(device).float().div(255)
+        robust[idx] = _correct(model, x, y_all[idx].to(device)).cpu()
+    points = []
+    for e in sorted({float(v) for v in eps_255}):
+        if e > 0:
+            eps = e / 255
+            for _ in range(restarts):
+                live = torch.nonzero(robust).flatten()
+                for start in range(0, len(live), batch_size):
+                    idx = live[start : start + batch_size]
+                    s = src[idx].to(device)
+                    x = s.float().div(255)
+                    y = y_all[idx].to(device)
+                    x_adv = pgd_attack(model, x, y, eps, alpha_ratio * eps, steps, generator=gen)
+                    ok = _correct(model, quantise_batch(x_adv, s, e), y).cpu()
+                    robust[idx] &= ok
+        k = int(robust.sum())
+        points.append({"epsilon_255": e, "accuracy": k / n, "n_robust": k, "n": n})
+    return points
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

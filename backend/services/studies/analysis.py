@@ -1,11 +1,13 @@
 """A study's data and what it says: one row per trial, the exclusions, the results per run
 (2AFC percent correct or yes/no hit and false-alarm rates, with a fitted psychometric
-threshold) beside the run's robust-accuracy curve, and the tidy trials CSV."""
+threshold, reported only where it lies within the tested epsilons) beside the model's robust
+accuracy at the study's own epsilons, and the tidy trials CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -53,6 +55,7 @@ def _trial_rows(db: Session, study: Study) -> list[dict[str, Any]]:
                 "answer": r.answer if r else None,
                 "correct": r.correct if r else None,
                 "rt_ms": r.rt_ms if r else None,
+                "display_scale": r.display_scale if r else None,
                 "shown_at": r.shown_at.isoformat() if r and r.shown_at else None,
                 "answered_at": r.answered_at.isoformat() if r else None,
             }
@@ -95,6 +98,35 @@ def exclusions(study: Study, rows: list[dict[str, Any]]) -> dict[int, str]:
         ):
             out[sid] = f"gave the same answer ({answered[0]['answer']}) on every trial"
     return out
+
+
+def within_grid(value: float | None, levels: list[float]) -> tuple[float | None, str | None]:
+    """A threshold (or interval bound) in grey levels if it lies within the tested epsilons,
+    else (None, "above") or (None, "below"): a fitted curve extrapolated past the grid says
+    nothing that the data measured, so no number is reported for it. `levels` are the
+    perturbed levels tested (epsilon > 0); an unreached threshold (None, inf) is "above"."""
+    positive = [e for e in levels if e > 0]
+    if not positive:
+        return None, None
+    if value is None or not math.isfinite(value) or value > max(positive) + 1e-9:
+        return None, "above"
+    if value < min(positive) - 1e-9:
+        return None, "below"
+    return value, None
+
+
+def model_accuracy(study: Study, run_id: int) -> dict[str, Any] | None:
+    """The run's model's robust accuracy at the study's own epsilons, measured when the study's
+    stimuli were made (worker.study_tasks, on the study's main images), or None for a study
+    made before that was recorded."""
+    table = study.config.get("model_accuracy")
+    if not isinstance(table, dict):
+        return None
+    for entry in table.get("runs", []):
+        if isinstance(entry, dict) and entry.get("run_id") == run_id:
+            settings = {k: v for k, v in table.items() if k != "runs"}
+            return {**settings, "points": entry.get("points", [])}
+    return None
 
 
 def robust_accuracy_curve(run: TrainingRun) -> list[dict[str, float]] | None:
@@ -211,15 +243,27 @@ def results(db: Session, study: Study, *, n_boot: int = 200) -> dict[str, Any]:
         fit = None
         if boot.fit is not None:
             f = boot.fit
+            positive = [e for e in levels if e > 0]
+            lowest, highest = min(positive, default=0.0), max(positive, default=0.0)
+            threshold, beyond = within_grid(f.threshold, levels)
+            # no interval (fewer than two participants): both bounds None, nothing beyond
+            has_ci = boot.n_boot > 0
+            ci_low, ci_low_beyond = within_grid(boot.ci_low, levels) if has_ci else (None, None)
+            ci_high, ci_high_beyond = within_grid(boot.ci_high, levels) if has_ci else (None, None)
             fit = {
                 "alpha_255": f.alpha,
                 "beta": f.beta,
                 "guess": f.guess,
                 "lapse": f.lapse,
                 "criterion": f.criterion,
-                "threshold_255": f.threshold,
-                "threshold_ci_low": boot.ci_low,
-                "threshold_ci_high": boot.ci_high,
+                "threshold_255": threshold,
+                "threshold_beyond": beyond,
+                "threshold_ci_low": ci_low,
+                "threshold_ci_low_beyond": ci_low_beyond,
+                "threshold_ci_high": ci_high,
+                "threshold_ci_high_beyond": ci_high_beyond,
+                "lowest_epsilon_255": lowest,
+                "highest_epsilon_255": highest,
                 "n_boot": boot.n_boot,
                 "n_boot_unreached": boot.n_failed,
             }
@@ -231,6 +275,7 @@ def results(db: Session, study: Study, *, n_boot: int = 200) -> dict[str, Any]:
                 "points": points,
                 "fit": fit,
                 "robust_accuracy": robust_accuracy_curve(run) if run else None,
+                "model_accuracy": model_accuracy(study, rid),
             }
         )
     excluded_list = [
@@ -267,6 +312,7 @@ CSV_COLUMNS = [
     "answer",
     "correct",
     "rt_ms",
+    "display_scale",
     "shown_at",
     "answered_at",
     "excluded",
@@ -301,6 +347,7 @@ def trials_csv(db: Session, study: Study) -> str:
                 r["answer"] or "",
                 "" if r["correct"] is None else int(r["correct"]),
                 "" if r["rt_ms"] is None else f"{r['rt_ms']:.1f}",
+                "" if r["display_scale"] is None else r["display_scale"],
                 r["shown_at"] or "",
                 r["answered_at"] or "",
                 int(r["session_id"] in excluded),

@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import random
 import secrets
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,13 +29,31 @@ from backend.core.config import get_settings
 from backend.core.errors import Conflict, Invalid, NotFound
 from backend.core.storage import LocalStorage
 from backend.models import ParticipantSession, Response, Stimulus, Study, Trial
-from backend.services.studies.common import eps_key, served_png, stimuli_by_key, utcnow
+from backend.services.studies.common import (
+    StimulusKey,
+    eps_key,
+    served_png,
+    stimuli_by_key,
+    utcnow,
+)
 
 # the participant page needs this much room around the image(s), in CSS pixels
 WINDOW_MARGIN_W = 120
 WINDOW_MARGIN_H = 260
 MIN_WINDOW_W = 800
 MIN_WINDOW_H = 560
+# stimuli smaller than this (CSS pixels) are drawn enlarged by an integer factor, nearest
+# neighbour, so that a 28 x 28 digit is not a speck; larger ones are drawn at their pixels
+DISPLAY_TARGET_CSS = 256
+# the pixel ratios the display rule is defined over: a browser zoomed out to 25 % on a plain
+# screen reports 0.25; smaller values (which no browser sends) are taken as that
+MIN_PIXEL_RATIO = 0.25
+MAX_PIXEL_RATIO = 16.0
+
+
+def _pixel_ratio(device_pixel_ratio: float) -> float:
+    return min(max(float(device_pixel_ratio), MIN_PIXEL_RATIO), MAX_PIXEL_RATIO)
+
 
 # condition_index of a session that has not consented: it holds no Latin-square slot and no
 # trials, and does not count toward the study's max_sessions
@@ -41,11 +61,39 @@ UNASSIGNED = -1
 FULL = "This study has all the participants it needs; thank you for your interest."
 
 
+def display_scale(width: int, height: int, device_pixel_ratio: float) -> int:
+    """The integer number of device pixels each image pixel is drawn as (nearest neighbour,
+    so every image pixel stays one flat square): the largest that keeps the image within
+    DISPLAY_TARGET_CSS CSS pixels, and at least 1 (an image larger than the target is drawn
+    one image pixel per device pixel). The participant's page uses the same rule."""
+    side = max(width, height, 1)
+    return max(1, math.floor(DISPLAY_TARGET_CSS * _pixel_ratio(device_pixel_ratio) / side + 1e-9))
+
+
+def display_size(width: int, height: int, device_pixel_ratio: float) -> tuple[float, float]:
+    """The CSS size (width, height) a stimulus is drawn at under `display_scale`."""
+    k = display_scale(width, height, device_pixel_ratio)
+    dpr = _pixel_ratio(device_pixel_ratio)
+    return width * k / dpr, height * k / dpr
+
+
+def min_window(study: Study, device_pixel_ratio: float = 1.0) -> tuple[int, int]:
+    """The smallest browser window (CSS pixels) that shows the study's images as drawn
+    (scaled by display_scale) with the question and buttons around them."""
+    size = study.config.get("image_size") or [0, 0]
+    w, h = display_size(int(size[0]), int(size[1]), device_pixel_ratio)
+    shown = 2 if study.design == "2afc" else 1
+    return (
+        max(MIN_WINDOW_W, math.ceil(shown * w) + WINDOW_MARGIN_W),
+        max(MIN_WINDOW_H, math.ceil(h) + WINDOW_MARGIN_H),
+    )
+
+
 def public_info(study: Study) -> dict[str, Any]:
     cfg = study.config
     size = cfg.get("image_size") or [0, 0]
     w, h = int(size[0]), int(size[1])
-    shown = 2 if study.design == "2afc" else 1
+    min_w, min_h = min_window(study)
     return {
         "name": study.name,
         "design": study.design,
@@ -53,31 +101,49 @@ def public_info(study: Study) -> dict[str, Any]:
         "texts": cfg["texts"],
         "image_width": w,
         "image_height": h,
-        "min_window_width": max(MIN_WINDOW_W, shown * w + WINDOW_MARGIN_W),
-        "min_window_height": max(MIN_WINDOW_H, h + WINDOW_MARGIN_H),
+        "display_target": DISPLAY_TARGET_CSS,
+        "display_scale": display_scale(w, h, 1.0),
+        # at a device pixel ratio of 1; the device check uses the participant's own
+        "min_window_width": min_w,
+        "min_window_height": min_h,
     }
 
 
-def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
-    """Create the session's trials: practice first, then main and catch trials shuffled."""
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial of a participant's sequence before it is stored (or, in the researcher's
+    preview, instead of being stored)."""
+
+    phase: str  # practice, main or catch
+    left: Stimulus
+    right: Stimulus | None
+    correct_answer: str
+    shown: Stimulus  # the stimulus shown as (possibly) changed: its run and epsilon
+
+
+def plan_trials(
+    study: Study,
+    stim: dict[StimulusKey, Stimulus],
+    condition_index: int,
+    rng: random.Random,
+) -> list[PlannedTrial]:
+    """The trials of participant number `condition_index`: practice first, then main and
+    catch trials shuffled by `rng`, which also picks the sides of 2AFC pairs."""
     cfg = study.config
-    stim = stimuli_by_key(db, study.id)
     runs: list[int] = cfg["run_ids"]
     imgs = cfg["images"]
     catch_eps = float(cfg["catch_epsilon_255"])
-    c = session.condition_index
-    # the order and sides come from the system's randomness, not from anything guessable
-    rng = random.SystemRandom()
+    c = condition_index
     is_2afc = study.design == "2afc"
 
-    def pair(perturbed: Stimulus, image_id: int) -> tuple[int, int | None, str]:
-        """(left, right, correct answer) of a trial showing `perturbed`."""
+    def pair(phase: str, perturbed: Stimulus, image_id: int) -> PlannedTrial:
         if not is_2afc:
-            return perturbed.id, None, "yes" if perturbed.epsilon > 0 else "no"
+            answer = "yes" if perturbed.epsilon > 0 else "no"
+            return PlannedTrial(phase, perturbed, None, answer, perturbed)
         ref = stim[("reference", None, image_id, 0.0)]
         if rng.random() < 0.5:
-            return perturbed.id, ref.id, "left"
-        return ref.id, perturbed.id, "right"
+            return PlannedTrial(phase, perturbed, ref, "left", perturbed)
+        return PlannedTrial(phase, ref, perturbed, "right", perturbed)
 
     planned: list[tuple[str, Stimulus, int]] = []  # (phase, stimulus shown as changed, image)
     practice_signal = [i % 2 == 0 for i in range(len(imgs["practice"]))]
@@ -99,19 +165,26 @@ def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
         rid = runs[(k + c) % len(runs)]
         main.append(("catch", stim[("catch", rid, img, eps_key(catch_eps))], img))
     rng.shuffle(main)
-    for index, (phase, s, img) in enumerate(planned + main):
-        left, right, correct = pair(s, img)
+    return [pair(phase, s, img) for phase, s, img in planned + main]
+
+
+def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
+    """Create the session's trials (plan_trials), in the order and sides drawn from the
+    system's randomness, not from anything guessable."""
+    stim = stimuli_by_key(db, study.id)
+    plan = plan_trials(study, stim, session.condition_index, random.SystemRandom())
+    for index, t in enumerate(plan):
         db.add(
             Trial(
                 session_id=session.id,
                 index=index,
                 public_id=secrets.token_urlsafe(16),
-                phase=phase,
-                left_stimulus_id=left,
-                right_stimulus_id=right,
-                correct_answer=correct,
-                run_id=s.run_id,
-                epsilon=s.epsilon,
+                phase=t.phase,
+                left_stimulus_id=t.left.id,
+                right_stimulus_id=t.right.id if t.right is not None else None,
+                correct_answer=t.correct_answer,
+                run_id=t.shown.run_id,
+                epsilon=t.shown.epsilon,
             )
         )
 
@@ -249,28 +322,33 @@ def give_consent(db: Session, session: ParticipantSession) -> None:
     db.commit()
 
 
+def device_problems(study: Study, info: dict[str, Any]) -> list[str]:
+    """Why this device cannot take the study (empty: it can): a touch-only device, or a window
+    too small for the images as they will be drawn (enlarged by display_scale at the
+    device's own pixel ratio) with the question and buttons."""
+    problems = []
+    if info.get("touch_only"):
+        problems.append("This study needs a desktop or laptop computer with a keyboard.")
+    min_w, min_h = min_window(study, float(info["device_pixel_ratio"]))
+    if info["window_width"] < min_w or info["window_height"] < min_h:
+        problems.append(
+            f"Please make the browser window at least {min_w} x {min_h} pixels, so that the "
+            f"images fit at the size they are shown (it is {info['window_width']} x "
+            f"{info['window_height']})."
+        )
+    return problems
+
+
 def record_device(db: Session, session: ParticipantSession, info: dict[str, Any]) -> dict[str, Any]:
     """Store screen size and pixel ratio; refuse phones and windows too small for the images."""
     _refuse_if_finished(session)
     study = db.get(Study, session.study_id)
     assert study is not None
-    public = public_info(study)
     session.screen_width = info["screen_width"]
     session.screen_height = info["screen_height"]
     session.device_pixel_ratio = info["device_pixel_ratio"]
     session.user_agent = info.get("user_agent", "")[:1000]
-    problems = []
-    if info.get("touch_only"):
-        problems.append("This study needs a desktop or laptop computer with a keyboard.")
-    if (
-        info["window_width"] < public["min_window_width"]
-        or info["window_height"] < public["min_window_height"]
-    ):
-        problems.append(
-            f"Please make the browser window at least {public['min_window_width']} x "
-            f"{public['min_window_height']} pixels (it is {info['window_width']} x "
-            f"{info['window_height']})."
-        )
+    problems = device_problems(study, info)
     if not problems and session.stage in ("consent", "device"):
         session.stage = "practice"
     db.commit()
@@ -397,6 +475,7 @@ def answer_trial(
     answer: str,
     rt_ms: float,
     shown_at: datetime | None,
+    display_scale: int | None = None,
 ) -> dict[str, Any]:
     """Store one answer. The trial id is the idempotency key: sending the same answer again
     returns the same result; a different answer to an answered trial is refused."""
@@ -429,6 +508,7 @@ def answer_trial(
             answer=answer,
             correct=answer == trial.correct_answer,
             rt_ms=float(rt_ms),
+            display_scale=display_scale,
             shown_at=shown_at,
             answered_at=utcnow(),
         )

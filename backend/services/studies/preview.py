@@ -1,11 +1,13 @@
 """The researcher's view of a study's stimuli before it opens: the runs a study may use, one
 page of stimuli with their L-inf distance to the source measured from the files, a stimulus
-file as stored, and the one definition of a source image as stimuli are made from it."""
+file as stored, the one definition of a source image as stimuli are made from it, and the
+stateless run through the participant's flow ("preview as participant")."""
 
 from __future__ import annotations
 
 import io
 import logging
+import random
 from typing import Any
 
 import numpy as np
@@ -13,10 +15,11 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Invalid, NotFound
+from backend.core.errors import Conflict, Invalid, NotFound
 from backend.core.storage import LocalStorage
 from backend.models import Dataset, Image, Stimulus, Study, TrainingRun
-from backend.services.studies.common import run_image_size
+from backend.services.studies.common import eps_key, run_image_size, stimuli_by_key
+from backend.services.studies.participation import plan_trials, public_info
 
 _logger = logging.getLogger(__name__)
 
@@ -166,3 +169,54 @@ def stimulus_file(db: Session, storage: LocalStorage, study: Study, stimulus_id:
         return storage.get_bytes(s.storage_key)
     except (OSError, ValueError) as exc:
         raise NotFound(f"The file of stimulus {stimulus_id} is missing from storage.") from exc
+
+
+# ---- the researcher's run through the participant's flow ------------------------------------
+
+PREVIEW_STATES = ("ready", "open", "closed")
+
+
+def participant_preview(db: Session, study: Study, condition_index: int = 0) -> dict[str, Any]:
+    """Everything the participant's page needs to run the whole flow as participant number
+    `condition_index` would see it (the same trial plan, participation.plan_trials), with
+    nothing stored: no session, no slot, no answer. Stateless, so a preview can never be
+    counted, analysed or exported, and works before the study opens. The researcher's page
+    keeps the answers in memory and judges the practice answers itself, which is why each
+    trial carries its correct answer here (this route is for researchers only)."""
+    if study.state not in PREVIEW_STATES:
+        raise Conflict("The stimuli of this study are not made yet; make them to preview it.")
+    stim = stimuli_by_key(db, study.id)
+    cfg = study.config
+    plan = plan_trials(study, stim, condition_index, random.Random(condition_index))
+
+    def url(s: Stimulus) -> str:
+        return f"/api/studies/{study.id}/stimuli/{s.id}/image"
+
+    trials = []
+    numbers = {"practice": 0, "main": 0}
+    for index, t in enumerate(plan):
+        phase = "practice" if t.phase == "practice" else "main"
+        numbers[phase] += 1
+        images = [url(t.left)] + ([url(t.right)] if t.right is not None else [])
+        trials.append(
+            {
+                "id": f"preview-{index}",
+                "phase": phase,
+                "number": numbers[phase],
+                "images": images,
+                "correct_answer": t.correct_answer,
+            }
+        )
+    img = cfg["images"]["example"]
+    changed = stim[("example", cfg["run_ids"][0], img, eps_key(cfg["catch_epsilon_255"]))]
+    original = stim[("reference", None, img, 0.0)]
+    return {
+        "study_id": study.id,
+        "condition_index": condition_index,
+        "info": public_info(study),
+        "example": {"original": url(original), "changed": url(changed)},
+        "trials": trials,
+        "practice_total": numbers["practice"],
+        "main_total": numbers["main"],
+        "completion_url": cfg.get("completion_url"),
+    }

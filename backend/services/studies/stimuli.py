@@ -145,6 +145,66 @@ def record_progress(db: Session, generation: Generation) -> float:
     return study.progress
 
 
+# the model's robust accuracy at the study's epsilons: PGD with the study's steps and step
+# size, this many random starts (an image counts as robust only if it survives every one)
+MODEL_EVAL_RESTARTS = 2
+
+
+def model_accuracy_epsilons(study: Study) -> list[float]:
+    """The epsilons (grey levels) the model's robust accuracy is measured at: the study's grid,
+    and 0 (clean accuracy), ascending."""
+    return sorted({0.0, *(float(e) for e in study.config["epsilons_255"])})
+
+
+def model_accuracy_images(study: Study) -> list[int]:
+    """The images the model is attacked on: the study's main images, the ones whose answers
+    make the human curve."""
+    return [int(i) for i in study.config["images"]["main"]]
+
+
+def has_model_accuracy(study: Study) -> bool:
+    """True when the model's accuracy is recorded for every run at every study epsilon (a
+    redelivered task does not measure it again)."""
+    table = study.config.get("model_accuracy")
+    if not isinstance(table, dict):
+        return False
+    want = {eps_key(e) for e in model_accuracy_epsilons(study)}
+    runs = {e.get("run_id"): e for e in table.get("runs", []) if isinstance(e, dict)}
+    return all(
+        rid in runs and {eps_key(p["epsilon_255"]) for p in runs[rid]["points"]} == want
+        for rid in study.config["run_ids"]
+    )
+
+
+def record_model_accuracy(
+    db: Session,
+    study: Study,
+    per_run: dict[int, list[dict[str, float]]],
+    *,
+    n_images: int,
+    steps: int,
+    restarts: int,
+    alpha_ratio: float,
+    quantised: bool,
+) -> None:
+    """Store each run's robust accuracy at the study's epsilons in the study's config
+    ("model_accuracy": the attack's settings, the image count and, per run, one point per
+    epsilon with accuracy in [0, 1] and the counts it is made of)."""
+    cfg = dict(study.config)
+    cfg["model_accuracy"] = {
+        "attack": "pgd-linf",
+        "steps": steps,
+        "restarts": restarts,
+        "alpha_ratio": alpha_ratio,
+        "quantised": quantised,
+        "images": "the study's main images",
+        "n_images": n_images,
+        "runs": [{"run_id": rid, "points": points} for rid, points in per_run.items()],
+    }
+    study.config = cfg
+    db.commit()
+
+
 def _shape(png: bytes) -> tuple[int, int, int]:
     """(width, height, channels as served) of a stimulus PNG, from its header."""
     with PILImage.open(io.BytesIO(png)) as im:
