@@ -3,6 +3,7 @@ package) on the loopback interface, with its data in a temporary folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -62,7 +63,8 @@ class S3Server:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not os.environ.get("SIPAT_KEEP_S3"):
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def start(bucket: str, timeout: float = 90) -> S3Server:
@@ -85,7 +87,9 @@ def start(bucket: str, timeout: float = 90) -> S3Server:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
-            "-volume.max=0",
+            "-volume.max=64",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.minFreeSpace=256MiB",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -94,13 +98,21 @@ def start(bucket: str, timeout: float = 90) -> S3Server:
     server = S3Server(f"http://127.0.0.1:{s3}", process, folder)
     deadline = time.monotonic() + timeout
     client = server.client()
+    made = False
     while True:
         try:
-            client.create_bucket(Bucket=bucket)
+            if not made:
+                try:
+                    client.create_bucket(Bucket=bucket)
+                except Exception as exc:
+                    if "BucketAlreadyOwnedByYou" not in str(exc):
+                        raise
+                made = True
+            # ready once an object can be written: the volume server has registered
+            client.put_object(Bucket=bucket, Key=".ready", Body=b"")
+            client.delete_object(Bucket=bucket, Key=".ready")
             return server
         except Exception as exc:  # not up yet
-            if "BucketAlreadyOwnedByYou" in str(exc) or "BucketAlreadyExists" in str(exc):
-                return server
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = (folder / "weed.log").read_text(errors="replace")[-2000:]
                 server.stop()

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.queue import STIMULI_TASK
-from backend.core.storage import LocalStorage, get_storage
+from backend.core.storage import ContentCache, Storage, get_storage
 from backend.db import get_sessionmaker
 from backend.models import Study, TrainingRun
 from backend.services.studies import stimuli
@@ -32,7 +33,7 @@ _logger = logging.getLogger(__name__)
 
 def generate_stimuli(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     study_id: int,
     *,
     device: str = "cpu",
@@ -60,9 +61,14 @@ def generate_stimuli(
                 run = db.get(TrainingRun, run_id)
                 if run is None or not run.checkpoint_key:
                     raise ValueError(f"run {run_id} has no checkpoint")
-                path = storage.path(run.checkpoint_key) / "final.pt"
-                if not path.exists():
-                    raise ValueError(f"run {run_id}: {run.checkpoint_key}/final.pt is missing")
+                try:  # this host's copy of the final model (a local store: its own file)
+                    path = ContentCache(storage, get_settings().worker_cache_dir).by_key(
+                        f"{run.checkpoint_key}/final.pt"
+                    )
+                except FileNotFoundError as exc:
+                    raise ValueError(
+                        f"run {run_id}: {run.checkpoint_key}/final.pt is missing"
+                    ) from exc
                 spec = load_checkpoint(path, device)["model_spec"]
                 models[run_id] = (load_model_from_checkpoint(path, device), spec)
             return models[run_id]

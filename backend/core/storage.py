@@ -80,6 +80,10 @@ class Storage(ABC):
     def size(self, key: str) -> int: ...
 
     @abstractmethod
+    def version(self, key: str) -> str:
+        """A token that changes whenever the object is written again (S3: its ETag)."""
+
+    @abstractmethod
     def keys(self, prefix: str) -> list[str]:
         """Every key under prefix/ (recursively), sorted."""
 
@@ -179,6 +183,10 @@ class LocalStorage(Storage):
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
+
+    def version(self, key: str) -> str:
+        st = self.path(key).stat()
+        return f"{st.st_mtime_ns}-{st.st_size}"
 
     def keys(self, prefix: str) -> list[str]:
         folder = self.path(prefix)
@@ -324,6 +332,12 @@ class S3Storage(Storage):
             raise FileNotFoundError(key)
         return int(head["ContentLength"])
 
+    def version(self, key: str) -> str:
+        head = self._head(key)
+        if head is None:
+            raise FileNotFoundError(key)
+        return str(head["ETag"])
+
     def keys(self, prefix: str) -> list[str]:
         base = self._name(prefix) + "/"
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -437,15 +451,20 @@ class ContentCache:
         return path
 
     def by_key(self, key: str) -> Path:
-        """A local copy of an object that never changes once written (e.g. final.pt)."""
+        """A local copy of an object (e.g. a run's final.pt), fetched again only when the
+        store's copy changed (its version, one HEAD request); FileNotFoundError when the
+        store has it no more."""
         local = self.storage.local_path(key)
         if local is not None:
             if not local.is_file():
                 raise FileNotFoundError(key)
             return local
         path = self.folder / "keys" / Path(*check_key(key).parts)
-        if not path.is_file():
+        stamp = path.with_name(f".{path.name}.version")
+        version = self.storage.version(key)
+        if not (path.is_file() and stamp.is_file() and stamp.read_text() == version):
             self.storage.download(key, path)
+            stamp.write_text(version)
             self.downloads += 1
         return path
 

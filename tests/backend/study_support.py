@@ -139,9 +139,7 @@ def make_run(
     db.add(run)
     db.flush()
     key = f"runs/{run.id}"
-    target = get_storage().path(key)
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(checkpoint_dir / "final.pt", target / "final.pt")
+    get_storage().put_file(f"{key}/final.pt", checkpoint_dir / "final.pt")
     metrics = json.loads((checkpoint_dir / "metrics.json").read_text())
     run.checkpoint_key = key
     run.final_metrics = {"final": metrics["final"], "method": metrics.get("method")}

@@ -114,3 +114,14 @@ def test_the_worker_cache_downloads_once_and_checks_the_hash(store, tmp_path):
         assert cache.downloads == 0  # a local folder is read in place
     store.put_bytes("runs/3/final.pt", b"w")
     assert cache.by_key("runs/3/final.pt").read_bytes() == b"w"
+
+
+def test_the_cache_by_key_follows_the_store(store, tmp_path):
+    cache = ContentCache(store, tmp_path / "cache")
+    store.put_bytes("runs/5/final.pt", b"first")
+    assert cache.by_key("runs/5/final.pt").read_bytes() == b"first"
+    store.put_bytes("runs/5/final.pt", b"second model")  # written again (a new run, same key)
+    assert cache.by_key("runs/5/final.pt").read_bytes() == b"second model"
+    store.delete("runs/5/final.pt")
+    with pytest.raises(FileNotFoundError):
+        cache.by_key("runs/5/final.pt")

@@ -172,7 +172,7 @@ def test_preview_refuses_other_studies_bad_input_and_other_roles(client, auth, d
 
     # a missing file: the list says "unknown", the image route says why
     gone = db.get(Stimulus, min(a_ids))
-    get_storage().path(gone.storage_key).unlink()
+    get_storage().delete(gone.storage_key)
     items = _all_pages(client, h, a["id"], limit=200)
     lost = next(it for it in items if it["id"] == gone.id)
     assert lost["linf_255"] is None and lost["width"] is None

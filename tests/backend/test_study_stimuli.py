@@ -25,7 +25,7 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 def test_stimuli_respect_eps_are_real_attacks_and_eps0_is_the_source(
-    client, auth, db, tiny_checkpoint
+    client, auth, db, tiny_checkpoint, tmp_path
 ):
     from backend.core.storage import get_storage
     from backend.models import Image, Stimulus, Study
@@ -43,7 +43,9 @@ def test_stimuli_respect_eps_are_real_attacks_and_eps0_is_the_source(
     assert len(cfg["images"]["main"]) == 30 - 1 - 2 - 1
     assert sum(s.purpose == "main" for s in stimuli) == len(cfg["images"]["main"]) * 3
 
-    model = load_model_from_checkpoint(storage.path(f"runs/{run_id}") / "final.pt")
+    local = tmp_path / "final.pt"
+    storage.download(f"runs/{run_id}/final.pt", local)
+    model = load_model_from_checkpoint(local)
     by_eps: dict[float, list[tuple[np.ndarray, int]]] = {}
     for s in stimuli:
         img = db.get(Image, s.source_image_id)
@@ -128,7 +130,7 @@ def test_missing_checkpoint_marks_the_study_failed(client, auth, db, tiny_checkp
     ds, _ = make_dataset(db, n=12)
     run_id = make_run(db, ds, tiny_checkpoint)
     study = ready_study(client, auth["researcher"], db, [run_id], generate=False)
-    get_storage().path(f"runs/{run_id}/final.pt").unlink()
+    get_storage().delete(f"runs/{run_id}/final.pt")
     with pytest.raises(ValueError):
         generate_stimuli(db, get_storage(), study["id"])
     db.expire_all()

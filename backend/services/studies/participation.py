@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.errors import Conflict, Invalid, NotFound
-from backend.core.storage import LocalStorage
+from backend.core.storage import Storage
 from backend.models import ParticipantSession, Response, Stimulus, Study, Trial
 from backend.services.studies.common import (
     StimulusKey,
@@ -454,7 +454,7 @@ def _session_stimuli(db: Session, session: ParticipantSession) -> list[Stimulus]
 
 
 def stimulus_bytes(
-    db: Session, storage: LocalStorage, session: ParticipantSession, session_stimulus_id: str
+    db: Session, storage: Storage, session: ParticipantSession, session_stimulus_id: str
 ) -> bytes:
     """The PNG of a stimulus this session may see, named by its per-session id, as
     common.stored_png: for one study, the same length and the same bytes outside the pixels

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.errors import Conflict, Invalid, NotFound
-from backend.core.storage import LocalStorage
+from backend.core.storage import Storage
 from backend.models import Dataset, Image, Stimulus, Study, TrainingRun
 from backend.services.studies.common import eps_key, run_image_size, stimuli_by_key
 from backend.services.studies.participation import plan_trials, public_info
@@ -66,7 +66,7 @@ def source_array(data: bytes, mode: str, size: tuple[int, int]) -> np.ndarray:
 
 def preview_stimuli(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     study: Study,
     *,
     run_id: int | None = None,
@@ -160,7 +160,7 @@ def preview_stimuli(
     }
 
 
-def stimulus_file(db: Session, storage: LocalStorage, study: Study, stimulus_id: int) -> bytes:
+def stimulus_file(db: Session, storage: Storage, study: Study, stimulus_id: int) -> bytes:
     """The stored PNG of one stimulus of this study, exactly as written."""
     s = db.scalar(select(Stimulus).where(Stimulus.id == stimulus_id, Stimulus.study_id == study.id))
     if s is None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
-from backend.core.storage import LocalStorage
+from backend.core.storage import Storage
 from backend.models import Image, Stimulus, Study
 from backend.services.studies.common import (
     StimulusKey,
@@ -83,7 +83,7 @@ def source_image(db: Session, image_id: int) -> Image:
     return image
 
 
-def source_pixels(storage: LocalStorage, image: Image, in_channels: int, size: int) -> np.ndarray:
+def source_pixels(storage: Storage, image: Image, in_channels: int, size: int) -> np.ndarray:
     """The source image as the model sees it (converted and resized the way the training
     library loads data): H x W uint8 for one channel, else H x W x 3."""
     mode = "L" if in_channels == 1 else "RGB"
@@ -107,7 +107,7 @@ def encode_stimulus(pixels: np.ndarray) -> bytes:
 
 def store_stimulus(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     generation: Generation,
     spec: StimulusSpec,
     png: bytes,
@@ -211,7 +211,7 @@ def _shape(png: bytes) -> tuple[int, int, int]:
         return im.width, im.height, 1 if im.mode == "L" else 3
 
 
-def finish_generation(db: Session, storage: LocalStorage, study: Study, image_size: int) -> None:
+def finish_generation(db: Session, storage: Storage, study: Study, image_size: int) -> None:
     """Mark the study ready, after checking that every stimulus has one size and mode (so that
     every one is served as the same number of bytes); that length and the image size go into
     the study's config."""
