@@ -99,15 +99,21 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
     )
 
 
-@router.get("/datasets", response_model=AnnotateDatasets)
+@router.get("/datasets", response_model=AnnotateDatasets, response_model_exclude_none=True)
 def my_datasets(user: AnnotatorUser, db: SessionDep) -> AnnotateDatasets:
-    """Datasets with images still waiting for this annotator."""
+    """Datasets open to this annotator with images still waiting for them, and how many of
+    their masks a reviewer returned."""
     counts = svc.remaining_by_dataset(db, user)
+    returned = svc.returned_by_dataset(db, user)
     rows = db.execute(
         select(Dataset.id, Dataset.name).where(Dataset.id.in_(list(counts))).order_by(Dataset.id)
     ).all()
     return AnnotateDatasets(
-        data=[AnnotateDataset(id=i, name=n, remaining=counts[i]) for i, n in rows if counts[i]]
+        data=[
+            AnnotateDataset(id=i, name=n, remaining=counts[i], returned=returned.get(i) or None)
+            for i, n in rows
+            if counts[i]
+        ]
     )
 
 
@@ -116,6 +122,8 @@ def next_image(
     user: AnnotatorUser, db: SessionDep, dataset_id: QueryId = None
 ) -> AnnotateItem | Response:
     """The next image of this annotator's queue (claimed for them); 204 when it is empty."""
+    if dataset_id is not None:
+        svc.check_dataset_open(db, user, dataset_id)
     image = svc.next_image(db, user, dataset_id)
     if image is None:
         return Response(status_code=204)
@@ -125,12 +133,14 @@ def next_image(
 @router.get("/images/{image_id}", response_model=AnnotateItem)
 def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep) -> AnnotateItem:
     """One image with this annotator's current mask (to resume after a reload)."""
+    svc.check_dataset_open(db, user, image.dataset_id)
     return _item(db, user, image)
 
 
 @router.post("/images/{image_id}/skip", status_code=204)
 def skip(image: ImageDep, body: SkipRequest, user: AnnotatorUser, db: SessionDep) -> None:
     """Skip an image, with a reason; it never comes back to this annotator."""
+    svc.check_dataset_open(db, user, image.dataset_id)
     svc.skip_image(db, user, image, body.reason)
 
 
@@ -168,6 +178,7 @@ def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
 
 
 def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
+    svc.check_dataset_open(db, user, image.dataset_id)
     if (body.width, body.height) != (image.width, image.height):
         raise Invalid(
             f"The mask is declared as {body.width}x{body.height} pixels but the image is "
@@ -208,13 +219,22 @@ async def save_mask(image_id: PathId, request: Request) -> MaskSaved:
     return await run_in_threadpool(_save, request, image_id, raw)
 
 
-@router.post("/images/{image_id}/submit", response_model=SubmitResult)
+@router.post(
+    "/images/{image_id}/submit", response_model=SubmitResult, response_model_exclude_none=True
+)
 def submit(
     image: ImageDep, user: AnnotatorUser, db: SessionDep, body: SubmitRequest | None = None
 ) -> SubmitResult:
-    """Submit this annotator's saved mask for review."""
-    ann = svc.submit(db, user, image, body.save_id_of_last_save if body else None)
-    return SubmitResult(status=ann.status)
+    """Submit this annotator's saved mask for review (an empty one only when confirmed)."""
+    svc.check_dataset_open(db, user, image.dataset_id)
+    ann, flags = svc.submit(
+        db,
+        user,
+        image,
+        body.save_id_of_last_save if body else None,
+        confirm_empty=body.confirm_empty if body else False,
+    )
+    return SubmitResult(status=ann.status, flags=flags or None)
 
 
 ROUTERS = [router]

@@ -19,7 +19,10 @@ from backend.deps import (
 )
 from backend.models import Annotation, Dataset, DatasetClass, Image
 from backend.schemas.datasets import (
+    AssignmentAnnotator,
+    AssignmentsUpdate,
     ClassPublic,
+    DatasetAssignments,
     DatasetDetail,
     DatasetPublic,
     DatasetsPublic,
@@ -27,6 +30,7 @@ from backend.schemas.datasets import (
     ImagePublic,
     ImagesPublic,
 )
+from backend.services import assignments as assign
 from backend.services.datasets import dataset_counts, import_dataset, zip_entries
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -163,6 +167,33 @@ def list_images(
         for img, cls, n in rows
     ]
     return ImagesPublic(data=data, count=total)
+
+
+def _assignments(dataset: Dataset, found: assign.Assignments) -> DatasetAssignments:
+    return DatasetAssignments(
+        dataset_id=dataset.id,
+        open_to_all=not found.assigned_user_ids,
+        assigned_user_ids=found.assigned_user_ids,
+        annotators=[
+            AssignmentAnnotator(id=i, username=name, assigned=on)
+            for i, name, on in found.annotators
+        ],
+    )
+
+
+@router.get("/{dataset_id}/assignments", response_model=DatasetAssignments)
+def get_assignments(dataset: DatasetDep, _: ResearcherUser, db: SessionDep) -> DatasetAssignments:
+    """The annotators assigned to a dataset (none: open to every annotator), and every active
+    annotator one could assign."""
+    return _assignments(dataset, assign.assignments(db, dataset))
+
+
+@router.put("/{dataset_id}/assignments", response_model=DatasetAssignments)
+def put_assignments(
+    dataset: DatasetDep, body: AssignmentsUpdate, _: ResearcherUser, db: SessionDep
+) -> DatasetAssignments:
+    """Set the annotators who may work on a dataset ([] opens it to every annotator)."""
+    return _assignments(dataset, assign.set_assignments(db, dataset, body.user_ids))
 
 
 @images_router.get(

@@ -1,7 +1,7 @@
 """API schemas of annotation (the annotator's queue and saves), review, consensus and mask sets."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -12,6 +12,8 @@ class AnnotateDataset(BaseModel):
     id: int
     name: str
     remaining: int
+    # masks a reviewer returned to this annotator (first in their queue); left out when none
+    returned: int | None = None
 
 
 class AnnotateDatasets(BaseModel):
@@ -76,10 +78,15 @@ class MaskSaved(BaseModel):
 class SubmitRequest(BaseModel):
     # the save_id of the browser's last save: refused (409) until that save has arrived
     save_id_of_last_save: str | None = Field(default=None, max_length=64)
+    # the annotator confirmed that an empty mask is meant (nothing salient): else 409
+    confirm_empty: bool = False
 
 
 class SubmitResult(BaseModel):
     status: str
+    # "empty" or "tiny" (under TINY_FRACTION of the image), which the review flags too;
+    # left out for an ordinary mask
+    flags: list[str] | None = None
 
 
 # ---------------------------------------------------------------------------- review
@@ -103,11 +110,19 @@ class ReviewItem(BaseModel):
     review_comment: str
     mask_url: str
     image_url: str
+    # "empty" (no pixel) or "tiny" (under TINY_FRACTION of the image)
+    flags: list[str] = []
+    # other annotators' masks of this image with a revision (for the side-by-side view)
+    num_masks_of_image: int = 1
 
 
 class ReviewQueue(BaseModel):
     data: list[ReviewItem]
+    # how many masks match the filter in all (not only after the cursor)
     count: int
+    # pass as `cursor` for the page after this one; null on the last page. Keyset
+    # pagination: masks decided meanwhile leave the list without making the next page skip.
+    next_cursor: str | None = None
 
 
 class ReviewDecision(BaseModel):
@@ -120,6 +135,60 @@ class ReviewResult(BaseModel):
     status: str
     review_comment: str
     reviewed_at: datetime | None
+
+
+class ReviewBulkDecision(BaseModel):
+    annotation_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        min_length=1, max_length=500
+    )
+    decision: Literal["accept", "reject"]
+    comment: str = Field(default="", max_length=5000)
+
+    @field_validator("annotation_ids")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        return list(dict.fromkeys(value))
+
+
+class ReviewSkipped(BaseModel):
+    annotation_id: int
+    reason: str
+
+
+class ReviewBulkResult(BaseModel):
+    data: list[ReviewResult]
+    # masks left as they were, each with the sentence why (not found, still a draft)
+    skipped: list[ReviewSkipped]
+
+
+class ImageMask(BaseModel):
+    annotation_id: int
+    annotator_id: int
+    annotator: str
+    status: str
+    revision: int
+    area: int
+    flags: list[str]
+    mask_url: str
+
+
+class MaskPairIoU(BaseModel):
+    a: int  # annotation ids
+    b: int
+    iou: float
+
+
+class ImageMasksReview(BaseModel):
+    image_id: int
+    dataset_id: int
+    filename: str
+    class_name: str
+    width: int
+    height: int
+    image_url: str
+    masks: list[ImageMask]
+    pairs: list[MaskPairIoU]
+    mean_pairwise_iou: float | None
 
 
 # ---------------------------------------------------------------------------- agreement

@@ -1,4 +1,5 @@
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -54,3 +55,23 @@ class ImagePublic(ORMModel):
 class ImagesPublic(BaseModel):
     data: list[ImagePublic]
     count: int
+
+
+class AssignmentAnnotator(BaseModel):
+    id: int
+    username: str
+    assigned: bool
+
+
+class DatasetAssignments(BaseModel):
+    dataset_id: int
+    # true while nobody is assigned: every annotator sees the dataset
+    open_to_all: bool
+    assigned_user_ids: list[int]
+    # every active annotator, assigned or not (what the dataset page offers)
+    annotators: list[AssignmentAnnotator]
+
+
+class AssignmentsUpdate(BaseModel):
+    # the annotators who may work on the dataset; [] opens it to every annotator again
+    user_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=1000)

@@ -260,12 +260,19 @@ def freeze_mask_set(
     set (its hash is unique), so a run's lineage never has two names for one content.
     An image passes with at least min_annotators masks and, when min_agreement is given,
     a mean pairwise IoU at or above it (single-mask images then fail: agreement unknown).
+    Empty masks are excluded before the filter; their number is in the set's filter.
     """
     images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
     chosen = []
+    empty_masks = 0
     for im in images.values():
-        masks = [m.mask for m in im.masks]
-        if len(masks) < min_annotators:
+        # An empty mask is left out (it says "nothing is salient", seldom what was meant; the
+        # review flags it); the set's filter records how many, so nothing is silent.
+        kept = [m for m in im.masks if m.mask.any()]
+        empty_masks += len(im.masks) - len(kept)
+        im.masks = kept
+        masks = [m.mask for m in kept]
+        if not masks or len(masks) < min_annotators:
             continue
         agreement = mean_pairwise_iou(masks)
         if min_agreement is not None and (agreement is None or agreement < min_agreement):
@@ -275,7 +282,8 @@ def freeze_mask_set(
             (im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks), agreement)
         )
     if not chosen:
-        raise Invalid("No image passes the filter; nothing was frozen.")
+        left_out = f" ({empty_masks} empty masks were left out)" if empty_masks else ""
+        raise Invalid(f"No image passes the filter{left_out}; nothing was frozen.")
     digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
     existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
     if existing is not None:
@@ -289,6 +297,7 @@ def freeze_mask_set(
             "statuses": statuses,
             "min_annotators": min_annotators,
             "min_agreement": min_agreement,
+            "empty_masks_excluded": empty_masks,
         },
         created_by_id=created_by.id if created_by else None,
     )

@@ -1,5 +1,6 @@
-// Annotator's queue (#/annotate, also their home): datasets with images left to annotate,
-// a dataset picker and "Start annotating", which opens the next image.
+// Annotator's queue (#/annotate, also their home): datasets with images left to annotate and
+// masks a reviewer returned (flagged: they open first), a dataset picker and "Start
+// annotating", which opens the next image.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
@@ -26,18 +27,23 @@ export async function mount(root, { session, navigate = (h) => { location.hash =
     return;
   }
   const total = res.data.reduce((n, d) => n + d.remaining, 0);
+  const returned = res.data.reduce((n, d) => n + (d.returned || 0), 0);
   const last = sessionStorage.getItem(LAST_DATASET_KEY) || "";
   const pending = session.saveQueue ? session.saveQueue.pendingChanges() : 0;
   render(root, html`
     <section class="page">
       <h1>${title || "Annotation queue"}</h1>
       ${pending ? html`<p class="card">Saving ${pending} kept change(s) from an earlier visit…</p>` : ""}
+      ${returned ? html`<p class="card returned-note" role="status"><span class="badge off">returned</span>
+        ${returned} of your masks ${returned === 1 ? "was" : "were"} returned by a reviewer with a comment;
+        ${returned === 1 ? "it comes" : "they come"} first when you start annotating.</p>` : ""}
       <div class="card stack">
         <h2>Your queue</h2>
         ${res.data.length ? html`
           <table class="data queue">
-            <thead><tr><th>Dataset</th><th class="num">Images left for you</th></tr></thead>
-            <tbody>${res.data.map((d) => html`<tr><td>${d.name}</td><td class="num">${d.remaining}</td></tr>`)}</tbody>
+            <thead><tr><th>Dataset</th><th class="num">Images left for you</th><th class="num">Returned to you</th></tr></thead>
+            <tbody>${res.data.map((d) => html`<tr data-dataset="${d.id}"><td>${d.name}</td><td class="num">${d.remaining}</td>
+              <td class="num returned">${d.returned ? html`<span class="badge off">${d.returned} returned</span>` : "0"}</td></tr>`)}</tbody>
           </table>
           <div class="row">
             <label class="inline">Dataset

@@ -49,7 +49,24 @@ function blobToDataUrl(blob) {
 }
 
 const COLORS = { pink: [255, 40, 90], cyan: [0, 220, 255], green: [40, 230, 60], yellow: [255, 230, 0], blue: [40, 80, 255] };
-const COLOR_STORAGE = "salience-mask-color";
+const COLOR_STORAGE = "salience-mask-color"; // before preferences were kept per annotator
+// Under this share of the image a mask is "tiny" (as the server's TINY_FRACTION): submit asks.
+const TINY_FRACTION = 0.005;
+
+/** The annotator's drawing preferences (brush and eraser size, colour, zoom relative to the
+ * fitted view), kept in this browser per user id so a shared machine keeps each one's. */
+const prefsKey = (userId) => `salience-annotate-prefs:v1:${userId || "anon"}`;
+function loadPrefs(userId) {
+  try {
+    const p = JSON.parse(localStorage.getItem(prefsKey(userId)));
+    return p && typeof p === "object" ? p : {};
+  } catch {
+    return {};
+  }
+}
+function savePrefs(userId, prefs) {
+  try { localStorage.setItem(prefsKey(userId), JSON.stringify(prefs)); } catch { /* full: not worth an error */ }
+}
 
 const TOOL_BUTTONS = [
   ["brush", "Brush", "B"],
@@ -116,6 +133,11 @@ export async function mount(root, { params, query, session, navigate }) {
           <button type="button" class="primary submit" title="Submit (Ctrl+Enter)">Submit</button>
           <button type="button" class="skip-open">Skip…</button>
         </div>
+        <div class="small-mask-warning card stack" role="alertdialog" aria-label="Small mask" hidden>
+          <p class="warning-text"></p>
+          <div class="row"><button type="button" class="primary confirm-submit">Submit anyway</button>
+            <button type="button" class="keep-drawing">Keep drawing</button></div>
+        </div>
         <form class="skip-form stack card" hidden>
           <label>Why skip this image?
             <select name="reason">${SKIP_REASONS.map((r) => html`<option>${r}</option>`)}<option value="">Other…</option></select></label>
@@ -136,7 +158,29 @@ export async function mount(root, { params, query, session, navigate }) {
   const statusEl = root.querySelector(".save-status");
   const noteEl = root.querySelector(".note");
   const errEl = root.querySelector(".form-error");
-  const mc = new MaskCanvas(host, { image: img, width, height, keys: loadKeys() });
+  const userId = session.user ? session.user.id : null;
+  const prefs = loadPrefs(userId);
+  const mc = new MaskCanvas(host, {
+    image: img, width, height, keys: loadKeys(),
+    brushSize: Number(prefs.brush) || undefined,
+    eraserSize: Number(prefs.eraser) || undefined,
+  });
+  if (Number(prefs.zoom) > 0) mc.zoomRelative(Number(prefs.zoom));
+  let prefsTimer = null;
+  function rememberPrefs() {
+    clearTimeout(prefsTimer);
+    prefsTimer = setTimeout(() => {
+      const sizes = mc.sizes;
+      savePrefs(userId, {
+        ...loadPrefs(userId),
+        brush: sizes.brush,
+        eraser: sizes.eraser,
+        zoom: Math.round(mc.zoomRelativeToFit * 1000) / 1000,
+      });
+    }, 200);
+  }
+  mc.addEventListener("toolchange", rememberPrefs);
+  mc.addEventListener("viewchange", rememberPrefs);
 
   // ---- hotkeys: listed on the page, remappable, kept in this browser ----
   const keysTable = root.querySelector(".hotkeys table");
@@ -272,11 +316,11 @@ export async function mount(root, { params, query, session, navigate }) {
 
   // ---- toolbar ----
   const colorSel = root.querySelector("select[name=color]");
-  const savedColor = localStorage.getItem(COLOR_STORAGE);
+  const savedColor = prefs.color || localStorage.getItem(COLOR_STORAGE);
   if (savedColor && COLORS[savedColor]) { colorSel.value = savedColor; mc.setColor(COLORS[savedColor]); }
   colorSel.addEventListener("change", () => {
     mc.setColor(COLORS[colorSel.value]);
-    localStorage.setItem(COLOR_STORAGE, colorSel.value);
+    savePrefs(userId, { ...loadPrefs(userId), color: colorSel.value });
     host.focus({ preventScroll: true });
   });
   const opacityInput = root.querySelector("input[name=opacity]");
@@ -321,9 +365,30 @@ export async function mount(root, { params, query, session, navigate }) {
 
   // ---- submit and skip ----
   const submitBtn = root.querySelector("button.submit");
+  const warnBox = root.querySelector(".small-mask-warning");
   let busy = false;
-  async function submit() {
+  /** The sentence asking to confirm an empty or tiny mask, or "" for an ordinary one. */
+  function smallMaskWarning() {
+    const n = mc.raster.count();
+    if (n === 0) return "The mask is empty: nothing is marked as salient. Submit it anyway (nothing in this image is salient)?";
+    if (n < TINY_FRACTION * width * height) {
+      return `The mask is tiny: ${n} pixel${n === 1 ? "" : "s"}, under 0.5 % of the image. Submit it anyway?`;
+    }
+    return "";
+  }
+  root.querySelector(".keep-drawing").addEventListener("click", () => { warnBox.hidden = true; host.focus({ preventScroll: true }); });
+  root.querySelector(".confirm-submit").addEventListener("click", () => submit(true));
+  async function submit(confirmed = false) {
     if (busy) return;
+    mc.cancel();
+    const warning = confirmed ? "" : smallMaskWarning();
+    if (warning) {
+      warnBox.querySelector(".warning-text").textContent = warning;
+      warnBox.hidden = false;
+      warnBox.querySelector(".confirm-submit").focus();
+      return;
+    }
+    warnBox.hidden = true;
     busy = true;
     submitBtn.disabled = true;
     showError("");
@@ -340,10 +405,9 @@ export async function mount(root, { params, query, session, navigate }) {
       await stashing;
       if (!queue.isSynced(imageId)) submitBtn.textContent = "Waiting for the save…";
       const saved = await queue.flush(imageId);
-      await api(`/api/annotate/images/${imageId}/submit`, {
-        method: "POST",
-        body: saved && saved.lastSaveId ? { save_id_of_last_save: saved.lastSaveId } : {},
-      });
+      const submitBody = saved && saved.lastSaveId ? { save_id_of_last_save: saved.lastSaveId } : {};
+      if (confirmed) submitBody.confirm_empty = true;
+      await api(`/api/annotate/images/${imageId}/submit`, { method: "POST", body: submitBody });
       queue.remove(imageId);
       submitBtn.textContent = "Submitted";
       if (!(await openNext(datasetId, navigate))) {
@@ -359,7 +423,7 @@ export async function mount(root, { params, query, session, navigate }) {
       busy = false;
     }
   }
-  submitBtn.addEventListener("click", submit);
+  submitBtn.addEventListener("click", () => submit());
 
   const skipForm = root.querySelector(".skip-form");
   root.querySelector(".skip-open").addEventListener("click", () => { skipForm.hidden = false; skipForm.reason.focus(); });
@@ -393,6 +457,7 @@ export async function mount(root, { params, query, session, navigate }) {
 
   const onKey = (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); submit(); }
+    else if (e.key === "Escape" && !warnBox.hidden) warnBox.hidden = true;
   };
   window.addEventListener("keydown", onKey);
   host.focus({ preventScroll: true });
@@ -403,6 +468,7 @@ export async function mount(root, { params, query, session, navigate }) {
     else if (timer.ms > lastStashedActive) queue.updateActiveMs(imageId, timer.ms);
     timer.stop();
     clearInterval(activeInterval);
+    clearTimeout(prefsTimer);
     mc.destroy();
     queue.removeEventListener("state", onQueueState);
     window.removeEventListener("online", onNet);

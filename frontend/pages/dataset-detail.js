@@ -1,6 +1,7 @@
 // Dataset detail (#/datasets/{id}): classes, splits, editable instructions / annotators per
-// image / description, a paged grid of image thumbnails (filter by split), and the masks
-// panel (agreement, mask sets, export / import; see dataset-masks.js).
+// image / description, which annotators may work on it (assignment), a paged grid of image
+// thumbnails (filter by split), and the masks panel (agreement, mask sets, export / import;
+// see dataset-masks.js).
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
@@ -41,6 +42,15 @@ export async function mount(root, { params }) {
           </table>
         </div>
       </div>
+      <form class="card stack assignments" novalidate>
+        <h2>Annotators</h2>
+        <p class="muted assign-state"></p>
+        <div class="assign-list row"></div>
+        <p class="form-error" role="alert" hidden></p>
+        <p class="form-ok" role="status" hidden></p>
+        <div class="row"><button type="submit" class="primary">Save annotators</button>
+          <button type="button" class="open-all">Open to every annotator</button></div>
+      </form>
       <div class="card">
         <div class="row">
           <h2 style="margin:0">Images</h2>
@@ -79,6 +89,38 @@ export async function mount(root, { params }) {
       err.hidden = false;
     }
   });
+
+  // ---- who may annotate: none ticked = every annotator ----
+  const assignForm = root.querySelector("form.assignments");
+  function showAssignments(a) {
+    assignForm.querySelector(".assign-state").textContent = a.open_to_all
+      ? "Open to every annotator. Tick annotators to limit the dataset to them."
+      : `Assigned to ${a.assigned_user_ids.length} annotator(s): only they see this dataset and get its images.`;
+    render(assignForm.querySelector(".assign-list"), a.annotators.length
+      ? html`${a.annotators.map((p) => html`<label class="inline"><input type="checkbox" name="annotator"
+          value="${p.id}" ${p.assigned ? html`checked` : ""}> ${p.username}</label>`)}`
+      : html`<span class="muted">No annotator accounts yet.</span>`);
+  }
+  async function saveAssignments(userIds) {
+    const err = assignForm.querySelector(".form-error");
+    const ok = assignForm.querySelector(".form-ok");
+    err.hidden = ok.hidden = true;
+    try {
+      const a = await api(`/api/datasets/${id}/assignments`, { method: "PUT", body: { user_ids: userIds } });
+      showAssignments(a);
+      ok.textContent = "Saved.";
+      ok.hidden = false;
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+    }
+  }
+  assignForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    saveAssignments([...assignForm.querySelectorAll("input[name=annotator]:checked")].map((b) => Number(b.value)));
+  });
+  assignForm.querySelector(".open-all").addEventListener("click", () => saveAssignments([]));
+  showAssignments(await api(`/api/datasets/${id}/assignments`));
 
   const grid = root.querySelector(".thumbs");
   const more = root.querySelector("button.more");

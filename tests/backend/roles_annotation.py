@@ -13,6 +13,8 @@ ROUTES = {
     ("POST", "/api/annotate/images/{image_id}/submit"): ANN,
     ("GET", "/api/reviews"): STAFF,
     ("POST", "/api/reviews/{annotation_id}"): STAFF,
+    ("POST", "/api/reviews/bulk"): STAFF,
+    ("GET", "/api/reviews/images/{image_id}"): STAFF,
     ("GET", "/api/annotations/{annotation_id}/mask.png"): STAFF,
     ("GET", "/api/images/{image_id}/consensus.png"): STAFF,
     ("GET", "/api/images/{image_id}/consensus-binary.png"): STAFF,

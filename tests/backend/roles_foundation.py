@@ -17,5 +17,7 @@ ROUTES = {
     ("GET", "/api/datasets/{dataset_id}"): {"admin", "researcher"},
     ("PATCH", "/api/datasets/{dataset_id}"): {"admin", "researcher"},
     ("GET", "/api/datasets/{dataset_id}/images"): {"admin", "researcher"},
+    ("GET", "/api/datasets/{dataset_id}/assignments"): {"admin", "researcher"},
+    ("PUT", "/api/datasets/{dataset_id}/assignments"): {"admin", "researcher"},
     ("GET", "/api/images/{image_id}/file"): {"admin", "researcher", "annotator"},
 }

@@ -236,7 +236,7 @@ def test_cifar10_zip_upload_keeps_pixels_split_and_classes(client, auth, db, tmp
             row = by_name[f"{split}/{CIFAR10_NAMES[labels[i]]}/{fname}"]
             assert row.split == split and (row.width, row.height, row.mode) == (32, 32, "RGB")
             assert row.dataset_class.name == CIFAR10_NAMES[labels[i]]
-            with Image.open(storage.path(row.storage_key)) as img:
+            with Image.open(io.BytesIO(storage.get_bytes(row.storage_key))) as img:
                 assert img.format == "PNG"
                 pixels = np.asarray(img)
             expected = data[i].reshape(3, 32, 32).transpose(1, 2, 0)
@@ -263,7 +263,7 @@ def test_cifar100_from_the_cli_uses_the_fine_labels(db, tmp_path, capsys):
         for i, fname in enumerate(names):
             row = rows[f"{batch}/fine_{labels[i]:02d}/{fname}"]
             assert row.split == batch
-            stored = np.asarray(Image.open(get_storage().path(row.storage_key)))
+            stored = np.asarray(Image.open(io.BytesIO(get_storage().get_bytes(row.storage_key))))
             assert np.array_equal(stored, data[i].reshape(3, 32, 32).transpose(1, 2, 0))
     assert len(rows) == 8
 
@@ -352,7 +352,7 @@ def test_cub_tree_keeps_split_classes_and_every_segmentation_as_a_mask(db, tmp_p
         assert row.split == ("train" if is_train else "test")
         assert row.dataset_class.name == CUB_CLASSES[class_id]
         assert (row.width, row.height) == (w, h)
-        assert get_storage().path(row.storage_key).read_bytes() == (d / "images" / rel).read_bytes()
+        assert get_storage().get_bytes(row.storage_key) == (d / "images" / rel).read_bytes()
         (ann,) = db.scalars(sa.select(Annotation).where(Annotation.image_id == row.id)).all()
         assert ann.annotator_id == account.id and ann.status == "accepted"
         (rev,) = ann.revisions

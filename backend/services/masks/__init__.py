@@ -21,10 +21,14 @@ from backend.services.masks.codec import (
 )
 from backend.services.masks.queue import (
     CLAIM_TTL,
+    TINY_FRACTION,
     SaveResult,
+    check_dataset_open,
+    mask_flags,
     next_image,
     remaining,
     remaining_by_dataset,
+    returned_by_dataset,
     save_mask,
     skip_image,
     submit,
@@ -32,7 +36,10 @@ from backend.services.masks.queue import (
 
 __all__ = [
     "CLAIM_TTL",
+    "TINY_FRACTION",
     "SaveResult",
+    "check_dataset_open",
+    "mask_flags",
     "bbox",
     "decode_base64",
     "grey_png",
@@ -43,6 +50,7 @@ __all__ = [
     "png_to_mask",
     "remaining",
     "remaining_by_dataset",
+    "returned_by_dataset",
     "rle_counts",
     "rle_decode",
     "rle_encode",

@@ -1,6 +1,7 @@
 """The annotation queue and saving masks: claims on queue slots, the next image for an
-annotator, what remains, skips, and saving revisions of an annotation safely under
-concurrent (and repeated) requests, then submitting it.
+annotator (in an order of its own, shuffled per annotator and dataset), which datasets an
+annotator may work on (assignments), what remains, skips, and saving revisions of an
+annotation safely under concurrent (and repeated) requests, then submitting it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Conflict, Invalid
+from backend.core.errors import Conflict, Invalid, NotFound
 from backend.db import lock_for_write
-from backend.models import Annotation, AnnotationRevision, Dataset, Image, Skip, User, utcnow
+from backend.models import (
+    Annotation,
+    AnnotationRevision,
+    Dataset,
+    DatasetAssignment,
+    Image,
+    Skip,
+    User,
+    utcnow,
+)
 from backend.services.masks.codec import mask_sha256, mask_to_png
 
 _logger = logging.getLogger(__name__)
@@ -24,6 +46,74 @@ _logger = logging.getLogger(__name__)
 # A draft annotation without any saved revision is a claim on a queue slot handed out by
 # /annotate/next; it stops holding the slot after this long without a save.
 CLAIM_TTL = timedelta(minutes=30)
+
+# A mask covering less than this share of its image is "tiny": the page asks before it is
+# submitted and the review flags it (an empty one too; the server refuses to submit an
+# empty mask unless the annotator confirmed it).
+TINY_FRACTION = 0.005
+
+# The queue's shuffle: an integer hash of (image id, annotator, dataset) computed in SQL with
+# 64-bit integer arithmetic that PostgreSQL and SQLite evaluate alike (no xor, no floats).
+# Two multiply-add-mod rounds with a squaring in between, so neighbouring ids (images of
+# one class are imported together) land far apart. _PRIME < 2**31: every product < 2**62.
+_PRIME = 2_147_483_629
+_MUL_1 = 1_103_515_245
+_MUL_2 = 69_069
+
+
+def mask_flags(area: int, width: int, height: int) -> list[str]:
+    """A mask's flags: "empty" without a pixel, "tiny" under TINY_FRACTION of the image."""
+    if area <= 0:
+        return ["empty"]
+    if area < TINY_FRACTION * width * height:
+        return ["tiny"]
+    return []
+
+
+def annotator_seed(user: User) -> int:
+    """The annotator's part of the queue's shuffle (stable: derived from the id alone)."""
+    return (user.id * 2_654_435_761 + 97) % _PRIME
+
+
+def queue_order_key(user: User) -> ColumnElement[int]:
+    """The annotator's shuffled position of an image, a SQL expression over Image.id and
+    Image.dataset_id: stable across requests, different per annotator and per dataset."""
+    seed = annotator_seed(user)
+    x = (cast(Image.id, BigInteger) + cast(Image.dataset_id, BigInteger) * literal(7_919)) % (
+        literal(_PRIME)
+    )
+    t = (x * literal(_MUL_1) + literal(seed)) % literal(_PRIME)
+    t = (t * t + literal(seed)) % literal(_PRIME)
+    return (t * literal(_MUL_2) + literal(12_345)) % literal(_PRIME)
+
+
+# ---------------------------------------------------------------------------- assignments
+
+
+def dataset_open_to(user: User) -> ColumnElement[bool]:
+    """Datasets this annotator may work on: those without any assignment, and those they are
+    assigned to (a condition on Dataset.id)."""
+    any_assignment = exists().where(DatasetAssignment.dataset_id == Dataset.id)
+    assigned = exists().where(
+        DatasetAssignment.dataset_id == Dataset.id, DatasetAssignment.user_id == user.id
+    )
+    return or_(~any_assignment, assigned)
+
+
+def _in_open_dataset(user: User) -> ColumnElement[bool]:
+    """Image.dataset_id among the datasets open to the annotator: an uncorrelated subquery
+    over the few datasets, evaluated once (not once per image)."""
+    return Image.dataset_id.in_(select(Dataset.id).where(dataset_open_to(user)))
+
+
+def check_dataset_open(db: Session, user: User, dataset_id: int) -> None:
+    """Refuse (404, with a sentence) a dataset that is assigned to other annotators only."""
+    ok = db.scalar(select(Dataset.id).where(Dataset.id == dataset_id, dataset_open_to(user)))
+    if ok is None:
+        if db.get(Dataset, dataset_id) is None:
+            raise NotFound("Dataset not found.")
+        raise NotFound("This dataset is not assigned to you; ask a researcher to add you.")
+
 
 # ---------------------------------------------------------------------------- the queue
 
@@ -44,7 +134,9 @@ def _holds_slot(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _available_images(user: User, now: datetime, dataset_id: int | None) -> Select[int, int, int]:
+def _available_images(
+    user: User, now: datetime, dataset_id: int | None
+) -> Select[int, int, int, int]:
     """Images another annotation could still go to, excluding this annotator's own."""
     taken = (
         select(Annotation.image_id, func.count().label("n"))
@@ -56,13 +148,19 @@ def _available_images(user: User, now: datetime, dataset_id: int | None) -> Sele
     skipped = select(Skip.image_id).where(Skip.annotator_id == user.id)
     n_taken = func.coalesce(taken.c.n, 0)
     query = (
-        select(Image.id, Image.dataset_id, n_taken.label("n"))
+        select(
+            Image.id,
+            Image.dataset_id,
+            n_taken.label("n"),
+            queue_order_key(user).label("order_key"),
+        )
         .join(Dataset, Dataset.id == Image.dataset_id)
         .outerjoin(taken, taken.c.image_id == Image.id)
         .where(
             Image.id.not_in(mine),
             Image.id.not_in(skipped),
             n_taken < Dataset.annotators_per_image,
+            _in_open_dataset(user),
         )
     )
     if dataset_id is not None:
@@ -80,6 +178,7 @@ def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
             Annotation.annotator_id == user.id,
             Annotation.status.in_(("draft", "rejected")),
             Annotation.image_id.not_in(skipped),
+            _in_open_dataset(user),
         )
     )
     if dataset_id is not None:
@@ -102,6 +201,15 @@ def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
     return out
 
 
+def returned_by_dataset(db: Session, user: User) -> dict[int, int]:
+    """How many of this annotator's masks a reviewer returned (rejected, not redone yet)."""
+    pending = _own_pending(user, None).where(Annotation.status == "rejected").subquery()
+    rows = db.execute(
+        select(pending.c.dataset_id, func.count()).group_by(pending.c.dataset_id)
+    ).all()
+    return dict(rows)
+
+
 def remaining(db: Session, user: User, dataset_id: int | None) -> int:
     counts = remaining_by_dataset(db, user)
     return counts.get(dataset_id, 0) if dataset_id is not None else sum(counts.values())
@@ -120,8 +228,11 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     """The next image for this annotator, claimed for them; None when the queue is empty.
 
     Own drafts and rejected masks come first (rejected first). Otherwise the image with
-    the most annotations still short of annotators_per_image (to finish images), lowest id
-    first. The pick and a claim (a draft annotation without revisions) happen under a
+    the most annotations still short of annotators_per_image (to finish images), then in
+    this annotator's own shuffled order (queue_order_key: not by class, stable across
+    requests, different per annotator), only in datasets open to them.
+
+    The pick and a claim (a draft annotation without revisions) happen under a
     per-dataset lock, so two annotators asking at once do not both take the last slot. A
     claim that sees no save for CLAIM_TTL stops holding the slot, so an abandoned tab does
     not block an image for ever (the cost: an image may then get one mask too many).
@@ -136,7 +247,9 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     _lock_queue(db, dataset_id)
     now = utcnow()
     avail = _available_images(user, now, dataset_id).subquery()
-    row = db.execute(select(avail.c.id).order_by(avail.c.n.desc(), avail.c.id).limit(1)).first()
+    row = db.execute(
+        select(avail.c.id).order_by(avail.c.n.desc(), avail.c.order_key, avail.c.id).limit(1)
+    ).first()
     if row is None:
         db.rollback()
         return None
@@ -355,7 +468,17 @@ def _save_once(
     return SaveResult(ann, rev, created=True)
 
 
-def submit(db: Session, user: User, image: Image, last_save_id: str | None) -> Annotation:
+def submit(
+    db: Session,
+    user: User,
+    image: Image,
+    last_save_id: str | None,
+    *,
+    confirm_empty: bool = False,
+) -> tuple[Annotation, list[str]]:
+    """Mark the annotator's saved mask submitted; returns it with its flags ("empty",
+    "tiny"). An empty mask is refused (409) unless the annotator confirmed it: it says
+    "nothing is salient here", which is rarely what was meant."""
     ann = db.scalar(
         select(Annotation)
         .where(Annotation.image_id == image.id, Annotation.annotator_id == user.id)
@@ -371,9 +494,22 @@ def submit(db: Session, user: User, image: Image, last_save_id: str | None) -> A
         raise Conflict("The last save has not reached the server yet; try again.")
     if ann.status == "accepted":
         raise Conflict("This mask was already accepted.")
+    area = db.scalar(
+        select(AnnotationRevision.area).where(
+            AnnotationRevision.annotation_id == ann.id,
+            AnnotationRevision.revision == ann.latest_revision,
+        )
+    )
+    flags = mask_flags(area or 0, image.width, image.height)
+    if "empty" in flags and not confirm_empty:
+        db.rollback()
+        raise Conflict(
+            "The mask is empty: nothing is marked as salient. Draw the region, or confirm "
+            "that nothing in the image is salient."
+        )
     if ann.status != "submitted":
         ann.status = "submitted"
         ann.submitted_at = utcnow()
         ann.updated_at = ann.submitted_at
     db.commit()
-    return ann
+    return ann, flags

@@ -74,7 +74,8 @@ export class MaskCanvas extends EventTarget {
     this.view.setCursor(this.handler.cursor);
 
     this._unbind = bindInput(this);
-    this.fit(true);
+    // Open fitted to the viewport, enlarged as much as shrunk: a 48 px image is not a speck.
+    this.fit();
   }
 
   // ---- public API -------------------------------------------------------------------------
@@ -179,6 +180,13 @@ export class MaskCanvas extends EventTarget {
   zoomBy(factor) { this.view.zoomBy(factor); }
   /** Fit the image in the viewport; never enlarge beyond 100% when onlyShrink. */
   fit(onlyShrink = false) { this.view.fit(onlyShrink); }
+  /** Zoom as a multiple of the fitted scale (1 = fitted), what an annotator's preference keeps. */
+  get zoomRelativeToFit() { return this.view.scale / this.view.fitScale; }
+  /** Fit, then zoom to `rel` times the fitted scale (centred). */
+  zoomRelative(rel) {
+    this.view.fit();
+    if (Number.isFinite(rel) && rel > 0 && Math.abs(rel - 1) > 1e-3) this.view.zoomBy(rel);
+  }
   actualSize() { this.view.actualSize(); }
 
   /** Run a hotkey action by name (the page's buttons use the same names). */

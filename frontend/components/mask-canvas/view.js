@@ -86,6 +86,12 @@ export class View {
     this.zoomAt(factor, r.width / 2, r.height / 2);
   }
 
+  /** The scale at which the whole image fills the viewport (what fit() sets). */
+  get fitScale() {
+    const r = this.container.getBoundingClientRect();
+    return Math.min((r.width || 800) / this.width, (r.height || 600) / this.height);
+  }
+
   /** Fit the image in the viewport; never enlarge beyond 100% when onlyShrink. */
   fit(onlyShrink = false) {
     const r = this.container.getBoundingClientRect();
