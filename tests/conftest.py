@@ -188,6 +188,12 @@ def db(pg_database):
     truncate_all()
     shutil.rmtree(_STORAGE, ignore_errors=True)
     _STORAGE.mkdir(parents=True, exist_ok=True)
+    if _S3 is not None:  # the run's objects go with its rows
+        from backend.core.storage import get_storage
+
+        store = get_storage()
+        for prefix in ("datasets", "runs", "studies", "uploads", "exports"):
+            store.delete_prefix(prefix)
     session = get_sessionmaker()()
     yield session
     session.close()

@@ -1,12 +1,14 @@
+import mimetypes
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.openapi import content
+from backend.core.storage import serve
 from backend.deps import (
     DB_INT_MAX,
     DatasetDep,
@@ -199,12 +201,18 @@ def put_assignments(
 @images_router.get(
     "/{image_id}/file", responses=content("image/*", description="The image file as stored.")
 )
-def image_file(image: ImageDep, _: StaffUser, storage: StorageDep) -> FileResponse:
-    """The image's original file."""
-    path = storage.path(image.storage_key)
-    if not path.exists():
-        raise HTTPException(404, detail="The image file is missing from storage.")
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+def image_file(image: ImageDep, _: StaffUser, storage: StorageDep) -> Response:
+    """The image's original file (streamed from the object store when there is one)."""
+    media_type = mimetypes.guess_type(image.storage_key)[0] or "application/octet-stream"
+    try:
+        return serve(
+            storage,
+            image.storage_key,
+            media_type,
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
+    except FileNotFoundError as exc:
+        raise HTTPException(404, detail="The image file is missing from storage.") from exc
 
 
 ROUTERS = [router, images_router]

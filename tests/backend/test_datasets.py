@@ -2,7 +2,6 @@
 leaves nothing behind (no rows, no files)."""
 
 import io
-import os
 import zipfile
 
 import pytest
@@ -10,6 +9,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from backend.core.config import get_settings
+from backend.core.storage import get_storage
 from backend.models import Dataset, DatasetClass
 from backend.models import Image as ImageRow
 from tests.conftest import make_png, make_zip, tiny_imagefolder_zip
@@ -25,8 +25,8 @@ def _upload(client, headers, data: bytes, name="ds"):
 
 
 def _stored_files() -> list[str]:
-    root = get_settings().storage_dir / "datasets"
-    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs] if root.exists() else []
+    """Every stored dataset file (the local folder or the object store, as configured)."""
+    return get_storage().keys("datasets")
 
 
 def _nothing_stored(db):
