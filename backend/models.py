@@ -195,6 +195,9 @@ class Annotation(Base):
     __table_args__ = (
         UniqueConstraint("image_id", "annotator_id"),
         CheckConstraint(_in("status", ANNOTATION_STATUSES), name="status"),
+        # an annotator's own masks (queue, home page) and the review queue by status
+        Index("ix_annotations_annotator_id_status", "annotator_id", "status"),
+        Index("ix_annotations_status_submitted_at", "status", "submitted_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -248,7 +251,10 @@ class AnnotationRevision(Base):
 
 class Skip(Base):
     __tablename__ = "skips"
-    __table_args__ = (UniqueConstraint("image_id", "annotator_id"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "annotator_id"),
+        Index("ix_skips_annotator_id", "annotator_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
@@ -294,7 +300,10 @@ class MaskSetItem(Base):
 
 class TrainingRun(Base):
     __tablename__ = "training_runs"
-    __table_args__ = (CheckConstraint(_in("state", RUN_STATES), name="state"),)
+    __table_args__ = (
+        CheckConstraint(_in("state", RUN_STATES), name="state"),
+        Index("ix_training_runs_created_at", "created_at"),  # the runs table, newest first
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
