@@ -54,6 +54,18 @@ RUNTIME_ONLY = (
 )
 
 
+# Fields in pixel units ([0, 1] scale) that people read and type in grey levels (x/255).
+BUDGET_FIELDS = ("eps", "alpha", "part_eps_low")
+
+
+def grey_levels(pixel_units: float) -> str:
+    """A budget in pixel units as people read it: 8/255 -> "8/255", 0.0098 -> "2.5/255"
+    (at most two decimals, trailing zeros dropped)."""
+    levels = round(pixel_units * 255, 2)
+    text = f"{levels:.2f}".rstrip("0").rstrip(".")
+    return f"{'0' if text == '-0' else text}/255"
+
+
 def choices() -> dict[str, list[str]]:
     """The values the run form offers for each field with a fixed set (GET /api/runs/defaults)."""
     return {
@@ -233,9 +245,13 @@ class TrainConfig:
             "epoch_eval_steps",
         ):
             need(getattr(self, name) >= 1, name, "must be >= 1")
-        for name in ("eps", "alpha", "part_eps_low", "mask_threshold", "mask_fraction", "momentum"):
+        # budgets are stored in pixel units but people read and type them in grey levels
+        for name in BUDGET_FIELDS:
             v = getattr(self, name)
-            need(0 <= v <= 1, name, f"must be in [0, 1] (pixel units for budgets), got {v}")
+            need(0 <= v <= 1, name, f"must be between 0/255 and 255/255; got {grey_levels(v)}")
+        for name in ("mask_threshold", "mask_fraction", "momentum"):
+            v = getattr(self, name)
+            need(0 <= v <= 1, name, f"must be between 0 and 1; got {v:g}")
         need(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
         need(self.lr > 0, "lr", "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -255,7 +271,11 @@ class TrainConfig:
             "eps_warmup_epochs",
             f"must be in [0, epochs] (epochs), got {self.eps_warmup_epochs}",
         )
-        need(self.part_eps_low <= self.eps, "part_eps_low", "must not exceed eps")
+        need(
+            self.part_eps_low <= self.eps,
+            "part_eps_low",
+            f"must not exceed eps ({grey_levels(self.eps)}); got {grey_levels(self.part_eps_low)}",
+        )
         need(self.crop_padding >= 0, "crop_padding", "must be >= 0")
         need(self.eval_subset >= 0, "eval_subset", "must be >= 0")
         need(
@@ -265,7 +285,13 @@ class TrainConfig:
         )
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
-        need(all(0 <= e <= 1 for e in self.eval_eps), "eval_eps", "every value must be in [0, 1]")
+        wrong_eval = [e for e in self.eval_eps if not 0 <= e <= 1]
+        need(
+            not wrong_eval,
+            "eval_eps",
+            "every value must be between 0/255 and 255/255; got "
+            + ", ".join(grey_levels(e) for e in wrong_eval),
+        )
         if self.method in ("sip_at", "fast_sip_at") and self.mask_source != "human":
             need(
                 bool(self.auto_mask_model),

@@ -44,12 +44,16 @@ def data_dir(storage: Storage, run_id: int) -> Path:
 
 
 def restore(storage: Storage, run_id: int, folder: Path) -> bool:
-    """Before training: bring the run's last checkpoint (and a finished run's results) from
-    the store when this host does not have them; True when a checkpoint is there now."""
+    """Before training on an object store: the working folder made anew from the store,
+    the source of truth (its last checkpoint, and a finished run's results); whatever an
+    earlier attempt left on this host is dropped. True when there is a checkpoint to
+    resume from."""
     key = runs_service.run_out_key(run_id)
     if storage.local_path(key) is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         for name in (CHECKPOINT, METRICS, FINAL):
-            if not (folder / name).is_file() and storage.exists(f"{key}/{name}"):
+            if storage.exists(f"{key}/{name}"):
                 storage.download(f"{key}/{name}", folder / name)
     return (folder / CHECKPOINT).is_file()
 
@@ -82,14 +86,17 @@ def write_export(db: Session, storage: Storage, cache: ContentCache, run: Any) -
     from worker.training_export import write_training_export
 
     target = data_dir(storage, run.id)
-    if (target / "manifest.json").is_file():
+    key = runs_service.run_data_key(run.id)
+    on_store = storage.local_path(key) is None
+    # locally the export is the store's own folder, written once; on an object store this
+    # host's copy is made again at every start (images are links into the cache: cheap)
+    if not on_store and (target / "manifest.json").is_file():
         return target
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_training_export(db, cache, run.dataset_id, run.mask_set_id, tmp)
-    key = runs_service.run_data_key(run.id)
-    if storage.local_path(key) is None:
+    if on_store:
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             rel = path.relative_to(tmp).as_posix()
             if not rel.startswith("images/"):  # images are in the store already

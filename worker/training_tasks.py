@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
 import subprocess
 import threading
 import time
@@ -25,11 +23,12 @@ from celery.signals import worker_ready
 
 from backend.core.config import ROOT, get_settings
 from backend.core.queue import TRAIN_TASK
-from backend.core.storage import LocalStorage, get_storage
+from backend.core.storage import ContentCache, Storage, get_storage
 from backend.db import get_engine, get_sessionmaker
 from backend.models import Dataset, TrainingRun
 from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as runs_service
+from worker import run_files
 from worker.celery_app import app
 
 _logger = logging.getLogger(__name__)
@@ -103,30 +102,27 @@ def pick_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def ensure_export(db, storage: LocalStorage, run: TrainingRun) -> Path:
-    """runs/<id>/data, written once: into a temp folder, then renamed into place."""
-    from worker.training_export import write_training_export
-
-    key = runs_service.run_data_key(run.id)
-    target = storage.path(key)
-    if (target / "manifest.json").is_file():
-        return target
-    tmp = storage.path(f"{key}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_training_export(db, storage, run.dataset_id, run.mask_set_id, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
+def ensure_export(db, storage: Storage, run: TrainingRun) -> Path:
+    """The run's dataset export on this host (worker/run_files.py), written once."""
+    return run_files.write_export(db, storage, _cache(storage), run)
 
 
-def _checkpoint_of(storage: LocalStorage, run_id: int | None) -> str | None:
+def _cache(storage: Storage) -> ContentCache:
+    return ContentCache(storage, get_settings().worker_cache_dir)
+
+
+def _checkpoint_of(storage: Storage, run_id: int | None) -> str | None:
+    """A finished run's final.pt on this host (a teacher, or the model of automatic maps)."""
     if run_id is None:
         return None
-    return str(storage.path(f"{runs_service.run_out_key(run_id)}/final.pt"))
+    key = f"{runs_service.run_out_key(run_id)}/final.pt"
+    try:
+        return str(_cache(storage).by_key(key))
+    except FileNotFoundError:
+        return str(get_settings().worker_cache_dir / key)  # the library names what is missing
 
 
-def library_config(run: TrainingRun, storage: LocalStorage, data_dir: Path, device: str):
+def library_config(run: TrainingRun, storage: Storage, data_dir: Path, device: str):
     """The run's stored config turned into a sipat.TrainConfig (paths resolved here)."""
     from worker.sipat import TrainConfig
 
@@ -150,6 +146,7 @@ class _RunReporter:
         self._sessions = get_sessionmaker()
         self._last_poll = 0.0
         self._cancel = False
+        self.system: dict[str, Any] = {}  # the latest device, peak memory and images/s
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True
@@ -185,6 +182,19 @@ class _RunReporter:
     def on_epoch(self, epoch: int, total: int, metrics: dict[str, Any]) -> None:
         with self._sessions() as db:
             lifecycle.report_epoch(db, self.run_id, epoch, total, metrics, self.tail.text())
+
+    def on_batch(self, point: dict[str, Any]) -> None:
+        # one short session per point, as on_epoch: no transaction stays open while training
+        self.system = {
+            "device": point.get("device"),
+            "memory_bytes": point.get("memory_bytes"),
+            "images_per_s": point.get("images_per_s"),
+        }
+        try:
+            with self._sessions() as db:
+                lifecycle.report_batch(db, self.run_id, point)
+        except Exception:  # a lost point of the live curves must not end the run
+            _logger.exception("batch point of run %s not stored", self.run_id)
 
 
 def _test_ids(manifest: dict[str, Any]) -> list[Any] | None:
@@ -227,15 +237,23 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             dataset_hash = dataset.content_hash if dataset else None
             device = pick_device()
             cfg = library_config(run, storage, data_dir, device)
-            out_dir = storage.path(runs_service.run_out_key(run.id))
+            out_dir = run_files.out_dir(storage, run.id)
             db.expunge(run)
         manifest = json.loads((data_dir / "manifest.json").read_text())
         test_ids = _test_ids(manifest)
+        # on an object store: the last checkpoint from the store (a resume on any host)
+        run_files.restore(storage, run_id, out_dir)
+
+        def on_epoch(epoch: int, total: int, metrics: dict[str, Any]) -> None:
+            run_files.publish_checkpoint(storage, run_id, out_dir)  # before it is reported
+            reporter.on_epoch(epoch, total, metrics)
+
         with _RunReporter(run_id, tail, heartbeat_s) as reporter:
             result = train(
                 cfg,
                 out_dir,
-                on_epoch=reporter.on_epoch,
+                on_epoch=on_epoch,
+                on_batch=reporter.on_batch,
                 should_stop=reporter.should_stop,
                 progress=False,
             )
@@ -246,6 +264,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             )
         except Exception:  # the run stands without its salience pictures
             _logger.exception("salience samples of run %s failed", run_id)
+        run_files.publish(storage, run_id, out_dir)  # the results, to the store
         mask_set = manifest.get("mask_set") or {}
         reproducibility = {
             "seed": cfg.seed,
@@ -260,6 +279,8 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             "auto_mask_run_id": run.config.get("auto_mask_run_id"),
             "igd_teacher_run_id": run.config.get("igd_teacher_run_id"),
             "train_images_with_map": result.get("train_images_with_map"),
+            "batches_per_epoch": result.get("batches_per_epoch"),
+            "system": reporter.system,
             "config_fingerprint": cfg.fingerprint(),
             "device": device,
             "worker": hostname,

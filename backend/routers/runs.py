@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from backend.core.openapi import PNG, content
+from backend.db import get_sessionmaker
 from backend.deps import (
     DB_INT_MAX,
     QueryId,
@@ -21,10 +27,13 @@ from backend.deps import (
 )
 from backend.models import TrainingRun
 from backend.schemas.runs import (
+    RunBatchPublic,
     RunClone,
     RunCompare,
     RunCreate,
     RunDetail,
+    RunEvent,
+    RunEvents,
     RunGroups,
     RunPublic,
     RunSalience,
@@ -36,6 +45,12 @@ from backend.services import runs as service
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 SALIENCE_FILE = re.compile(r"^[a-z0-9_\-]{1,80}\.png$")
+# The event stream reads the database this often, says it is alive this often (a comment
+# line), and after this long asks the page to open a new one (event "reconnect": short, so
+# that an abandoned stream a proxy failed to close ends soon).
+EVENTS_POLL_S = 0.5
+EVENTS_KEEPALIVE_S = 15.0
+EVENTS_MAX_S = 30.0
 
 
 def _public(db: Session, runs: list[TrainingRun]) -> list[RunPublic]:
@@ -144,7 +159,12 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
     """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
     detail = RunDetail.model_validate(run)
     detail.dataset_name = service.dataset_names(db, [run]).get(run.dataset_id, "")
-    detail.time_left_s = service.time_left_s(run)
+    detail.batches = [
+        RunBatchPublic.model_validate(p) for p in service.thinned(service.batch_rows(db, run.id))
+    ]
+    detail.batches_per_epoch = service.batches_per_epoch(run)
+    detail.system = service.system_figures(run)
+    detail.time_left_s = service.time_left_s(run, service.pace_points(db, run))
     out = service.run_out_key(run.id)
     detail.downloads = {
         name: f"/api/runs/{run.id}/files/{name}"
@@ -152,6 +172,72 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
         if storage.exists(f"{out}/{name}")
     }
     return detail
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _event_stream(run_id: int, cursor: service.LiveCursor) -> AsyncIterator[str]:
+    sessions = get_sessionmaker()
+    opened = last_sent = time.monotonic()
+    # Starlette cancels this generator when the client disconnects; each poll reads in a
+    # session of its own, closed before the sleep
+    while True:
+        events, finished = await run_in_threadpool(service.live_events, sessions, run_id, cursor)
+        for name, data in events:
+            yield _sse(name, data)
+        now = time.monotonic()
+        if events:
+            last_sent = now
+        if finished:
+            return
+        if now - opened > EVENTS_MAX_S:
+            yield _sse("reconnect", {"after_step": cursor.after_step})
+            return
+        if now - last_sent > EVENTS_KEEPALIVE_S:
+            yield ": alive\n\n"
+            last_sent = now
+        await asyncio.sleep(EVENTS_POLL_S)
+
+
+@router.get(
+    "/{run_id}/events",
+    response_model=RunEvents,
+    responses={
+        200: {
+            "description": (
+                "With `Accept: text/event-stream` (as EventSource sends): server-sent events "
+                "until the run has finished: `run` (state, progress, time left, system figures), "
+                "`log` (the log tail), `epoch` (new epochs), `batch` (new per-batch points), then "
+                "`end`; `reconnect` asks for a new stream after 30 s. Otherwise the same events "
+                "as they stand now, as JSON."
+            ),
+            "content": {"text/event-stream": {}},
+        }
+    },
+)
+def run_events(
+    run: RunDep,
+    db: SessionDep,
+    request: Request,
+    after_step: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+    after_epoch: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+) -> StreamingResponse | RunEvents:
+    """The run's live progress pushed as server-sent events, from the given step and epoch."""
+    run_id = run.id
+    db.close()  # the login check's session: no transaction stays open while streaming
+    cursor = service.LiveCursor(after_step=after_step, after_epoch=after_epoch)
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        events, finished = service.live_events(get_sessionmaker(), run_id, cursor)
+        return RunEvents(
+            events=[RunEvent(event=name, data=data) for name, data in events], finished=finished
+        )
+    return StreamingResponse(
+        _event_stream(run_id, cursor),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)

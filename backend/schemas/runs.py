@@ -73,6 +73,33 @@ class RunEpochPublic(ORMModel):
     created_at: datetime
 
 
+class RunBatchPublic(ORMModel):
+    """One point of the live curves: the mean training loss and accuracy over the batches
+    since the previous point, at `step` batches since the run began."""
+
+    step: int
+    epoch: int
+    loss: float
+    accuracy: float
+    images_per_s: float | None
+    created_at: datetime
+
+
+class RunEvent(BaseModel):
+    """One event of a run's live progress: run, log, epoch, batch or end."""
+
+    event: str
+    data: Any
+
+
+class RunEvents(BaseModel):
+    """The events since the given step and epoch as they stand now (GET .../events asked
+    for JSON rather than a stream), and whether the run has finished."""
+
+    events: list[RunEvent]
+    finished: bool
+
+
 class RunPublic(ORMModel):
     id: int
     name: str
@@ -105,7 +132,12 @@ class RunDetail(RunPublic):
     worker_hostname: str | None
     checkpoint_key: str | None
     epochs: list[RunEpochPublic]
-    # seconds until the run should end, from the pace of its finished epochs
+    # the per-batch points (evenly thinned to at most 4000 on a long run)
+    batches: list[RunBatchPublic] = Field(default_factory=list)
+    batches_per_epoch: int | None = None
+    # the latest figures the worker measured: device, memory_bytes (peak), images_per_s
+    system: dict[str, Any] | None = None
+    # seconds until the run should end, from the measured batch rate
     time_left_s: float | None = None
     downloads: dict[str, str] = Field(default_factory=dict)
 

@@ -28,7 +28,14 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings
 from backend.core.errors import Conflict
 from backend.core.queue import TRAIN_TASK, enqueue, held_tokens
-from backend.models import FINISHED_STATES, RUN_TRANSITIONS, RunEpoch, TrainingRun, utcnow
+from backend.models import (
+    FINISHED_STATES,
+    RUN_TRANSITIONS,
+    RunBatch,
+    RunEpoch,
+    TrainingRun,
+    utcnow,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -281,6 +288,44 @@ def report_epoch(
         run.progress = epoch / max(1, total)
         run.heartbeat_at = utcnow()
         run.log_tail = log_tail
+    db.commit()
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def report_batch(db: Session, run_id: int, point: dict[str, Any]) -> None:
+    """Store one point of the live curves (again, on a resumed run: the same step is
+    overwritten), move the run's progress to it, and keep the latest system figures (device,
+    peak memory, images per second) in its reproducibility record under "system"."""
+    step, epoch = int(point["step"]), int(point["epoch"])
+    values = {
+        "epoch": epoch,
+        "loss": float(point["loss"]),
+        "accuracy": float(point["accuracy"]),
+        "images_per_s": _number(point.get("images_per_s")),
+        "created_at": utcnow(),
+    }
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(RunBatch).values(run_id=run_id, step=step, **values)
+    db.execute(stmt.on_conflict_do_update(index_elements=["run_id", "step"], set_=values))
+    run = db.get(TrainingRun, run_id)
+    if run is not None and run.state == "running":
+        batches = int(point.get("batches") or 0)
+        total = run.total_epochs
+        if batches > 0 and total > 0:
+            run.progress = min(1.0, step / (batches * total))
+        run.heartbeat_at = utcnow()
+        run.reproducibility = {
+            **(run.reproducibility or {}),
+            "batches_per_epoch": batches or None,
+            "system": {
+                "device": point.get("device"),
+                "memory_bytes": _number(point.get("memory_bytes")),
+                "images_per_s": values["images_per_s"],
+            },
+        }
     db.commit()
 
 

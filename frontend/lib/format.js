@@ -3,6 +3,7 @@
 // would otherwise be empty, "" where it is part of a sentence.
 // Usage: import { percent, number, dateTime, duration } from "../lib/format.js";
 //   percent(0.1234) -> "12.3%"   number(0.48, 3) -> "0.480"   duration(125) -> "2 min 5 s"
+//   greyLevels(8 / 255) -> "8/255"   bytes(1.5e9) -> "1.4 GiB"
 
 export const MISSING = "–";
 
@@ -34,6 +35,28 @@ export function number(v, digits = 2) {
  * round(8.0000001, 3) -> 8, round(0.1 + 0.2, 3) -> 0.3. */
 export function round(v, digits) {
   return Number(Number(v).toFixed(digits));
+}
+
+/** A budget (ε, step size) in pixel units as people read it, in grey levels: 8/255 -> "8/255",
+ * 0.0098 -> "2.5/255" (at most two decimals, trailing zeros dropped; the same rounding as
+ * worker/contract.py's grey_levels); "–" when missing. The pixel-unit value stays in the API
+ * and the exports. */
+export function greyLevels(v) {
+  const n = finite(v);
+  if (!Number.isFinite(n)) return MISSING;
+  const levels = round(n * 255, 2);
+  return `${Object.is(levels, -0) ? 0 : levels}/255`;
+}
+
+/** A size in bytes: bytes(1536) -> "1.5 KiB", bytes(1.5e9) -> "1.4 GiB"; "–" when missing. */
+export function bytes(v) {
+  const n = finite(v);
+  if (!Number.isFinite(n)) return MISSING;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let x = n;
+  while (Math.abs(x) >= 1024 && i < units.length - 1) { x /= 1024; i++; }
+  return `${i ? x.toFixed(1) : Math.round(x)} ${units[i]}`;
 }
 
 /** Date and time in the reader's locale; "" when there is none. */

@@ -10,13 +10,14 @@ import { number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "./run.js";
-import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
+import { autoattackCell, configValue, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
 import "../components/inequality-panel/inequality-panel.js";
 
-const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
+// settings as people read them (budgets in /255); the API and the exports keep pixel units
+const show = (v, key = "") => configValue(key, v);
 
 function metricLabel(k) {
-  if (k === "autoattack_accuracy") return "AutoAttack acc. (train ε)";
+  if (k === "autoattack_accuracy") return "AutoAttack acc. (run ε)";
   const m = k.match(/^pgd_accuracy@(.+)$/);
   if (m) return `PGD acc. at ${epsLabel(m[1])}`;
   return k.replaceAll("_", " ");
@@ -48,13 +49,13 @@ export async function mount(root, ctx) {
   render($(".body"), html`
     <h2>Settings that differ</h2>
     ${diffKeys.length ? html`<table class="data diff"><thead><tr><th>setting</th>${runs.map((r) => html`<th><a href="#/runs/${r.id}">${label(r)}</a> ${stateBadge(r.state)}</th>`)}</tr></thead>
-      <tbody>${diffKeys.map((k) => html`<tr data-key="${k}"><td>${k}</td>${data.differences[k].map((v) => html`<td class="differs">${show(v)}</td>`)}</tr>`)}</tbody></table>`
+      <tbody>${diffKeys.map((k) => html`<tr data-key="${k}"><td>${k}</td>${data.differences[k].map((v) => html`<td class="differs">${show(v, k)}</td>`)}</tr>`)}</tbody></table>`
       : html`<p class="muted">These runs share every setting.</p>`}
     <details style="margin:8px 0 16px"><summary>${Object.keys(data.same).length} shared settings</summary>
-      <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v)}</code></td></tr>`)}</table></details>
+      <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v, k)}</code></td></tr>`)}</table></details>
     <h2>Final results</h2>
-    <table class="data final-results"><thead><tr><th>run</th><th class="num">clean</th><th class="num">AutoAttack (train ε, n)</th>
-      <th class="num">PGD (train ε, steps × restarts, n)</th><th class="num">salience agreement</th></tr></thead>
+    <table class="data final-results"><thead><tr><th>run</th><th class="num">clean</th><th class="num">AutoAttack (run ε, n)</th>
+      <th class="num">PGD (run ε, steps × restarts, n)</th><th class="num">salience agreement</th></tr></thead>
       <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr data-run="${r.id}"><td>${label(r)} ${maskingBadge(r)}</td>
         <td class="num">${pct(f.clean_accuracy)}</td><td class="num col-autoattack">${autoattackCell(r)}</td><td class="num col-pgd">${pgdCell(r)}</td>
         <td class="num">${pct((f.salience_agreement || {}).top_mass_in_mask)}</td></tr>`; })}</tbody></table>
@@ -73,7 +74,7 @@ export async function mount(root, ctx) {
       if (!g.groups.length) { render($(".groups"), html`<p class="muted">No finished runs to group yet.</p>`); return; }
       render($(".groups"), html`<table class="data groups-table"><thead><tr><th>${by}</th><th>runs (seeds)</th>
         ${metricKeys.map((k) => html`<th class="num">${metricLabel(k)}</th>`)}</tr></thead>
-        <tbody>${g.groups.map((x) => html`<tr><td>${show(x.value)}</td><td>${x.run_ids.map((r, i) => html`<a href="#/runs/${r}">#${r}</a> (${x.seeds[i]}) `)}</td>
+        <tbody>${g.groups.map((x) => html`<tr><td>${show(x.value, by)}</td><td>${x.run_ids.map((r, i) => html`<a href="#/runs/${r}">#${r}</a> (${x.seeds[i]}) `)}</td>
           ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>` : "–"}</td>`; })}</tr>`)}</tbody></table>`);
     } catch (err) {
       render($(".groups"), html`<p class="form-error">${err.message}</p>`);

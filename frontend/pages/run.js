@@ -1,20 +1,28 @@
-// One training run (#/runs/<id>): live curves (polled every 2 s while it is queued or running),
-// progress with time left, log tail, config, reproducibility record, downloads, cancel / retry /
+// One training run (#/runs/<id>): live curves (per-batch loss and accuracy pushed by the server as
+// server-sent events while it is queued or running, GET /api/runs/<id>/events; polled every 2 s
+// when the stream fails), with hover values, smoothing, log scale and zoom; progress with the
+// time left from the measured batch rate; the device, memory and images/s; log tail, the
+// settings that apply to its method (budgets in /255), reproducibility record, downloads, cancel / retry /
 // clone, the final evaluation (AutoAttack as the headline robust accuracy with its per-attack
 // breakdown, PGD beside it and over epsilon, the gradient-masking checks, with a warning at the
 // top when one failed), and its salience beside the human masks.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { duration, percent as pct, wholePercent } from "../lib/format.js";
+import { bytes, duration, greyLevels, number, percent as pct, wholePercent } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
-import { ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
-import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "./runs.js";
+import { createChart, ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
+import { autoattackOf, checkName, configEntries, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "./runs.js";
 
 const POLL_MS = 2000;
 // AutoAttack's attacks as its paper names them (the report keys them in lower case)
 const AA_ATTACK_NAMES = { "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", square: "Square" };
+
+/** The settings that apply to the run's method, as people read them. */
+function configTable(config) {
+  return html`<table class="data kv run-config-table">${configEntries(config).map((r) => html`<tr data-key="${r.key}"><td>${r.label}</td><td><code>${r.value}</code></td></tr>`)}</table>`;
+}
 
 function kvTable(obj) {
   const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td><code>${
@@ -43,7 +51,7 @@ export function epochCharts(series) {
   }
   return html`<div class="charts">
     <div class="chart chart-loss">${lineChartSafe({ title: "Training loss", xLabel: "epoch", series: loss })}</div>
-    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at train ε)" : `Accuracy (robust: ${check}, train ε)`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
+    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at the run’s ε)" : `Accuracy (robust: ${check}, at each run’s ε)`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
   </div>`;
 }
 
@@ -94,7 +102,7 @@ function pgdSection(run, f) {
     <table class="data pgd-grid"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
       <tr><td>PGD acc.</td>${Object.values(f.pgd_accuracy || {}).map((a) => html`<td class="num">${pct(a)}</td>`)}</tr></table>
     ${robustVsEpsChart([{ name: run.name, pgd: f.pgd_accuracy }])}
-    ${large ? html`<p class="large-eps">At a very large budget, ε ${epsLabel(large.eps)} (${large.eps} in pixel units):
+    ${large ? html`<p class="large-eps">At a very large budget, ε ${epsLabel(large.eps)}:
       PGD <strong>${pct(large.accuracy)}</strong> on ${large.n} images (a model that is not masking its gradients is near 0 % there).</p>` : ""}`;
 }
 
@@ -109,18 +117,46 @@ function maskingSection(f) {
       <td class="${c.passed ? "form-ok" : "form-error"}">${c.passed ? "✓ pass" : "✗ fail"}</td><td>${checkName(c.name)}</td><td class="muted">${c.detail}</td></tr>`)}</tbody></table>`;
 }
 
+/** The live curves' series: per-batch points (x in epochs: step / batches per epoch) with the
+ * per-epoch figures over them. */
+function liveSeries(run, batches, epochs) {
+  const per = run.batches_per_epoch;
+  const x = (b) => (per ? b.step / per : b.epoch);
+  const check = epochCheckLabel(epochs);
+  const standard = run.method === "standard";
+  return {
+    loss: [
+      { name: "train loss (every few batches)", points: batches.map((b) => [x(b), b.loss]), dots: false, smooth: true, color: "#2f6fde" },
+      { name: "train loss (epoch mean)", points: epochs.map((e) => [e.epoch, e.train_loss]), color: "#0b2f73" },
+    ],
+    acc: [
+      { name: "train acc. (every few batches)", points: batches.map((b) => [x(b), b.accuracy]), dots: false, smooth: true, color: "#e67700" },
+      { name: "clean", points: epochs.map((e) => [e.epoch, e.clean_accuracy]), color: "#2f6fde" },
+      { name: `robust (${check}${standard ? ` at ${greyLevels(run.config.eps)}` : ""})`, points: epochs.map((e) => [e.epoch, e.robust_accuracy]), dashed: true, color: "#d9480f" },
+    ],
+  };
+}
+
 export async function mount(root, ctx) {
   ensureChartStyles();
   const id = Number(ctx.params[0]);
   let stopPolling = () => {};
+  let stream = null;
   let alive = true;
   let salienceShown = false;
+  // what the page shows: the run's detail, kept current by the stream (or the polling)
+  let run = null;
+  let batches = [];
+  let epochs = [];
 
   render(root, html`<section class="page wide run-page">
     <p><a href="#/runs">← All runs</a></p>
     <div class="run-head"></div>
     <p class="form-error action-error" role="alert"></p>
-    <div class="run-curves"></div>
+    <div class="run-system muted"></div>
+    <div class="run-curves charts" data-live="">
+      <div class="chart chart-loss"></div><div class="chart chart-acc"></div>
+    </div>
     <div class="grid-2" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;margin-top:16px">
       <div><h2>Final evaluation</h2><div class="run-final muted">Not finished yet.</div></div>
       <div><h2>Log</h2><pre class="log-tail">…</pre></div>
@@ -130,6 +166,9 @@ export async function mount(root, ctx) {
     <div class="run-salience" style="margin-top:16px"></div>
   </section>`);
   const $ = (s) => root.querySelector(s);
+  const lossChart = createChart($(".chart-loss"), { storageKey: "run.loss", smoothing: true, title: "Training loss", xLabel: "epoch" });
+  const accChart = createChart($(".chart-acc"), { storageKey: "run.acc", smoothing: true, yMin: 0, yMax: 1, xLabel: "epoch",
+    title: "Accuracy (robust: a cheap check per epoch)" });
 
   async function act(path) {
     $(".action-error").textContent = "";
@@ -147,18 +186,30 @@ export async function mount(root, ctx) {
     else act(b.dataset.act);
   });
 
-  /** Fetch and draw the run; true while it is queued or running (then it is polled again). */
+  const active = () => run && (run.state === "queued" || run.state === "running");
+
+  /** Fetch the whole run and draw it; true while it is queued or running. */
   async function load() {
-    const run = await api(`/api/runs/${id}`);
+    const detail = await api(`/api/runs/${id}`);
     if (!alive) return false;
-    draw(run);
-    if (run.state === "queued" || run.state === "running") return true;
+    run = detail;
+    batches = detail.batches || [];
+    epochs = detail.epochs.map((e) => e.metrics);
+    drawAll();
+    if (active()) return true;
     if (run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(); }
     return false;
   }
 
-  /** Load now and keep polling while the run is active (again after cancel / retry). */
+  /** Load now, then follow the run through its event stream; poll when the stream fails. */
   function watch() {
+    stopPolling();
+    closeStream();
+    load().then((more) => { if (more && alive) openStream(); }).catch(() => { if (alive) pollNow(); });
+  }
+
+  function pollNow() {
+    $(".run-curves").dataset.live = "poll";
     stopPolling();
     stopPolling = poll(load, POLL_MS, {
       onError: (err) => { if (alive) $(".action-error").textContent = `${err.message} (retrying)`; },
@@ -166,39 +217,114 @@ export async function mount(root, ctx) {
     });
   }
 
-  function draw(run) {
-    const active = run.state === "queued" || run.state === "running";
-    const left = run.time_left_s !== null && run.time_left_s !== undefined ? `about ${duration(run.time_left_s)} left` : "";
-    const masking = failedChecks(run);
-    render($(".run-head"), html`
-      <div class="row"><h1 class="run-name">${run.name || `Run ${run.id}`}</h1> ${stateBadge(run.state)}
-        ${run.cancel_requested && run.state === "running" ? html`<span class="muted">stopping…</span>` : ""}
-        <span class="spacer"></span>
-        ${active ? html`<button type="button" class="danger" data-act="cancel" ${run.cancel_requested ? "disabled" : ""}>Cancel</button>` : ""}
-        ${run.state === "failed" || run.state === "cancelled" ? html`<button type="button" data-act="retry">Retry</button>` : ""}
-        <button type="button" data-act="clone">Clone</button>
-        <a class="button" href="#/compare?ids=${run.id}">Compare…</a></div>
-      <p class="muted">#${run.id} · ${run.dataset_name} · ${run.method} · ${run.config.model} · ε ${epsLabel(run.config.eps)} · seed ${run.config.seed}
-        ${run.tags.length ? html` · tags ${run.tags.join(", ")}` : ""}${run.cloned_from_id ? html` · cloned from <a href="#/runs/${run.cloned_from_id}">#${run.cloned_from_id}</a>` : ""}</p>
-      <div class="row"><div class="progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
-        aria-valuenow="${wholePercent(run.progress)}"><div style="width:${wholePercent(run.progress)}%"></div></div>
-        <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${left ? ` · ${left}` : ""}</span>
-        ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
-      ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
-      ${masking.length ? html`<p class="form-error masking-warning" role="alert">⚠ Possible gradient masking: this run failed
-        ${masking.length === 1 ? "the check" : "the checks"} ${masking.map((c) => `“${checkName(c.name)}”`).join(", ")}. Its robust accuracy may
-        be overstated; see the gradient-masking checks under Final evaluation.</p>` : ""}`);
-    render($(".run-curves"), epochCharts([{ name: run.name, epochs: run.epochs.map((e) => e.metrics) }]));
-    const log = $(".log-tail");
-    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-    log.textContent = run.log_tail || "(no output yet)";
-    if (atBottom) log.scrollTop = log.scrollHeight;
-    render($(".run-config"), kvTable(run.config));
+  function closeStream() {
+    if (stream) { stream.close(); stream = null; }
+  }
+
+  function openStream() {
+    if (typeof EventSource === "undefined") { pollNow(); return; }
+    const lastStep = batches.length ? batches[batches.length - 1].step : 0;
+    const lastEpoch = epochs.length ? epochs[epochs.length - 1].epoch : 0;
+    const es = new EventSource(`/api/runs/${id}/events?after_step=${lastStep}&after_epoch=${lastEpoch}`);
+    stream = es;
+    const on = (name, fn) => es.addEventListener(name, (e) => { if (alive && stream === es) fn(JSON.parse(e.data)); });
+    es.addEventListener("open", () => { if (stream === es) $(".run-curves").dataset.live = "stream"; });
+    on("run", (summary) => {
+      const restarted = run && summary.attempts !== run.attempts;
+      run = { ...run, ...summary };
+      drawHead();
+      drawSystem();
+      if (restarted) { closeStream(); watch(); } // a resumed run redoes its last epoch: reload
+    });
+    on("log", ({ log_tail: text }) => { run.log_tail = text; drawLog(); });
+    on("epoch", (rows) => {
+      epochs = [...epochs.filter((e) => !rows.some((r) => r.epoch === e.epoch)), ...rows.map((r) => r.metrics)];
+      drawCurves();
+    });
+    on("batch", (points) => {
+      const first = points[0].step;
+      batches = [...batches.filter((b) => b.step < first), ...points];
+      drawCurves();
+    });
+    on("reconnect", () => { closeStream(); openStream(); });
+    on("end", () => { closeStream(); load(); }); // the final evaluation, downloads, salience
+    es.onerror = () => {
+      if (stream !== es) return;
+      closeStream();
+      if (alive) pollNow(); // the stream failed: the polling takes over
+    };
+  }
+
+  function drawAll() {
+    drawHead();
+    drawSystem();
+    drawCurves();
+    drawLog();
+    render($(".run-config"), configTable(run.config));
     render($(".run-repro"), kvTable(run.reproducibility));
     const dl = Object.entries(run.downloads || {});
     render($(".run-downloads"), dl.length
       ? html`${dl.map(([name, url]) => html`<a class="button" href="${url}" download>${name}</a> `)}`
       : html`<span class="muted">Available when the run has finished.</span>`);
+    drawFinal();
+  }
+
+  function drawHead() {
+    const isActive = active();
+    const left = run.time_left_s !== null && run.time_left_s !== undefined && run.state === "running" ? `about ${duration(run.time_left_s)} left` : "";
+    const masking = failedChecks(run);
+    const per = run.batches_per_epoch;
+    const last = batches.length ? batches[batches.length - 1] : null;
+    const within = per && last && run.state === "running" && last.step > run.current_epoch * per
+      ? ` (batch ${last.step - run.current_epoch * per} / ${per})` : "";
+    const eps = run.method === "standard" ? `evaluated at ε ${greyLevels(run.config.eps)}` : `ε ${greyLevels(run.config.eps)}`;
+    render($(".run-head"), html`
+      <div class="row"><h1 class="run-name">${run.name || `Run ${run.id}`}</h1> ${stateBadge(run.state)}
+        ${run.cancel_requested && run.state === "running" ? html`<span class="muted">stopping…</span>` : ""}
+        <span class="spacer"></span>
+        ${isActive ? html`<button type="button" class="danger" data-act="cancel" ${run.cancel_requested ? "disabled" : ""}>Cancel</button>` : ""}
+        ${run.state === "failed" || run.state === "cancelled" ? html`<button type="button" data-act="retry">Retry</button>` : ""}
+        <button type="button" data-act="clone">Clone</button>
+        <a class="button" href="#/compare?ids=${run.id}">Compare…</a></div>
+      <p class="muted">#${run.id} · ${run.dataset_name} · ${run.method} · ${run.config.model} · ${eps} · seed ${run.config.seed}
+        ${run.tags.length ? html` · tags ${run.tags.join(", ")}` : ""}${run.cloned_from_id ? html` · cloned from <a href="#/runs/${run.cloned_from_id}">#${run.cloned_from_id}</a>` : ""}</p>
+      <div class="row"><div class="progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+        aria-valuenow="${wholePercent(run.progress)}"><div style="width:${wholePercent(run.progress)}%"></div></div>
+        <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${within}${left ? ` · ${left}` : ""}</span>
+        ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
+      ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
+      ${masking.length ? html`<p class="form-error masking-warning" role="alert">⚠ Possible gradient masking: this run failed
+        ${masking.length === 1 ? "the check" : "the checks"} ${masking.map((c) => `“${checkName(c.name)}”`).join(", ")}. Its robust accuracy may
+        be overstated; see the gradient-masking checks under Final evaluation.</p>` : ""}`);
+  }
+
+  /** Device, peak memory and images per second, as the worker last measured them. */
+  function drawSystem() {
+    const sys = run.system || (run.reproducibility || {}).system;
+    if (!sys) { render($(".run-system"), html``); return; }
+    const latest = batches.length ? batches[batches.length - 1].images_per_s : null;
+    const rate = run.state === "running" && Number.isFinite(latest) ? latest : sys.images_per_s;
+    render($(".run-system"), html`<span class="sys-device">device <b>${sys.device || "–"}</b></span>
+      <span class="sys-memory">peak memory <b>${bytes(sys.memory_bytes)}</b></span>
+      <span class="sys-rate">training <b>${number(rate, 0)}</b> images/s</span>
+      ${run.batches_per_epoch ? html`<span class="sys-batches">${run.batches_per_epoch} batches per epoch</span>` : ""}`);
+  }
+
+  function drawCurves() {
+    const s = liveSeries(run, batches, epochs);
+    lossChart.update(s.loss);
+    accChart.update(s.acc);
+    $(".run-curves").dataset.batches = String(batches.length);
+  }
+
+  function drawLog() {
+    const log = $(".log-tail");
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.textContent = run.log_tail || "(no output yet)";
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function drawFinal() {
     const f = finalOf(run);
     if (run.final_metrics) {
       const agree = f.salience_agreement;
@@ -229,5 +355,5 @@ export async function mount(root, ctx) {
   }
 
   watch();
-  return () => { alive = false; stopPolling(); };
+  return () => { alive = false; stopPolling(); closeStream(); lossChart.destroy(); accChart.destroy(); };
 }

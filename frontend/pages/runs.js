@@ -4,13 +4,14 @@
 // errors from the server; #/runs?clone=<id> fills it from an earlier run).
 // Usage: routed by app.js; exports mount(root, ctx), and the robustness labels the run and
 // compare pages share (autoattackOf, pgdGrid, pgdAtTrainEps, pgdLabel, autoattackCell, pgdCell,
-// failedChecks, checkName, maskingBadge).
+// failedChecks, checkName, maskingBadge) and how a run's settings read (configEntries,
+// configValue: only those that apply to its method, budgets in grey levels /255).
 
 import { api, ApiError } from "../lib/api.js";
-import { dateTime, percent as pct, round, wholePercent } from "../lib/format.js";
+import { dateTime, greyLevels, percent as pct, round, wholePercent } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
-import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
+import { ensureChartStyles } from "../components/line-chart/line-chart.js";
 
 const METHOD_NAMES = {
   standard: "Standard", pgd_at: "PGD-AT", sip_at: "SIP-AT", part: "PART", igd: "IGD", fast_sip_at: "Fast SIP-AT",
@@ -22,6 +23,76 @@ const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 // fields entered in grey levels (x/255) and sent in pixel units
 const BUDGETS = new Set(["eps", "alpha", "part_eps_low"]);
 
+// ---------------------------------------------------------------- a run's settings, as read
+
+const PGD_TRAINED = new Set(["pgd_at", "sip_at", "part", "igd"]); // a multi-step attack in training
+const SIP = new Set(["sip_at", "fast_sip_at"]);
+const AUGMENT = (c) => (c.augment === false ? "off" : c.hflip === false ? "random crop" : "random crop and horizontal flip");
+
+/** A setting's value as people read it: budgets in grey levels, lists joined. */
+export function configValue(key, value) {
+  if (value === null || value === undefined) return "–";
+  if (BUDGETS.has(key)) return greyLevels(value);
+  if (key === "eval_eps" && Array.isArray(value)) return value.map(greyLevels).join(", ");
+  if (key === "method") return METHOD_NAMES[value] || value;
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** The settings that apply to a run's method, in reading order: [{key, label, value}]. A
+ * standard run has no training ε (its ε is where AutoAttack and the per-epoch check attack);
+ * PART's, IGD's and SIP-AT's own settings show only on their runs. */
+export function configEntries(config) {
+  const c = config || {};
+  const m = c.method;
+  const rows = [];
+  const add = (key, label, value = configValue(key, c[key])) => { if (key in c) rows.push({ key, label, value }); };
+  add("method", "method");
+  add("model", "model");
+  add("seed", "seed");
+  if (m === "standard") {
+    add("eps", "evaluation ε (AutoAttack, per-epoch check)");
+  } else {
+    add("eps", "training ε");
+    if (PGD_TRAINED.has(m)) { add("alpha", "PGD step α"); add("steps", "PGD steps"); }
+    add("eps_warmup_epochs", "ε warm-up (epochs)", c.eps_warmup_epochs ? String(c.eps_warmup_epochs) : "off");
+  }
+  if (m === "fast_sip_at") add("fast_attack", "single step", c.fast_attack === "fgsm_rs" ? "FGSM-RS" : "N-FGSM");
+  if (SIP.has(m)) {
+    add("mask_source", "mask source");
+    if (c.mask_source === "human" || !c.mask_source) add("mask_set_id", "mask set", c.mask_set_id ? `#${c.mask_set_id}` : "–");
+    else add("auto_mask_run_id", "maps from run", c.auto_mask_run_id ? `#${c.auto_mask_run_id}` : "–");
+    add("mask_fraction", "share of images with a map");
+    add("mask_threshold", "binarise threshold");
+  }
+  if (m === "part") { add("part_warmup_epochs", "PART warm-up (epochs)"); add("part_eps_low", "PART low budget ε"); }
+  if (m === "igd") {
+    add("igd_teacher_run_id", "teacher run", c.igd_teacher_run_id ? `#${c.igd_teacher_run_id}` : "–");
+    add("igd_lambda", "IGD λ");
+    add("igd_grad_point", "IGD gradient at");
+  }
+  add("epochs", "epochs");
+  add("batch_size", "batch size");
+  add("lr", "learning rate");
+  add("schedule", "schedule");
+  add("momentum", "momentum");
+  add("weight_decay", "weight decay");
+  add("image_size", "image size (px)", c.image_size ? String(c.image_size) : "as stored");
+  add("augment", "augmentation", AUGMENT(c));
+  add("eval_eps", "PGD evaluation at ε");
+  add("eval_subset", "PGD test images", c.eval_subset === 0 ? "all" : configValue("eval_subset", c.eval_subset));
+  add("eval_steps", "PGD steps (final)");
+  add("eval_restarts", "PGD restarts (final)");
+  add("epoch_eval_steps", "PGD steps (per-epoch check)");
+  add("autoattack_n", "AutoAttack images", c.autoattack_n === null ? "device default (1000 GPU, 200 CPU)" : c.autoattack_n === 0 ? "skipped" : String(c.autoattack_n));
+  add("precision", "precision");
+  add("compile", "torch.compile");
+  add("data_loader", "training images", LOADER_NAMES[c.data_loader] || configValue("data_loader", c.data_loader));
+  return rows;
+}
+
 const COLUMNS = [
   { key: "name", label: "Name", sort: "name", always: true },
   { key: "dataset", label: "Dataset" },
@@ -32,8 +103,9 @@ const COLUMNS = [
   { key: "state", label: "State", sort: "state" },
   { key: "progress", label: "Progress", sort: "progress" },
   { key: "clean", label: "Clean acc.", client: (r) => finalOf(r).clean_accuracy },
-  { key: "autoattack", label: "AutoAttack (train ε, n)", client: (r) => (autoattackOf(r) || {}).accuracy },
-  { key: "pgd", label: "PGD (train ε)", client: (r) => (pgdAtTrainEps(r) || {}).accuracy },
+  // at the run's ε: its training ε, or a standard run's evaluation ε (the cell's title says which)
+  { key: "autoattack", label: "AutoAttack (n)", client: (r) => (autoattackOf(r) || {}).accuracy },
+  { key: "pgd", label: "PGD", client: (r) => (pgdAtTrainEps(r) || {}).accuracy },
   { key: "agreement", label: "Salience agreement", client: (r) => (finalOf(r).salience_agreement || {}).top_mass_in_mask },
   { key: "tags", label: "Tags" },
   { key: "created", label: "Created", sort: "created_at" },
@@ -91,7 +163,7 @@ export function autoattackCell(run) {
   if (!run.final_metrics) return "–";
   const aa = autoattackOf(run);
   if (!aa) return html`<span class="muted">not run</span>`;
-  return html`<span class="aa-acc" title="AutoAttack (${aa.version}, L∞) at ε ${epsLabel(aa.eps)} on ${aa.n} test images">${pct(aa.accuracy)}</span>
+  return html`<span class="aa-acc" title="AutoAttack (${aa.version}, L∞) at ε ${greyLevels(aa.eps)} on ${aa.n} test images">${pct(aa.accuracy)}</span>
     <span class="muted">n ${aa.n}</span>`;
 }
 
@@ -99,8 +171,8 @@ export function autoattackCell(run) {
 export function pgdCell(run) {
   const p = pgdAtTrainEps(run);
   if (!p) return "–";
-  const at = Math.abs(p.eps - run.config.eps) < 0.5 / 255 ? "" : ` at ${epsLabel(p.eps)}`;
-  return html`<span class="pgd-acc" title="${pgdLabel(p)}${at}">${pct(p.accuracy)}</span>
+  const at = Math.abs(p.eps - run.config.eps) < 0.5 / 255 ? "" : ` at ${greyLevels(p.eps)}`;
+  return html`<span class="pgd-acc" title="${pgdLabel(p)} at ε ${greyLevels(p.eps)}">${pct(p.accuracy)}</span>
     <span class="muted">${pgdLabel(p, { short: true })}${at} · n ${p.n}</span>`;
 }
 
@@ -234,7 +306,9 @@ export async function mount(root, ctx) {
       case "dataset": return r.dataset_name;
       case "method": return METHOD_NAMES[r.method] || r.method;
       case "model": return r.config.model;
-      case "eps": return epsLabel(r.config.eps);
+      case "eps": return r.method === "standard"
+        ? html`<span class="muted" title="standard training has no training ε; it is evaluated at ${greyLevels(r.config.eps)}">–</span>`
+        : greyLevels(r.config.eps);
       case "seed": return r.config.seed;
       case "state": return stateBadge(r.state);
       case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${wholePercent(r.progress)}%"></div></div>`;
@@ -327,8 +401,10 @@ export async function mount(root, ctx) {
           <label>Seed(s)<input type="text" name="seeds" value="${values.seeds && values.seeds.length ? values.seeds.join(", ") : v("seed")}" placeholder="0 or 0, 1, 2">${err("seed", "seeds")}</label>
           <label>Tags<input type="text" name="tags" value="${(values.tags || []).join(", ")}" placeholder="comma separated">${err("tags")}</label>
         </div></fieldset>
-        <fieldset><legend>Attack (ε, step in grey levels /255)</legend><div class="fields">
-          ${num("eps", "ε (/255)")}${num("alpha", "Step α (/255)")}${num("steps", "PGD steps")}${num("eps_warmup_epochs", "ε warm-up (epochs, 0 = off)")}
+        <fieldset class="attack"><legend>Attack (ε, step in grey levels /255)</legend><div class="fields">
+          <label><span class="eps-label">ε (/255)</span><input type="number" name="eps" value="${budget("eps")}" step="any">${err("eps")}</label>
+          <span class="adv-only pgd-only">${num("alpha", "Step α (/255)")}</span><span class="adv-only pgd-only">${num("steps", "PGD steps")}</span>
+          <span class="adv-only">${num("eps_warmup_epochs", "ε warm-up (epochs, 0 = off)")}</span>
         </div></fieldset>
         <fieldset><legend>Optimisation</legend><div class="fields">
           ${num("epochs", "Epochs")}${num("batch_size", "Batch size")}${num("lr", "Learning rate")}
@@ -373,6 +449,11 @@ export async function mount(root, ctx) {
     const methodSel = form.elements.method;
     const sync = () => {
       for (const fs of form.querySelectorAll("fieldset.only")) fs.hidden = !fs.classList.contains(methodSel.value);
+      // a standard run trains without an attack: its ε is only where it is evaluated
+      const standard = methodSel.value === "standard";
+      for (const el of form.querySelectorAll(".adv-only")) el.hidden = standard;
+      for (const el of form.querySelectorAll(".pgd-only")) el.hidden = standard || methodSel.value === "fast_sip_at";
+      form.querySelector(".eps-label").textContent = standard ? "Evaluation ε (/255; AutoAttack, per-epoch check)" : "Training ε (/255)";
       const human = form.elements.mask_source.value === "human";
       form.querySelector(".src-human").hidden = !human;
       form.querySelector(".src-auto").hidden = human;

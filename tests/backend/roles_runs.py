@@ -9,6 +9,7 @@ ROUTES = {
     ("GET", "/api/runs/compare"): STAFF,
     ("GET", "/api/runs/groups"): STAFF,
     ("GET", "/api/runs/{run_id}"): STAFF,
+    ("GET", "/api/runs/{run_id}/events"): STAFF,
     ("POST", "/api/runs/{run_id}/cancel"): STAFF,
     ("POST", "/api/runs/{run_id}/retry"): STAFF,
     ("GET", "/api/runs/{run_id}/clone"): STAFF,

@@ -20,7 +20,6 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from backend.core.config import get_settings
 from backend.core.errors import DomainError
 from backend.core.storage import get_storage
 from backend.main import http_status
@@ -173,8 +172,8 @@ def zip_tree(folder: Path, out: Path) -> Path:
 
 
 def _stored_files() -> list[str]:
-    root = get_settings().storage_dir / "datasets"
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+    """Every stored dataset file (the local folder or the object store, as configured)."""
+    return get_storage().keys("datasets")
 
 
 def _state(db) -> tuple:

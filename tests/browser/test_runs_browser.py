@@ -142,10 +142,12 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     ends = ("epoch 0 ", "epoch 8 ")
     intermediate = {s for s in seen if s.startswith("epoch ") and not s.startswith(ends)}
     assert intermediate, f"no live progress seen between epochs: {seen}"
-    # the curves: loss, and clean + robust accuracy, one point per epoch
+    # the curves: loss, and clean + robust accuracy, one point per epoch, under the
+    # per-batch training loss and accuracy (drawn as lines without point markers)
     page.wait_for_selector(".chart-acc svg path.lc-line", state="attached")
-    assert page.locator(".chart-loss svg path.lc-line").count() == 1
-    assert page.locator(".chart-acc svg path.lc-line").count() == 2
+    assert page.locator(".chart-loss svg path.lc-line:not(.lc-dense)").count() == 1
+    assert page.locator(".chart-acc svg path.lc-line:not(.lc-dense)").count() == 2
+    assert page.locator(".chart-loss svg path.lc-line.lc-dense").count() == 1
     assert page.locator(".chart-acc svg circle").count() == 16
     assert page.locator(".final-clean").inner_text().endswith("%")
     assert page.locator(".run-downloads a", has_text="final.pt").count() == 1
@@ -170,7 +172,7 @@ def check_final_evaluation(page, run_id: int) -> None:
     assert "100 iterations" in page.locator(".final-aa").inner_text()
     assert "PGD-5, 2 restarts, α = ε/4, on 16 images" in page.locator(".final-aa").inner_text()
     assert page.locator(".pgd-label").inner_text().startswith("PGD-5, 2 restarts, α = ε/4, on 32")
-    assert "127.50/255" in page.locator(".large-eps").inner_text()
+    assert "127.5/255" in page.locator(".large-eps").inner_text()
     checks = page.locator(".masking-checks tr")
     assert checks.count() == 4, page.locator(".final-masking").inner_text()
     failed = page.locator(".masking-checks tr.failed").count()

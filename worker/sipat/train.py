@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import resource
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import device as accel
+from . import distributed
 from .checkpoint import load_checkpoint, save_atomic
 from .config import ConfigError, TrainConfig, TrainingCancelled
 from .data import DataBundle, FileSet, MemoryBatches, StreamBatches, load_data
@@ -38,6 +42,20 @@ FINAL = "final.pt"
 METRICS = "metrics.json"
 
 OnEpoch = Callable[[int, int, dict[str, Any]], None]
+# on_batch(point): {step, epoch, batch, batches, loss, accuracy, images, images_per_s, device,
+# memory_bytes}; see train()
+OnBatch = Callable[[dict[str, Any]], None]
+# on_batch's default pace: about this many points per epoch
+BATCH_POINTS_PER_EPOCH = 20
+
+
+def _memory_bytes(device: str) -> int | None:
+    """Peak memory of the training: CUDA memory allocated on the device, else the process's
+    peak resident set."""
+    if accel.is_cuda(device):
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
@@ -88,6 +106,8 @@ def train(
     *,
     data: DataBundle | None = None,
     on_epoch: OnEpoch | None = None,
+    on_batch: OnBatch | None = None,
+    batch_every: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -95,6 +115,11 @@ def train(
 
     data: a prebuilt DataBundle (otherwise loaded from config.data_dir).
     on_epoch(epoch, total_epochs, metrics): called after each finished epoch.
+    on_batch(point): called every `batch_every` batches (None: about BATCH_POINTS_PER_EPOCH
+    points per epoch) and after an epoch's last batch, with the mean loss and accuracy over
+    the batches since the previous point, `step` (batches done since the run began, over all
+    epochs), `batches` (per epoch), the images per second measured over those batches, and
+    the device with its peak memory in bytes.
     should_stop(): checked before every batch; if true, TrainingCancelled is raised and
     the epoch in progress is discarded (the last checkpoint stays).
     Returns the content of metrics.json.
@@ -104,7 +129,13 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = cfg.device
+    # under torchrun: one rank of a DistributedDataParallel run (worker/sipat/distributed.py)
+    dist = distributed.from_env(cfg.device)
+    device = dist.device(cfg.device) if dist else cfg.device
+    main = dist is None or dist.main
+    if dist is not None and not main:
+        on_epoch = on_batch = should_stop = None  # rank 0 reports and watches for a cancel
+        progress = False
     tune_cpu_allocator()  # speed only (docs/training.md); a no-op without glibc
     backends = accel.configure_backends(device, cfg.deterministic)
     if data is None:
@@ -140,13 +171,18 @@ def train(
     )
     sched = _schedule(cfg, opt)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
-    attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # attack random starts
+    # attack random starts (each rank its own stream: its shard is other images)
+    attack_gen = torch.Generator(device=device).manual_seed(
+        cfg.seed + 1 + (7919 * dist.rank if dist else 0)
+    )
     history: list[dict[str, Any]] = []
     start_epoch = 0
 
     ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, device)
+    ck = load_checkpoint(ckpt_path, device) if main and ckpt_path.exists() else None
+    if dist is not None:  # rank 0's checkpoint (its host may be the only one with it)
+        ck = dist.broadcast(ck)
+    if ck is not None:
         if ck["fingerprint"] != cfg.fingerprint():
             raise ConfigError("out_dir", f"{out_dir} holds a run with a different configuration")
         if ck.get("loader", "memory") != loader:
@@ -167,7 +203,7 @@ def train(
         accel.set_rng_state(ck["rng"], device)
         start_epoch, history = ck["epoch"], ck["history"]
         _logger.info("resuming %s from epoch %d of %d", out_dir, start_epoch, cfg.epochs)
-        if start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
+        if main and dist is None and start_epoch >= cfg.epochs and (out_dir / METRICS).exists():
             done = json.loads((out_dir / METRICS).read_text())
             if done.get("final", {}).get("settings") == evaluation_settings(**_evaluation(cfg)):
                 return done
@@ -190,12 +226,18 @@ def train(
     }
     if compile_fallback:
         runtime["compile_fallback"] = compile_fallback
+    if dist is not None:
+        net = dist.wrap(net, device, bool(getattr(cfg, "sync_batchnorm", False)))
+        runtime |= {"processes": dist.world, "distributed_backend": dist.backend}
     if batches.why_fewer:
         runtime["loader_note"] = batches.why_fewer
+    n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+    every = batch_every or max(1, n_batches // BATCH_POINTS_PER_EPOCH)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+        # the figures since the last on_batch point
+        point_loss, point_correct, point_seen, point_t0 = 0.0, 0, 0, time.perf_counter()
         bar = tqdm(
             batches.epoch(epoch, data_gen),
             total=n_batches,
@@ -204,27 +246,64 @@ def train(
             leave=False,
         )
         for b, (x, s, has_map, y) in enumerate(bar):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if dist is not None:  # every rank stops at the same batch
+                stop = dist.stop_together(stop, device)
+                x, s, has_map, y = dist.shard(x, s, has_map, y)
+            if stop:
                 bar.close()
                 raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
             method.scale = budget_scale(cfg, epoch, b, n_batches)
             loss, logits = method.loss(net, x, s, has_map, y, epoch, attack_gen)
             scaler.step(loss, opt)
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            batch_loss = float(loss.detach()) * len(y)
+            batch_correct = int((logits.argmax(1) == y).sum())
+            loss_sum += batch_loss
+            correct += batch_correct
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            point_loss += batch_loss
+            point_correct += batch_correct
+            point_seen += len(y)
+            if (b + 1) % every == 0 or b + 1 == n_batches:
+                if dist is not None:  # the point's figures over every rank's shard
+                    point_loss, point_correct, point_seen = dist.sum(
+                        [point_loss, point_correct, point_seen], device
+                    )
+                    point_seen = int(point_seen)
+                elapsed = time.perf_counter() - point_t0
+                if on_batch is not None:
+                    on_batch(
+                        {
+                            "step": epoch * n_batches + b + 1,
+                            "epoch": epoch + 1,
+                            "batch": b + 1,
+                            "batches": n_batches,
+                            "loss": point_loss / point_seen,
+                            "accuracy": point_correct / point_seen,
+                            "images": point_seen,
+                            "images_per_s": point_seen / elapsed if elapsed > 0 else None,
+                            "device": runtime.get("device_name") or device,
+                            "memory_bytes": _memory_bytes(device),
+                        }
+                    )
+                point_loss, point_correct, point_seen = 0.0, 0, 0
+                point_t0 = time.perf_counter()
         bar.close()
         sched.step()
+        if dist is not None:  # the epoch's figures over every rank's shard
+            loss_sum, correct, seen = dist.sum([loss_sum, correct, seen], device)
+            if not main:  # rank 0 evaluates, saves and reports; the others train on
+                continue
         metrics = {
             "epoch": epoch + 1,
             "lr": opt.param_groups[0]["lr"],
             "train_eps": method.eps,  # training budget of the epoch's last batch (warm-up)
             "train_loss": loss_sum / max(1, seen),
             "train_accuracy": correct / max(1, seen),
-            "clean_accuracy": clean_accuracy(net, data.test, device),
+            "clean_accuracy": clean_accuracy(distributed.unwrap(net), data.test, device),
             "robust_accuracy": robust_accuracy(
-                net,
+                distributed.unwrap(net),
                 attacked,
                 cfg.eps,
                 steps=cfg.epoch_eval_steps,
@@ -262,6 +341,12 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, metrics)
 
+    if dist is not None:
+        dist.barrier()  # every rank has trained the last epoch
+        if not main:  # rank 0 alone makes the final evaluation and writes the results
+            distributed.shutdown(dist)
+            return {}
+        distributed.shutdown(dist)
     # the final evaluation always runs in fp32: a reduced-precision attack could be weaker
     model.set_precision("fp32")
     final = evaluate_model(model, data, **_evaluation(cfg), device=device)
@@ -280,6 +365,7 @@ def train(
         "method": method.record(),
         "data": data.source,
         "train_images_with_map": int(train_set.has_map.sum()),
+        "batches_per_epoch": n_batches,
         "runtime": runtime,
         "history": history,
         "final": final,
