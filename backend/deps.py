@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings, get_settings
 from backend.core.errors import NotFound
 from backend.core.security import SESSION_COOKIE, cross_site_refusal, token_is_signed
-from backend.core.storage import LocalStorage, get_storage
+from backend.core.storage import Storage, get_storage
 from backend.db import get_sessionmaker
 from backend.models import (
     Annotation,
@@ -51,7 +51,7 @@ DB_INT_MAX = 2**31 - 1
 PathId = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
 QueryId = Annotated[int | None, Query(ge=1, le=DB_INT_MAX)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 EXPIRED = "Your login has expired; please log in again."

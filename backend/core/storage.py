@@ -401,19 +401,26 @@ def serve(
     *,
     filename: str | None = None,
     headers: dict[str, str] | None = None,
+    missing: str = "The file is missing from storage.",
 ) -> Response:
     """An HTTP response with an object's bytes: the file itself from a local folder, or the
     object streamed from the store in 1 MiB chunks (through the API, so the login and role
     checks the route made stay the only way to the bytes; a presigned URL would outlive
-    them and need the store reachable from every browser)."""
+    them and need the store reachable from every browser). A missing object is NotFound
+    (404) with the sentence `missing`."""
     from starlette.responses import FileResponse, StreamingResponse
+
+    from backend.core.errors import NotFound
 
     local = storage.local_path(key)
     if local is not None:
         if not local.is_file():
-            raise FileNotFoundError(key)
+            raise NotFound(missing)
         return FileResponse(local, media_type=media_type, filename=filename, headers=headers)
-    size = storage.size(key)
+    try:
+        size = storage.size(key)
+    except FileNotFoundError as exc:
+        raise NotFound(missing) from exc
     out = dict(headers or {})
     out["Content-Length"] = str(size)
     if filename:

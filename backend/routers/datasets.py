@@ -1,7 +1,7 @@
 import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -204,15 +204,13 @@ def put_assignments(
 def image_file(image: ImageDep, _: StaffUser, storage: StorageDep) -> Response:
     """The image's original file (streamed from the object store when there is one)."""
     media_type = mimetypes.guess_type(image.storage_key)[0] or "application/octet-stream"
-    try:
-        return serve(
-            storage,
-            image.storage_key,
-            media_type,
-            headers={"Cache-Control": "private, max-age=3600"},
-        )
-    except FileNotFoundError as exc:
-        raise HTTPException(404, detail="The image file is missing from storage.") from exc
+    return serve(
+        storage,
+        image.storage_key,
+        media_type,
+        headers={"Cache-Control": "private, max-age=3600"},
+        missing="The image file is missing from storage.",
+    )
 
 
 ROUTERS = [router, images_router]

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from backend.core.openapi import PNG, content
+from backend.core.storage import serve
 from backend.db import get_sessionmaker
 from backend.deps import (
     DB_INT_MAX,
@@ -266,14 +267,12 @@ def clone_run(run: RunDep) -> RunClone:
         "application/octet-stream", "application/json", description="final.pt or metrics.json."
     ),
 )
-def download_file(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
+def download_file(run: RunDep, name: str, storage: StorageDep) -> Response:
     """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
     key = f"{service.run_out_key(run.id)}/{name}"
     if name not in service.DOWNLOADS or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")
-    return FileResponse(
-        storage.path(key), media_type=service.DOWNLOADS[name], filename=f"run-{run.id}-{name}"
-    )
+    return serve(storage, key, service.DOWNLOADS[name], filename=f"run-{run.id}-{name}")
 
 
 @router.get("/{run_id}/salience", response_model=RunSalience)
@@ -283,12 +282,12 @@ def run_salience(run: RunDep, storage: StorageDep) -> dict[str, Any]:
 
 
 @router.get("/{run_id}/salience/{name}", responses=PNG)
-def salience_image(run: RunDep, name: str, storage: StorageDep) -> FileResponse:
+def salience_image(run: RunDep, name: str, storage: StorageDep) -> Response:
     """One PNG of the salience samples (image, model map or human mask)."""
     key = f"{service.run_out_key(run.id)}/salience/{name}"
     if not SALIENCE_FILE.match(name) or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")
-    return FileResponse(storage.path(key), media_type="image/png")
+    return serve(storage, key, "image/png")
 
 
 ROUTERS = [router]

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.errors import Invalid, NotFound
 from backend.core.queue import enqueue
-from backend.core.storage import LocalStorage
+from backend.core.storage import Storage
 from backend.models import (
     FINISHED_STATES,
     Dataset,
@@ -672,7 +672,7 @@ def run_data_key(run_id: int) -> str:
 DOWNLOADS = {"final.pt": "application/octet-stream", "metrics.json": "application/json"}
 
 
-def salience_summary(run: TrainingRun, storage: LocalStorage) -> dict[str, Any]:
+def salience_summary(run: TrainingRun, storage: Storage) -> dict[str, Any]:
     """What the worker wrote to out/salience/salience.json, with URLs for its PNGs."""
     import json
 
