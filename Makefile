@@ -35,9 +35,8 @@ system-test-deps:
 ## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
 ## Then the suites that store files run again with every file in a real S3 server
 ## (SeaweedFS, started by the tests: TEST_STORAGE=s3), the workers' cache in its own folder.
-S3_SUITES = tests/backend/test_datasets.py tests/backend/test_dataset_formats.py \
-	tests/backend/test_annotation.py tests/backend/test_runs_api.py \
-	tests/backend/test_study_stimuli.py tests/backend/test_study_participate.py \
+S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
+	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
 test: install-test system-test-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

@@ -16,6 +16,12 @@ import "../components/inequality-panel/inequality-panel.js";
 // settings as people read them (budgets in /255); the API and the exports keep pixel units
 const show = (v, key = "") => configValue(key, v);
 
+/** The model's salience agreement with the human masks, or why there is none. */
+function agreementCell(f) {
+  const v = (f.salience_agreement || {}).top_mass_in_mask;
+  return v === null || v === undefined ? html`<span class="muted">no human masks</span>` : pct(v);
+}
+
 function metricLabel(k) {
   if (k === "autoattack_accuracy") return "AutoAttack acc. (run ε)";
   const m = k.match(/^pgd_accuracy@(.+)$/);
@@ -58,7 +64,7 @@ export async function mount(root, ctx) {
       <th class="num">PGD (run ε, steps × restarts, n)</th><th class="num">salience agreement</th></tr></thead>
       <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr data-run="${r.id}"><td>${label(r)} ${maskingBadge(r)}</td>
         <td class="num">${pct(f.clean_accuracy)}</td><td class="num col-autoattack">${autoattackCell(r)}</td><td class="num col-pgd">${pgdCell(r)}</td>
-        <td class="num">${pct((f.salience_agreement || {}).top_mass_in_mask)}</td></tr>`; })}</tbody></table>
+        <td class="num">${agreementCell(f)}</td></tr>`; })}</tbody></table>
     <h2 style="margin-top:16px">Curves</h2>
     ${epochCharts(runs.map((r) => ({ name: `#${r.id}`, epochs: data.curves[String(r.id)] || [] })))}
     <div style="margin-top:14px">${robustVsEpsChart(runs.map((r) => ({ name: `#${r.id}`, pgd: data.robust_vs_eps[String(r.id)] })))}</div>
@@ -75,7 +81,7 @@ export async function mount(root, ctx) {
       render($(".groups"), html`<table class="data groups-table"><thead><tr><th>${by}</th><th>runs (seeds)</th>
         ${metricKeys.map((k) => html`<th class="num">${metricLabel(k)}</th>`)}</tr></thead>
         <tbody>${g.groups.map((x) => html`<tr><td>${show(x.value, by)}</td><td>${x.run_ids.map((r, i) => html`<a href="#/runs/${r}">#${r}</a> (${x.seeds[i]}) `)}</td>
-          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>` : "–"}</td>`; })}</tr>`)}</tbody></table>`);
+          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>` : html`<span class="muted">not measured</span>`}</td>`; })}</tr>`)}</tbody></table>`);
     } catch (err) {
       render($(".groups"), html`<p class="form-error">${err.message}</p>`);
     }

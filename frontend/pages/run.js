@@ -51,7 +51,7 @@ export function epochCharts(series) {
   }
   return html`<div class="charts">
     <div class="chart chart-loss">${lineChartSafe({ title: "Training loss", xLabel: "epoch", series: loss })}</div>
-    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at the run’s ε)" : `Accuracy (robust: ${check}, at each run’s ε)`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
+    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at the run’s ε)" : `Accuracy per epoch (robust: ${check})`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
   </div>`;
 }
 

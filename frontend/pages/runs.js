@@ -31,7 +31,7 @@ const AUGMENT = (c) => (c.augment === false ? "off" : c.hflip === false ? "rando
 
 /** A setting's value as people read it: budgets in grey levels, lists joined. */
 export function configValue(key, value) {
-  if (value === null || value === undefined) return "–";
+  if (value === null || value === undefined) return "none";  // e.g. no mask set, no teacher
   if (BUDGETS.has(key)) return greyLevels(value);
   if (key === "eval_eps" && Array.isArray(value)) return value.map(greyLevels).join(", ");
   if (key === "method") return METHOD_NAMES[value] || value;
@@ -62,14 +62,14 @@ export function configEntries(config) {
   if (m === "fast_sip_at") add("fast_attack", "single step", c.fast_attack === "fgsm_rs" ? "FGSM-RS" : "N-FGSM");
   if (SIP.has(m)) {
     add("mask_source", "mask source");
-    if (c.mask_source === "human" || !c.mask_source) add("mask_set_id", "mask set", c.mask_set_id ? `#${c.mask_set_id}` : "–");
-    else add("auto_mask_run_id", "maps from run", c.auto_mask_run_id ? `#${c.auto_mask_run_id}` : "–");
+    if (c.mask_source === "human" || !c.mask_source) add("mask_set_id", "mask set", c.mask_set_id ? `#${c.mask_set_id}` : "none");
+    else add("auto_mask_run_id", "maps from run", c.auto_mask_run_id ? `#${c.auto_mask_run_id}` : "none");
     add("mask_fraction", "share of images with a map");
     add("mask_threshold", "binarise threshold");
   }
   if (m === "part") { add("part_warmup_epochs", "PART warm-up (epochs)"); add("part_eps_low", "PART low budget ε"); }
   if (m === "igd") {
-    add("igd_teacher_run_id", "teacher run", c.igd_teacher_run_id ? `#${c.igd_teacher_run_id}` : "–");
+    add("igd_teacher_run_id", "teacher run", c.igd_teacher_run_id ? `#${c.igd_teacher_run_id}` : "none");
     add("igd_lambda", "IGD λ");
     add("igd_grad_point", "IGD gradient at");
   }

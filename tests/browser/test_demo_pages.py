@@ -39,7 +39,7 @@ PAGE_PROBLEMS = r"""() => {
     if (text.includes(bad)) problems.push(`the page says "${bad}"`);
   }
   const outside = [...document.querySelectorAll("body *")].filter((el) =>
-    !el.closest(".participant-link") && el.children.length === 0 && /\{\{%/.test(el.textContent));
+    !el.closest(".participant-link-box") && el.children.length === 0 && /\{\{%/.test(el.textContent));
   for (const el of outside) problems.push(`raw placeholder: ${el.textContent.slice(0, 80)}`);
   for (const label of document.querySelectorAll("svg text")) {
     const svg = label.ownerSVGElement;
@@ -170,12 +170,18 @@ def test_every_page_of_a_fresh_demo_has_real_content(chromium, demo, role):
     try:
         _sign_in(page, *DEMO_ACCOUNTS[role])
         found: dict[str, list[str]] = {}
-        for hash_ in _pages(role, ids):
-            page.goto(f"/{hash_}")
+        for n, hash_ in enumerate(_pages(role, ids)):
+            # a new document for every page (a hash change alone would keep the old one
+            # on screen while the next one loads)
+            page.goto(f"/?visit={n}{hash_}")
             page.wait_for_load_state("networkidle")
             page.wait_for_function(
-                "() => !document.body.innerText.includes('Loading…')", timeout=20000
+                "() => document.querySelector('#app .page-host')"
+                " && document.querySelector('#app').innerText.trim().length > 40"
+                " && !document.body.innerText.includes('Loading…')",
+                timeout=30000,
             )
+            page.wait_for_load_state("networkidle")
             main = page.locator("#app").inner_text()
             assert len(main.strip()) > 40, f"{hash_} is nearly empty: {main!r}"
             assert not re.search(r"Not available|could not be loaded", main), (hash_, main[:300])

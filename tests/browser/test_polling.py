@@ -1,5 +1,6 @@
 """A polling page survives failed requests: it says so, retries with backoff, and resumes
-when the server answers again (frontend/lib/poll.js; here the run page of a queued run)."""
+when the server answers again (frontend/lib/poll.js; here the run page of a queued run,
+whose live stream is refused so that it polls)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def test_the_run_page_shows_a_failed_refresh_and_resumes(page, live_server):
     run_id = r.json()["data"][0]["id"]
     try:
         sign_in(page, "researcher")
+        # the live stream refused: the page falls back to polling, which is what is tested
+        page.route(f"**/api/runs/{run_id}/events**", lambda route: route.abort())
         page.goto(f"/#/runs/{run_id}")
         page.locator(".run-head").filter(has_text="queued").wait_for()
         calls: list[float] = []

@@ -118,7 +118,12 @@ export function lineChart(opts = {}) {
   const xFormat = opts.xFormat || fmt;
   const parts = [`<svg class="line-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}"
     width="${width}" height="${height}" role="img" aria-label="${escapeHtml(title || yLabel)}">`];
-  if (title) parts.push(`<text x="10" y="16" class="lc-title">${escapeHtml(title)}</text>`);
+  if (title) {
+    // a title longer than the chart is fitted to it (squeezed, never cut)
+    const room = width - 20;
+    const fit = title.length * CHAR_PX * 1.2 > room ? ` textLength="${room}" lengthAdjust="spacingAndGlyphs"` : "";
+    parts.push(`<text x="10" y="16" class="lc-title"${fit}>${escapeHtml(title)}</text>`);
+  }
   const L = chartLayout(opts);
   if (!L) {
     parts.push(`<text x="${width / 2}" y="${height / 2}" text-anchor="middle" class="lc-empty">No data yet</text></svg>`);
