@@ -38,8 +38,8 @@ PAGE_PROBLEMS = r"""() => {
   for (const bad of ["undefined", "NaN", "[object Object]", "Loading…", "null /255"]) {
     if (text.includes(bad)) problems.push(`the page says "${bad}"`);
   }
-  const outside = [...document.querySelectorAll("body *")].filter((el) =>
-    !el.closest(".participant-link-box") && el.children.length === 0 && /\{\{%/.test(el.textContent));
+  const outside = [...document.querySelectorAll("body *")].filter((el) => el.children.length === 0
+    && !el.closest(".participant-link-box") && /\{\{%/.test(el.textContent));
   for (const el of outside) problems.push(`raw placeholder: ${el.textContent.slice(0, 80)}`);
   for (const label of document.querySelectorAll("svg text")) {
     const svg = label.ownerSVGElement;
