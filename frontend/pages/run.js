@@ -244,6 +244,7 @@ export async function mount(root, ctx) {
     on("batch", (points) => {
       const first = points[0].step;
       batches = [...batches.filter((b) => b.step < first), ...points];
+      drawHead(); // "(batch k / n)" follows the newest point
       drawCurves();
     });
     on("reconnect", () => { closeStream(); openStream(); });
