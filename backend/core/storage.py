@@ -52,6 +52,18 @@ def _atomic_target(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
 
 
+def _copy_atomic(source: Path, target: Path) -> None:
+    """Copy a file so that target appears whole or not at all."""
+    fd, tmp = _atomic_target(target)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class Storage(ABC):
     """The operations every store offers. A missing key raises FileNotFoundError."""
 
@@ -143,14 +155,7 @@ class LocalStorage(Storage):
         target = self.path(key)
         if Path(source).resolve() == target.resolve():
             return
-        fd, tmp = _atomic_target(target)
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _copy_atomic(Path(source), target)
 
     def get_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
@@ -169,14 +174,7 @@ class LocalStorage(Storage):
         source = self.path(key)
         if not source.is_file():
             raise FileNotFoundError(key)
-        fd, tmp = _atomic_target(Path(target))
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _copy_atomic(source, Path(target))
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

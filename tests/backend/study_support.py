@@ -147,6 +147,23 @@ def make_run(
     return run.id
 
 
+def study_body(run_ids: list[int], name: str = "detect") -> dict:
+    """A small 2AFC study of these runs, as POST /api/studies takes it."""
+    return {
+        "name": name,
+        "design": "2afc",
+        "run_ids": run_ids,
+        "num_random_images": 12,
+        "epsilons_255": [0, 4, 16],
+        "trials_per_condition": 1,
+        "catch_trials": 1,
+        "practice_trials": 2,
+        "attack": {"steps": 10, "alpha_ratio": 0.25},
+        "catch_epsilon_255": 32,
+        "seed": 3,
+    }
+
+
 def ready_study(
     client,
     headers,
@@ -162,19 +179,7 @@ def ready_study(
     from backend.models import Study
     from worker.study_tasks import generate_stimuli
 
-    body = {
-        "name": overrides.pop("name", "detect"),
-        "design": "2afc",
-        "run_ids": run_ids,
-        "num_random_images": 12,
-        "epsilons_255": [0, 4, 16],
-        "trials_per_condition": 1,
-        "catch_trials": 1,
-        "practice_trials": 2,
-        "attack": {"steps": 10, "alpha_ratio": 0.25},
-        "catch_epsilon_255": 32,
-        "seed": 3,
-    }
+    body = study_body(run_ids, name=overrides.pop("name", "detect"))
     body.update(overrides)
     r = client.post("/api/studies", json=body, headers=headers)
     assert r.status_code == 201, r.text

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from tests.backend.study_support import study_body
 from tests.backend.test_annotation import mask_png
 from tests.conftest import ROOT, free_port, run_migrations, tiny_imagefolder_zip
 from tests.worker.test_training_tasks import TINY, tiny_dataset_zip
@@ -195,22 +196,7 @@ def test_fifty_annotators_save_while_training_generation_and_import_run(stack):
 
     # --- the background work: a second training run, a study's stimuli, an import
     (second,) = researcher.post("/api/runs", json={**run_body, "seed": 1}).json()["data"]
-    r = researcher.post(
-        "/api/studies",
-        json={
-            "name": "detect",
-            "design": "2afc",
-            "run_ids": [first["id"]],
-            "num_random_images": 12,
-            "epsilons_255": [0, 4, 16],
-            "trials_per_condition": 1,
-            "catch_trials": 1,
-            "practice_trials": 2,
-            "attack": {"steps": 10, "alpha_ratio": 0.25},
-            "catch_epsilon_255": 32,
-            "seed": 3,
-        },
-    )
+    r = researcher.post("/api/studies", json=study_body([first["id"]]))
     assert r.status_code == 201, r.text
     study_id = r.json()["id"]
     assert researcher.post(f"/api/studies/{study_id}/generate").status_code == 200
