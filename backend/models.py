@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ NAMING_CONVENTION = {
 ROLES = ("admin", "researcher", "annotator")
 ANNOTATION_STATUSES = ("draft", "submitted", "accepted", "rejected")
 SPLITS = ("train", "test")
+# the annotation queue's ring of image positions: 0 <= Image.queue_position < QUEUE_RING
+QUEUE_RING = 2**31 - 1
 STUDY_DESIGNS = ("2afc", "yesno")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
 EVALUATION_STATES = ("queued", "running", "succeeded", "failed")
@@ -165,9 +168,18 @@ class DatasetClass(Base):
     dataset: Mapped[Dataset] = relationship(back_populates="classes")
 
 
+def random_queue_position() -> int:
+    """A new image's place on the annotation queue's ring (backend/services/masks/queue.py)."""
+    return secrets.randbelow(QUEUE_RING)
+
+
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (CheckConstraint(_in("split", SPLITS), name="split"),)
+    __table_args__ = (
+        CheckConstraint(_in("split", SPLITS), name="split"),
+        # the annotation queue walks this index: a dataset's images by slots held, then ring
+        Index("ix_images_queue", "dataset_id", "queue_held", "queue_position"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(
@@ -184,6 +196,11 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     split: Mapped[str] = mapped_column(String(8), default="train")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # The queue's bookkeeping: a random place on a ring (each annotator starts at a place of
+    # their own), and how many annotations held a slot of the image when the queue last
+    # counted them (a hint kept up to date by the queue, always re-counted before a claim).
+    queue_position: Mapped[int] = mapped_column(Integer, default=random_queue_position)
+    queue_held: Mapped[int] = mapped_column(Integer, default=0)
 
     dataset_class: Mapped[DatasetClass] = relationship()
 
@@ -198,6 +215,8 @@ class Annotation(Base):
         # an annotator's own masks (queue, home page) and the review queue by status
         Index("ix_annotations_annotator_id_status", "annotator_id", "status"),
         Index("ix_annotations_status_submitted_at", "status", "submitted_at"),
+        # claims (no revision yet) by age: the queue frees the lapsed ones
+        Index("ix_annotations_latest_revision_updated_at", "latest_revision", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

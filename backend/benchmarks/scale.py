@@ -103,6 +103,7 @@ def seed(url: str, images: int, annotations: int, runs: int, annotators: int) ->
         RunEpoch,
         TrainingRun,
         User,
+        random_queue_position,
     )
 
     engine = sa.create_engine(url)
@@ -148,7 +149,8 @@ def seed(url: str, images: int, annotations: int, runs: int, annotators: int) ->
                     {"dataset_id": ds, "class_id": classes[(ds, i % 10)],
                      "filename": f"c{i % 10}/{i}.png", "storage_key": f"scale/{i}.png",
                      "width": SIZE, "height": SIZE, "mode": "L", "sha256": f"{i:064x}",
-                     "split": split_of[i % 5]}
+                     "split": split_of[i % 5], "queue_position": random_queue_position(),
+                     "queue_held": 1 if ds == annotated else 0}
                 )  # fmt: skip
             conn.execute(sa.insert(Image), rows)
     masks = [_mask_png(i) for i in range(10)]

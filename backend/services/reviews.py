@@ -16,7 +16,7 @@ from backend.core.errors import Conflict, Invalid, NotFound
 from backend.models import Annotation, AnnotationRevision, DatasetClass, Image, User, utcnow
 from backend.services.consensus import iou
 from backend.services.masks.codec import load_revision_mask
-from backend.services.masks.queue import mask_flags
+from backend.services.masks.queue import mask_flags, recount
 
 # What the side-by-side view and the per-image mask counts show (drafts are unfinished).
 REVIEWED_STATUSES = ("submitted", "accepted", "rejected")
@@ -159,6 +159,8 @@ def decide(
     if ann.status == "draft" or ann.latest_revision == 0:
         raise Conflict("Only a submitted mask can be reviewed.")
     _decide(ann, reviewer, decision, _comment(decision, comment))
+    db.flush()
+    recount(db, [ann.image_id])  # a returned mask no longer holds its image's slot
     db.commit()
     return ann
 
@@ -192,6 +194,8 @@ def decide_many(
             skipped.append((annotation_id, exc.message))
             continue
         decided.append(ann)
+    db.flush()
+    recount(db, [a.image_id for a in decided])
     db.commit()
     return decided, skipped
 

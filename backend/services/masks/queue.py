@@ -7,6 +7,8 @@ annotation safely under concurrent (and repeated) requests, then submitting it.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +16,7 @@ import numpy as np
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    ScalarSelect,
     Select,
     and_,
     cast,
@@ -23,13 +26,15 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from backend.core.errors import Conflict, Invalid, NotFound
 from backend.db import lock_for_write
 from backend.models import (
+    QUEUE_RING,
     Annotation,
     AnnotationRevision,
     Dataset,
@@ -51,6 +56,12 @@ CLAIM_TTL = timedelta(minutes=30)
 # submitted and the review flags it (an empty one too; the server refuses to submit an
 # empty mask unless the annotator confirmed it).
 TINY_FRACTION = 0.005
+
+# /next reads this many candidates round the ring per try, and tries this often per bucket
+# of slots held before it moves on (a try fails only when every candidate is being claimed
+# by someone else at that moment, or its count was stale)
+QUEUE_WINDOW = 16
+QUEUE_TRIES = 4
 
 # The queue's shuffle: an integer hash of (image id, annotator, dataset) computed in SQL with
 # 64-bit integer arithmetic that PostgreSQL and SQLite evaluate alike (no xor, no floats).
@@ -134,38 +145,152 @@ def _holds_slot(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _available_images(
-    user: User, now: datetime, dataset_id: int | None
-) -> Select[int, int, int, int]:
-    """Images another annotation could still go to, excluding this annotator's own."""
-    taken = (
-        select(Annotation.image_id, func.count().label("n"))
-        .where(_holds_slot(now))
-        .group_by(Annotation.image_id)
-        .subquery()
+def _exact_held(now: datetime) -> ScalarSelect[int]:
+    """The number of annotations holding a slot of Image (a correlated count)."""
+    return (
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.image_id == Image.id, _holds_slot(now))
+        .scalar_subquery()
     )
-    mine = select(Annotation.image_id).where(Annotation.annotator_id == user.id)
-    skipped = select(Skip.image_id).where(Skip.annotator_id == user.id)
-    n_taken = func.coalesce(taken.c.n, 0)
-    query = (
-        select(
-            Image.id,
-            Image.dataset_id,
-            n_taken.label("n"),
-            queue_order_key(user).label("order_key"),
-        )
-        .join(Dataset, Dataset.id == Image.dataset_id)
-        .outerjoin(taken, taken.c.image_id == Image.id)
+
+
+def lock_images(db: Session, image_ids: list[int]) -> None:
+    """Lock image rows for a change of their slots, in id order. FOR NO KEY UPDATE, not FOR
+    UPDATE: rows of other tables that refer to the image (a new skip or annotation) take a
+    KEY SHARE lock on it, which this one does not block, so two annotators skipping one
+    image at once queue behind each other instead of deadlocking."""
+    db.execute(
+        select(Image.id)
+        .where(Image.id.in_(image_ids))
+        .order_by(Image.id)
+        .with_for_update(key_share=True)
+    )
+
+
+def recount(db: Session, image_ids: Iterable[int]) -> None:
+    """Count again the slots held on these images (Image.queue_held), in the caller's
+    transaction. Every change of who holds a slot calls it: a claim, a first save, a redo,
+    a skip, a review decision. The rows are locked in id order, so two recounts never
+    deadlock."""
+    ids = sorted(set(image_ids))
+    if not ids:
+        return
+    lock_images(db, ids)
+    db.execute(
+        update(Image)
+        .where(Image.id.in_(ids))
+        .values(queue_held=_exact_held(utcnow()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _ring_start(user: User, dataset_id: int) -> int:
+    """Where the annotator starts on the dataset's ring of images."""
+    return (annotator_seed(user) + dataset_id * 40_503) % QUEUE_RING
+
+
+def _untouched_by(user: User) -> ColumnElement[bool]:
+    """Images this annotator has neither a mask (or claim) of nor skipped."""
+    mine = exists().where(Annotation.image_id == Image.id, Annotation.annotator_id == user.id)
+    skipped = exists().where(Skip.image_id == Image.id, Skip.annotator_id == user.id)
+    return and_(~mine, ~skipped)
+
+
+def _window(db: Session, user: User, dataset_id: int, held: int) -> list[int]:
+    """The first QUEUE_WINDOW images with `held` slots taken that this annotator has not
+    touched, going round the ring from the annotator's place: two index range reads."""
+    start = _ring_start(user, dataset_id)
+    base = select(Image.id).where(
+        Image.dataset_id == dataset_id, Image.queue_held == held, _untouched_by(user)
+    )
+    found = list(
+        db.scalars(
+            base.where(Image.queue_position >= start)
+            .order_by(Image.queue_position)
+            .limit(QUEUE_WINDOW)
+        ).all()
+    )
+    if len(found) < QUEUE_WINDOW:
+        found += db.scalars(
+            base.where(Image.queue_position < start)
+            .order_by(Image.queue_position)
+            .limit(QUEUE_WINDOW - len(found))
+        ).all()
+    return found
+
+
+def _claim_in(db: Session, user: User, dataset: Dataset, now: datetime) -> Image | None:
+    """Claim an image of this dataset for the annotator, or None when none is left.
+
+    The most-held images first (to finish images), each bucket read as a window from the
+    annotator's place on the ring and ordered inside the window by the annotator's own
+    shuffle; the chosen row is locked (SKIP LOCKED on PostgreSQL: annotators asking at once
+    take different images without waiting for each other) and its slots counted exactly
+    before the claim, so a stale count never gives an image more masks than it needs."""
+    k = dataset.annotators_per_image
+    for held in range(k - 1, -1, -1):
+        for _ in range(QUEUE_TRIES):
+            window = _window(db, user, dataset.id, held)
+            if not window:
+                break
+            image_id = db.scalar(
+                select(Image.id)
+                .where(Image.id.in_(window), Image.queue_held == held)
+                .order_by(queue_order_key(user), Image.id)
+                .limit(1)
+                .with_for_update(skip_locked=True, key_share=True)
+            )
+            if image_id is None:  # every one of them is being claimed right now
+                continue
+            taken = db.scalar(select(_exact_held(now)).where(Image.id == image_id)) or 0
+            if taken < k:
+                db.add(
+                    Annotation(
+                        image_id=image_id,
+                        annotator_id=user.id,
+                        status="draft",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                db.flush()
+                recount(db, [image_id])
+                return db.get(Image, image_id)
+            # the count was stale (saves beside the queue): correct it and look again
+            db.execute(
+                update(Image)
+                .where(Image.id == image_id)
+                .values(queue_held=taken)
+                .execution_options(synchronize_session=False)
+            )
+    return None
+
+
+def _free_expired_claims(db: Session, dataset_id: int, now: datetime) -> int:
+    """Count again the images whose claims lapsed (CLAIM_TTL without a save): they no
+    longer hold a slot, but nothing happened that would have counted them again. Returns how
+    many images were counted."""
+    lapsed = db.scalars(
+        select(Annotation.image_id)
+        .join(Image, Image.id == Annotation.image_id)
         .where(
-            Image.id.not_in(mine),
-            Image.id.not_in(skipped),
-            n_taken < Dataset.annotators_per_image,
-            _in_open_dataset(user),
+            Annotation.latest_revision == 0,
+            Annotation.updated_at <= now - CLAIM_TTL,
+            Image.dataset_id == dataset_id,
+            Image.queue_held > 0,
         )
-    )
+        .limit(10_000)
+    ).all()
+    recount(db, lapsed)
+    return len(lapsed)
+
+
+def _open_datasets(db: Session, user: User, dataset_id: int | None) -> list[Dataset]:
+    query = select(Dataset).where(dataset_open_to(user)).order_by(Dataset.id)
     if dataset_id is not None:
-        query = query.where(Image.dataset_id == dataset_id)
-    return query
+        query = query.where(Dataset.id == dataset_id)
+    return list(db.scalars(query).all())
 
 
 def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
@@ -186,19 +311,72 @@ def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
     return query
 
 
+# A large dataset's count of images still open is reused for this long (per server process):
+# counting 100,000 index entries on every request of 50 annotators would cost more than the
+# rest of the request. Below _EXACT_BELOW images it is counted every time.
+_OPEN_COUNT_TTL_S = 5.0
+_EXACT_BELOW = 5_000
+_open_counts: dict[tuple[int, int], tuple[float, int]] = {}
+
+
+def _open_count(db: Session, dataset: Dataset) -> int:
+    """Images of the dataset with a slot free (by Image.queue_held)."""
+    key = (dataset.id, dataset.annotators_per_image)
+    hit = _open_counts.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    n = db.scalar(
+        select(func.count())
+        .select_from(Image)
+        .where(Image.dataset_id == dataset.id, Image.queue_held < dataset.annotators_per_image)
+    )
+    n = n or 0
+    if n >= _EXACT_BELOW:
+        _open_counts[key] = (time.monotonic() + _OPEN_COUNT_TTL_S, n)
+    return n
+
+
+def _remaining_in(db: Session, user: User, dataset: Dataset) -> int:
+    """Images of the dataset still waiting for this annotator: those with a free slot they
+    have not touched, and their own drafts and returned masks."""
+
+    # Per row of the annotator's own (a lookup of the image by its key each): the planner
+    # would otherwise read every image of the dataset to join them.
+    def in_open(image_id: InstrumentedAttribute[int]) -> ColumnElement[bool]:
+        return (
+            select(Image.id)
+            .where(
+                Image.id == image_id,
+                Image.dataset_id == dataset.id,
+                Image.queue_held < dataset.annotators_per_image,
+            )
+            .scalar_subquery()
+            .is_not(None)
+        )
+
+    mine = db.scalar(
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.annotator_id == user.id, in_open(Annotation.image_id))
+    )
+    skipped_only = db.scalar(
+        select(func.count())
+        .select_from(Skip)
+        .where(
+            Skip.annotator_id == user.id,
+            in_open(Skip.image_id),
+            ~exists().where(
+                Annotation.image_id == Skip.image_id, Annotation.annotator_id == user.id
+            ),
+        )
+    )
+    touched_open = (mine or 0) + (skipped_only or 0)
+    pending = db.scalar(select(func.count()).select_from(_own_pending(user, dataset.id).subquery()))
+    return max(0, _open_count(db, dataset) - touched_open) + (pending or 0)
+
+
 def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
-    now = utcnow()
-    out: dict[int, int] = {}
-    for _, ds in db.execute(
-        _own_pending(user, None).with_only_columns(Annotation.image_id, Image.dataset_id)
-    ).all():
-        out[ds] = out.get(ds, 0) + 1
-    avail = _available_images(user, now, None).subquery()
-    for ds, n in db.execute(
-        select(avail.c.dataset_id, func.count()).group_by(avail.c.dataset_id)
-    ).all():
-        out[ds] = out.get(ds, 0) + n
-    return out
+    return {ds.id: _remaining_in(db, user, ds) for ds in _open_datasets(db, user, None)}
 
 
 def returned_by_dataset(db: Session, user: User) -> dict[int, int]:
@@ -210,18 +388,9 @@ def returned_by_dataset(db: Session, user: User) -> dict[int, int]:
     return dict(rows)
 
 
-def remaining(db: Session, user: User, dataset_id: int | None) -> int:
-    counts = remaining_by_dataset(db, user)
-    return counts.get(dataset_id, 0) if dataset_id is not None else sum(counts.values())
-
-
-def _lock_queue(db: Session, dataset_id: int | None) -> None:
-    """Serialise the pick-and-claim of /next per dataset: a PostgreSQL transaction lock, or
-    SQLite's write lock (it has no finer one)."""
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(select(func.pg_advisory_xact_lock(7_400_000 + (dataset_id or 0))))
-    else:
-        lock_for_write(db)
+def remaining(db: Session, user: User, dataset_id: int) -> int:
+    dataset = db.get(Dataset, dataset_id)
+    return 0 if dataset is None else _remaining_in(db, user, dataset)
 
 
 def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
@@ -229,13 +398,15 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
 
     Own drafts and rejected masks come first (rejected first). Otherwise the image with
     the most annotations still short of annotators_per_image (to finish images), then in
-    this annotator's own shuffled order (queue_order_key: not by class, stable across
-    requests, different per annotator), only in datasets open to them.
+    this annotator's own order (a window read from their place on the dataset's ring,
+    shuffled by queue_order_key: not by class, stable across requests, different per
+    annotator), only in datasets open to them, one dataset after another by id.
 
-    The pick and a claim (a draft annotation without revisions) happen under a
-    per-dataset lock, so two annotators asking at once do not both take the last slot. A
-    claim that sees no save for CLAIM_TTL stops holding the slot, so an abandoned tab does
-    not block an image for ever (the cost: an image may then get one mask too many).
+    A claim is a draft annotation without revisions. It is made under a lock of the image's
+    row after an exact count of the slots held, so two annotators asking at once never both
+    take an image's last slot. A claim that sees no save for CLAIM_TTL stops holding the
+    slot, so an abandoned tab does not block an image for ever (the cost: an image may then
+    get one mask too many).
     """
     own = db.execute(
         _own_pending(user, dataset_id)
@@ -244,27 +415,22 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     ).first()
     if own is not None:
         return db.get(Image, own[0])
-    _lock_queue(db, dataset_id)
+    if db.get_bind().dialect.name != "postgresql":
+        lock_for_write(db)  # SQLite has no row locks: the pick and claim run one at a time
     now = utcnow()
-    avail = _available_images(user, now, dataset_id).subquery()
-    row = db.execute(
-        select(avail.c.id).order_by(avail.c.n.desc(), avail.c.order_key, avail.c.id).limit(1)
-    ).first()
-    if row is None:
-        db.rollback()
-        return None
-    image = db.get(Image, row[0])
-    assert image is not None  # just selected, under the lock
-    db.add(
-        Annotation(
-            image_id=image.id, annotator_id=user.id, status="draft", created_at=now, updated_at=now
-        )
-    )
     try:
-        db.commit()
+        for dataset in _open_datasets(db, user, dataset_id):
+            image = _claim_in(db, user, dataset, now)
+            if image is None and _free_expired_claims(db, dataset.id, now):
+                image = _claim_in(db, user, dataset, now)
+            if image is not None:
+                db.commit()
+                return image
     except IntegrityError:  # a second tab of the same annotator claimed it at the same time
         db.rollback()
-    return image
+        return next_image(db, user, dataset_id)
+    db.commit()  # keeps the corrected counts
+    return None
 
 
 def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
@@ -280,6 +446,7 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
     )
     if ann is not None and ann.status in ("submitted", "accepted"):
         raise Conflict("You already submitted a mask for this image.")
+    lock_images(db, [image.id])
     existing = db.scalar(
         select(Skip).where(Skip.image_id == image.id, Skip.annotator_id == user.id)
     )
@@ -290,6 +457,8 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
     if ann is not None and ann.status == "draft" and ann.latest_revision == 0:
         db.execute(delete(Annotation).where(Annotation.id == ann.id))
     try:
+        db.flush()
+        recount(db, [image.id])
         db.commit()
     except IntegrityError:  # the same skip sent twice at once: the first one stands
         db.rollback()
@@ -423,11 +592,17 @@ def _save_once(
     )
     ann = db.scalar(locked)
     if ann is None:
+        # the image's row first, as /next locks it: the slot count and the new annotation
+        # then agree, and a save and a claim never wait for each other in opposite orders
+        lock_images(db, [image.id])
         if check_queue:
             _check_may_start(db, user, image)
         _get_or_create_annotation(db, user, image)
         ann = db.scalar(locked)
         assert ann is not None  # the row _get_or_create_annotation found or made, now locked
+    # who holds the image's slots changes with a first save (a claim, or none before), a
+    # redo of a returned mask, and a status set by an import
+    counts_change = ann.latest_revision == 0 or ann.status == "rejected" or status_after
     existing = db.scalar(
         select(AnnotationRevision).where(
             AnnotationRevision.annotation_id == ann.id, AnnotationRevision.save_id == save_id
@@ -464,6 +639,9 @@ def _save_once(
     elif ann.status in ("submitted", "rejected"):
         ann.status = "draft"
         ann.submitted_at = None
+    if counts_change:
+        db.flush()
+        recount(db, [image.id])
     db.commit()
     return SaveResult(ann, rev, created=True)
 
