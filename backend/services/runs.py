@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.errors import Invalid, NotFound
@@ -378,11 +378,13 @@ def list_runs(
     desc = sort.startswith("-")
     column = SORTABLE.get(sort.lstrip("-"), TrainingRun.created_at)
     q = q.order_by(column.desc() if desc else column.asc(), TrainingRun.id.desc())
-    runs = list(db.scalars(q).all())
     if tag:
-        # tags are a JSON list: filter here, the table is small (one row per run)
-        runs = [r for r in runs if tag in (r.tags or [])]
-    return runs[offset : offset + limit], len(runs)
+        # tags are a JSON list, filtered here (JSON containment differs between PostgreSQL
+        # and SQLite); only a tag filter reads every matching run
+        runs = [r for r in db.scalars(q).all() if tag in (r.tags or [])]
+        return runs[offset : offset + limit], len(runs)
+    total = db.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
+    return list(db.scalars(q.limit(limit).offset(offset)).all()), total
 
 
 def dataset_names(db: Session, runs: Iterable[TrainingRun]) -> dict[int, str]:
