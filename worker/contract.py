@@ -42,9 +42,12 @@ AUTOATTACK_N_GPU = 1000
 AUTOATTACK_N_CPU = 200
 # Settings read only by the final evaluation (evaluate_model), after the last epoch.
 EVAL_ONLY = ("eval_eps", "eval_steps", "eval_restarts", "autoattack_n")
+# The most processes (one per GPU) one run may ask for: one host's usual complement.
+MAX_GPUS = 8
 # Settings of where and how a run computes, not of what it computes.
 RUNTIME_ONLY = (
     "device",
+    "gpus",
     "threads",
     "compile",
     "compile_backend",
@@ -66,9 +69,10 @@ def grey_levels(pixel_units: float) -> str:
     return f"{'0' if text == '-0' else text}/255"
 
 
-def choices() -> dict[str, list[str]]:
+def choices() -> dict[str, list[Any]]:
     """The values the run form offers for each field with a fixed set (GET /api/runs/defaults)."""
     return {
+        "gpus": list(range(1, MAX_GPUS + 1)),
         "method": list(METHODS),
         "model": list(MODELS),
         "mask_source": list(MASK_SOURCES),
@@ -144,6 +148,12 @@ class TrainConfig:
     # otherwise (docs/training.md says why)
     seed: int = 0  # seeds model init, data order, augmentation, masks and attacks
     device: str = "cpu"  # torch device string, e.g. cpu or cuda:0
+    gpus: int = 1  # processes of the run, one per GPU (1..MAX_GPUS): with more than one the
+    # Celery task leases that many GPUs of its host and starts the library under torchrun
+    # (DistributedDataParallel); on a host without CUDA, that many gloo processes. The
+    # library itself follows torchrun's WORLD_SIZE (worker/sipat/distributed.py)
+    sync_batchnorm: bool = False  # with several processes: BatchNorm statistics over the
+    # whole global batch (SyncBatchNorm) instead of each rank's share; ignored on one process
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     precision: str = "fp32"  # fp32, bf16 or fp16 (with a gradient scaler): the dtype of the
     # model's forward and backward in training and in the training attacks, through autocast;
@@ -199,6 +209,8 @@ class TrainConfig:
             d.pop("precision")
         if d["eps_warmup_epochs"] == 0:  # added later: off = the old behaviour, old runs resume
             d.pop("eps_warmup_epochs")
+        if not d["sync_batchnorm"]:  # added later: off = the old behaviour, old runs resume
+            d.pop("sync_batchnorm")
         if d["method"] != "fast_sip_at":  # added later and used by fast_sip_at only
             for name in ("fast_attack", "n_fgsm_noise_ratio", "n_fgsm_alpha_ratio"):
                 d.pop(name)
@@ -284,6 +296,12 @@ class TrainConfig:
             "must be >= 0 (0 skips AutoAttack; leave it empty for the device's default)",
         )
         need(self.threads >= 0, "threads", "must be >= 0")
+        need(
+            1 <= self.gpus <= MAX_GPUS,
+            "gpus",
+            f"must be a whole number of GPUs from 1 to {MAX_GPUS} (one process each); "
+            f"got {self.gpus}",
+        )
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
         wrong_eval = [e for e in self.eval_eps if not 0 <= e <= 1]
         need(

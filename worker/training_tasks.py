@@ -1,39 +1,50 @@
 """The Celery task that trains one run: a thin adapter between the runs table and worker.sipat.
 
-It claims the run (backend/services/run_lifecycle.py), writes the dataset export once
-(runs/<id>/data), calls sipat.train with out_dir runs/<id>/out (the same folder on every
-delivery, so a re-delivered task resumes from the last finished epoch), reports every epoch,
-a heartbeat and the log tail through the lifecycle service, and finishes the run there.
+It leases the GPUs the run asks for (config `gpus`; worker/gpu_leases.py: on a host with
+CUDA, one lease per GPU, all or none; too few free: the task is sent again GPU_WAIT_S later
+and the run stays queued), claims the run (backend/services/run_lifecycle.py), writes the
+dataset export once (runs/<id>/data), and trains with out_dir runs/<id>/out (the same folder
+on every delivery, so a re-delivered task resumes from the last finished epoch): one process
+calls sipat.train in this process; more start the library under torchrun on exactly the
+leased GPUs (worker/ranks.py; gloo processes on a CPU host), whose rank 0 reports through
+an events file. Either way it reports every epoch, the live points, a heartbeat and the log
+tail through the lifecycle service, and finishes the run there.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.signals import worker_ready
 
-from backend.core.config import ROOT, get_settings
+from backend.core.config import ROOT, Settings, get_settings
 from backend.core.queue import TRAIN_TASK
 from backend.core.storage import ContentCache, Storage, get_storage
 from backend.db import get_engine, get_sessionmaker
-from backend.models import Dataset, TrainingRun
+from backend.models import FINISHED_STATES, Dataset, TrainingRun
 from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as runs_service
-from worker import run_files
+from worker import gpu_leases, run_files
+from worker import ranks as ranks_mod
 from worker.celery_app import app
 
 _logger = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
+RANKS_POLL_S = 0.2  # how often a multi-process run's events and exit are looked at
 LOG_LINES = 60
 SALIENCE_SAMPLES = 6
 
@@ -100,6 +111,59 @@ def pick_device() -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class GpusBusy(Exception):
+    """Too few free GPUs for the run on this worker now; its task is sent again later."""
+
+
+class RanksFailed(RuntimeError):
+    """A process of a multi-process run ended badly (torchrun exited non-zero)."""
+
+
+def usable_gpus(settings: Settings) -> list[str]:
+    """The GPUs this worker may lease (WORKER_GPUS, else the GPUs it sees); none on CPU."""
+    return gpu_leases.usable_names(settings.worker_gpus, settings.cuda_visible_devices, _cuda_count)
+
+
+def _gpus_asked(run_id: int, token: str | None) -> int | None:
+    """How many GPUs the run asks for; None when there is nothing to train (gone, finished,
+    superseded: the claim says why)."""
+    with get_sessionmaker()() as db:
+        run = db.get(TrainingRun, run_id)
+        if run is None or run.state in FINISHED_STATES:
+            return None
+        if token is not None and run.celery_task_id not in (None, token):
+            return None
+        return int((run.config or {}).get("gpus", 1))
+
+
+def _wait_for_gpus(
+    settings: Settings, run_id: int, wanted: int, names: list[str], host: str
+) -> NoReturn:
+    """Say on the run why it waits, and raise GpusBusy."""
+    if wanted > len(names):
+        why = (
+            f"It asks for {wanted} GPUs and worker {host} may use {len(names)} "
+            f"({', '.join(names)}): waiting for a worker that may use {wanted}."
+        )
+    else:
+        busy = gpu_leases.holders(settings.gpu_lease_dir, names)
+        held = "; ".join(f"GPU {n}: {who}" for n, who in busy.items()) or "none now"
+        why = (
+            f"Waiting for {wanted} free GPU{'s' if wanted > 1 else ''} on worker {host} "
+            f"(leased: {held}); trying again every {settings.gpu_wait_s:g} s."
+        )
+    with get_sessionmaker()() as db:
+        lifecycle.note_waiting(db, run_id, why)
+    _logger.info("run %s: %s", run_id, why)
+    raise GpusBusy(why)
 
 
 def ensure_export(db, storage: Storage, run: TrainingRun) -> Path:
@@ -212,7 +276,38 @@ def _finish(run_id: int, tail: _TailHandler, state: str, **fields: Any) -> None:
 
 
 def execute_run(run_id: int, token: str | None, hostname: str) -> str:
-    """Train one run end to end; returns the outcome ("succeeded", "cancelled", ...)."""
+    """Train one run end to end on the GPUs it leases here; returns the outcome
+    ("succeeded", "cancelled", ...). Raises GpusBusy when too few of them are free."""
+    settings = get_settings()
+    names = usable_gpus(settings)
+    wanted = _gpus_asked(run_id, token)
+    lease = None
+    if wanted is not None and names:
+        if wanted <= len(names):
+            lease = gpu_leases.acquire(
+                settings.gpu_lease_dir, names, wanted, holder=f"run {run_id} ({hostname})"
+            )
+        if lease is None:
+            _wait_for_gpus(settings, run_id, wanted, names, hostname)
+    try:
+        return _execute(run_id, token, hostname, lease)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _devices(lease: gpu_leases.Lease | None, settings: Settings) -> tuple[str, str]:
+    """(this process's device, the device in a torchrun child's config). With a lease on a
+    CUDA host: the first leased GPU as this process sees it, and cuda:0 for the children (who
+    see exactly the leased GPUs; each rank takes cuda:<local rank>)."""
+    if lease is None or _cuda_count() == 0:
+        device = pick_device()
+        return device, device
+    visible = gpu_leases.visible_names(settings.cuda_visible_devices, _cuda_count)
+    return f"cuda:{gpu_leases.torch_index(lease.names[0], visible)}", "cuda:0"
+
+
+def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Lease | None) -> str:
     from worker.sipat import TrainingCancelled, train
     from worker.sipat.salience_samples import write_salience_samples
 
@@ -235,7 +330,7 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             data_dir = ensure_export(db, storage, run)
             dataset = db.get(Dataset, run.dataset_id)
             dataset_hash = dataset.content_hash if dataset else None
-            device = pick_device()
+            device, ranks_device = _devices(lease, settings)
             cfg = library_config(run, storage, data_dir, device)
             out_dir = run_files.out_dir(storage, run.id)
             db.expunge(run)
@@ -249,15 +344,28 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             reporter.on_epoch(epoch, total, metrics)
 
         with _RunReporter(run_id, tail, heartbeat_s) as reporter:
-            result = train(
-                cfg,
-                out_dir,
-                on_epoch=on_epoch,
-                on_batch=reporter.on_batch,
-                should_stop=reporter.should_stop,
-                progress=False,
-            )
+            if cfg.gpus > 1:
+                lib_logger.info(
+                    "training on %d processes (torchrun)%s",
+                    cfg.gpus,
+                    f", GPUs {lease.cuda_visible_devices}" if lease else "",
+                )
+                ranks_cfg = cfg.to_dict() | {"device": ranks_device}
+                result = train_on_ranks(ranks_cfg, out_dir, lease, reporter, on_epoch, tail)
+            else:
+                result = train(
+                    cfg,
+                    out_dir,
+                    on_epoch=on_epoch,
+                    on_batch=reporter.on_batch,
+                    should_stop=reporter.should_stop,
+                    progress=False,
+                )
         final = result.get("final", {})
+        with get_sessionmaker()() as db:  # an epoch checkpointed as its worker died
+            backfilled = lifecycle.report_missing_epochs(db, run_id, result.get("history", []))
+        if backfilled:
+            lib_logger.info("stored %d epoch(s) checkpointed but not reported", backfilled)
         try:
             write_salience_samples(
                 out_dir, data_dir, cfg, final.get("salience_agreement"), test_ids
@@ -282,7 +390,9 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
             "batches_per_epoch": result.get("batches_per_epoch"),
             "system": reporter.system,
             "config_fingerprint": cfg.fingerprint(),
-            "device": device,
+            "device": device if cfg.gpus == 1 or ranks_device == "cpu" else "cuda",
+            "gpus": cfg.gpus,
+            "gpu_ids": lease.names if lease else None,
             "worker": hostname,
             # device name, precision, channels-last, cudnn, compile, data path and workers
             **result.get("runtime", {}),
@@ -316,10 +426,86 @@ def execute_run(run_id: int, token: str | None, hostname: str) -> str:
         lib_logger.removeHandler(tail)
 
 
-@app.task(name=TRAIN_TASK, bind=True, acks_late=True)
+def train_on_ranks(
+    config: dict[str, Any],
+    out_dir: Path,
+    lease: gpu_leases.Lease | None,
+    reporter: _RunReporter,
+    on_epoch: Callable[[int, int, dict[str, Any]], None],
+    tail: _TailHandler,
+) -> dict[str, Any]:
+    """Train under torchrun on config["gpus"] processes (the leased GPUs, or gloo on CPU) in
+    out_dir; relay rank 0's events, turn a cancel into the stop file, and return the content
+    of metrics.json. Raises TrainingCancelled, or RanksFailed when a process ended badly
+    (the last checkpoint stays: a retry resumes from it)."""
+    from worker.sipat import TrainingCancelled
+
+    scratch = get_settings().worker_cache_dir / "ranks"
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"run-{reporter.run_id}-", dir=scratch))
+    try:
+        (work / "config.json").write_text(json.dumps(config))
+        events, stop_file = work / "events.jsonl", work / "stop"
+        env = dict(os.environ)  # the worker's own, passed on (CUDA_VISIBLE_DEVICES replaced)
+        if lease is not None:
+            env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
+
+        def log_line(line: str) -> None:
+            tail.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
+
+        command = ranks_mod.train_command(
+            work / "config.json", out_dir, int(config["gpus"]), events, stop_file
+        )
+        ranks = ranks_mod.Ranks(
+            command,
+            env=env,
+            cwd=ROOT,
+            on_line=log_line,
+            pass_fds=lease.fds if lease else (),  # the GPUs stay leased while torchrun lives
+        )
+        follower = ranks_mod.EventFollower(events)
+        stop_asked: float | None = None
+        try:
+            while True:
+                code = ranks.poll()
+                for event in follower.new():
+                    if event.get("event") == "epoch":
+                        on_epoch(int(event["epoch"]), int(event["total"]), event["metrics"])
+                    elif event.get("event") == "batch":
+                        reporter.on_batch(event["point"])
+                if code is not None:
+                    break
+                if stop_asked is None and reporter.should_stop():
+                    stop_file.touch()  # rank 0 stops every rank before its next batch
+                    stop_asked = time.monotonic()
+                elif stop_asked is not None:
+                    if time.monotonic() - stop_asked > ranks_mod.CANCEL_GRACE_S:
+                        break  # not stopped by the file in time: by signal, below
+                time.sleep(RANKS_POLL_S)
+        finally:
+            code = ranks.stop()  # nothing left running, whatever happened here
+        if code == 0:
+            return json.loads((out_dir / run_files.METRICS).read_text())
+        if stop_asked is not None:
+            raise TrainingCancelled("stopped on every rank")
+        raise RanksFailed(
+            f"{ranks.failure(code)} (a {config['gpus']}-process run); retry the run "
+            "to resume from its last checkpoint"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# max_retries=None on the task (not in retry(), where None means the default of 3): a run
+# waits for its GPUs for as long as it takes
+@app.task(name=TRAIN_TASK, bind=True, acks_late=True, max_retries=None)
 def train_run(self, run_id: int, token: str | None = None) -> str:
-    """Train a run; idempotent: a finished run is left alone, a running one resumes."""
-    return execute_run(int(run_id), token, self.request.hostname or platform.node())
+    """Train a run; idempotent: a finished run is left alone, a running one resumes. A run
+    whose GPUs are busy is tried again GPU_WAIT_S later (it stays queued)."""
+    try:
+        return execute_run(int(run_id), token, self.request.hostname or platform.node())
+    except GpusBusy as busy:
+        raise self.retry(countdown=get_settings().gpu_wait_s) from busy
 
 
 @worker_ready.connect

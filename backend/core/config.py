@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     max_images_per_import: int = 200_000
     # Celery queue that training workers consume
     training_queue: str = "training"
+    # A run asks for `gpus` GPUs; its worker first leases that many free GPUs of its host
+    # (worker/gpu_leases.py: one lock file per GPU, shared by every worker of the host).
+    # The GPUs this worker may lease, comma-separated, named as CUDA_VISIBLE_DEVICES names
+    # them (0,1,2,3); empty: the CUDA_VISIBLE_DEVICES it was started with, else every GPU
+    # torch sees; on a host without CUDA nothing is leased
+    worker_gpus: str = ""
+    # the host-local folder of the GPU lease files (the same for every worker of a host);
+    # unset: WORKER_CACHE_DIR/gpu-leases
+    gpu_lock_dir: Path | None = None
+    # seconds before a run that found too few free GPUs is tried again (it stays queued)
+    gpu_wait_s: float = 30.0
+    # the GPUs the worker process was given (read, never set, here): its leases' names
+    cuda_visible_devices: str | None = None
     # seconds without a heartbeat after which a running run is considered orphaned
     run_heartbeat_timeout_s: int = 600
     # seconds a queued run may go without its broker message before it is dispatched again
@@ -106,6 +119,11 @@ class Settings(BaseSettings):
                 "print(secrets.token_urlsafe(32))')"
             )
         return self
+
+    @property
+    def gpu_lease_dir(self) -> Path:
+        """Where the GPU lease files of this host live (GPU_LOCK_DIR)."""
+        return self.gpu_lock_dir or self.worker_cache_dir / "gpu-leases"
 
     @property
     def is_sqlite(self) -> bool:

@@ -65,6 +65,10 @@ class RunCreate(BaseModel):
     precision: str | None = None
     compile: bool | None = None
     data_loader: str | None = None
+    # processes of the run, one per GPU (more than one: DistributedDataParallel under
+    # torchrun, on as many GPUs of one worker host), and BatchNorm over the whole batch then
+    gpus: int | None = None
+    sync_batchnorm: bool | None = None
 
 
 class RunEpochPublic(ORMModel):

@@ -253,6 +253,20 @@ def claim(
     return None
 
 
+def note_waiting(db: Session, run_id: int, why: str) -> None:
+    """A queued run whose worker put it back for later (too few free GPUs): why, in its log
+    (once while the reason stays the same), and the time its message was sent again (the
+    task is sent again, delayed, so the run is not judged lost)."""
+    run = db.get(TrainingRun, run_id)
+    if run is None or run.state != "queued":
+        return
+    last = (run.log_tail or "").splitlines()[-1:]
+    if not last or not last[0].endswith(why):
+        append_log(run, why)
+    run.heartbeat_at = utcnow()
+    db.commit()
+
+
 def heartbeat(db: Session, run_id: int, log_tail: str) -> bool:
     """Stamp the run as alive, with its log tail; False once it is no longer running."""
     run = db.get(TrainingRun, run_id)
@@ -289,6 +303,18 @@ def report_epoch(
         run.heartbeat_at = utcnow()
         run.log_tail = log_tail
     db.commit()
+
+
+def report_missing_epochs(db: Session, run_id: int, history: list[dict[str, Any]]) -> int:
+    """Store the finished epochs of a run's history (its metrics.json) that were never
+    reported: an epoch whose checkpoint was written just before its worker died, and that the
+    resumed run therefore starts after. Returns how many were missing."""
+    have = set(db.scalars(select(RunEpoch.epoch).where(RunEpoch.run_id == run_id)))
+    missing = [m for m in history if int(m.get("epoch", 0)) not in have and m.get("epoch")]
+    for metrics in missing:
+        db.add(RunEpoch(run_id=run_id, epoch=int(metrics["epoch"]), metrics=metrics))
+    db.commit()
+    return len(missing)
 
 
 def _number(value: Any) -> float | None:

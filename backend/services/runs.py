@@ -72,6 +72,8 @@ LIBRARY_FIELDS = (
     "precision",
     "compile",
     "data_loader",
+    "gpus",
+    "sync_batchnorm",
 )
 # References to app objects kept in the stored config; the worker turns them into paths.
 APP_REFS = ("mask_set_id", "auto_mask_run_id", "igd_teacher_run_id")
@@ -124,7 +126,7 @@ def runs_by_ids(db: Session, ids: list[int]) -> list[TrainingRun]:
     return found
 
 
-def form_choices() -> dict[str, list[str]]:
+def form_choices() -> dict[str, list[Any]]:
     """The values the launch form offers for each fixed-set field (the contract's)."""
     return contract_choices()
 

@@ -90,6 +90,8 @@ export function configEntries(config) {
   add("precision", "precision");
   add("compile", "torch.compile");
   add("data_loader", "training images", LOADER_NAMES[c.data_loader] || configValue("data_loader", c.data_loader));
+  add("gpus", "GPUs", c.gpus > 1 ? `${c.gpus} (one process each, DistributedDataParallel)` : configValue("gpus", c.gpus));
+  if (c.gpus > 1) add("sync_batchnorm", "SyncBatchNorm");
   return rows;
 }
 
@@ -218,7 +220,7 @@ export async function mount(root, ctx) {
   const state = {
     sort: "-created_at", clientSort: null, filters: { dataset_id: "", method: "", state: "", tag: "" },
     columns: loadColumns(), selected: new Set(), runs: [], datasets: [], defaults: {},
-    choices: { method: Object.keys(METHOD_NAMES), model: [], precision: ["fp32"], data_loader: ["auto"] },
+    choices: { method: Object.keys(METHOD_NAMES), model: [], precision: ["fp32"], data_loader: ["auto"], gpus: [1] },
   };
   let stopPolling = () => {};
   let alive = true;
@@ -413,10 +415,13 @@ export async function mount(root, ctx) {
           <label class="inline"><input type="checkbox" name="augment" ${values.augment === false ? "" : "checked"}> Augment: random crop</label>
           <label class="inline"><input type="checkbox" name="hflip" ${values.hflip === false ? "" : "checked"}> …and horizontal flip (off for digits, text)</label>
         </div></fieldset>
-        <fieldset><legend>Compute (the worker's GPU when it has one)</legend><div class="fields">
+        <fieldset><legend>Compute (on the worker's GPUs when it has them)</legend><div class="fields">
           <label>Precision<select name="precision">${state.choices.precision.map((k) => html`<option value="${k}" ${k === (values.precision || "fp32") ? "selected" : ""}>${PRECISION_NAMES[k] || k}</option>`)}</select>${err("precision")}</label>
           <label>Training images<select name="data_loader">${state.choices.data_loader.map((k) => html`<option value="${k}" ${k === (values.data_loader || "auto") ? "selected" : ""}>${LOADER_NAMES[k] || k}</option>`)}</select>${err("data_loader")}</label>
           <label class="inline"><input type="checkbox" name="compile" ${values.compile ? "checked" : ""}> torch.compile the model (falls back to eager, with the reason in the log)</label>
+          <label>GPUs<input type="number" name="gpus" value="${v("gpus") || 1}" min="${Math.min(...state.choices.gpus)}" max="${Math.max(...state.choices.gpus)}" step="1">${err("gpus")}</label>
+          <label class="inline multi-gpu"><input type="checkbox" name="sync_batchnorm" ${values.sync_batchnorm ? "checked" : ""}> SyncBatchNorm: BatchNorm statistics over the whole batch, not each GPU's share</label>
+          <p class="muted">More than one GPU: one process per GPU (DistributedDataParallel) on one worker host, each with its share of every batch; the batch size stays the global one.</p>
           <p class="muted">The final evaluation (PGD, AutoAttack) always runs in fp32.</p>
         </div></fieldset>
         <fieldset class="only sip_at fast_sip_at"><legend>SIP-AT masks</legend><div class="fields">
@@ -457,6 +462,7 @@ export async function mount(root, ctx) {
       const human = form.elements.mask_source.value === "human";
       form.querySelector(".src-human").hidden = !human;
       form.querySelector(".src-auto").hidden = human;
+      form.querySelector(".multi-gpu").hidden = !(Number(form.elements.gpus.value) > 1);
     };
     async function fillChoices() {
       const dsId = form.elements.dataset_id.value;
@@ -471,6 +477,7 @@ export async function mount(root, ctx) {
       if (e.target.name === "dataset_id") fillChoices();
       sync();
     });
+    form.addEventListener("input", (e) => { if (e.target.name === "gpus") sync(); });
     sync();
     fillChoices();
     form.querySelector(".cancel-form").addEventListener("click", () => { render($(".launch"), html``); });
@@ -517,7 +524,7 @@ function readForm(form) {
   body.data_loader = el.data_loader.value;
   body.compile = el.compile.checked;
   const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size",
-    "eval_subset", "eval_steps", "eval_restarts", "epoch_eval_steps", "autoattack_n"];
+    "eval_subset", "eval_steps", "eval_restarts", "epoch_eval_steps", "autoattack_n", "gpus"];
   if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
   if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");
   if (method === "igd") numbers.push("igd_lambda");
@@ -542,6 +549,7 @@ function readForm(form) {
     if (body.mask_source === "human" && el.mask_set_id.value) body.mask_set_id = Number(el.mask_set_id.value);
     if (body.mask_source !== "human" && el.auto_mask_run_id.value) body.auto_mask_run_id = Number(el.auto_mask_run_id.value);
   }
+  body.sync_batchnorm = (body.gpus || 1) > 1 && el.sync_batchnorm.checked;
   if (method === "fast_sip_at") body.fast_attack = el.fast_attack.value;
   if (method === "igd" && el.igd_teacher_run_id.value) body.igd_teacher_run_id = Number(el.igd_teacher_run_id.value);
   if (local.length) {

@@ -91,6 +91,10 @@ BAD_FIELDS = [
     ("epoch_eval_steps", {"epoch_eval_steps": 0}),
     ("autoattack_n", {"autoattack_n": -1}),
     ("autoattack_n", {"autoattack_n": 100_001}),
+    ("gpus", {"gpus": 0}),
+    ("gpus", {"gpus": 9}),
+    ("gpus", {"gpus": "two"}),
+    ("gpus", {"gpus": 1.5}),
 ]
 
 
@@ -207,6 +211,29 @@ def test_defaults_and_launch_carry_the_evaluation_settings(client, seeded, auth,
     assert evaluation == {"autoattack_n": 16, "eval_restarts": 3, "epoch_eval_steps": 4}
     skipped = launch(client, h, dataset_id=seeded["dataset_id"], **{**SMALL, "autoattack_n": 0})
     assert skipped.status_code == 201 and skipped.json()["data"][0]["config"]["autoattack_n"] == 0
+
+
+def test_gpus_are_offered_checked_with_a_sentence_and_stored(client, seeded, auth, db):
+    h = auth["researcher"]
+    served = client.get("/api/runs/defaults", headers=h).json()
+    assert served["defaults"]["gpus"] == 1 and served["defaults"]["sync_batchnorm"] is False
+    assert served["choices"]["gpus"] == list(range(1, 9))
+    for bad in (0, 9, -2):
+        r = launch(client, h, dataset_id=seeded["dataset_id"], **SMALL, gpus=bad)
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["errors"]
+        assert error == {
+            "field": "gpus",
+            "message": f"must be a whole number of GPUs from 1 to 8 (one process each); got {bad}",
+        }
+        assert r.json()["detail"] == "The run was not launched: check gpus."
+    assert run_count(db) == 0
+    r = launch(client, h, dataset_id=seeded["dataset_id"], **SMALL, gpus=4, sync_batchnorm=True)
+    assert r.status_code == 201, r.text
+    config = db.get(TrainingRun, r.json()["data"][0]["id"]).config
+    assert config["gpus"] == 4 and config["sync_batchnorm"] is True
+    plain = launch(client, h, dataset_id=seeded["dataset_id"], **SMALL)
+    assert plain.json()["data"][0]["config"]["gpus"] == 1
 
 
 def test_seeds_make_one_group(client, seeded, auth):

@@ -212,3 +212,37 @@ def check_masking_warning(page, run_id: int, db) -> None:
     warning = page.locator(".run-head .masking-warning[role=alert]")
     assert "a very large ε breaks the model" in warning.inner_text()
     assert page.locator(".masking-checks tr.failed td").first.inner_text() == "✗ fail"
+
+
+def test_the_gpus_setting_launches_a_multi_process_run(runs_page, login, train_dataset, db):
+    """The form's GPUs field: SyncBatchNorm is offered only above one GPU, an impossible
+    count is named beside the field, and a 2-GPU run is stored and shown as such."""
+    from backend.models import TrainingRun
+
+    page = runs_page
+    login(page, "researcher")
+    page.click("nav a[href='#/runs']")
+    page.click("button.new-run")
+    form = page.locator("form.launch-form")
+    form.locator("select[name=dataset_id]").select_option(str(train_dataset))
+    form.locator("select[name=model]").select_option("small_cnn")
+    gpus = form.locator("input[name=gpus]")
+    assert gpus.input_value() == "1" and gpus.get_attribute("max") == "8"
+    assert not form.locator("input[name=sync_batchnorm]").is_visible()
+    gpus.fill("12")
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector(".field-error[data-for=gpus]:not(:empty)")
+    assert "from 1 to 8" in page.locator(".field-error[data-for=gpus]").inner_text()
+    assert db.query(TrainingRun).count() == 0
+    gpus.fill("2")
+    form.locator("input[name=sync_batchnorm]").check()
+    form.locator("input[name=epochs]").fill("1")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/#/runs/*")
+    run_id = int(page.url.rsplit("/", 1)[1])
+    db.expire_all()
+    stored = db.get(TrainingRun, run_id).config
+    assert stored["gpus"] == 2 and stored["sync_batchnorm"] is True
+    row = page.locator(".run-config-table tr[data-key=gpus]")
+    assert row.inner_text().split("\t")[-1].startswith("2 (one process each")
+    assert page.locator(".run-config-table tr[data-key=sync_batchnorm]").count() == 1

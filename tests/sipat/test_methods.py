@@ -110,6 +110,7 @@ def test_eps_warmup_epochs_validated():
         "n_fgsm_noise_ratio",
         "n_fgsm_alpha_ratio",
         "precision",
+        "sync_batchnorm",
     )
     for name in (*later, *EVAL_ONLY):  # added later and off or unused; or evaluation only
         del d[name]

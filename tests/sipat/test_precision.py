@@ -188,6 +188,7 @@ def test_precision_enters_the_fingerprint_and_runtime_settings_do_not():
         "fast_attack",
         "n_fgsm_noise_ratio",
         "n_fgsm_alpha_ratio",
+        "sync_batchnorm",
     )
     for name in (*RUNTIME_ONLY, *EVAL_ONLY, *later):
         del d[name]

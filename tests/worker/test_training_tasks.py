@@ -71,14 +71,27 @@ def tiny_dataset_zip(per_class: int = 40, size: int = 12, seed: int = 0) -> byte
 class Worker:
     """One `celery worker` subprocess (solo pool: killing it kills the training)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        queue: str = QUEUE,
+        node: str = NODE,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_dir = log_dir
+        self.queue, self.node, self.env = queue, node, env or {}
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        env = dict(os.environ, TRAINING_QUEUE=QUEUE, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = dict(
+            os.environ,
+            TRAINING_QUEUE=self.queue,
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            **self.env,
+        )
         log = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -89,12 +102,12 @@ class Worker:
                 "worker.celery_app",
                 "worker",
                 "-Q",
-                f"{QUEUE},default",
+                f"{self.queue},default",
                 "-c",
                 "1",
                 "--pool=solo",
                 "-n",
-                NODE,
+                self.node,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

@@ -1,11 +1,17 @@
 """Command line: train, evaluate, make-benchmark-data, compare.
 
     python -m worker.sipat train --config cfg.json --out runs/a [--set eps=0.03 --set method=sip_at]
+        [--events events.jsonl] [--stop-file STOP]
     python -m worker.sipat evaluate --checkpoint runs/a/final.pt [--data DIR] [--eps 2/255,8/255]
     python -m worker.sipat make-benchmark-data --out data/bench
     python -m worker.sipat compare --dataset salience --seeds 0,1,2 --out runs/compare
 
 Re-running the same train command after a kill resumes from the last finished epoch.
+--events appends one JSON line per progress point and per finished epoch to a file (what a
+supervising process relays: {"event": "batch", "point": ...} and {"event": "epoch", "epoch":
+..., "total": ..., "metrics": ...}); --stop-file stops the run (exit code 1, the last
+checkpoint kept) at the next batch once that file exists. Under torchrun, rank 0 alone
+writes the events and watches the stop file, and stops every rank.
 A bad configuration prints one line naming the field and exits with code 2.
 """
 
@@ -54,6 +60,28 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
+class _EventFile:
+    """--events: progress points and finished epochs as JSON lines, one write each (a reader
+    that follows the file sees whole lines)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _write(self, event: dict) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+    def on_epoch(self, epoch: int, total: int, metrics: dict) -> None:
+        self._write({"event": "epoch", "epoch": epoch, "total": total, "metrics": metrics})
+
+    def on_batch(self, point: dict) -> None:
+        self._write({"event": "batch", "point": point})
+
+
+def _print_epoch(_epoch: int, _total: int, metrics: dict) -> None:
+    print(json.dumps(metrics), flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if cfg.data_dir is None:
@@ -63,13 +91,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     out = Path(args.out)
+    events = _EventFile(Path(args.events)) if args.events else None
+    stop_file = Path(args.stop_file) if args.stop_file else None
     result = train(
         cfg,
         out,
         progress=not args.no_progress,
-        on_epoch=lambda _epoch, _total, m: print(json.dumps(m), flush=True),
+        on_epoch=events.on_epoch if events else _print_epoch,
+        on_batch=events.on_batch if events else None,
+        should_stop=stop_file.exists if stop_file else None,
     )
-    if result:  # under torchrun only rank 0 has the results (the other ranks return {})
+    # under torchrun only rank 0 has the results (the other ranks return {}); with --events
+    # the supervising process reads them from metrics.json
+    if result and events is None:
         print(json.dumps({"final": result["final"], "out": str(out)}))
     return 0
 
@@ -166,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="data directory (overrides data_dir)")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--events", help="append progress points and epochs here, as JSON lines")
+    t.add_argument("--stop-file", help="stop at the next batch once this file exists")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="evaluate a checkpoint")
     e.add_argument("--checkpoint", required=True)

@@ -227,8 +227,12 @@ def train(
     if compile_fallback:
         runtime["compile_fallback"] = compile_fallback
     if dist is not None:
-        net = dist.wrap(net, device, bool(getattr(cfg, "sync_batchnorm", False)))
-        runtime |= {"processes": dist.world, "distributed_backend": dist.backend}
+        net = dist.wrap(net, device, cfg.sync_batchnorm)
+        runtime |= {
+            "processes": dist.world,
+            "distributed_backend": dist.backend,
+            "sync_batchnorm": cfg.sync_batchnorm,
+        }
     if batches.why_fewer:
         runtime["loader_note"] = batches.why_fewer
     n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
