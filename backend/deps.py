@@ -6,7 +6,7 @@ make checks the role first, so a stranger learns nothing about which ids exist."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, params
@@ -126,15 +126,21 @@ def get_current_user(request: Request, db: SessionDep) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_roles(*roles: str) -> Callable[[User], User]:
-    """A dependency that lets only the given roles through (403 otherwise)."""
+def ensure_role(user: User, roles: tuple[str, ...]) -> User:
+    """The user, if their role is one of these (403 otherwise)."""
+    if user.role not in roles:
+        raise HTTPException(403, detail="Your role may not do this.")
+    return user
 
-    def check(user: CurrentUser) -> User:
-        if user.role not in roles:
-            raise HTTPException(403, detail="Your role may not do this.")
-        return user
 
-    check.allowed_roles = roles  # type: ignore[attr-defined]
+def require_roles(*roles: str) -> Callable[[User], Awaitable[User]]:
+    """A dependency that lets only the given roles through (403 otherwise). It is async
+    because it does no I/O: FastAPI runs it on the event loop instead of sending it to a
+    worker thread, one thread hop fewer on every request of a role-checked route."""
+
+    async def check(user: CurrentUser) -> User:
+        return ensure_role(user, roles)
+
     return check
 
 

@@ -253,37 +253,61 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> dict[str, Any]:
-    clients = [_client(base, f"annotator{i}") for i in range(annotators)]
-    barrier = threading.Barrier(annotators, timeout=120)
+def _bursts(
+    clients: list[Any], rounds: int, ask: Any, after: Any = None
+) -> tuple[list[float], list[str]]:
+    """Every client asks at the same moment (a barrier), `rounds` times: the latencies of
+    ask(client) in ms, and the failed answers; after(client, response), untimed, follows."""
+    barrier = threading.Barrier(len(clients), timeout=120)
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
-    def annotator(c: Any) -> None:
+    def one(c: Any) -> None:
         for _ in range(rounds):
             barrier.wait()
             t0 = time.perf_counter()
-            r = c.get("/api/annotate/next", params={"dataset_id": queue})
+            r = ask(c)
             took = (time.perf_counter() - t0) * 1000
             with lock:
                 times.append(took)
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:100]}")
-            if r.status_code == 200:
-                c.post(f"/api/annotate/images/{r.json()['image']['id']}/skip",
-                       json={"reason": "unclear"})  # fmt: skip
+            if after is not None and r.status_code == 200:
+                after(c, r)
 
-    threads = [threading.Thread(target=annotator, args=(c,)) for c in clients]
+    threads = [threading.Thread(target=one, args=(c,)) for c in clients]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return times, errors
+
+
+def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> dict[str, Any]:
+    """The annotators ask for their next image at the same moment, and each skips it (so
+    the next round asks again). Beside it: the same burst on /api/auth/me (one session
+    lookup), the least any request costs on this machine with the client on the same cores,
+    and one annotator asking alone (a request without a queue in front of it)."""
+    clients = [_client(base, f"annotator{i}") for i in range(annotators)]
+
+    def ask(c: Any) -> Any:
+        return c.get("/api/annotate/next", params={"dataset_id": queue})
+
+    def skip(c: Any, r: Any) -> None:
+        c.post(f"/api/annotate/images/{r.json()['image']['id']}/skip", json={"reason": "unclear"})
+
+    floor, _ = _bursts(clients, rounds, lambda c: c.get("/api/auth/me"))
+    times, errors = _bursts(clients, rounds, ask, skip)
+    alone, _ = _bursts(clients[:1], rounds, ask, skip)
     return {
         "next_image_p99_ms": round(_p99(times), 1),
         "next_image_p50_ms": round(statistics.median(times), 1),
         "next_image_requests": len(times),
         "next_image_errors": len(errors),
+        "floor_me_p99_ms": round(_p99(floor), 1),
+        "floor_me_p50_ms": round(statistics.median(floor), 1),
+        "one_annotator_next_p50_ms": round(statistics.median(alone), 1),
     }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import threading
+from typing import TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,8 +23,8 @@ from backend.deps import (
     PathId,
     QueryId,
     SessionDep,
+    ensure_role,
     get_current_user,
-    require_roles,
     signed_token,
 )
 from backend.deps import find_image as lookup_image
@@ -43,11 +44,12 @@ from backend.schemas.annotations import (
 from backend.services import masks as svc
 
 router = APIRouter(prefix="/annotate", tags=["annotate"])
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 
 # Saves decoding and writing at once, per server process. More would not go faster on a few
 # cores; it would only hold more database connections (PostgreSQL allows ~100 in all).
 _SAVE_SLOTS = threading.BoundedSemaphore(3)
-_ANNOTATOR_ONLY = require_roles("annotator")
+ANNOTATOR = ("annotator",)
 
 
 def _item(db: Session, user: User, image: Image) -> AnnotateItem:
@@ -117,17 +119,27 @@ def my_datasets(user: AnnotatorUser, db: SessionDep) -> AnnotateDatasets:
     )
 
 
-@router.get("/next", response_model=AnnotateItem, responses={204: {"description": "Queue empty"}})
-def next_image(
-    user: AnnotatorUser, db: SessionDep, dataset_id: QueryId = None
-) -> AnnotateItem | Response:
+# /next and /skip are what 50 annotators ask at once: each runs as one function in one worker
+# thread, with its own session and login check, instead of a thread hop per dependency.
+@router.get(
+    "/next",
+    response_model=AnnotateItem,
+    responses={**LOGIN_RESPONSES, 204: {"description": "Queue empty"}},
+)
+async def next_image(request: Request, dataset_id: QueryId = None) -> AnnotateItem | Response:
     """The next image of this annotator's queue (claimed for them); 204 when it is empty."""
-    if dataset_id is not None:
-        svc.check_dataset_open(db, user, dataset_id)
-    image = svc.next_image(db, user, dataset_id)
-    if image is None:
-        return Response(status_code=204)
-    return _item(db, user, image)
+    return await run_in_threadpool(_next, request, dataset_id)
+
+
+def _next(request: Request, dataset_id: int | None) -> AnnotateItem | Response:
+    with get_sessionmaker()() as db:
+        user = ensure_role(get_current_user(request, db), ANNOTATOR)
+        if dataset_id is not None:
+            svc.check_dataset_open(db, user, dataset_id)
+        image = svc.next_image(db, user, dataset_id)
+        if image is None:
+            return Response(status_code=204)
+        return _item(db, user, image)
 
 
 @router.get("/images/{image_id}", response_model=AnnotateItem)
@@ -137,11 +149,41 @@ def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep) -> AnnotateI
     return _item(db, user, image)
 
 
-@router.post("/images/{image_id}/skip", status_code=204)
-def skip(image: ImageDep, body: SkipRequest, user: AnnotatorUser, db: SessionDep) -> None:
+@router.post(
+    "/images/{image_id}/skip",
+    status_code=204,
+    responses=LOGIN_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SkipRequest.model_json_schema()}},
+        }
+    },
+)
+async def skip(image_id: PathId, request: Request) -> Response:
     """Skip an image, with a reason; it never comes back to this annotator."""
-    svc.check_dataset_open(db, user, image.dataset_id)
-    svc.skip_image(db, user, image, body.reason)
+    signed_token(request)  # a stranger's body is never read
+    raw = await _read_limited(request, get_settings().max_json_body_bytes)
+    return await run_in_threadpool(_skip, request, image_id, raw)
+
+
+def _body(model: type[BaseModelT], raw: bytes) -> BaseModelT:
+    """The request body as `model`, or the 422 FastAPI would have answered."""
+    try:
+        return model.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def _skip(request: Request, image_id: int, raw: bytes) -> Response:
+    with get_sessionmaker()() as db:
+        user = ensure_role(get_current_user(request, db), ANNOTATOR)
+        image = lookup_image(image_id, db)
+        body = _body(SkipRequest, raw)
+        svc.check_dataset_open(db, user, image.dataset_id)
+        svc.skip_image(db, user, image, body.reason)
+    return Response(status_code=204)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -167,14 +209,9 @@ def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
     path opens its own session instead of using dependencies: each sync dependency would
     cost a thread hop per request.)"""
     with _SAVE_SLOTS, get_sessionmaker()() as db:
-        user = _ANNOTATOR_ONLY(get_current_user(request, db))
+        user = ensure_role(get_current_user(request, db), ANNOTATOR)
         image = lookup_image(image_id, db)
-        try:
-            body = MaskSave.model_validate_json(raw or b"null")
-        except ValidationError as exc:
-            errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
-            raise RequestValidationError(errors) from None
-        return _save_now(db, user, image, body)
+        return _save_now(db, user, image, _body(MaskSave, raw))
 
 
 def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -197,26 +198,46 @@ def _untouched_by(user: User) -> ColumnElement[bool]:
     return and_(~mine, ~skipped)
 
 
-def _window(db: Session, user: User, dataset_id: int, held: int) -> list[int]:
-    """The first QUEUE_WINDOW images with `held` slots taken that this annotator has not
-    touched, going round the ring from the annotator's place: two index range reads."""
+def _window_reads(user: User, dataset_id: int, held: int) -> list[Select[int, int]]:
+    """The two index range reads of one bucket's window: from the annotator's place on the
+    ring to its end, then from its start (each QUEUE_WINDOW at most)."""
     start = _ring_start(user, dataset_id)
-    base = select(Image.id).where(
+    base = select(Image.id, Image.queue_position).where(
         Image.dataset_id == dataset_id, Image.queue_held == held, _untouched_by(user)
     )
-    found = list(
-        db.scalars(
-            base.where(Image.queue_position >= start)
-            .order_by(Image.queue_position)
-            .limit(QUEUE_WINDOW)
-        ).all()
-    )
-    if len(found) < QUEUE_WINDOW:
-        found += db.scalars(
-            base.where(Image.queue_position < start)
-            .order_by(Image.queue_position)
-            .limit(QUEUE_WINDOW - len(found))
-        ).all()
+    return [
+        base.where(Image.queue_position >= start)
+        .order_by(Image.queue_position)
+        .limit(QUEUE_WINDOW),
+        base.where(Image.queue_position < start).order_by(Image.queue_position).limit(QUEUE_WINDOW),
+    ]
+
+
+def _windows(
+    db: Session, user: User, dataset_id: int, buckets: Iterable[int]
+) -> dict[int, list[int]]:
+    """The first QUEUE_WINDOW images of each bucket (images with `held` slots taken) that this
+    annotator has not touched, going round the ring from their place: every bucket's range
+    reads in one statement (each a subquery, so SQLite takes it too)."""
+    parts = []
+    for held in buckets:
+        for part, read in enumerate(_window_reads(user, dataset_id, held)):
+            sub = read.subquery()
+            parts.append(
+                select(
+                    literal(held).label("held"),
+                    literal(part).label("part"),
+                    sub.c.queue_position,
+                    sub.c.id,
+                )
+            )
+    if not parts:
+        return {}
+    found: dict[int, list[int]] = {}
+    for held, _, _, image_id in sorted(db.execute(union_all(*parts)).all()):
+        window = found.setdefault(int(held), [])
+        if len(window) < QUEUE_WINDOW:
+            window.append(image_id)
     return found
 
 
@@ -229,9 +250,13 @@ def _claim_in(db: Session, user: User, dataset: Dataset, now: datetime) -> Image
     take different images without waiting for each other) and its slots counted exactly
     before the claim, so a stale count never gives an image more masks than it needs."""
     k = dataset.annotators_per_image
+    first = _windows(db, user, dataset.id, range(k - 1, -1, -1))  # every bucket at once
     for held in range(k - 1, -1, -1):
-        for _ in range(QUEUE_TRIES):
-            window = _window(db, user, dataset.id, held)
+        for attempt in range(QUEUE_TRIES):
+            if attempt == 0:
+                window = first.get(held, [])
+            else:  # every candidate was being claimed: read this bucket again
+                window = _windows(db, user, dataset.id, [held]).get(held, [])
             if not window:
                 break
             image_id = db.scalar(
@@ -311,20 +336,32 @@ def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
     return query
 
 
-# A large dataset's count of images still open is reused for this long (per server process):
-# counting 100,000 index entries on every request of 50 annotators would cost more than the
-# rest of the request. Below _EXACT_BELOW images it is counted every time.
-_OPEN_COUNT_TTL_S = 5.0
+# On a large dataset the counts behind "images remaining" are reused for this long (per
+# server process): counting 100,000 index entries, or probing each of an annotator's 2,000
+# masks, on every request of 50 annotators would cost more than the rest of the request.
+# The number shown may then lag the truth by a few images for a few seconds; the queue
+# itself never relies on it. Datasets with fewer than _EXACT_BELOW open images are counted
+# on every request.
+_COUNT_TTL_S = 5.0
 _EXACT_BELOW = 5_000
-_open_counts: dict[tuple[int, int], tuple[float, int]] = {}
+_counts: dict[tuple[object, ...], tuple[float, int]] = {}
+
+
+def _reused(key: tuple[object, ...]) -> int | None:
+    hit = _counts.get(key)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
+def _keep(key: tuple[object, ...], n: int) -> None:
+    _counts[key] = (time.monotonic() + _COUNT_TTL_S, n)
 
 
 def _open_count(db: Session, dataset: Dataset) -> int:
     """Images of the dataset with a slot free (by Image.queue_held)."""
-    key = (dataset.id, dataset.annotators_per_image)
-    hit = _open_counts.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+    key = ("open", dataset.id, dataset.annotators_per_image)
+    n = _reused(key)
+    if n is not None:
+        return n
     n = db.scalar(
         select(func.count())
         .select_from(Image)
@@ -332,13 +369,13 @@ def _open_count(db: Session, dataset: Dataset) -> int:
     )
     n = n or 0
     if n >= _EXACT_BELOW:
-        _open_counts[key] = (time.monotonic() + _OPEN_COUNT_TTL_S, n)
+        _keep(key, n)
     return n
 
 
-def _remaining_in(db: Session, user: User, dataset: Dataset) -> int:
-    """Images of the dataset still waiting for this annotator: those with a free slot they
-    have not touched, and their own drafts and returned masks."""
+def _touched_open(db: Session, user: User, dataset: Dataset) -> int:
+    """Images of the dataset with a free slot that this annotator has a mask (or claim) of,
+    or skipped."""
 
     # Per row of the annotator's own (a lookup of the image by its key each): the planner
     # would otherwise read every image of the dataset to join them.
@@ -370,9 +407,21 @@ def _remaining_in(db: Session, user: User, dataset: Dataset) -> int:
             ),
         )
     )
-    touched_open = (mine or 0) + (skipped_only or 0)
+    return (mine or 0) + (skipped_only or 0)
+
+
+def _remaining_in(db: Session, user: User, dataset: Dataset) -> int:
+    """Images of the dataset still waiting for this annotator: those with a free slot they
+    have not touched, and their own drafts and returned masks."""
+    open_n = _open_count(db, dataset)
+    key = ("touched", user.id, dataset.id, dataset.annotators_per_image)
+    touched = _reused(key) if open_n >= _EXACT_BELOW else None
+    if touched is None:
+        touched = _touched_open(db, user, dataset)
+        if open_n >= _EXACT_BELOW:
+            _keep(key, touched)
     pending = db.scalar(select(func.count()).select_from(_own_pending(user, dataset.id).subquery()))
-    return max(0, _open_count(db, dataset) - touched_open) + (pending or 0)
+    return max(0, open_n - touched) + (pending or 0)
 
 
 def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
