@@ -284,11 +284,51 @@ def _bursts(
     return times, errors
 
 
+# The paced load: the annotators ask independently (Poisson arrivals), together this many
+# asks per second, PACED_ROUNDS asks each: 50 annotators each asking every 10 s on average
+# (people drawing masks take 10-60 s per mask)
+PACED_ASKS_PER_S = 5.0
+PACED_ROUNDS = 5
+
+
+def _paced(clients: list[Any], rounds: int, ask: Any, after: Any) -> tuple[list[float], list[str]]:
+    """Each client asks `rounds` times at random moments (exponential gaps with a mean of
+    len(clients) / PACED_ASKS_PER_S seconds): the latencies of ask(client) in ms."""
+    import random
+
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    mean_gap = len(clients) / PACED_ASKS_PER_S
+
+    def one(i: int, c: Any) -> None:
+        rng = random.Random(i)
+        for _ in range(rounds):
+            time.sleep(rng.expovariate(1 / mean_gap))
+            t0 = time.perf_counter()
+            r = ask(c)
+            took = (time.perf_counter() - t0) * 1000
+            with lock:
+                times.append(took)
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text[:100]}")
+            if r.status_code == 200:
+                after(c, r)
+
+    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return times, errors
+
+
 def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> dict[str, Any]:
     """The annotators ask for their next image at the same moment, and each skips it (so
     the next round asks again). Beside it: the same burst on /api/auth/me (one session
-    lookup), the least any request costs on this machine with the client on the same cores,
-    and one annotator asking alone (a request without a queue in front of it)."""
+    lookup), the least any request costs on this machine with the client on the same cores;
+    one annotator asking alone (a request without a queue in front of it); and the
+    annotators asking at random moments, PACED_ASKS_PER_S together."""
     clients = [_client(base, f"annotator{i}") for i in range(annotators)]
 
     def ask(c: Any) -> Any:
@@ -300,6 +340,7 @@ def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> d
     floor, _ = _bursts(clients, rounds, lambda c: c.get("/api/auth/me"))
     times, errors = _bursts(clients, rounds, ask, skip)
     alone, _ = _bursts(clients[:1], rounds, ask, skip)
+    paced, paced_errors = _paced(clients, PACED_ROUNDS, ask, skip)
     return {
         "next_image_p99_ms": round(_p99(times), 1),
         "next_image_p50_ms": round(statistics.median(times), 1),
@@ -308,6 +349,10 @@ def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> d
         "floor_me_p99_ms": round(_p99(floor), 1),
         "floor_me_p50_ms": round(statistics.median(floor), 1),
         "one_annotator_next_p50_ms": round(statistics.median(alone), 1),
+        "paced_next_image_p99_ms": round(_p99(paced), 1),
+        "paced_next_image_p50_ms": round(statistics.median(paced), 1),
+        "paced_asks_per_s": PACED_ASKS_PER_S,
+        "paced_errors": len(paced_errors),
     }
 
 
