@@ -133,9 +133,10 @@ async def next_image(request: Request, dataset_id: QueryId = None) -> AnnotateIt
 
 def _next(request: Request, dataset_id: int | None) -> AnnotateItem | Response:
     with get_sessionmaker()() as db:
+        # what the claim loaded (its dataset, the image) stays loaded for the answer, instead
+        # of being read again after the commit
+        db.expire_on_commit = False
         user = ensure_role(get_current_user(request, db), ANNOTATOR)
-        if dataset_id is not None:
-            svc.check_dataset_open(db, user, dataset_id)
         image = svc.next_image(db, user, dataset_id)
         if image is None:
             return Response(status_code=204)

@@ -443,7 +443,8 @@ def remaining(db: Session, user: User, dataset_id: int) -> int:
 
 
 def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
-    """The next image for this annotator, claimed for them; None when the queue is empty.
+    """The next image for this annotator, claimed for them; None when the queue is empty
+    (NotFound for a dataset_id that does not exist or is not open to them).
 
     Own drafts and rejected masks come first (rejected first). Otherwise the image with
     the most annotations still short of annotators_per_image (to finish images), then in
@@ -457,6 +458,9 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     slot, so an abandoned tab does not block an image for ever (the cost: an image may then
     get one mask too many).
     """
+    datasets = _open_datasets(db, user, dataset_id)
+    if dataset_id is not None and not datasets:
+        check_dataset_open(db, user, dataset_id)  # 404: no such dataset, or not assigned
     own = db.execute(
         _own_pending(user, dataset_id)
         .order_by((Annotation.status == "rejected").desc(), Annotation.updated_at, Annotation.id)
@@ -468,7 +472,7 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
         lock_for_write(db)  # SQLite has no row locks: the pick and claim run one at a time
     now = utcnow()
     try:
-        for dataset in _open_datasets(db, user, dataset_id):
+        for dataset in datasets:
             image = _claim_in(db, user, dataset, now)
             if image is None and _free_expired_claims(db, dataset.id, now):
                 image = _claim_in(db, user, dataset, now)
