@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench gpu-check lint typecheck install install-test system-test-deps clean-demo
+.PHONY: demo test bench gpu-check contract lint typecheck install install-test system-test-deps clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: install-test
 ## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
 gpu-check: install-test
 	PY=$(PY) scripts/gpu_check.sh
+
+## make contract: write backend/core/run_contract.py again from worker/contract.py (the API's
+## copy of the run configuration; tests/test_layers.py fails while they differ).
+contract:
+	python3 scripts/sync_contract.py
 
 lint: install-test
 	$(VENV)/bin/ruff check backend worker tests migrations

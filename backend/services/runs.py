@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.errors import Invalid, NotFound
 from backend.core.queue import enqueue
+from backend.core.run_contract import ConfigError, TrainConfig
+from backend.core.run_contract import choices as contract_choices
 from backend.core.storage import Storage
 from backend.models import (
     FINISHED_STATES,
@@ -31,8 +33,6 @@ from backend.models import (
     utcnow,
 )
 from backend.services.run_lifecycle import aware, dispatch
-from worker.contract import ConfigError, TrainConfig
-from worker.contract import choices as contract_choices
 
 _logger = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def _refused_launch(errors: list[dict[str, str]]) -> Invalid:
 
 
 def _library() -> tuple[type[ConfigError], type[TrainConfig]]:
-    # The run configuration's own validation (worker.contract, torch-free, the same the
-    # worker and the training library use): the form and the worker cannot disagree on
-    # what a valid config is.
+    # The run configuration's own validation (backend/core/run_contract.py, the generated
+    # copy of worker/contract.py that the worker and the training library use): the form
+    # and the worker cannot disagree on what a valid config is.
     return ConfigError, TrainConfig
 
 
