@@ -253,19 +253,19 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def _bursts(
-    clients: list[Any], rounds: int, ask: Any, after: Any = None
+def _drive(
+    clients: list[Any], rounds: int, wait: Any, ask: Any, after: Any = None
 ) -> tuple[list[float], list[str]]:
-    """Every client asks at the same moment (a barrier), `rounds` times: the latencies of
-    ask(client) in ms, and the failed answers; after(client, response), untimed, follows."""
-    barrier = threading.Barrier(len(clients), timeout=120)
+    """Each client, in a thread of its own, `rounds` times: wait(client index), then
+    ask(client) timed, then after(client, response) untimed. Returns the latencies in ms and
+    the failed answers."""
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
-    def one(c: Any) -> None:
+    def one(i: int, c: Any) -> None:
         for _ in range(rounds):
-            barrier.wait()
+            wait(i)
             t0 = time.perf_counter()
             r = ask(c)
             took = (time.perf_counter() - t0) * 1000
@@ -276,12 +276,20 @@ def _bursts(
             if after is not None and r.status_code == 200:
                 after(c, r)
 
-    threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return times, errors
+
+
+def _bursts(
+    clients: list[Any], rounds: int, ask: Any, after: Any = None
+) -> tuple[list[float], list[str]]:
+    """Every client asks at the same moment (a barrier), `rounds` times."""
+    barrier = threading.Barrier(len(clients), timeout=120)
+    return _drive(clients, rounds, lambda _i: barrier.wait(), ask, after)
 
 
 # The paced load: the annotators ask independently (Poisson arrivals), together this many
@@ -293,34 +301,14 @@ PACED_ROUNDS = 5
 
 def _paced(clients: list[Any], rounds: int, ask: Any, after: Any) -> tuple[list[float], list[str]]:
     """Each client asks `rounds` times at random moments (exponential gaps with a mean of
-    len(clients) / PACED_ASKS_PER_S seconds): the latencies of ask(client) in ms."""
+    len(clients) / PACED_ASKS_PER_S seconds)."""
     import random
 
-    times: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
     mean_gap = len(clients) / PACED_ASKS_PER_S
-
-    def one(i: int, c: Any) -> None:
-        rng = random.Random(i)
-        for _ in range(rounds):
-            time.sleep(rng.expovariate(1 / mean_gap))
-            t0 = time.perf_counter()
-            r = ask(c)
-            took = (time.perf_counter() - t0) * 1000
-            with lock:
-                times.append(took)
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code} {r.text[:100]}")
-            if r.status_code == 200:
-                after(c, r)
-
-    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return times, errors
+    rngs = [random.Random(i) for i in range(len(clients))]
+    return _drive(
+        clients, rounds, lambda i: time.sleep(rngs[i].expovariate(1 / mean_gap)), ask, after
+    )
 
 
 def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -45,6 +45,18 @@ from backend.services import masks as svc
 
 router = APIRouter(prefix="/annotate", tags=["annotate"])
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
+
+
+def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON body itself (after the login
+    check, so a stranger's body is never read)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
 
 # Saves decoding and writing at once, per server process. More would not go faster on a few
 # cores; it would only hold more database connections (PostgreSQL allows ~100 in all).
@@ -154,12 +166,7 @@ def get_image(image: ImageDep, user: AnnotatorUser, db: SessionDep) -> AnnotateI
     "/images/{image_id}/skip",
     status_code=204,
     responses=LOGIN_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": SkipRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body_doc(SkipRequest),
 )
 async def skip(image_id: PathId, request: Request) -> Response:
     """Skip an image, with a reason; it never comes back to this annotator."""
@@ -243,12 +250,7 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
     max_body_size=2 * get_settings().max_mask_bytes,
     response_model=MaskSaved,
     responses=LOGIN_RESPONSES,  # checked in the route (no dependency on the hot path)
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": MaskSave.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body_doc(MaskSave),
 )
 async def save_mask(image_id: PathId, request: Request) -> MaskSaved:
     """Save the current mask as a new revision (idempotent per save_id)."""
