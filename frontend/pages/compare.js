@@ -8,9 +8,10 @@
 import { api } from "../lib/api.js";
 import { number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
+import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
-import { epochCharts, robustVsEpsChart } from "./run.js";
-import { autoattackCell, configValue, finalOf, maskingBadge, pgdCell, stateBadge } from "./runs.js";
+import { epochCharts, robustVsEpsChart } from "../components/line-chart/run-charts.js";
+import { configValue } from "./runs.js";
 import "../components/inequality-panel/inequality-panel.js";
 
 // settings as people read them (budgets in /255); the API and the exports keep pixel units

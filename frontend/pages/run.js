@@ -9,13 +9,14 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { bytes, duration, greyLevels, number, percent as pct, wholePercent } from "../lib/format.js";
-import { html, raw, render } from "../lib/html.js";
-import { start as poll } from "../lib/poll.js";
-import { createChart, ensureChartStyles, epsLabel, lineChart } from "../components/line-chart/line-chart.js";
-import { autoattackOf, checkName, configEntries, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "./runs.js";
+import { bytes, dateTime, duration, greyLevels, number, percent as pct, wholePercent } from "../lib/format.js";
+import { html, render } from "../lib/html.js";
+import { RunFeed } from "../lib/run-feed.js";
+import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "../lib/run-display.js";
+import { createChart, ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
+import { epochCheckLabel, robustVsEpsChart } from "../components/line-chart/run-charts.js";
+import { configEntries } from "./runs.js";
 
-const POLL_MS = 2000;
 // AutoAttack's attacks as its paper names them (the report keys them in lower case)
 const AA_ATTACK_NAMES = { "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", square: "Square" };
 
@@ -28,42 +29,6 @@ function kvTable(obj) {
   const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td><code>${
     v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}</code></td></tr>`);
   return html`<table class="data kv">${rows}</table>`;
-}
-
-/** What the per-epoch robust curve is: the cheap check, not the final evaluation. */
-function epochCheckLabel(epochs) {
-  const steps = [...new Set(epochs.map((e) => e.robust_steps).filter(Number.isFinite))];
-  return `PGD${steps.length === 1 ? `-${steps[0]}` : ""}, 1 restart, per epoch`;
-}
-
-export function epochCharts(series) {
-  // series: [{name, epochs: [metrics...]}]; one chart for loss, one for accuracies
-  const one = series.length === 1;
-  const check = epochCheckLabel(series.flatMap((s) => s.epochs));
-  const loss = series.map((s) => ({ name: one ? "train loss" : s.name, points: s.epochs.map((e) => [e.epoch, e.train_loss]) }));
-  const acc = series.flatMap((s, i) => [
-    { name: one ? "clean" : `${s.name} clean`, points: s.epochs.map((e) => [e.epoch, e.clean_accuracy]), colorIndex: i },
-    { name: one ? `robust (${check})` : `${s.name} robust`, points: s.epochs.map((e) => [e.epoch, e.robust_accuracy]), dashed: true, colorIndex: i },
-  ]);
-  if (!one) {
-    const palette = ["#2f6fde", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#e67700", "#0b7285", "#5c940d"];
-    for (const s of acc) s.color = palette[s.colorIndex % palette.length];
-  }
-  return html`<div class="charts">
-    <div class="chart chart-loss">${lineChartSafe({ title: "Training loss", xLabel: "epoch", series: loss })}</div>
-    <div class="chart chart-acc">${lineChartSafe({ title: one ? "Accuracy per epoch (robust: a cheap check at the run’s ε)" : `Accuracy per epoch (robust: ${check})`, xLabel: "epoch", yMin: 0, yMax: 1, series: acc })}</div>
-  </div>`;
-}
-
-/** lineChart output is markup we built (labels escaped inside); wrap it as trusted html. */
-export function lineChartSafe(opts) {
-  return raw(lineChart(opts));
-}
-
-export function robustVsEpsChart(series) {
-  // series: [{name, pgd: {eps: acc}}]
-  const s = series.map((x) => ({ name: x.name, points: Object.entries(x.pgd || {}).map(([e, a]) => [Number(e), a]) }));
-  return lineChartSafe({ title: "Robust accuracy against ε (PGD)", xLabel: "ε", yMin: 0, yMax: 1, series: s, xFormat: epsLabel });
 }
 
 /** AutoAttack as the headline robust accuracy, with the accuracy after each of its attacks. */
@@ -137,19 +102,7 @@ function liveSeries(run, batches, epochs) {
   };
 }
 
-export async function mount(root, ctx) {
-  ensureChartStyles();
-  const id = Number(ctx.params[0]);
-  let stopPolling = () => {};
-  let stream = null;
-  let alive = true;
-  let salienceShown = false;
-  // what the page shows: the run's detail, kept current by the stream (or the polling)
-  let run = null;
-  let batches = [];
-  let epochs = [];
-
-  render(root, html`<section class="page wide run-page">
+const PAGE = html`<section class="page wide run-page">
     <p><a href="#/runs">← All runs</a></p>
     <div class="run-head"></div>
     <p class="form-error action-error" role="alert"></p>
@@ -164,122 +117,20 @@ export async function mount(root, ctx) {
       <div><h2>Reproducibility</h2><div class="run-repro"></div><h2 style="margin-top:12px">Downloads</h2><div class="run-downloads"></div></div>
     </div>
     <div class="run-salience" style="margin-top:16px"></div>
-  </section>`);
-  const $ = (s) => root.querySelector(s);
-  const lossChart = createChart($(".chart-loss"), { storageKey: "run.loss", smoothing: true, title: "Training loss", xLabel: "epoch" });
-  const accChart = createChart($(".chart-acc"), { storageKey: "run.acc", smoothing: true, yMin: 0, yMax: 1, xLabel: "epoch",
-    title: "Accuracy (robust: a cheap check per epoch)" });
+  </section>`;
 
-  async function act(path) {
-    $(".action-error").textContent = "";
-    try {
-      await api(`/api/runs/${id}/${path}`, { method: "POST" });
-    } catch (err) {
-      $(".action-error").textContent = err.message;
-    }
-    watch();
-  }
-  $(".run-head").addEventListener("click", (e) => {
-    const b = e.target.closest("button[data-act]");
-    if (!b) return;
-    if (b.dataset.act === "clone") ctx.navigate(`#/runs?clone=${id}`);
-    else act(b.dataset.act);
-  });
-
-  const active = () => run && (run.state === "queued" || run.state === "running");
-
-  /** Fetch the whole run and draw it; true while it is queued or running. */
-  async function load() {
-    const detail = await api(`/api/runs/${id}`);
-    if (!alive) return false;
-    run = detail;
-    batches = detail.batches || [];
-    epochs = detail.epochs.map((e) => e.metrics);
-    drawAll();
-    if (active()) return true;
-    if (run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(); }
-    return false;
-  }
-
-  /** Load now, then follow the run through its event stream; poll when the stream fails. */
-  function watch() {
-    stopPolling();
-    closeStream();
-    load().then((more) => { if (more && alive) openStream(); }).catch(() => { if (alive) pollNow(); });
-  }
-
-  function pollNow() {
-    $(".run-curves").dataset.live = "poll";
-    stopPolling();
-    stopPolling = poll(load, POLL_MS, {
-      onError: (err) => { if (alive) $(".action-error").textContent = `${err.message} (retrying)`; },
-      onRecover: () => { if (alive) $(".action-error").textContent = ""; },
-    });
-  }
-
-  function closeStream() {
-    if (stream) { stream.close(); stream = null; }
-  }
-
-  function openStream() {
-    if (typeof EventSource === "undefined") { pollNow(); return; }
-    const lastStep = batches.length ? batches[batches.length - 1].step : 0;
-    const lastEpoch = epochs.length ? epochs[epochs.length - 1].epoch : 0;
-    const es = new EventSource(`/api/runs/${id}/events?after_step=${lastStep}&after_epoch=${lastEpoch}`);
-    stream = es;
-    const on = (name, fn) => es.addEventListener(name, (e) => { if (alive && stream === es) fn(JSON.parse(e.data)); });
-    es.addEventListener("open", () => { if (stream === es) $(".run-curves").dataset.live = "stream"; });
-    on("run", (summary) => {
-      const restarted = run && summary.attempts !== run.attempts;
-      run = { ...run, ...summary };
-      drawHead();
-      drawSystem();
-      if (restarted) { closeStream(); watch(); } // a resumed run redoes its last epoch: reload
-    });
-    on("log", ({ log_tail: text }) => { run.log_tail = text; drawLog(); });
-    on("epoch", (rows) => {
-      epochs = [...epochs.filter((e) => !rows.some((r) => r.epoch === e.epoch)), ...rows.map((r) => r.metrics)];
-      drawCurves();
-    });
-    on("batch", (points) => {
-      const first = points[0].step;
-      batches = [...batches.filter((b) => b.step < first), ...points];
-      drawHead(); // "(batch k / n)" follows the newest point
-      drawCurves();
-    });
-    on("reconnect", () => { closeStream(); openStream(); });
-    on("end", () => { closeStream(); load(); }); // the final evaluation, downloads, salience
-    es.onerror = () => {
-      if (stream !== es) return;
-      closeStream();
-      if (alive) pollNow(); // the stream failed: the polling takes over
-    };
-  }
-
-  function drawAll() {
-    drawHead();
-    drawSystem();
-    drawCurves();
-    drawLog();
-    render($(".run-config"), configTable(run.config));
-    render($(".run-repro"), kvTable(run.reproducibility));
-    const dl = Object.entries(run.downloads || {});
-    render($(".run-downloads"), dl.length
-      ? html`${dl.map(([name, url]) => html`<a class="button" href="${url}" download>${name}</a> `)}`
-      : html`<span class="muted">Available when the run has finished.</span>`);
-    drawFinal();
-  }
-
-  function drawHead() {
-    const isActive = active();
-    const left = run.time_left_s !== null && run.time_left_s !== undefined && run.state === "running" ? `about ${duration(run.time_left_s)} left` : "";
-    const masking = failedChecks(run);
-    const per = run.batches_per_epoch;
-    const last = batches.length ? batches[batches.length - 1] : null;
-    const within = per && last && run.state === "running" && last.step > run.current_epoch * per
-      ? ` (batch ${last.step - run.current_epoch * per} / ${per})` : "";
-    const eps = run.method === "standard" ? `evaluated at ε ${greyLevels(run.config.eps)}` : `ε ${greyLevels(run.config.eps)}`;
-    render($(".run-head"), html`
+/** The heading: name, state and actions; what the run is; progress (with the batch within the
+ * epoch and the time left); its error, and a warning when it failed a gradient-masking check. */
+function headMarkup(run, batches) {
+  const isActive = run.state === "queued" || run.state === "running";
+  const left = run.time_left_s !== null && run.time_left_s !== undefined && run.state === "running" ? `about ${duration(run.time_left_s)} left` : "";
+  const masking = failedChecks(run);
+  const per = run.batches_per_epoch;
+  const last = batches.length ? batches[batches.length - 1] : null;
+  const within = per && last && run.state === "running" && last.step > run.current_epoch * per
+    ? ` (batch ${last.step - run.current_epoch * per} / ${per})` : "";
+  const eps = run.method === "standard" ? `evaluated at ε ${greyLevels(run.config.eps)}` : `ε ${greyLevels(run.config.eps)}`;
+  return html`
       <div class="row"><h1 class="run-name">${run.name || `Run ${run.id}`}</h1> ${stateBadge(run.state)}
         ${run.cancel_requested && run.state === "running" ? html`<span class="muted">stopping…</span>` : ""}
         <span class="spacer"></span>
@@ -293,68 +144,147 @@ export async function mount(root, ctx) {
         aria-valuenow="${wholePercent(run.progress)}"><div style="width:${wholePercent(run.progress)}%"></div></div>
         <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${within}${left ? ` · ${left}` : ""}</span>
         ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
+      ${run.resent_at && run.state === "queued" ? html`<p class="muted run-resent">Sent to the workers again at ${dateTime(run.resent_at)}: ${run.resent_why}</p>` : ""}
       ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
       ${masking.length ? html`<p class="form-error masking-warning" role="alert">⚠ Possible gradient masking: this run failed
         ${masking.length === 1 ? "the check" : "the checks"} ${masking.map((c) => `“${checkName(c.name)}”`).join(", ")}. Its robust accuracy may
-        be overstated; see the gradient-masking checks under Final evaluation.</p>` : ""}`);
-  }
+        be overstated; see the gradient-masking checks under Final evaluation.</p>` : ""}`;
+}
 
-  /** Device, peak memory and images per second, as the worker last measured them. */
-  function drawSystem() {
-    const sys = run.system || (run.reproducibility || {}).system;
-    if (!sys) { render($(".run-system"), html``); return; }
-    const latest = batches.length ? batches[batches.length - 1].images_per_s : null;
-    const rate = run.state === "running" && Number.isFinite(latest) ? latest : sys.images_per_s;
-    render($(".run-system"), html`<span class="sys-device">device <b>${sys.device || "–"}</b></span>
+/** Device, peak memory and images per second, as the worker last measured them. */
+function systemMarkup(run, batches) {
+  const sys = run.system || (run.reproducibility || {}).system;
+  if (!sys) return html``;
+  const latest = batches.length ? batches[batches.length - 1].images_per_s : null;
+  const rate = run.state === "running" && Number.isFinite(latest) ? latest : sys.images_per_s;
+  return html`<span class="sys-device">device <b>${sys.device || "–"}</b></span>
       <span class="sys-memory">peak memory <b>${bytes(sys.memory_bytes)}</b></span>
       <span class="sys-rate">training <b>${number(rate, 0)}</b> images/s</span>
-      ${run.batches_per_epoch ? html`<span class="sys-batches">${run.batches_per_epoch} batches per epoch</span>` : ""}`);
-  }
+      ${run.batches_per_epoch ? html`<span class="sys-batches">${run.batches_per_epoch} batches per epoch</span>` : ""}`;
+}
 
-  function drawCurves() {
-    const s = liveSeries(run, batches, epochs);
-    lossChart.update(s.loss);
-    accChart.update(s.acc);
-    $(".run-curves").dataset.batches = String(batches.length);
-  }
-
-  function drawLog() {
-    const log = $(".log-tail");
-    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-    log.textContent = run.log_tail || "(no output yet)";
-    if (atBottom) log.scrollTop = log.scrollHeight;
-  }
-
-  function drawFinal() {
-    const f = finalOf(run);
-    if (run.final_metrics) {
-      const agree = f.salience_agreement;
-      render($(".run-final"), html`
+/** The final evaluation of a finished run: clean, AutoAttack, PGD, the masking checks, salience. */
+function finalMarkup(run) {
+  const f = finalOf(run);
+  const agree = f.salience_agreement;
+  return html`
         <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images.</p>
         <h3>AutoAttack</h3><div class="final-aa">${autoattackSection(run)}</div>
         <h3>PGD</h3><div class="final-pgd">${pgdSection(run, f)}</div>
         <h3>Gradient-masking checks</h3><div class="final-masking">${maskingSection(f)}</div>
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
-          <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>` : ""}`);
-      $(".run-final").classList.remove("muted");
-    }
-  }
+          <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>` : ""}`;
+}
 
-  async function drawSalience() {
-    let s;
-    try { s = await api(`/api/runs/${id}/salience`); } catch { return; }
-    if (!alive || !s.available) return;
-    const a = s.agreement;
-    render($(".run-salience"), html`<h2>Salience beside robustness</h2>
+/** The model's salience maps beside the human masks (GET /api/runs/<id>/salience). */
+function salienceMarkup(s) {
+  const a = s.agreement;
+  return html`<h2>Salience beside robustness</h2>
       <p class="muted">The model's own ${s.kind} maps next to the human consensus masks on test images${a ? html` —
         mean share of the top salience mass inside the mask: <strong>${pct(a.top_mass_in_mask)}</strong> over ${a.n} images` : " (this run's data has no human masks)"}.</p>
       <div class="salience-grid">${s.samples.map((x) => html`<figure>
         <div class="row"><img src="${x.image_url}" alt="image"><img src="${x.model_url}" alt="model salience">
           ${x.human_url ? html`<img src="${x.human_url}" alt="human mask">` : ""}</div>
         <figcaption class="muted">label ${x.label}, predicted ${x.predicted}${Number.isFinite(x.agreement) ? ` · agreement ${pct(x.agreement)}` : ""}</figcaption>
-      </figure>`)}</div>`);
-  }
+      </figure>`)}</div>`;
+}
 
-  watch();
-  return () => { alive = false; stopPolling(); closeStream(); lossChart.destroy(); accChart.destroy(); };
+// ---------------------------------------------------------------- drawing the page's parts
+// Each takes the page's root, the feed (run, batches, epochs) and the live charts.
+
+function drawHead(root, { run, batches }) {
+  render(root.querySelector(".run-head"), headMarkup(run, batches));
+}
+
+function drawSystem(root, { run, batches }) {
+  render(root.querySelector(".run-system"), systemMarkup(run, batches));
+}
+
+function drawCurves(root, { run, batches, epochs }, charts) {
+  const s = liveSeries(run, batches, epochs);
+  charts.loss.update(s.loss);
+  charts.acc.update(s.acc);
+  root.querySelector(".run-curves").dataset.batches = String(batches.length);
+}
+
+function drawLog(root, { run }) {
+  const log = root.querySelector(".log-tail");
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  log.textContent = run.log_tail || "(no output yet)";
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+/** Configuration, reproducibility record and downloads. */
+function drawRecord(root, { run }) {
+  render(root.querySelector(".run-config"), configTable(run.config));
+  render(root.querySelector(".run-repro"), kvTable(run.reproducibility));
+  const dl = Object.entries(run.downloads || {});
+  render(root.querySelector(".run-downloads"), dl.length
+    ? html`${dl.map(([name, url]) => html`<a class="button" href="${url}" download>${name}</a> `)}`
+    : html`<span class="muted">Available when the run has finished.</span>`);
+}
+
+function drawFinal(root, { run }) {
+  if (!run.final_metrics) return;
+  const el = root.querySelector(".run-final");
+  render(el, finalMarkup(run));
+  el.classList.remove("muted");
+}
+
+async function drawSalience(root, id) {
+  const el = root.querySelector(".run-salience");
+  let s;
+  try { s = await api(`/api/runs/${id}/salience`); } catch { return; }
+  if (!el.isConnected || !s.available) return; // the page was left meanwhile
+  render(el, salienceMarkup(s));
+}
+
+// what to draw again for each kind of news from the feed
+const REDRAW = {
+  detail: [drawHead, drawSystem, drawCurves, drawLog, drawRecord, drawFinal],
+  run: [drawHead, drawSystem],
+  log: [drawLog],
+  epoch: [drawCurves],
+  batch: [drawHead, drawCurves], // "(batch k / n)" follows the newest point
+};
+
+/** Cancel or retry; the page then follows the run again. */
+async function act(root, id, path) {
+  const error = root.querySelector(".action-error");
+  error.textContent = "";
+  try {
+    await api(`/api/runs/${id}/${path}`, { method: "POST" });
+  } catch (err) {
+    error.textContent = err.message;
+  }
+}
+
+export async function mount(root, ctx) {
+  ensureChartStyles();
+  const id = Number(ctx.params[0]);
+  render(root, PAGE);
+  const $ = (s) => root.querySelector(s);
+  const charts = {
+    loss: createChart($(".chart-loss"), { storageKey: "run.loss", smoothing: true, title: "Training loss", xLabel: "epoch" }),
+    acc: createChart($(".chart-acc"), { storageKey: "run.acc", smoothing: true, yMin: 0, yMax: 1, xLabel: "epoch",
+      title: "Accuracy (robust: a cheap check per epoch)" }),
+  };
+  let salienceShown = false;
+  const feed = new RunFeed(id, {
+    onUpdate(what) {
+      for (const draw of REDRAW[what]) draw(root, feed, charts);
+      if (what === "detail" && feed.run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(root, id); }
+    },
+    onMode: (mode) => { $(".run-curves").dataset.live = mode; },
+    onError: (err) => { $(".action-error").textContent = `${err.message} (retrying)`; },
+    onRecover: () => { $(".action-error").textContent = ""; },
+  });
+  $(".run-head").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-act]");
+    if (!b) return;
+    if (b.dataset.act === "clone") ctx.navigate(`#/runs?clone=${id}`);
+    else act(root, id, b.dataset.act).then(() => feed.follow());
+  });
+  feed.follow();
+  return () => { feed.stop(); charts.loss.destroy(); charts.acc.destroy(); };
 }

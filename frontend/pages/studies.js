@@ -4,23 +4,14 @@
 import { api } from "../lib/api.js";
 import { date } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
-
-export function loadStudyCss() {
-  if (!document.querySelector("link[data-css=studies]")) {
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = "/static/pages/studies.css";
-    link.dataset.css = "studies";
-    document.head.appendChild(link);
-  }
-}
+import { linkStylesheet } from "../lib/styles.js";
 
 function numbers(text) {
   return text.split(/[\s,]+/).filter(Boolean).map(Number);
 }
 
 export async function mount(root, ctx) {
-  loadStudyCss();
+  linkStylesheet(new URL("./studies.css", import.meta.url));
   render(root, html`
     <section class="page studies">
       <h1>Studies</h1>

@@ -10,7 +10,7 @@ import { api } from "../lib/api.js";
 import { number as num, percent as pct, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
-import { loadStudyCss } from "./studies.js";
+import { linkStylesheet } from "../lib/styles.js";
 
 /** The model's curve drawn beside people's: its robust accuracy at the study's own epsilons
  * (measured when the stimuli were made), else, for older studies, the run's evaluation. */
@@ -238,7 +238,7 @@ async function loadPreview(box, s) {
 }
 
 export async function mount(root, ctx) {
-  loadStudyCss();
+  linkStylesheet(new URL("./studies.css", import.meta.url)); // the studies pages share it
   const id = ctx.params[0];
   let stopPolling = () => {};
 

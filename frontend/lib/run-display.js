@@ -1,0 +1,102 @@
+// How a training run reads on the runs, run and compare pages: its state badge, its final
+// evaluation (AutoAttack at the training ε as the headline robust accuracy, PGD beside it) and
+// the gradient-masking checks it failed. Markup through lib/html.js, numbers through
+// lib/format.js.
+// Usage: import { finalOf, autoattackCell, pgdCell, maskingBadge, stateBadge } from "../lib/run-display.js";
+
+import { greyLevels, percent as pct } from "./format.js";
+import { html } from "./html.js";
+
+/** The final evaluation's figures ({} before the run has finished). */
+export function finalOf(run) {
+  const f = run.final_metrics || {};
+  return f.final || f;
+}
+
+export function stateBadge(state) {
+  return html`<span class="state state-${state}" data-state="${state}">${state}</span>`;
+}
+
+// ------------------------------------------------------------------ robustness labels
+
+/** The final evaluation's AutoAttack report, or null where it was not run (autoattack_n = 0,
+ * or a run finished before AutoAttack was part of every run). */
+export function autoattackOf(run) {
+  const aa = finalOf(run).autoattack;
+  return aa && aa.n ? aa : null;
+}
+
+/** The settings of the final PGD grid {steps, restarts, alpha, n}; older runs recorded only
+ * their steps, and had one restart. */
+export function pgdGrid(final) {
+  return { steps: final.pgd_steps, restarts: 1, n: final.robust_subset, ...(final.pgd || {}) };
+}
+
+/** PGD at the training ε as {accuracy, eps, steps, restarts, alpha, n}: the grid's entry
+ * when the grid holds that ε, else the PGD run on AutoAttack's images (always at it), else
+ * the grid's nearest ε (its eps says which). */
+export function pgdAtTrainEps(run) {
+  const f = finalOf(run);
+  const eps = run.config.eps;
+  const grid = pgdGrid(f);
+  let best = null;
+  for (const [k, accuracy] of Object.entries(f.pgd_accuracy || {})) {
+    if (best === null || Math.abs(Number(k) - eps) < Math.abs(best.eps - eps)) best = { ...grid, eps: Number(k), accuracy };
+  }
+  const onAutoattackImages = (f.autoattack || {}).pgd;
+  const exact = best !== null && Math.abs(best.eps - eps) < 0.5 / 255;
+  return !exact && onAutoattackImages ? onAutoattackImages : best;
+}
+
+/** "PGD-20, 2 restarts, α = ε/4, on 100 images" (short: "PGD-20×2"). */
+export function pgdLabel(p, { short = false } = {}) {
+  const restarts = p.restarts || 1;
+  if (short) return `PGD-${p.steps}×${restarts}`;
+  const alpha = p.alpha ? `, α = ${String(p.alpha).replace("eps", "ε")}` : "";
+  return `PGD-${p.steps}, ${restarts} restart${restarts === 1 ? "" : "s"}${alpha}, on ${p.n} images`;
+}
+
+/** Table cell: AutoAttack accuracy and its number of images ("not run" where it was not). */
+export function autoattackCell(run) {
+  if (!run.final_metrics) return "–";
+  const aa = autoattackOf(run);
+  if (!aa) return html`<span class="muted">not run</span>`;
+  return html`<span class="aa-acc" title="AutoAttack (${aa.version}, L∞) at ε ${greyLevels(aa.eps)} on ${aa.n} test images">${pct(aa.accuracy)}</span>
+    <span class="muted">n ${aa.n}</span>`;
+}
+
+/** Table cell: PGD at the training ε with its steps × restarts and images. */
+export function pgdCell(run) {
+  const p = pgdAtTrainEps(run);
+  if (!p) return "–";
+  const at = Math.abs(p.eps - run.config.eps) < 0.5 / 255 ? "" : ` at ${greyLevels(p.eps)}`;
+  return html`<span class="pgd-acc" title="${pgdLabel(p)} at ε ${greyLevels(p.eps)}">${pct(p.accuracy)}</span>
+    <span class="muted">${pgdLabel(p, { short: true })}${at} · n ${p.n}</span>`;
+}
+
+// ------------------------------------------------------------------ gradient masking
+
+// the gradient-masking checks of the final evaluation (Carlini et al. 2019; Athalye et al. 2018)
+const CHECK_NAMES = {
+  accuracy_falls_with_eps: "accuracy falls as ε grows",
+  large_budget_breaks_model: "a very large ε breaks the model",
+  autoattack_not_above_pgd: "AutoAttack is not above PGD",
+  black_box_not_stronger: "black-box Square is not stronger than the white-box attacks",
+};
+export const checkName = (name) => CHECK_NAMES[name] || String(name).replaceAll("_", " ");
+
+/** The gradient-masking checks a run failed, [{name, detail}] ([] when none failed or ran). */
+export function failedChecks(run) {
+  const gm = finalOf(run).gradient_masking;
+  if (!gm || gm.passed !== false) return [];
+  const failed = (gm.checks || []).filter((c) => !c.passed);
+  return failed.length ? failed : (gm.failed || []).map((name) => ({ name, detail: "" }));
+}
+
+/** A warning badge for a run that failed a gradient-masking check; its title lists them. */
+export function maskingBadge(run) {
+  const failed = failedChecks(run);
+  if (!failed.length) return "";
+  const title = `Gradient-masking checks failed: ${failed.map((c) => `${checkName(c.name)}${c.detail ? ` (${c.detail})` : ""}`).join("; ")}`;
+  return html`<span class="badge off masking-badge" title="${title}">⚠ gradient masking?</span>`;
+}
