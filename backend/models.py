@@ -351,6 +351,10 @@ class TrainingRun(Base):
     worker_hostname: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # the last time the recovery sent a queued run's message again (its worker went quiet,
+    # or the broker lost the message), and why: shown on the run's page
+    resent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    resent_why: Mapped[str | None] = mapped_column(Text)
     cloned_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("training_runs.id", ondelete="SET NULL")
     )

@@ -15,3 +15,6 @@ TASK_MODULES = ("worker.training_tasks", "worker.study_tasks", "worker.evaluatio
 
 app = make_celery(get_settings(), name="sipat-worker")
 app.conf.include = [m for m in TASK_MODULES if find_spec(m) is not None]
+
+# the recovery of orphaned runs and lost messages, on the worker's own timer
+from worker import recovery  # noqa: E402, F401 - connects its worker_ready handler

@@ -28,12 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from celery.signals import worker_ready
-
 from backend.core.config import ROOT, Settings, get_settings
 from backend.core.queue import TRAIN_TASK
 from backend.core.storage import ContentCache, Storage, get_storage
-from backend.db import get_engine, get_sessionmaker
+from backend.db import get_sessionmaker
 from backend.models import FINISHED_STATES, Dataset, TrainingRun
 from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as runs_service
@@ -506,17 +504,3 @@ def train_run(self, run_id: int, token: str | None = None) -> str:
         return execute_run(int(run_id), token, self.request.hostname or platform.node())
     except GpusBusy as busy:
         raise self.retry(countdown=get_settings().gpu_wait_s) from busy
-
-
-@worker_ready.connect
-def _requeue_orphans_at_start(sender=None, **_: Any) -> None:
-    """A worker that just started runs nothing yet: runs it was running before are orphans."""
-    hostname = getattr(sender, "hostname", None)
-    try:
-        with get_sessionmaker()() as db:
-            lifecycle.requeue_orphans(db, get_settings(), hostname=hostname)
-    except Exception:  # never keep a worker from starting
-        _logger.exception("orphan check at worker start failed")
-    finally:
-        # prefork children must not share the parent's connections
-        get_engine().dispose()

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     run_heartbeat_timeout_s: int = 600
     # seconds a queued run may go without its broker message before it is dispatched again
     run_lost_message_grace_s: int = 60
+    # seconds between two passes of every worker's recovery (orphaned runs, lost messages;
+    # worker/recovery.py): a lost message is sent again within this plus the grace above
+    run_recovery_interval_s: float = 30.0
     # mark the session cookie Secure (HTTPS only); unset: on in production, off elsewhere
     cookie_secure: bool | None = None
     # where `make demo` serves the app

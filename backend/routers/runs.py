@@ -23,7 +23,6 @@ from backend.deps import (
     ResearcherUser,
     RunDep,
     SessionDep,
-    SettingsDep,
     StorageDep,
 )
 from backend.models import TrainingRun
@@ -87,7 +86,6 @@ def launch_runs(
 def list_runs(
     _: ResearcherUser,
     db: SessionDep,
-    settings: SettingsDep,
     dataset_id: QueryId = None,
     method: str | None = None,
     state: str | None = None,
@@ -97,8 +95,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> RunsPublic:
-    """Runs filtered by dataset / method / state / tag, sorted; orphaned runs re-queued."""
-    lifecycle.requeue_orphans(db, settings)
+    """Runs filtered by dataset / method / state / tag, sorted."""
     runs, count = service.list_runs(
         db,
         dataset_id=dataset_id,

@@ -144,6 +144,10 @@ class RunDetail(RunPublic):
     # seconds until the run should end, from the measured batch rate
     time_left_s: float | None = None
     downloads: dict[str, str] = Field(default_factory=dict)
+    # when the workers' recovery last sent the run's message again, and why (a quiet worker,
+    # a lost message); None when it never had to
+    resent_at: datetime | None = None
+    resent_why: str | None = None
 
 
 class RunsPublic(BaseModel):

@@ -7,9 +7,11 @@
 
 Every change of a run's state goes through this module: the API's cancel and retry, the
 dispatch of a run to the queue, and the worker's claim, heartbeat, per-epoch report and
-finish (worker/training_tasks.py adapts these to the training library's callbacks). A move
-the table does not allow raises Conflict, so a late or duplicated message can never, say,
-mark a re-queued run succeeded.
+finish (worker/training_tasks.py adapts these to the training library's callbacks), and the
+recovery (requeue_orphans: orphaned runs and lost messages), which every worker runs on a
+timer of its own (worker/recovery.py), never a request. A move the table does not allow
+raises Conflict, so a late or duplicated message can never, say, mark a re-queued run
+succeeded.
 """
 
 from __future__ import annotations
@@ -118,8 +120,17 @@ def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> T
         raise Conflict("Only a failed or cancelled run can be retried.")
     run.finished_at = None
     run.attempts = 0
+    run.resent_at, run.resent_why = None, None  # a new life: no recovery of it yet
     dispatch(db, run, enqueue_fn)
     return run
+
+
+def resend(db: Session, run: TrainingRun, why: str, enqueue_fn: Enqueue = enqueue) -> None:
+    """Dispatch a run again on the recovery's behalf, keeping when and why on the run (its
+    page shows them) and in its log."""
+    append_log(run, why)
+    run.resent_at, run.resent_why = utcnow(), why
+    dispatch(db, run, enqueue_fn)
 
 
 def requeue_orphans(
@@ -157,11 +168,8 @@ def requeue_orphans(
             run.finished_at = now
             run.error = f"The worker stopped responding {run.attempts} times; the run was given up."
         else:
-            append_log(
-                run,
-                f"Worker {run.worker_hostname or '?'} went silent; the run was queued again.",
-            )
-            dispatch(db, run, enqueue_fn)
+            why = f"Worker {run.worker_hostname or '?'} went silent; the run was queued again."
+            resend(db, run, why, enqueue_fn)
     db.commit()
     handled += requeue_lost_messages(
         db, settings, enqueue_fn=enqueue_fn, holds=holds, now=now, skip=set(handled)
@@ -200,8 +208,8 @@ def requeue_lost_messages(
     # a broker that cannot be read (None) judges no run lost
     lost = [run for run in waiting if held is not None and run.celery_task_id not in held]
     for run in lost:
-        append_log(run, "Its queue message was lost (the broker restarted?); queued again.")
-        dispatch(db, run, enqueue_fn)
+        why = "Its queue message was lost (the broker restarted?); queued again."
+        resend(db, run, why, enqueue_fn)
     db.commit()
     return [run.id for run in lost]
 

@@ -189,6 +189,7 @@ def test_finish_records_nothing_for_a_run_that_was_queued_again(db, seeded):
     assert lc.requeue_orphans(db, settings, enqueue_fn=queue, now=later) == [run.id]
     db.refresh(run)
     assert run.state == "queued" and len(queue.sent) == 2
+    assert "w1 went silent" in (run.resent_why or "") and run.resent_at is not None
     # the silent worker wakes up and reports success: the run is not its own any more
     assert not lc.finish(db, run.id, "succeeded", "late", final_metrics={"final": {}})
     db.refresh(run)
@@ -256,6 +257,9 @@ def test_a_queued_run_whose_message_was_lost_is_dispatched_again(db, seeded):
     assert lost.state == "queued" and lost.celery_task_id != old_token
     assert broker_holds(lost.celery_task_id), "the new message is in the queue"
     assert "lost" in lost.log_tail
+    # the run keeps when and why it was sent again (its page shows them)
+    assert lost.resent_at is not None and "message was lost" in lost.resent_why
+    assert waiting.resent_at is None
     # a broker that cannot be read judges nothing lost
     assert lc.requeue_lost_messages(db, settings, holds=lambda *_: None, now=later) == []
     broker.delete(settings.training_queue, "unacked")

@@ -385,6 +385,12 @@ def test_list_filters_and_sort(client, seeded, auth, db):
 
 
 def test_orphaned_run_is_requeued_then_given_up(client, seeded, auth, db):
+    from backend.core.config import get_settings
+    from worker.recovery import recover_once
+
+    def recover() -> None:  # one pass of the workers' recovery timer (worker/recovery.py)
+        recover_once(get_settings())
+
     h = auth["researcher"]
     run_id = launch(client, h, dataset_id=seeded["dataset_id"], **SMALL).json()["data"][0]["id"]
     run = db.get(TrainingRun, run_id)
@@ -397,21 +403,27 @@ def test_orphaned_run_is_requeued_then_given_up(client, seeded, auth, db):
     )
     token = run.celery_task_id
     db.commit()
-    client.get("/api/runs", headers=h)  # reading the table runs the orphan check
+    client.get("/api/runs", headers=h)  # reading the table moves nothing
+    db.expire_all()
+    assert db.get(TrainingRun, run_id).celery_task_id == token
+    recover()
     db.expire_all()
     run = db.get(TrainingRun, run_id)
     assert run.state == "queued" and run.celery_task_id != token
     assert "went silent" in run.log_tail
+    # the run's page says when and why it was sent again
+    detail = client.get(f"/api/runs/{run_id}", headers=h).json()
+    assert "went silent" in detail["resent_why"] and detail["resent_at"]
     run.state, run.heartbeat_at, run.attempts = "running", stale, 3
     db.commit()
-    client.get("/api/runs", headers=h)
+    recover()
     db.expire_all()
     run = db.get(TrainingRun, run_id)
     assert run.state == "failed" and "3 times" in run.error
     # a fresh heartbeat is left alone
     run.state, run.heartbeat_at, run.attempts = "running", utcnow(), 1
     db.commit()
-    client.get("/api/runs", headers=h)
+    recover()
     db.expire_all()
     assert db.get(TrainingRun, run_id).state == "running"
 
