@@ -1,6 +1,11 @@
 """Drawing stays fluid on a 2048x2048 image: every pointermove handler (brush, big brush,
-eraser) is timed in the page with performance.now() (window.__maskCanvasStats) and the
-median must be under 16 ms. The figures are printed in the test output."""
+eraser) is timed in the page with performance.now() and the median must be under 16 ms. The
+figures are printed in the test output.
+
+The page carries no timing hooks of its own: the test times it from outside, with listeners
+it adds before the app loads (TIMING_SCRIPT). An event's listeners on window in the capture
+phase run before the canvas's own handlers and those in the bubble phase after them, so the
+time between the two is the time the page spent handling that event."""
 
 from __future__ import annotations
 
@@ -18,6 +23,29 @@ from .conftest import sign_in
 pytestmark = pytest.mark.browser
 
 SIZE = 2048
+
+# Added to the page before any of its scripts (page.add_init_script), so these listeners come
+# first on window in both phases. pointer: each pointermove with the button held (a stroke);
+# commit: each pointerup (the end of the stroke, with its undo step); flush: each animation
+# frame callback (on the annotate page, the upload of the changed pixels).
+TIMING_SCRIPT = """
+(() => {
+  const timings = { pointer: [], flush: [], commit: [] };
+  Object.defineProperty(window, "testTimings", { value: timings });
+  const around = (type, list, when) => {
+    let t0 = null;
+    addEventListener(type, (e) => { t0 = when(e) ? performance.now() : null; }, true);
+    addEventListener(type, () => { if (t0 !== null) list.push(performance.now() - t0); t0 = null; });
+  };
+  around("pointermove", timings.pointer, (e) => (e.buttons & 1) === 1);
+  around("pointerup", timings.commit, () => true);
+  const raf = window.requestAnimationFrame.bind(window);
+  window.requestAnimationFrame = (fn) => raf((time) => {
+    const t0 = performance.now();
+    try { fn(time); } finally { timings.flush.push(performance.now() - t0); }
+  });
+})();
+"""
 
 
 def big_image_zip() -> bytes:
@@ -64,6 +92,7 @@ def test_pointer_handling_under_16ms_on_2048_image(chromium, live_server, seeded
 
     ctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
+    page.add_init_script(TIMING_SCRIPT)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(page, "annotator")
@@ -71,7 +100,7 @@ def test_pointer_handling_under_16ms_on_2048_image(chromium, live_server, seeded
     page.wait_for_selector(".mc-mask")
     assert page.evaluate("() => document.querySelector('.mc-mask').width") == SIZE
     page.keyboard.press("1")  # actual pixels: one image pixel per CSS pixel
-    page.evaluate("() => window.__maskCanvasStats.reset()")
+    page.evaluate("() => Object.values(testTimings).forEach((list) => { list.length = 0; })")
 
     host = page.locator(".canvas-host").bounding_box()
     cx, cy = host["x"] + host["width"] / 2, host["y"] + host["height"] / 2
@@ -90,10 +119,7 @@ def test_pointer_handling_under_16ms_on_2048_image(chromium, live_server, seeded
         page.locator(f"input[data-size={tool}]").fill(str(size))
         scribble(200, phase)
 
-    stats = page.evaluate(
-        "() => ({pointer: [...__maskCanvasStats.pointer], flush: [...__maskCanvasStats.flush],"
-        " commit: [...__maskCanvasStats.commit]})"
-    )
+    stats = page.evaluate("() => testTimings")
     pointer, flush, commit = (
         summary(stats["pointer"]),
         summary(stats["flush"]),
@@ -105,7 +131,7 @@ def test_pointer_handling_under_16ms_on_2048_image(chromium, live_server, seeded
             f"p99={pointer['p99']:.2f} ms max={pointer['max']:.2f} ms"
             f"\n  frame upload of changed pixels: median={flush['median']:.2f} ms "
             f"p99={flush['p99']:.2f} ms"
-            f"\n  end of stroke (undo step): median={commit['median']:.2f} ms "
+            f"\n  end of stroke (pointerup, with the undo step): median={commit['median']:.2f} ms "
             f"max={commit['max']:.2f} ms"
         )
     assert pointer["n"] >= 500

@@ -6,8 +6,6 @@
 //   h.commit(label) -> true when the stroke changed pixels (one undo step);  h.revert();
 //   h.undo() / h.redo() -> true when a step was applied;  h.canUndo;  h.reset();
 
-import { record, stats } from "./stats.js";
-
 const HISTORY_BYTES = 256 * 1024 * 1024; // undo memory budget (before+after bytes of all steps)
 
 export class History {
@@ -40,7 +38,6 @@ export class History {
 
   /** Turn the pixels changed since the last commit into one undo step; false when none changed. */
   commit(label) {
-    const t0 = performance.now();
     const raster = this.raster;
     const box = raster.strokeBox;
     raster.strokeBox = null;
@@ -58,7 +55,6 @@ export class History {
     while (this.bytes > this.budgetBytes && this.undoStack.length > 1) {
       this.bytes -= this.undoStack.shift().before.length * 2;
     }
-    record(stats.commit, performance.now() - t0);
     return true;
   }
 

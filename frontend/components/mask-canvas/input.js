@@ -4,8 +4,6 @@
 // Usage: import { bindInput, DEFAULT_KEYS, keyName, hotkeyList } from "./input.js";
 //   const unbind = bindInput(maskCanvas);  ...  unbind();
 
-import { record, stats } from "./stats.js";
-
 /** Default hotkeys: [key, action, description] rows; shown on the page by hotkeyList(). */
 export const DEFAULT_KEYS = [
   ["b", "brush", "Brush"],
@@ -87,7 +85,6 @@ export function bindInput(mc) {
   });
 
   on(el, "pointermove", (e) => {
-    const t0 = performance.now();
     view.moveCursor(e.clientX - rect.left, e.clientY - rect.top);
     if (pan) {
       view.panTo(pan.tx + e.clientX - pan.x, pan.ty + e.clientY - pan.y);
@@ -102,7 +99,6 @@ export function bindInput(mc) {
     const pts = new Array(list.length);
     for (let i = 0; i < list.length; i++) pts[i] = toImage(list[i]);
     mc.strokeMove(pts, e);
-    record(stats.pointer, performance.now() - t0);
   });
 
   const up = (e) => {

@@ -6,7 +6,6 @@
 //   history.js  whole-stroke undo / redo
 //   view.js     zoom, pan, overlay, cursor, lasso outline, per-frame upload of changed pixels
 //   input.js    pointer / wheel / keyboard wiring and the hotkeys
-//   stats.js    pointer-handling timings on window.__maskCanvasStats (browser test)
 // Usage:
 //   import { MaskCanvas } from "/static/components/mask-canvas/mask-canvas.js";
 //   const mc = new MaskCanvas(containerEl, { image: htmlImageElement });  // mask = image size

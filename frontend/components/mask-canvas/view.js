@@ -7,8 +7,6 @@
 //   v.fit(); v.zoomAt(1.25, x, y); v.panTo(tx, ty); v.scale;  v.toImage(x, y) -> [ix, iy];
 //   v.scheduleFlush(); v.setCursor({ diameter, dashed } | null); v.previewLasso(points, hover, cut);
 
-import { record, stats } from "./stats.js";
-
 const MIN_SCALE = 0.05;
 const MAX_SCALE = 32;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -181,11 +179,9 @@ export class View {
   flush() {
     const box = this.raster.renderBox;
     if (!box) return;
-    const t0 = performance.now();
     this.raster.renderBox = null;
     const [x0, y0, x1, y1] = box;
     this.maskCtx.putImageData(this.raster.imageData, 0, 0, x0, y0, x1 - x0, y1 - y0);
-    record(stats.flush, performance.now() - t0);
   }
 
   destroy() {
