@@ -9,7 +9,7 @@ import { html, render } from "../lib/html.js";
 import { ActiveTimer } from "../lib/active-time.js";
 import { clock, wholePercent } from "../lib/format.js";
 import { DEFAULT_KEYS, MaskCanvas, hotkeyList, keyName } from "../components/mask-canvas/mask-canvas.js";
-import { LAST_DATASET_KEY, openNext } from "./annotate-queue.js";
+import { LAST_DATASET_KEY, openNext } from "../lib/next-image.js";
 
 const STASH_DEBOUNCE_MS = 500;
 const KEYS_STORAGE = "salience-hotkeys:v1";

@@ -1,12 +1,12 @@
 // Dataset detail (#/datasets/{id}): classes, splits, editable instructions / annotators per
 // image / description, which annotators may work on it (assignment), a paged grid of image
 // thumbnails (filter by split), and the masks panel (agreement, mask sets, export / import;
-// see dataset-masks.js).
+// components/masks-panel/).
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
-import { mountMasksPanel } from "./dataset-masks.js";
+import "../components/masks-panel/masks-panel.js";
 
 const PAGE = 50;
 
@@ -62,7 +62,7 @@ export async function mount(root, { params }) {
         <div class="thumbs" style="margin-top:12px"></div>
         <div class="row" style="margin-top:12px"><button type="button" class="more" hidden>Load more</button></div>
       </div>
-      <div class="masks-panel"></div>
+      <masks-panel class="masks-panel" dataset="${id}"></masks-panel>
     </section>`);
 
   const form = root.querySelector("form.settings");
@@ -149,5 +149,5 @@ export async function mount(root, { params }) {
   splitSel.addEventListener("change", () => loadPage(true));
   more.addEventListener("click", () => loadPage(false));
   await loadPage(true);
-  await mountMasksPanel(root.querySelector(".masks-panel"), id);
+  await root.querySelector("masks-panel").loading;
 }

@@ -8,8 +8,13 @@ export async function mount(root, ctx) {
   const { session } = ctx;
   const user = session.user;
   if (user.role === "annotator") {
-    const queue = await import("./annotate-queue.js");
-    return queue.mount(root, { ...ctx, title: `Welcome, ${user.username}` });
+    // an annotator's home is their queue
+    await import("../components/annotation-queue/annotation-queue.js");
+    render(root, html`<section class="page"><h1>Welcome, ${user.username}</h1></section>`);
+    const queue = Object.assign(document.createElement("annotation-queue"), { session, navigate: ctx.navigate });
+    root.querySelector(".page").append(queue);
+    await queue.loading;
+    return;
   }
   if (user.role === "admin") {
     const users = await api("/api/users");

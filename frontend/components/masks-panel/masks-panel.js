@@ -1,0 +1,204 @@
+// A dataset's masks panel (the dataset page): agreement (per dataset and per annotator, to
+// spot careless work), mask sets (freeze the filtered consensus), export (PNG zip, COCO RLE of
+// the masks chosen under Agreement) and import of existing masks.
+// Usage: import "../components/masks-panel/masks-panel.js";   // defines <masks-panel>
+//   <masks-panel dataset="3"></masks-panel>
+// Attribute: dataset (the dataset's id), read when it is first put on the page.
+
+import { api, uploadWithProgress } from "../../lib/api.js";
+import { dateTime, durationMs, number, percent } from "../../lib/format.js";
+import { html, render } from "../../lib/html.js";
+import { linkStylesheet } from "../../lib/styles.js";
+
+const iou = (v) => number(v, 3); // IoU and correlations, 0..1
+
+export class MasksPanel extends HTMLElement {
+  /** Rendered once, when first put on the page; the mask sets load then. */
+  connectedCallback() {
+    if (this.loading) return;
+    const datasetId = Number(this.getAttribute("dataset"));
+    render(this, panelMarkup());
+    bindExport(this, datasetId);
+    bindAgreement(this, datasetId);
+    const loadSets = bindMaskSets(this, datasetId);
+    bindImport(this, datasetId);
+    this.loading = loadSets().catch((err) => {
+      render(this.querySelector("table.sets tbody"), html`<tr><td colspan="6" class="form-error">${err.message}</td></tr>`);
+    });
+  }
+}
+
+function panelMarkup() {
+  return html`
+    <div class="card stack agreement">
+      <div class="row"><h2 style="margin:0">Agreement</h2><span class="spacer"></span>
+        <label class="inline">Masks <select name="statuses">
+          <option value="accepted">accepted</option>
+          <option value="accepted,submitted">accepted + submitted</option></select></label>
+        <button type="button" class="compute">Compute</button></div>
+      <div class="agreement-out muted">Pairwise IoU, split-half human ceiling and per-annotator quality.</div>
+    </div>
+    <div class="card stack mask-sets">
+      <h2>Mask sets</h2>
+      <table class="data sets"><thead><tr><th>Name</th><th>Filter</th><th class="num">Images</th>
+        <th>Hash</th><th>Created</th><th></th></tr></thead><tbody></tbody></table>
+      <form class="row freeze" novalidate>
+        <label>Name <input name="name" required></label>
+        <label class="inline"><input type="checkbox" name="accepted" checked> accepted</label>
+        <label class="inline"><input type="checkbox" name="submitted"> submitted</label>
+        <label>Min. annotators <input name="min_annotators" type="number" min="1" value="1" style="width:90px"></label>
+        <label>Min. agreement (IoU) <input name="min_agreement" type="number" min="0" max="1" step="0.05" style="width:110px"></label>
+        <button type="submit" class="primary" style="align-self:flex-end">Freeze consensus</button>
+      </form>
+      <p class="form-error" role="alert" hidden></p>
+    </div>
+    <div class="card stack export-import">
+      <h2>Export and import masks</h2>
+      <div class="row">
+        <a class="button export-png" download>Export PNG masks (zip)</a>
+        <a class="button export-coco" download>Export COCO RLE (JSON)</a>
+        <span class="muted">of the masks selected under Agreement.</span>
+      </div>
+      <form class="row import-masks" novalidate>
+        <label>Source name <input name="name" required placeholder="e.g. cub"></label>
+        <label>Format <select name="format"><option value="png">PNG zip</option>
+          <option value="coco">COCO RLE JSON</option><option value="cub">CUB-200 segmentations (zip)</option></select></label>
+        <label>File <input name="file" type="file" required></label>
+        <button type="submit" style="align-self:flex-end">Import masks</button>
+      </form>
+      <progress class="import-progress" max="1" value="0" hidden></progress>
+      <p class="form-error import-error" role="alert" hidden></p>
+      <p class="form-ok import-ok" role="status" hidden></p>
+    </div>`;
+}
+
+/** The export links follow the statuses chosen under Agreement. */
+function bindExport(el, datasetId) {
+  const statusesSel = el.querySelector("select[name=statuses]");
+  const exportLinks = () => {
+    const s = encodeURIComponent(statusesSel.value);
+    el.querySelector(".export-png").href = `/api/datasets/${datasetId}/masks/export?format=png&statuses=${s}`;
+    el.querySelector(".export-coco").href = `/api/datasets/${datasetId}/masks/export?format=coco&statuses=${s}`;
+  };
+  statusesSel.addEventListener("change", exportLinks);
+  exportLinks();
+}
+
+/** "Compute": the dataset's agreement and each annotator's, for the chosen statuses. */
+function bindAgreement(el, datasetId) {
+  const statusesSel = el.querySelector("select[name=statuses]");
+  const out = el.querySelector(".agreement-out");
+  el.querySelector("button.compute").addEventListener("click", async (e) => {
+    e.target.disabled = true;
+    out.textContent = "Computing…";
+    try {
+      const a = await api(`/api/datasets/${datasetId}/agreement?statuses=${encodeURIComponent(statusesSel.value)}`);
+      out.classList.remove("muted");
+      render(out, agreementMarkup(a));
+    } catch (ex) {
+      out.textContent = ex.message;
+    } finally {
+      e.target.disabled = false;
+    }
+  });
+}
+
+function agreementMarkup(a) {
+  return html`
+        <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${iou(a.mean_pairwise_iou)}</strong> ·
+          split-half IoU (human ceiling) <strong>${iou(a.split_half_iou)}</strong> ·
+          split-half correlation <strong>${iou(a.split_half_correlation)}</strong></p>
+        <table class="data annotators"><thead><tr><th>Annotator</th><th class="num">Masks</th>
+          <th class="num">Agreement with others (IoU)</th><th class="num">Median time</th>
+          <th class="num">Mean area</th></tr></thead>
+          <tbody>${a.annotators.map((q) => html`<tr>
+            <td>${q.annotator}</td><td class="num">${q.num_masks}</td>
+            <td class="num">${iou(q.agreement_with_others)}</td>
+            <td class="num">${durationMs(q.median_active_ms)}</td>
+            <td class="num">${percent(q.mean_area_fraction)}</td></tr>`)}</tbody></table>`;
+}
+
+/** The mask sets table and the "Freeze consensus" form; returns the function that (re)loads the table. */
+function bindMaskSets(el, datasetId) {
+  const setsBody = el.querySelector("table.sets tbody");
+  async function loadSets() {
+    const res = await api(`/api/datasets/${datasetId}/mask-sets`);
+    render(setsBody, res.data.length ? html`${res.data.map((m) => html`<tr>
+        <td>${m.name}</td><td class="muted">${JSON.stringify(m.filter)}</td><td class="num">${m.num_images}</td>
+        <td><code title="${m.hash}">${m.hash.slice(0, 12)}</code></td>
+        <td>${dateTime(m.created_at)}</td>
+        <td><a href="/api/datasets/${datasetId}/masks/export?format=png&mask_set_id=${m.id}" download>PNG</a> ·
+          <a href="/api/datasets/${datasetId}/masks/export?format=coco&mask_set_id=${m.id}" download>COCO</a></td>
+      </tr>`)}` : html`<tr><td colspan="6" class="muted">No mask set yet.</td></tr>`);
+  }
+  const freeze = el.querySelector("form.freeze");
+  freeze.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const err = el.querySelector(".mask-sets .form-error");
+    err.hidden = true;
+    const statuses = ["accepted", "submitted"].filter((s) => freeze[s].checked);
+    const body = {
+      name: freeze.name.value.trim(),
+      statuses,
+      min_annotators: Number(freeze.min_annotators.value) || 1,
+      min_agreement: freeze.min_agreement.value === "" ? null : Number(freeze.min_agreement.value),
+    };
+    if (!body.name || !statuses.length) {
+      err.textContent = "Give the mask set a name and choose which masks it takes.";
+      err.hidden = false;
+      return;
+    }
+    try {
+      await api(`/api/datasets/${datasetId}/mask-sets`, { method: "POST", body });
+      freeze.name.value = "";
+      await loadSets();
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+    }
+  });
+  return loadSets;
+}
+
+/** "Import masks": a PNG zip, COCO RLE JSON or CUB-200 segmentations, uploaded with progress. */
+function bindImport(el, datasetId) {
+  const imp = el.querySelector("form.import-masks");
+  imp.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const err = el.querySelector(".import-error");
+    const ok = el.querySelector(".import-ok");
+    const bar = el.querySelector(".import-progress");
+    err.hidden = ok.hidden = true;
+    const file = imp.file.files[0];
+    if (!imp.name.value.trim() || !file) {
+      err.textContent = "Give the source a name and choose a file.";
+      err.hidden = false;
+      return;
+    }
+    const data = new FormData();
+    data.append("name", imp.name.value.trim());
+    data.append("format", imp.format.value);
+    data.append("file", file, file.name);
+    bar.hidden = false;
+    try {
+      const res = await uploadWithProgress(`/api/datasets/${datasetId}/masks/import`, data, {
+        onProgress: (f) => { bar.value = f; },
+        onUploaded: () => bar.removeAttribute("value"),
+      });
+      ok.textContent = `Imported ${res.imported} masks as ${res.annotator}.`;
+      ok.hidden = false;
+      imp.reset();
+    } catch (ex) {
+      err.textContent = ex.message;
+      err.hidden = false;
+    } finally {
+      bar.hidden = true;
+      bar.value = 0;
+    }
+  });
+}
+
+if (!customElements.get("masks-panel")) {
+  linkStylesheet(new URL("./masks-panel.css", import.meta.url));
+  customElements.define("masks-panel", MasksPanel);
+}
