@@ -38,7 +38,25 @@ SPLITS = ("train", "test")
 QUEUE_RING = 2**31 - 1
 STUDY_DESIGNS = ("2afc", "yesno")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
+# A study's moves (backend/services/study_lifecycle.py makes every one): its stimuli are
+# generated (again, after a failure), then it is opened to participants and closed.
+STUDY_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "draft": ("generating",),
+    "generating": ("ready", "failed"),  # failed: an error, or the queue could not be reached
+    "failed": ("generating",),
+    "ready": ("open",),
+    "open": ("closed",),
+    "closed": ("open",),
+}
 EVALUATION_STATES = ("queued", "running", "succeeded", "failed")
+# An inequality evaluation's moves (backend/services/evaluation_lifecycle.py makes every one).
+# A redelivered task takes a running evaluation over as it stands (no move): its worker died.
+EVALUATION_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("running", "failed"),  # failed: the queue could not be reached
+    "running": ("succeeded", "failed"),
+    "succeeded": (),
+    "failed": (),  # a new evaluation is asked for instead
+}
 # A training run's states and the moves between them (backend/services/run_lifecycle.py
 # makes every move; the check constraint below holds RUN_STATES).
 RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")

@@ -1,11 +1,13 @@
 """Celery task "worker.inequality_evaluation": the IGD / Duan inequality tests of finished runs
 on one common set of test images (worker.sipat.inequality), for the compare page.
 
-A thin adapter: it loads the evaluation row, each run's final model and the first run's test
-split (from the dataset export the run trained on, runs/<id>/data), picks up to n test images
-that every model classifies correctly, spread over the classes, scores every run on exactly
-those images with the same noise seed, and writes progress (the share over all runs) and the
-result to the row. Any failure marks the evaluation failed with its message.
+A thin adapter, load - call - record: it claims the evaluation and loads each run's final
+model and the first run's test split (from the dataset export the run trained on,
+runs/<id>/data); the library picks up to n test images that every model classifies
+correctly, spread over the classes, and scores every run on exactly those images with the
+same noise seed; progress (the share over all runs) and the outcome are recorded through
+backend/services/evaluation_lifecycle.py, which owns the row's state. Any failure marks the
+evaluation failed with its message.
 
 Same images for every run, or none: runs of one dataset share the test split when their
 exports give each image its split (the app's exports do, unless a dataset has only one
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +36,16 @@ from backend.core.config import get_settings
 from backend.core.queue import INEQUALITY_TASK
 from backend.core.storage import ContentCache, Storage, get_storage
 from backend.db import get_sessionmaker
-from backend.models import InequalityEvaluation, TrainingRun, utcnow
+from backend.models import TrainingRun
+from backend.services import evaluation_lifecycle as lifecycle
 from worker import run_files
-from worker.celery_app import app
+from worker.celery_app import task
 from worker.training_tasks import library_config, pick_device
 
 _logger = logging.getLogger(__name__)
 
 # the noise seed of every run's tests: equal draws make the rates comparable
 NOISE_SEED = 0
-FINISHED = ("succeeded", "failed")
 
 
 @dataclass
@@ -72,7 +75,7 @@ def export_test_ids(manifest: dict[str, Any]) -> list[int] | None:
     return [int(e["id"]) for e in entries if e.get("split") == "test"]
 
 
-def test_set_identity(source: RunSource) -> tuple:
+def test_set_identity(source: RunSource) -> tuple[Any, ...]:
     """Equal for two runs exactly when the library gives them the same test images."""
     ids = export_test_ids(source.manifest)
     if ids is not None:
@@ -125,18 +128,25 @@ def common_images(
 
 
 def evaluate(
-    db: Session, storage: Storage, evaluation: InequalityEvaluation, device: str
+    sources: list[RunSource],
+    storage: Storage,
+    n_requested: int,
+    device: str,
+    on_progress: Callable[[float], None],
 ) -> dict[str, Any]:
-    """Every inequality test of every run of the evaluation on one common image set."""
+    """Every inequality test of every run on one common image set; on_progress gets the
+    share done over all runs. The test images are read as the first run read its data
+    (its data_loader: a streamed set decodes only the batches it is asked for)."""
     from worker.sipat import load_data, load_model_from_checkpoint
     from worker.sipat.inequality import common_correct_subset, inequality_tests
 
-    sources = [run_source(db, storage, int(rid)) for rid in evaluation.run_ids]
     check_same_test_set(sources)
     cfg = sources[0].cfg
-    test = load_data(sources[0].data_dir, cfg.image_size, cfg.test_fraction, cfg.seed).test
+    test = load_data(
+        sources[0].data_dir, cfg.image_size, cfg.test_fraction, cfg.seed, cfg.data_loader
+    ).test
     models = [load_model_from_checkpoint(s.checkpoint(storage), device) for s in sources]
-    picked = common_correct_subset(models, test, evaluation.n_requested, device)
+    picked = common_correct_subset(models, test, n_requested, device)
     if len(picked) == 0:
         raise ValueError("no test image is classified correctly by every selected run")
     x, _, _, y = test.batch(picked, device)
@@ -144,51 +154,41 @@ def evaluate(
     for i, (source, model) in enumerate(zip(sources, models, strict=True)):
 
         def report(share: float, done: int = i) -> None:
-            evaluation.progress = min(1.0, (done + share) / len(sources))
-            db.commit()
+            on_progress((done + share) / len(sources))
 
         scores[str(source.run.id)] = inequality_tests(model, x, y, seed=NOISE_SEED, progress=report)
-        _logger.info("inequality evaluation %s: run %s done", evaluation.id, source.run.id)
-    images = common_images(sources, test, picked, evaluation.n_requested)
+        _logger.info("inequality evaluation: run %s done", source.run.id)
+    images = common_images(sources, test, picked, n_requested)
     return {"seed": NOISE_SEED, "images": images, "runs": scores}
 
 
-def _claim(db: Session, evaluation_id: int) -> InequalityEvaluation | None:
-    evaluation = db.get(InequalityEvaluation, evaluation_id, with_for_update=True)
-    if evaluation is None or evaluation.state in FINISHED:
-        db.rollback()
-        return None
-    evaluation.state = "running"
-    evaluation.progress = 0.0
-    evaluation.error = None
-    db.commit()
-    return evaluation
-
-
 def run_evaluation(db: Session, storage: Storage, evaluation_id: int, device: str) -> str:
-    """Claim, evaluate and record one evaluation; returns the outcome."""
-    evaluation = _claim(db, evaluation_id)
+    """Load (claim the evaluation, read its runs), call the library, record the outcome
+    (backend/services/evaluation_lifecycle.py); returns the outcome."""
+    evaluation = lifecycle.claim(db, evaluation_id)
     if evaluation is None:
         return "skipped: no such evaluation, or already finished"
     try:
-        result = evaluate(db, storage, evaluation, device)
+        sources = [run_source(db, storage, int(rid)) for rid in evaluation.run_ids]
+        result = evaluate(
+            sources,
+            storage,
+            evaluation.n_requested,
+            device,
+            lambda share: lifecycle.report_progress(db, evaluation, share),
+        )
     except Exception as exc:  # any failure ends the evaluation with its message
         _logger.exception("inequality evaluation %s failed", evaluation_id)
-        db.rollback()
-        evaluation.state = "failed"
-        evaluation.error = f"{type(exc).__name__}: {exc}"
-        evaluation.finished_at = utcnow()
-        db.commit()
+        lifecycle.fail(db, evaluation_id, f"{type(exc).__name__}: {exc}")
         return "failed"
-    evaluation.result = result
-    evaluation.state = "succeeded"
-    evaluation.progress = 1.0
-    evaluation.finished_at = utcnow()
-    db.commit()
-    return "succeeded"
+    return (
+        "succeeded"
+        if lifecycle.finish(db, evaluation_id, result)
+        else "skipped: finished meanwhile"
+    )
 
 
-@app.task(name=INEQUALITY_TASK, acks_late=True)
+@task(name=INEQUALITY_TASK, acks_late=True)
 def inequality_evaluation(evaluation_id: int) -> str:
     """Run one inequality evaluation (idempotent: a finished one is left alone)."""
     with get_sessionmaker()() as db:

@@ -24,6 +24,7 @@ from backend.schemas.studies import (
     StudyDetail,
     StudyPublic,
 )
+from backend.services import study_lifecycle
 from backend.services.studies import analysis, design, participation, preview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -73,21 +74,21 @@ def get_study_detail(study: StudyDep, db: SessionDep) -> StudyPublic:
 @router.post("/{study_id}/generate", response_model=StudyDetail)
 def generate(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Start making the stimuli (a Celery task; progress in the study)."""
-    design.start_generation(db, study)
+    study_lifecycle.start_generation(db, study)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/open", response_model=StudyDetail)
 def open_study(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Let participants in through the link."""
-    design.set_open(db, study, True)
+    study_lifecycle.open_study(db, study)
     return _public(db, [study], detail=True)[0]
 
 
 @router.post("/{study_id}/close", response_model=StudyDetail)
 def close_study(study: StudyDep, db: SessionDep) -> StudyPublic:
     """Stop admitting new participants (started sessions may finish)."""
-    design.set_open(db, study, False)
+    study_lifecycle.close_study(db, study)
     return _public(db, [study], detail=True)[0]
 
 

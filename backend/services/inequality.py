@@ -1,24 +1,23 @@
 """The inequality evaluation of finished runs (IGD / Duan et al.), the API's side.
 
-start_evaluation() checks the runs, stores a queued InequalityEvaluation and enqueues the
-worker task by name (worker/evaluation_tasks.py does the work and writes progress and the
-result to the row); latest_evaluations() finds earlier evaluations of the same set of runs.
+start_evaluation() checks the runs and has a queued InequalityEvaluation stored and its
+task sent (backend/services/evaluation_lifecycle.py, which makes every move of its state; the
+worker's task, worker/evaluation_tasks.py, records progress and the result there);
+latest_evaluations() finds earlier evaluations of the same set of runs.
 Refusals raise the domain errors of backend/core/errors.py, each with a sentence for the user.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Invalid, NotFound, Unavailable
-from backend.core.queue import INEQUALITY_TASK, enqueue
-from backend.models import InequalityEvaluation, TrainingRun, utcnow
-
-_logger = logging.getLogger(__name__)
+from backend.core.errors import Invalid, NotFound
+from backend.core.queue import enqueue
+from backend.models import InequalityEvaluation, TrainingRun
+from backend.services import evaluation_lifecycle as lifecycle
 
 MAX_RUNS = 20
 MAX_IMAGES = 2000
@@ -82,17 +81,7 @@ def start_evaluation(
         state="queued",
         created_by_id=user_id,
     )
-    db.add(evaluation)
-    db.commit()
-    try:
-        (enqueue_fn or enqueue)(INEQUALITY_TASK, evaluation.id)
-    except Exception as exc:  # any broker failure: keep the row, say why
-        _logger.exception("could not enqueue inequality evaluation %s", evaluation.id)
-        evaluation.state = "failed"
-        evaluation.error = f"The task queue could not be reached ({type(exc).__name__})."
-        evaluation.finished_at = utcnow()
-        db.commit()
-        raise Unavailable("The task queue could not be reached; try again later.") from exc
+    lifecycle.dispatch(db, evaluation, enqueue_fn or enqueue)
     return evaluation
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .attacks import eval_mode
-from .data import TensorSet, spread_indices
+from .data import ImageSet, spread_indices
 
 INDUCTIVE_T = tuple(round(0.002 * i, 3) for i in range(1, 11))
 RANDOM_T = tuple(round(0.02 * i, 2) for i in range(1, 11))
@@ -65,10 +65,11 @@ def gini(values: Tensor) -> Tensor:
 
 
 def common_correct_subset(
-    models: Sequence[nn.Module], ts: TensorSet, limit: int, device: str = "cpu"
+    models: Sequence[nn.Module], ts: ImageSet, limit: int, device: str = "cpu"
 ) -> Tensor:
     """Indices into `ts` of up to `limit` images that every model classifies correctly,
-    spread over the classes in proportion (TensorSet.spread_subset's fixed order)."""
+    spread over the classes in proportion (TensorSet.spread_subset's fixed order). `ts` in
+    memory or streamed (a FileSet decodes 256 images at a time)."""
     keep = []
     for start in range(0, len(ts), 256):
         idx = torch.arange(start, min(start + 256, len(ts)))

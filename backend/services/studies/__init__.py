@@ -1,7 +1,8 @@
 """Perception studies: design (which stimuli, which cells), per-participant trial assignment,
 the participant's answers, exclusions and the analysis.
 
-- design.py: create_study, the stimulus plan, starting generation, open/close, counts
+- design.py: create_study, the stimulus plan, counts (a study's state, generation started,
+  opened, closed, ready or failed: backend/services/study_lifecycle.py)
 - participation.py: sessions (counted from consent, optionally capped), consent, the device
   check, trials, answers, completion, the per-session stimulus ids and the stimulus bytes a
   participant may fetch
@@ -9,7 +10,7 @@ the participant's answers, exclusions and the analysis.
 - preview.py: the runs a study may use, the researcher's preview of the stimuli, a stimulus
   file, the source image as stimuli are made from it
 - stimuli.py: stimulus generation's data side (what is missing, storing each PNG and row,
-  progress, ready or failed); the worker's task (worker.study_tasks) drives it
+  progress, the model's accuracy); the worker's task (worker.study_tasks) drives it
 - common.py: what these share (utcnow, eps_key, stimuli_by_key, run_image_size, and the
   uncompressed PNG encoding every stimulus is stored and served in)
 
@@ -36,8 +37,6 @@ from backend.services.studies.common import (
 from backend.services.studies.design import (
     StimulusSpec,
     create_study,
-    set_open,
-    start_generation,
     stimulus_plan,
     study_counts,
 )
@@ -89,10 +88,8 @@ __all__ = [
     "served_png",
     "session_id_of_stimulus",
     "session_state",
-    "set_open",
     "source_array",
     "source_runs",
-    "start_generation",
     "start_session",
     "stimuli_by_key",
     "stimulus_bytes",

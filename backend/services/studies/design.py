@@ -1,6 +1,6 @@
 """Designing a perception study: validating the request against the database, fixing the
-design, the plan of every stimulus it needs, starting their generation, opening and closing
-it, and the counts the study list shows.
+design, the plan of every stimulus it needs, and the counts the study list shows (starting
+generation, opening and closing: backend/services/study_lifecycle.py).
 
 Design, fixed when the study is created and stored in study.config:
 - images are split (seeded) into one example image, practice images, catch images and the
@@ -14,7 +14,6 @@ Design, fixed when the study is created and stored in study.config:
 
 from __future__ import annotations
 
-import logging
 import random
 import secrets
 from dataclasses import dataclass
@@ -23,13 +22,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Conflict, Invalid, Unavailable
-from backend.core.queue import STIMULI_TASK, enqueue
+from backend.core.errors import Invalid
 from backend.models import Image, ParticipantSession, Stimulus, Study, StudyRun, TrainingRun, User
 from backend.schemas.studies import StudyCreate
 from backend.services.studies.common import StimulusKey, eps_key, run_image_size
-
-_logger = logging.getLogger(__name__)
 
 
 def _cell_sequence(
@@ -175,37 +171,6 @@ def stimulus_plan(study: Study) -> list[StimulusSpec]:
     else:
         specs.append(StimulusSpec("reference", None, imgs["example"], 0.0))
     return specs
-
-
-def start_generation(db: Session, study: Study) -> Study:
-    if study.state not in ("draft", "failed"):
-        raise Conflict("Stimuli can only be generated for a draft or failed study.")
-    study.state = "generating"
-    study.error = None
-    study.progress = 0.0
-    db.commit()
-    try:
-        enqueue(STIMULI_TASK, study.id)
-    except Exception as exc:  # broker down: leave the study as it was, say why
-        _logger.exception("could not enqueue stimulus generation for study %s", study.id)
-        study.state = "failed"
-        study.error = f"The task queue could not be reached: {exc}"
-        db.commit()
-        raise Unavailable("The task queue could not be reached; try again later.") from exc
-    return study
-
-
-def set_open(db: Session, study: Study, open_: bool) -> Study:
-    if open_:
-        if study.state not in ("ready", "closed"):
-            raise Conflict("Only a study whose stimuli are ready can be opened.")
-        study.state = "open"
-    else:
-        if study.state != "open":
-            raise Conflict("Only an open study can be closed.")
-        study.state = "closed"
-    db.commit()
-    return study
 
 
 def study_counts(db: Session, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Making a study's stimuli, the data side: what the plan still needs, the source pixels of
 an image, the seed of each stimulus, storing each generated PNG with its row, the progress,
-and the end of generation (ready, or failed with the error).
+the model's accuracy, and what a finished generation adds to the study's config (its state,
+generating, ready or failed, is backend/services/study_lifecycle.py's).
 
 The attack itself runs in the worker (worker.study_tasks calls the training library's
 worker.sipat.stimuli); nothing here loads torch. Idempotent: a stimulus whose row exists is
@@ -14,6 +15,7 @@ import io
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -211,30 +213,18 @@ def _shape(png: bytes) -> tuple[int, int, int]:
         return im.width, im.height, 1 if im.mode == "L" else 3
 
 
-def finish_generation(db: Session, storage: Storage, study: Study, image_size: int) -> None:
-    """Mark the study ready, after checking that every stimulus has one size and mode (so that
-    every one is served as the same number of bytes); that length and the image size go into
-    the study's config."""
+def served_config(db: Session, storage: Storage, study: Study, image_size: int) -> dict[str, Any]:
+    """What a finished generation adds to the study's config (backend/services/
+    study_lifecycle.finish_generation), after checking that every stimulus has one size and
+    mode (so that every one is served as the same number of bytes): that length and the
+    image size."""
     shapes = {
         _shape(storage.get_bytes(s.storage_key)) for s in stimuli_by_key(db, study.id).values()
     }
     if len(shapes) != 1:
         raise ValueError(f"the stimuli have different sizes or modes: {sorted(shapes)}")
     width, height, channels = shapes.pop()
-    cfg = dict(study.config)
-    cfg["stimulus_bytes"] = stored_png_size(width, height, channels)
-    cfg["image_size"] = [image_size, image_size]
-    study.config = cfg
-    study.progress = 1.0
-    study.state = "ready"
-    study.error = None
-    db.commit()
-
-
-def fail_generation(db: Session, study_id: int, exc: BaseException) -> None:
-    """Mark the study failed with the error (after the caller rolled back its session)."""
-    study = db.get(Study, study_id)
-    if study is not None:
-        study.state = "failed"
-        study.error = f"{type(exc).__name__}: {exc}"
-        db.commit()
+    return {
+        "stimulus_bytes": stored_png_size(width, height, channels),
+        "image_size": [image_size, image_size],
+    }
