@@ -6,6 +6,7 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY backend backend
 COPY worker worker
+COPY runconfig runconfig
 COPY migrations migrations
 COPY alembic.ini ./
 COPY frontend frontend

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench gpu-check contract lint typecheck install install-test system-test-deps clean-demo
+.PHONY: demo test bench gpu-check lint typecheck install install-test system-test-deps clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,16 +56,11 @@ bench: install-test
 gpu-check: install-test
 	PY=$(PY) scripts/gpu_check.sh
 
-## make contract: write backend/core/run_contract.py again from worker/contract.py (the API's
-## copy of the run configuration; tests/test_layers.py fails while they differ).
-contract:
-	python3 scripts/sync_contract.py
-
 lint: install-test
-	$(VENV)/bin/ruff check backend worker tests migrations
+	$(VENV)/bin/ruff check backend worker runconfig tests migrations
 
 typecheck: install-test
-	$(VENV)/bin/mypy backend
+	$(VENV)/bin/mypy backend runconfig
 
 clean-demo:
 	rm -rf var

@@ -13,13 +13,13 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing():
-    result = _run("ruff", "check", "backend", "worker", "tests", "migrations")
+    result = _run("ruff", "check", "backend", "worker", "runconfig", "tests", "migrations")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_on_backend_finds_nothing():
-    """Strict mypy (pyproject.toml [tool.mypy]) on the web app and the torch-free contract."""
-    result = _run("mypy", "--strict", "backend", "worker/contract.py")
+    """Strict mypy (pyproject.toml [tool.mypy]) on the web app and the run configuration."""
+    result = _run("mypy", "--strict", "backend", "runconfig")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     # not even a note or a warning (about the configuration, say): one line, and it is this

@@ -1,6 +1,6 @@
 """Dependencies point one way (docs/architecture.md): the API never loads torch or the
-worker's code, the training library imports nothing of the app, and the contract between
-them imports nothing but the standard library."""
+worker's code, the training library imports nothing of the app, and the run configuration
+both read (runconfig/) imports nothing but the standard library."""
 
 import ast
 import subprocess
@@ -26,7 +26,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 module = ".".join([*base, node.module] if node.module else base)
             else:
                 module = node.module or ""
-            if module == "worker":  # from worker import contract
+            if module == "worker":  # from worker import ranks
                 out += [(node.lineno, f"worker.{a.name}") for a in node.names]
             else:
                 out.append((node.lineno, module))
@@ -43,9 +43,9 @@ def _violations(folder: str, allowed) -> list[str]:
 
 
 def test_backend_never_imports_torch_or_the_worker():
-    """backend/ never imports torch or worker/: it validates launch forms with its generated
-    copy of the contract (backend/core/run_contract.py), and run states and task names
-    belong to the app (the tasks import them from backend, downwards)."""
+    """backend/ never imports torch or worker/: it validates launch forms with the run
+    configuration package (runconfig/), and run states and task names belong to the app (the
+    tasks import them from backend, downwards)."""
     bad = []
     for path in sorted((ROOT / "backend").rglob("*.py")):
         for line, module in _imports(path):
@@ -54,33 +54,42 @@ def test_backend_never_imports_torch_or_the_worker():
     assert bad == []
 
 
-def test_the_apis_copy_of_the_contract_is_the_workers():
-    """The form and the worker cannot disagree: backend/core/run_contract.py is
-    worker/contract.py under a generated header (`make contract` writes it again)."""
-    result = subprocess.run(
-        [sys.executable, "scripts/sync_contract.py", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def test_the_training_library_imports_nothing_of_the_app():
+    """Of the rest of the repository, worker/sipat/ reads only the run configuration."""
+
     def allowed(module: str) -> bool:
         top = module.split(".")[0]
         if top == "worker":
-            return module == "worker.contract" or module.startswith("worker.sipat")
+            return module.startswith("worker.sipat")
         return top not in APP_PACKAGES
 
     assert _violations("worker/sipat", allowed) == []
 
 
-def test_the_contract_needs_only_the_standard_library():
-    for path in (ROOT / "worker" / "contract.py", ROOT / "backend" / "core" / "run_contract.py"):
-        modules = {m.split(".")[0] for _, m in _imports(path)}
-        assert modules <= set(sys.stdlib_module_names) | {"__future__"}, (path, modules)
+def test_the_run_configuration_needs_only_the_standard_library():
+    """runconfig/ imports the standard library and itself, nothing else."""
+    bad = []
+    for path in sorted((ROOT / "runconfig").rglob("*.py")):
+        for line, module in _imports(path):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in ("__future__", "runconfig"):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert bad == []
+
+
+def test_importing_the_run_configuration_loads_no_framework():
+    """In a fresh interpreter: neither torch nor FastAPI nor pydantic, nor the app's code."""
+    code = (
+        "import sys, runconfig\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'torchvision', 'fastapi', 'pydantic', 'starlette', 'backend', 'worker'))\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 def test_the_api_process_never_loads_torch_or_the_workers_code():

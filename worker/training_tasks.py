@@ -13,6 +13,7 @@ tail through the lifecycle service, and finishes the run there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import runconfig
 from backend.core.config import ROOT, Settings, get_settings
 from backend.core.queue import TRAIN_TASK
 from backend.core.storage import ContentCache, Storage, get_storage
@@ -139,7 +141,10 @@ def _gpus_asked(run_id: int, token: str | None) -> int | None:
             return None
         if token is not None and run.celery_task_id not in (None, token):
             return None
-        return int((run.config or {}).get("gpus", 1))
+        try:
+            return runconfig.from_stored(run.config or {}).gpus
+        except runconfig.ConfigError:
+            return 1  # _execute refuses the config, on the run's page
 
 
 def _wait_for_gpus(
@@ -188,7 +193,7 @@ def library_config(run: TrainingRun, storage: Storage, data_dir: Path, device: s
     """The run's stored config turned into a sipat.TrainConfig (paths resolved here)."""
     from worker.sipat import TrainConfig
 
-    fields = {k: v for k, v in run.config.items() if k not in runs_service.APP_REFS}
+    fields = {k: v for k, v in run.config.items() if k not in runconfig.APP_REFS}
     fields.update(
         data_dir=str(data_dir),
         device=device,
@@ -348,7 +353,7 @@ def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Le
                     cfg.gpus,
                     f", GPUs {lease.cuda_visible_devices}" if lease else "",
                 )
-                ranks_cfg = cfg.to_dict() | {"device": ranks_device}
+                ranks_cfg = dataclasses.replace(cfg, device=ranks_device)
                 result = train_on_ranks(ranks_cfg, out_dir, lease, reporter, on_epoch, tail)
             else:
                 result = train(
@@ -425,14 +430,14 @@ def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Le
 
 
 def train_on_ranks(
-    config: dict[str, Any],
+    config: runconfig.TrainConfig,
     out_dir: Path,
     lease: gpu_leases.Lease | None,
     reporter: _RunReporter,
     on_epoch: Callable[[int, int, dict[str, Any]], None],
     tail: _TailHandler,
 ) -> dict[str, Any]:
-    """Train under torchrun on config["gpus"] processes (the leased GPUs, or gloo on CPU) in
+    """Train under torchrun on config.gpus processes (the leased GPUs, or gloo on CPU) in
     out_dir; relay rank 0's events, turn a cancel into the stop file, and return the content
     of metrics.json. Raises TrainingCancelled, or RanksFailed when a process ended badly
     (the last checkpoint stays: a retry resumes from it)."""
@@ -442,7 +447,7 @@ def train_on_ranks(
     scratch.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"run-{reporter.run_id}-", dir=scratch))
     try:
-        (work / "config.json").write_text(json.dumps(config))
+        (work / "config.json").write_text(json.dumps(config.to_dict()))
         events, stop_file = work / "events.jsonl", work / "stop"
         env = dict(os.environ)  # the worker's own, passed on (CUDA_VISIBLE_DEVICES replaced)
         if lease is not None:
@@ -452,7 +457,7 @@ def train_on_ranks(
             tail.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
         command = ranks_mod.train_command(
-            work / "config.json", out_dir, int(config["gpus"]), events, stop_file
+            work / "config.json", out_dir, config.gpus, events, stop_file
         )
         ranks = ranks_mod.Ranks(
             command,
@@ -487,7 +492,7 @@ def train_on_ranks(
         if stop_asked is not None:
             raise TrainingCancelled("stopped on every rank")
         raise RanksFailed(
-            f"{ranks.failure(code)} (a {config['gpus']}-process run); retry the run "
+            f"{ranks.failure(code)} (a {config.gpus}-process run); retry the run "
             "to resume from its last checkpoint"
         )
     finally:

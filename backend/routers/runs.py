@@ -40,7 +40,7 @@ from backend.schemas.runs import (
     RunsPublic,
 )
 from backend.services import run_lifecycle as lifecycle
-from backend.services import runs as service
+from backend.services.runs import compare, files, launch, live, run_out_key
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -54,7 +54,7 @@ EVENTS_MAX_S = 30.0
 
 
 def _public(db: Session, runs: list[TrainingRun]) -> list[RunPublic]:
-    names = service.dataset_names(db, runs)
+    names = live.dataset_names(db, runs)
     out = []
     for r in runs:
         item = RunPublic.model_validate(r)
@@ -78,7 +78,7 @@ def launch_runs(
     body: RunCreate, user: ResearcherUser, db: SessionDep, cloned_from: QueryId = None
 ) -> RunsPublic:
     """Launch a run (one per seed, grouped) from the form; every bad field is named."""
-    runs = service.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
+    runs = launch.create_runs(db, user.id, body.model_dump(), cloned_from_id=cloned_from)
     return RunsPublic(data=_public(db, runs), count=len(runs))
 
 
@@ -96,7 +96,7 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> RunsPublic:
     """Runs filtered by dataset / method / state / tag, sorted."""
-    runs, count = service.list_runs(
+    runs, count = live.list_runs(
         db,
         dataset_id=dataset_id,
         method=method,
@@ -112,26 +112,21 @@ def list_runs(
 
 @router.get("/defaults")
 def launch_defaults(_: ResearcherUser) -> dict[str, Any]:
-    """The launch form's default values and the choices of its fixed-set fields."""
-    choices = service.form_choices()
-    return {
-        "defaults": service.library_defaults(),
-        "methods": choices["method"],
-        "choices": choices,
-    }
+    """The launch form: defaults, choices, and every setting with its unit, bounds and methods."""
+    return launch.form_description()
 
 
 @router.get("/compare", response_model=RunCompare)
 def compare_runs(_: ResearcherUser, db: SessionDep, ids: str) -> RunCompare:
     """Several runs side by side: config differences, epoch curves, robust accuracy against eps."""
-    runs = service.runs_by_ids(db, _ids(ids))
-    differences, same = service.config_diff(runs)
+    runs = compare.runs_by_ids(db, _ids(ids))
+    differences, same = compare.config_diff(runs)
     return RunCompare(
         runs=_public(db, runs),
         differences=differences,
         same=same,
         curves={str(r.id): [e.metrics for e in r.epochs] for r in runs},
-        robust_vs_eps={str(r.id): service.robust_vs_eps(r) for r in runs},
+        robust_vs_eps={str(r.id): compare.robust_vs_eps(r) for r in runs},
     )
 
 
@@ -146,27 +141,27 @@ def group_runs(
 ) -> RunGroups:
     """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
     if ids:
-        runs = service.runs_by_ids(db, _ids(ids))
+        runs = compare.runs_by_ids(db, _ids(ids))
     else:
-        runs, _count = service.list_runs(db, dataset_id=dataset_id, tag=tag, limit=1000)
-    return RunGroups(by=by, groups=service.group_runs(runs, by))
+        runs, _count = live.list_runs(db, dataset_id=dataset_id, tag=tag, limit=1000)
+    return RunGroups(by=by, groups=compare.group_runs(runs, by))
 
 
 @router.get("/{run_id}", response_model=RunDetail)
 def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
     """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
     detail = RunDetail.model_validate(run)
-    detail.dataset_name = service.dataset_names(db, [run]).get(run.dataset_id, "")
+    detail.dataset_name = live.dataset_names(db, [run]).get(run.dataset_id, "")
     detail.batches = [
-        RunBatchPublic.model_validate(p) for p in service.thinned(service.batch_rows(db, run.id))
+        RunBatchPublic.model_validate(p) for p in live.thinned(live.batch_rows(db, run.id))
     ]
-    detail.batches_per_epoch = service.batches_per_epoch(run)
-    detail.system = service.system_figures(run)
-    detail.time_left_s = service.time_left_s(run, service.pace_points(db, run))
-    out = service.run_out_key(run.id)
+    detail.batches_per_epoch = live.batches_per_epoch(run)
+    detail.system = live.system_figures(run)
+    detail.time_left_s = live.time_left_s(run, live.pace_points(db, run))
+    out = run_out_key(run.id)
     detail.downloads = {
         name: f"/api/runs/{run.id}/files/{name}"
-        for name in service.DOWNLOADS
+        for name in files.DOWNLOADS
         if storage.exists(f"{out}/{name}")
     }
     return detail
@@ -176,13 +171,13 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def _event_stream(run_id: int, cursor: service.LiveCursor) -> AsyncIterator[str]:
+async def _event_stream(run_id: int, cursor: live.LiveCursor) -> AsyncIterator[str]:
     sessions = get_sessionmaker()
     opened = last_sent = time.monotonic()
     # Starlette cancels this generator when the client disconnects; each poll reads in a
     # session of its own, closed before the sleep
     while True:
-        events, finished = await run_in_threadpool(service.live_events, sessions, run_id, cursor)
+        events, finished = await run_in_threadpool(live.live_events, sessions, run_id, cursor)
         for name, data in events:
             yield _sse(name, data)
         now = time.monotonic()
@@ -225,9 +220,9 @@ def run_events(
     """The run's live progress pushed as server-sent events, from the given step and epoch."""
     run_id = run.id
     db.close()  # the login check's session: no transaction stays open while streaming
-    cursor = service.LiveCursor(after_step=after_step, after_epoch=after_epoch)
+    cursor = live.LiveCursor(after_step=after_step, after_epoch=after_epoch)
     if "text/event-stream" not in request.headers.get("accept", ""):
-        events, finished = service.live_events(get_sessionmaker(), run_id, cursor)
+        events, finished = live.live_events(get_sessionmaker(), run_id, cursor)
         return RunEvents(
             events=[RunEvent(event=name, data=data) for name, data in events], finished=finished
         )
@@ -255,7 +250,7 @@ def retry_run(run: RunDep, db: SessionDep) -> RunPublic:
 @router.get("/{run_id}/clone", response_model=RunClone)
 def clone_run(run: RunDep) -> RunClone:
     """The launch form filled with this run's settings."""
-    return RunClone(cloned_from_id=run.id, form=service.clone_form(run))
+    return RunClone(cloned_from_id=run.id, form=launch.clone_form(run))
 
 
 @router.get(
@@ -266,22 +261,22 @@ def clone_run(run: RunDep) -> RunClone:
 )
 def download_file(run: RunDep, name: str, storage: StorageDep) -> Response:
     """Download the run's final checkpoint (final.pt) or its metrics (metrics.json)."""
-    key = f"{service.run_out_key(run.id)}/{name}"
-    if name not in service.DOWNLOADS or not storage.exists(key):
+    key = f"{run_out_key(run.id)}/{name}"
+    if name not in files.DOWNLOADS or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")
-    return serve(storage, key, service.DOWNLOADS[name], filename=f"run-{run.id}-{name}")
+    return serve(storage, key, files.DOWNLOADS[name], filename=f"run-{run.id}-{name}")
 
 
 @router.get("/{run_id}/salience", response_model=RunSalience)
 def run_salience(run: RunDep, storage: StorageDep) -> dict[str, Any]:
     """The run's own salience maps beside the human masks on sample images, and agreement."""
-    return service.salience_summary(run, storage)
+    return files.salience_summary(run, storage)
 
 
 @router.get("/{run_id}/salience/{name}", responses=PNG)
 def salience_image(run: RunDep, name: str, storage: StorageDep) -> Response:
     """One PNG of the salience samples (image, model map or human mask)."""
-    key = f"{service.run_out_key(run.id)}/salience/{name}"
+    key = f"{run_out_key(run.id)}/salience/{name}"
     if not SALIENCE_FILE.match(name) or not storage.exists(key):
         raise HTTPException(404, detail="File not found.")
     return serve(storage, key, "image/png")

@@ -5,70 +5,44 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+import runconfig
 from backend.schemas.common import DbId, ORMModel
 
 
-class RunCreate(BaseModel):
-    """The launch form. Unset training fields take the training library's defaults.
-
-    Budgets (eps, alpha, part_eps_low, eval_eps) are in pixel units: 8/255 = 8 grey levels.
-    """
+class _RunForm(BaseModel):
+    """The launch form's own fields: what the run is called and trained on, and several seeds
+    (one run each, grouped)."""
 
     dataset_id: DbId
     name: str = Field(default="", max_length=200)
     tags: list[str] = Field(default_factory=list, max_length=20)
-    method: str = "pgd_at"
-    model: str | None = None
-    eps: float | None = None
-    alpha: float | None = None
-    steps: int | None = None
-    eps_warmup_epochs: float | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    schedule: str | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    image_size: int | None = None
-    augment: bool | None = None
-    hflip: bool | None = None
-    # one seed, or several (one run each, grouped)
-    seed: int | None = None
     seeds: list[int] | None = None
-    # SIP-AT masks: a frozen mask set of the dataset (human), or automatic maps from a run
-    mask_set_id: DbId | None = None
-    mask_source: str | None = None
-    auto_mask_run_id: DbId | None = None
-    mask_threshold: float | None = None
-    mask_fraction: float | None = None
-    # fast SIP-AT's single step: n_fgsm or fgsm_rs
-    fast_attack: str | None = None
-    # PART
-    part_warmup_epochs: int | None = None
-    part_eps_low: float | None = None
-    # IGD: the teacher is a finished standard run of the same model and dataset
-    igd_teacher_run_id: DbId | None = None
-    igd_lambda: float | None = None
-    igd_grad_point: str | None = None
-    # evaluation: the final PGD grid (steps, restarts), the cheap per-epoch PGD check, and
-    # AutoAttack at eps on autoattack_n test images (0 skips it)
-    eval_eps: list[float] | None = None
-    eval_subset: int | None = None
-    eval_steps: int | None = None
-    eval_restarts: int | None = None
-    epoch_eval_steps: int | None = None
-    autoattack_n: int | None = None
-    # how it computes: precision of training and its attacks (fp32, bf16, fp16),
-    # torch.compile, and where the training images come from (memory, stream or auto)
-    precision: str | None = None
-    compile: bool | None = None
-    data_loader: str | None = None
-    # processes of the run, one per GPU (more than one: DistributedDataParallel under
-    # torchrun, on as many GPUs of one worker host), and BatchNorm over the whole batch then
-    gpus: int | None = None
-    sync_batchnorm: bool | None = None
+
+
+def _settings() -> dict[str, Any]:
+    """Every setting the launch form gives (runconfig), each optional (unset: the library's
+    default), and the app objects it names in place of paths (runconfig.REFS). The checks are
+    runconfig's, in the service: one pass that names every bad field."""
+    fields: dict[str, Any] = {}
+    for name in runconfig.FORM_FIELDS:
+        spec = runconfig.SETTINGS[name]
+        unit = f" Unit: {spec.unit}." if spec.unit else ""
+        fields[name] = (runconfig.TYPES[name] | None, Field(None, description=spec.doc + unit))
+    for ref in runconfig.REFS:
+        fields[ref.name] = (DbId | None, Field(None, description=ref.doc))
+    return fields
+
+
+_RunSettings = create_model("RunSettings", __base__=_RunForm, **_settings())
+
+
+class RunCreate(_RunSettings):  # its settings' fields built from runconfig
+    """The launch form. Unset settings take the training library's defaults.
+
+    Budgets (eps, alpha, part_eps_low, eval_eps) are in pixel units: 8/255 = 8 grey levels.
+    """
 
 
 class RunEpochPublic(ORMModel):

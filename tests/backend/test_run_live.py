@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from backend.models import RunBatch, TrainingRun, utcnow
 from backend.services import run_lifecycle as lifecycle
-from backend.services.runs import create_runs
+from backend.services.runs.launch import create_runs
 
 
 def _no_queue(*_: object) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.contract import ConfigError, TrainConfig, grey_levels
+from runconfig import ConfigError, TrainConfig, grey_levels
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def result(run_levels: dict[int, float], n: int = 7) -> dict:
 
 def make_run(db, dataset_id: int, name: str) -> int:
     from backend.models import TrainingRun
-    from backend.services.runs import library_defaults
+    from runconfig import library_defaults
 
     config = {**library_defaults(), "seed": 0, "mask_set_id": None}
     run = TrainingRun(

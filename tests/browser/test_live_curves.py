@@ -56,7 +56,7 @@ def test_batch_points_arrive_before_the_first_epoch_ends(
     db,
 ):
     from backend.models import TrainingRun
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     page = runs_page
     login(page, "researcher")
@@ -132,7 +132,7 @@ def test_the_page_polls_when_the_stream_fails(runs_page, login, seeded, db):  # 
     """With the event stream refused, the page falls back to polling and still follows the
     run (here: a run marked running by hand, then finished)."""
     from backend.models import utcnow
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     page = runs_page
     login(page, "researcher")

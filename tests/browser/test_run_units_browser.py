@@ -30,7 +30,7 @@ RAW_PIXELS = re.compile(r"0\.031|0\.015|0\.0078|\d\.\d*0/255")
 
 def finished_run(db, dataset_id: int, **fields) -> int:
     from backend.models import RunEpoch, utcnow
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     (run,) = create_runs(
         db, None, {"dataset_id": dataset_id, "epochs": 2, **fields}, enqueue_fn=lambda *a: "x"

@@ -50,7 +50,7 @@ def test_a_lost_message_is_sent_again_on_schedule_with_nobody_listing(
     db,
     dataset_id,  # noqa: F811
 ):
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     def lose(*_: object) -> str:  # the broker never gets the message
         return "lost"

@@ -86,7 +86,7 @@ def dataset_id(pg_database) -> int:
 
 def launch(dataset_id: int, **fields) -> int:
     from backend.db import get_sessionmaker
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     with get_sessionmaker()() as db:
         (run,) = create_runs(

@@ -168,7 +168,7 @@ def dataset_id(db) -> int:
 
 
 def launch(db, dataset_id: int, **fields) -> int:
-    from backend.services.runs import create_runs
+    from backend.services.runs.launch import create_runs
 
     (run,) = create_runs(db, None, {"dataset_id": dataset_id, **TINY, **fields}, enqueue_fn=send)
     return run.id

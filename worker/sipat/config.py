@@ -1,8 +1,8 @@
-"""The run configuration as the library uses it. It is defined once, without torch, in
-worker.contract (shared with the API and the Celery tasks); this module names it for the
+"""The run configuration as the library uses it. It is defined once, without torch, in the
+runconfig package (shared with the API and the Celery tasks); this module names it for the
 library's own modules."""
 
-from worker.contract import (
+from runconfig import (
     AUTOATTACK_N_CPU,
     AUTOATTACK_N_GPU,
     DATA_LOADERS,

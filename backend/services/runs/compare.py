@@ -1,0 +1,113 @@
+"""Runs side by side: the settings that differ and those they share, robust accuracy
+against eps, and runs grouped by one setting with their final metrics averaged over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import runconfig
+from backend.core.errors import NotFound
+from backend.models import TrainingRun
+
+
+def runs_by_ids(db: Session, ids: list[int]) -> list[TrainingRun]:
+    """The runs with these ids, in this order; NotFound if any is missing."""
+    runs = [db.get(TrainingRun, i) for i in ids]
+    found = [r for r in runs if r is not None]
+    if len(found) != len(runs):
+        raise NotFound("Run not found.")
+    return found
+
+
+def _flat(run: TrainingRun) -> dict[str, Any]:
+    d = {
+        "dataset_id": run.dataset_id,
+        **{k: v for k, v in run.config.items() if k not in runconfig.WORKER_FIELDS},
+    }
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def config_diff(runs: Sequence[TrainingRun]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """(settings that differ: key -> value per run, settings all runs share)."""
+    flats = [_flat(r) for r in runs]
+    keys = sorted(set().union(*flats)) if flats else []
+    differences: dict[str, list[Any]] = {}
+    same: dict[str, Any] = {}
+    for k in keys:
+        values = [f.get(k) for f in flats]
+        if all(v == values[0] for v in values):
+            same[k] = list(values[0]) if isinstance(values[0], tuple) else values[0]
+        else:
+            differences[k] = [list(v) if isinstance(v, tuple) else v for v in values]
+    return differences, same
+
+
+def robust_vs_eps(run: TrainingRun) -> dict[str, float]:
+    final = (run.final_metrics or {}).get("final") or run.final_metrics or {}
+    pgd = final.get("pgd_accuracy") or {}
+    return {str(k): float(v) for k, v in pgd.items()}
+
+
+def final_summary(run: TrainingRun) -> dict[str, float]:
+    """The numbers averaged across seeds: clean, AutoAttack at the training eps (when it ran),
+    PGD per eps, salience agreement."""
+    final = (run.final_metrics or {}).get("final") or run.final_metrics or {}
+    out: dict[str, float] = {}
+    if isinstance(final.get("clean_accuracy"), (int, float)):
+        out["clean_accuracy"] = float(final["clean_accuracy"])
+    autoattack = final.get("autoattack") or {}
+    if isinstance(autoattack.get("accuracy"), (int, float)):
+        out["autoattack_accuracy"] = float(autoattack["accuracy"])
+    for eps, acc in robust_vs_eps(run).items():
+        out[f"pgd_accuracy@{eps}"] = acc
+    agreement = final.get("salience_agreement") or {}
+    if isinstance(agreement.get("top_mass_in_mask"), (int, float)):
+        out["salience_top_mass_in_mask"] = float(agreement["top_mass_in_mask"])
+    if run.epochs:
+        last = run.epochs[-1].metrics
+        for k in ("train_loss", "robust_accuracy"):
+            if isinstance(last.get(k), (int, float)):
+                out[f"last_epoch_{k}"] = float(last[k])
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def group_runs(runs: Sequence[TrainingRun], by: str) -> list[dict[str, Any]]:
+    """Succeeded runs grouped by one setting, with mean +- std of their final metrics."""
+    groups: dict[Any, list[TrainingRun]] = {}
+    for run in runs:
+        if run.state != "succeeded":
+            continue
+        value = run.group_key if by == "group_key" else _flat(run).get(by)
+        groups.setdefault(value, []).append(run)
+    out = []
+    for value, members in groups.items():
+        summaries = [final_summary(r) for r in members]
+        keys = sorted(set().union(*summaries))
+        metrics = {}
+        for k in keys:
+            vals = [s[k] for s in summaries if k in s]
+            mean, std = mean_std(vals)
+            metrics[k] = {"mean": mean, "std": std, "n": len(vals)}
+        out.append(
+            {
+                "value": list(value) if isinstance(value, tuple) else value,
+                "run_ids": [r.id for r in members],
+                "seeds": [r.config.get("seed") for r in members],
+                "metrics": metrics,
+            }
+        )
+    out.sort(key=lambda g: str(g["value"]))
+    return out

@@ -1,0 +1,231 @@
+"""What the runs table and a run's page read while runs train: the filtered, sorted list;
+the per-batch points (thinned for the page), the time left from the measured pace, the
+worker's system figures; and the live stream's events since a cursor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.models import FINISHED_STATES, Dataset, RunBatch, RunEpoch, TrainingRun, utcnow
+from backend.services.run_lifecycle import aware
+
+SORTABLE = {
+    "created_at": TrainingRun.created_at,
+    "name": TrainingRun.name,
+    "method": TrainingRun.method,
+    "state": TrainingRun.state,
+    "id": TrainingRun.id,
+    "progress": TrainingRun.progress,
+    "finished_at": TrainingRun.finished_at,
+}
+
+
+def list_runs(
+    db: Session,
+    *,
+    dataset_id: int | None = None,
+    method: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    group_key: str | None = None,
+    sort: str = "-created_at",
+    limit: int = 200,
+    offset: int = 0,
+) -> tuple[list[TrainingRun], int]:
+    q = select(TrainingRun)
+    if dataset_id is not None:
+        q = q.where(TrainingRun.dataset_id == dataset_id)
+    if method:
+        q = q.where(TrainingRun.method == method)
+    if state:
+        q = q.where(TrainingRun.state == state)
+    if group_key:
+        q = q.where(TrainingRun.group_key == group_key)
+    desc = sort.startswith("-")
+    column = SORTABLE.get(sort.lstrip("-"), TrainingRun.created_at)
+    q = q.order_by(column.desc() if desc else column.asc(), TrainingRun.id.desc())
+    if tag:
+        # tags are a JSON list, filtered here (JSON containment differs between PostgreSQL
+        # and SQLite); only a tag filter reads every matching run
+        runs = [r for r in db.scalars(q).all() if tag in (r.tags or [])]
+        return runs[offset : offset + limit], len(runs)
+    total = db.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
+    return list(db.scalars(q.limit(limit).offset(offset)).all()), total
+
+
+def dataset_names(db: Session, runs: Iterable[TrainingRun]) -> dict[int, str]:
+    ids = {r.dataset_id for r in runs}
+    if not ids:
+        return {}
+    return dict(db.execute(select(Dataset.id, Dataset.name).where(Dataset.id.in_(ids))).all())
+
+
+# The live curves a run's page loads at once; a longer run's points are thinned evenly.
+BATCH_POINTS_MAX = 4000
+
+
+def batch_rows(db: Session, run_id: int, after_step: int = 0) -> list[RunBatch]:
+    """The run's per-batch points after `after_step`, in step order."""
+    q = select(RunBatch).where(RunBatch.run_id == run_id, RunBatch.step > after_step)
+    return list(db.scalars(q.order_by(RunBatch.step)).all())
+
+
+def thinned(rows: Sequence[RunBatch], keep: int = BATCH_POINTS_MAX) -> list[RunBatch]:
+    """At most `keep` of the points, evenly spaced, the last one always among them."""
+    if len(rows) <= keep:
+        return list(rows)
+    stride = math.ceil(len(rows) / keep)
+    picked = list(rows[::stride])
+    if picked[-1] is not rows[-1]:
+        picked.append(rows[-1])
+    return picked
+
+
+def batch_point(row: RunBatch) -> dict[str, Any]:
+    return {
+        "step": row.step,
+        "epoch": row.epoch,
+        "loss": row.loss,
+        "accuracy": row.accuracy,
+        "images_per_s": row.images_per_s,
+        "created_at": (aware(row.created_at) or utcnow()).isoformat(),
+    }
+
+
+def batches_per_epoch(run: TrainingRun) -> int | None:
+    n = (run.reproducibility or {}).get("batches_per_epoch")
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def pace_points(db: Session, run: TrainingRun) -> list[RunBatch]:
+    """The first per-batch point stored since the run (re)started and the last one: what
+    time_left_s measures the batch rate between."""
+    if run.state != "running" or run.started_at is None:
+        return []
+    since = select(RunBatch).where(RunBatch.run_id == run.id, RunBatch.created_at >= run.started_at)
+    first = db.scalars(since.order_by(RunBatch.created_at, RunBatch.step).limit(1)).first()
+    last = db.scalars(since.order_by(RunBatch.step.desc()).limit(1)).first()
+    return [p for p in (first, last) if p is not None]
+
+
+def system_figures(run: TrainingRun) -> dict[str, Any] | None:
+    """The latest device, peak memory (bytes) and images per second the worker reported."""
+    figures = (run.reproducibility or {}).get("system")
+    return figures if isinstance(figures, dict) and figures else None
+
+
+def time_left_s(
+    run: TrainingRun, points: Sequence[RunBatch] = (), now: datetime | None = None
+) -> float | None:
+    """Seconds left: from the measured batch rate (the per-batch points stored since the run
+    (re)started, which also counts the per-epoch checks once an epoch has passed), else from
+    the pace of the epochs finished since then."""
+    if run.state != "running" or run.started_at is None or run.total_epochs <= 0:
+        return None
+    now = now or utcnow()
+    started = aware(run.started_at)
+    assert started is not None
+    per_epoch_batches = batches_per_epoch(run)
+    since = [p for p in points if (aware(p.created_at) or now) >= started]
+    if per_epoch_batches and len(since) >= 2:
+        first, last = since[0], since[-1]
+        last_at = aware(last.created_at) or now
+        span = (last_at - (aware(first.created_at) or now)).total_seconds()
+        if span > 0 and last.step > first.step:
+            rate = (last.step - first.step) / span  # batches per second
+            steps_left = max(0, per_epoch_batches * run.total_epochs - last.step)
+            return max(0.0, steps_left / rate - (now - last_at).total_seconds())
+    recent = [e for e in run.epochs if aware(e.created_at) >= started]  # type: ignore[operator]
+    if not recent:
+        return None
+    per_epoch = ((aware(recent[-1].created_at) or now) - started).total_seconds() / len(recent)
+    remaining = max(0, run.total_epochs - run.current_epoch)
+    since_last = (now - (aware(recent[-1].created_at) or now)).total_seconds()
+    return max(0.0, per_epoch * remaining - since_last) if remaining else 0.0
+
+
+# ------------------------------------------------------------------ the live stream
+
+
+@dataclass
+class LiveCursor:
+    """What a run's event stream has sent so far."""
+
+    after_step: int = 0
+    after_epoch: int = 0
+    run: dict[str, Any] = field(default_factory=dict)
+    log_tail: str | None = None
+
+
+def run_summary(run: TrainingRun, points: Sequence[RunBatch]) -> dict[str, Any]:
+    """The fields of a run that change while it trains (the stream's "run" event)."""
+    left = time_left_s(run, points)
+    return {
+        "id": run.id,
+        "state": run.state,
+        "progress": run.progress,
+        "current_epoch": run.current_epoch,
+        "total_epochs": run.total_epochs,
+        "time_left_s": None if left is None else round(left),
+        "cancel_requested": run.cancel_requested,
+        "error": run.error,
+        "attempts": run.attempts,
+        "batches_per_epoch": batches_per_epoch(run),
+        "system": system_figures(run),
+    }
+
+
+def live_events(
+    sessions: sessionmaker[Session], run_id: int, cursor: LiveCursor
+) -> tuple[list[tuple[str, Any]], bool]:
+    """What happened to a run since `cursor` (which moves on), read in one short session:
+    events [(name, data)] ("run" when its state, progress or time left changed, "log",
+    "epoch" and "batch" with the new rows, "end" once it has finished) and whether it has."""
+    events: list[tuple[str, Any]] = []
+    with sessions() as db:
+        run = db.get(TrainingRun, run_id)
+        if run is None:
+            return [("end", {"state": "deleted"})], True
+        epochs = db.scalars(
+            select(RunEpoch)
+            .where(RunEpoch.run_id == run_id, RunEpoch.epoch > cursor.after_epoch)
+            .order_by(RunEpoch.epoch)
+        ).all()
+        new_points = batch_rows(db, run_id, cursor.after_step)
+        summary = run_summary(run, pace_points(db, run))
+        if summary != cursor.run:
+            events.append(("run", summary))
+            cursor.run = summary
+        if run.log_tail != cursor.log_tail:
+            events.append(("log", {"log_tail": run.log_tail}))
+            cursor.log_tail = run.log_tail
+        if epochs:
+            events.append(
+                (
+                    "epoch",
+                    [
+                        {
+                            "epoch": e.epoch,
+                            "metrics": e.metrics,
+                            "created_at": (aware(e.created_at) or utcnow()).isoformat(),
+                        }
+                        for e in epochs
+                    ],
+                )
+            )
+            cursor.after_epoch = epochs[-1].epoch
+        if new_points:
+            events.append(("batch", [batch_point(p) for p in thinned(new_points)]))
+            cursor.after_step = new_points[-1].step
+        finished = run.state in FINISHED_STATES
+        db.rollback()  # nothing was written: end the read transaction before the next poll
+    if finished:
+        events.append(("end", {"state": summary["state"]}))
+    return events, finished
