@@ -118,8 +118,7 @@ def get_current_user(request: Request, db: SessionDep) -> User:
     if found is None:
         raise HTTPException(401, detail=EXPIRED)
     session, user = found
-    if logins.touch(db, session, now):
-        db.commit()
+    logins.touch(db, session, now)
     return user
 
 

@@ -5,22 +5,12 @@ keeps its hash. Failed logins are throttled per account and per client address."
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from sqlalchemy import select
 
 from backend.core.config import Settings
-from backend.core.errors import Invalid
 from backend.core.openapi import ErrorResponse
-from backend.core.security import (
-    SESSION_COOKIE,
-    dummy_password_hash,
-    hash_password,
-    needs_rehash,
-    password_problem,
-    verify_password,
-    verify_password_or_dummy,
-)
+from backend.core.security import SESSION_COOKIE, dummy_password_hash
 from backend.deps import CurrentUser, SessionDep, SettingsDep, check_cookie_request, request_token
-from backend.models import User, utcnow
+from backend.models import User
 from backend.schemas.users import (
     LoginRequest,
     LoginResponse,
@@ -65,6 +55,13 @@ def _set_cookie(response: Response, token: str, settings: Settings) -> None:
     )
 
 
+def _too_many(limit: logins.Throttled) -> HTTPException:
+    """429 with the seconds to wait, for a login refused by the failed-login throttle."""
+    return HTTPException(
+        429, detail=limit.sentence, headers={"Retry-After": str(limit.retry_after_s)}
+    )
+
+
 def _clear_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(
         SESSION_COOKIE, httponly=True, samesite="lax", secure=settings.secure_cookie
@@ -78,31 +75,20 @@ def login(
     """Log in with a username and password; starts a session, sets its cookie and returns
     its token for use as a bearer token. After too many failures (per account, per address)
     the answer is 429 with Retry-After, and the password is not checked."""
-    address = client_address(request)
-    limit = logins.throttled(db, body.username, address, settings, utcnow())
-    if limit is not None:
-        raise HTTPException(
-            429, detail=limit.sentence, headers={"Retry-After": str(limit.retry_after_s)}
-        )
-    user = db.scalar(select(User).where(User.username == body.username))
-    # End the read before argon2 runs: no transaction (on SQLite, no write lock) is held
-    # while the password is checked.
-    db.commit()
-    # As slow for an unknown username as for a wrong password.
-    password_ok = verify_password_or_dummy(user.password_hash if user else None, body.password)
-    if user is None or not password_ok or not user.is_active:
-        logins.record_failure(db, body.username, address, settings, utcnow())
-        db.commit()
-        raise HTTPException(401, detail=WRONG)
-    if needs_rehash(user.password_hash):  # hashed with older parameters: redo it now
-        user.password_hash = hash_password(body.password)
-    logins.clear_account_failures(db, body.username)
-    token = logins.create_session(
-        db, user, settings, user_agent=request.headers.get("user-agent"), address=address
+    result = logins.log_in(
+        db,
+        body.username,
+        body.password,
+        settings,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
     )
-    db.commit()
-    _set_cookie(response, token, settings)
-    return LoginResponse(user=UserPublic.model_validate(user), access_token=token)
+    if isinstance(result, logins.Throttled):
+        raise _too_many(result)
+    if result is None:
+        raise HTTPException(401, detail=WRONG)
+    _set_cookie(response, result.token, settings)
+    return LoginResponse(user=UserPublic.model_validate(result.user), access_token=result.token)
 
 
 @router.post("/logout", status_code=204, responses=CROSS_SITE_RESPONSES)
@@ -113,8 +99,7 @@ def logout(request: Request, response: Response, db: SessionDep, settings: Setti
     if token:
         if by_cookie:
             check_cookie_request(request)
-        logins.revoke_token(db, token)
-        db.commit()
+        logins.log_out(db, token)
     _clear_cookie(response, settings)
 
 
@@ -124,8 +109,7 @@ def sign_out_everywhere(
 ) -> SessionsRevoked:
     """End every session of the logged-in user, this one included (every browser and
     every bearer token of the account must log in again)."""
-    revoked = logins.revoke_user_sessions(db, user.id)
-    db.commit()
+    revoked = logins.sign_out_everywhere(db, user.id)
     _clear_cookie(response, settings)
     return SessionsRevoked(revoked=revoked)
 
@@ -144,26 +128,22 @@ def change_password(
     """Change your own password. The current password is needed (a wrong one counts toward
     the account's failed-login limit). Every other session of the account ends at once;
     this one stays."""
-    address = client_address(request)
-    limit = logins.throttled(db, user.username, address, settings, utcnow())
-    if limit is not None:
-        raise HTTPException(
-            429, detail=limit.sentence, headers={"Retry-After": str(limit.retry_after_s)}
-        )
-    problem = password_problem(body.new_password, user.username)
-    if problem:
-        raise Invalid(problem, field="new_password")
-    db.commit()  # no transaction is held while argon2 runs
-    if not verify_password(user.password_hash, body.current_password):
-        logins.record_failure(db, user.username, address, settings, utcnow())
-        db.commit()
+    result = logins.change_password(
+        db,
+        user,
+        body.current_password,
+        body.new_password,
+        settings,
+        address=client_address(request),
+        keep_token=request_token(request)[0],
+    )
+    if isinstance(result, logins.Throttled):
+        raise _too_many(result)
+    if result is None:
         raise HTTPException(
             403, detail="The current password is not right; the password was not changed."
         )
-    user.password_hash = hash_password(body.new_password)
-    revoked = logins.revoke_user_sessions(db, user.id, keep_token=request_token(request)[0])
-    db.commit()
-    return SessionsRevoked(revoked=revoked)
+    return SessionsRevoked(revoked=result)
 
 
 @router.get("/me", response_model=UserPublic)

@@ -33,6 +33,7 @@ from backend.schemas.datasets import (
     ImagesPublic,
 )
 from backend.services import assignments as assign
+from backend.services import datasets as datasets_service
 from backend.services.datasets import dataset_counts, import_dataset, zip_entries
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -121,9 +122,7 @@ def update_dataset(
     dataset: DatasetDep, body: DatasetUpdate, _: ResearcherUser, db: SessionDep
 ) -> DatasetPublic:
     """Change a dataset's description, annotator instructions or annotators per image."""
-    for field, value in body.model_dump(exclude_none=True).items():
-        setattr(dataset, field, value)
-    db.commit()
+    datasets_service.update_dataset(db, dataset, body.model_dump(exclude_none=True))
     return _public(db, [dataset])[0]
 
 

@@ -387,6 +387,15 @@ def import_dataset(
     return dataset
 
 
+def update_dataset(db: Session, dataset: Dataset, changes: dict[str, object]) -> Dataset:
+    """Set the given fields (description, annotator instructions, annotators per image;
+    the request's schema says which may change)."""
+    for field, value in changes.items():
+        setattr(dataset, field, value)
+    db.commit()
+    return dataset
+
+
 def classes_by_id(dataset: Dataset, class_id: int) -> str:
     for c in dataset.classes:
         if c.id == class_id:

@@ -23,7 +23,16 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
-from backend.core.security import new_session_token, token_hash
+from backend.core.errors import Invalid
+from backend.core.security import (
+    hash_password,
+    needs_rehash,
+    new_session_token,
+    password_problem,
+    token_hash,
+    verify_password,
+    verify_password_or_dummy,
+)
 from backend.models import LoginFailure, LoginSession, User, utcnow
 
 ACCOUNT, ADDRESS = "account", "address"
@@ -160,11 +169,13 @@ def live_session(db: Session, token: str, now: datetime) -> tuple[LoginSession, 
 
 
 def touch(db: Session, session: LoginSession, now: datetime) -> bool:
-    """Record that the session was used, at most once a minute; True when it wrote."""
+    """Record (and commit) that the session was used, at most once a minute; True when it
+    wrote."""
     if now - _aware(session.last_seen_at) < TOUCH_EVERY:
         return False
     db.execute(update(LoginSession).where(LoginSession.id == session.id).values(last_seen_at=now))
     session.last_seen_at = now
+    db.commit()
     return True
 
 
@@ -192,3 +203,89 @@ def revoke_user_sessions(
         conditions.append(LoginSession.token_hash != token_hash(keep_token))
     result = db.execute(update(LoginSession).where(*conditions).values(revoked_at=now))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- what the auth routes do (each commits its own work) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Login:
+    """A login that succeeded: the user and the new session's token."""
+
+    user: User
+    token: str
+
+
+def log_in(
+    db: Session,
+    username: str,
+    password: str,
+    settings: Settings,
+    *,
+    address: str | None = None,
+    user_agent: str | None = None,
+) -> Login | Throttled | None:
+    """Log `username` in: a Login, the limit it has reached (the password is then not
+    checked), or None for a wrong username or password or an inactive account (as slow for
+    an unknown username as for a wrong password)."""
+    limit = throttled(db, username, address, settings, utcnow())
+    if limit is not None:
+        return limit
+    user = db.scalar(select(User).where(User.username == username))
+    # End the read before argon2 runs: no transaction (on SQLite, no write lock) is held
+    # while the password is checked.
+    db.commit()
+    password_ok = verify_password_or_dummy(user.password_hash if user else None, password)
+    if user is None or not password_ok or not user.is_active:
+        record_failure(db, username, address, settings, utcnow())
+        db.commit()
+        return None
+    if needs_rehash(user.password_hash):  # hashed with older parameters: redo it now
+        user.password_hash = hash_password(password)
+    clear_account_failures(db, username)
+    token = create_session(db, user, settings, user_agent=user_agent, address=address)
+    db.commit()
+    return Login(user, token)
+
+
+def log_out(db: Session, token: str) -> None:
+    """End the session a token names."""
+    revoke_token(db, token)
+    db.commit()
+
+
+def sign_out_everywhere(db: Session, user_id: int) -> int:
+    """End every live session of a user; how many."""
+    revoked = revoke_user_sessions(db, user_id)
+    db.commit()
+    return revoked
+
+
+def change_password(
+    db: Session,
+    user: User,
+    current: str,
+    new: str,
+    settings: Settings,
+    *,
+    address: str | None = None,
+    keep_token: str | None = None,
+) -> int | Throttled | None:
+    """Change a user's own password: how many other sessions ended (every one but
+    `keep_token`'s), the limit reached (nothing checked), or None when `current` is wrong
+    (counted as a failed login). A weak new password raises Invalid."""
+    limit = throttled(db, user.username, address, settings, utcnow())
+    if limit is not None:
+        return limit
+    problem = password_problem(new, user.username)
+    if problem:
+        raise Invalid(problem, field="new_password")
+    db.commit()  # no transaction is held while argon2 runs
+    if not verify_password(user.password_hash, current):
+        record_failure(db, user.username, address, settings, utcnow())
+        db.commit()
+        return None
+    user.password_hash = hash_password(new)
+    revoked = revoke_user_sessions(db, user.id, keep_token=keep_token)
+    db.commit()
+    return revoked

@@ -195,12 +195,12 @@ def test_too_many_failures_for_an_account_get_429_and_survive_a_restart(
     for _ in range(5):
         assert fail_login(client, "annotator").status_code == 401
     # the right password now: refused without being checked
-    import backend.routers.auth as auth_router
+    import backend.services.logins as logins
 
     def never(*_args: object) -> bool:
         raise AssertionError("the password was checked")
 
-    monkeypatch.setattr(auth_router, "verify_password_or_dummy", never)
+    monkeypatch.setattr(logins, "verify_password_or_dummy", never)
     r = fail_login(client, "annotator", PASSWORDS["annotator"])
     assert r.status_code == 429
     retry = int(r.headers["Retry-After"])
@@ -297,11 +297,11 @@ def _open_transactions() -> int:
 
 
 def test_argon2_runs_outside_any_transaction(client, users, monkeypatch):
-    import backend.routers.auth as auth_router
-    import backend.routers.users as users_router
+    import backend.services.logins as logins
+    import backend.services.users as accounts
 
     seen: list[int] = []
-    real_verify, real_hash = auth_router.verify_password_or_dummy, users_router.hash_password
+    real_verify, real_hash = logins.verify_password_or_dummy, accounts.hash_password
 
     def verify(password_hash: str | None, password: str) -> bool:
         seen.append(_open_transactions())
@@ -311,8 +311,8 @@ def test_argon2_runs_outside_any_transaction(client, users, monkeypatch):
         seen.append(_open_transactions())
         return real_hash(password)
 
-    monkeypatch.setattr(auth_router, "verify_password_or_dummy", verify)
-    monkeypatch.setattr(users_router, "hash_password", hash_password)
+    monkeypatch.setattr(logins, "verify_password_or_dummy", verify)
+    monkeypatch.setattr(accounts, "hash_password", hash_password)
     admin = token_of(client, "admin")  # a success
     fail_login(client, "admin")  # a wrong password
     fail_login(client, "no-such-user")  # an unknown user
