@@ -14,6 +14,7 @@ from runconfig.train_config import (
     AUTO_MASK_SOURCES,
     DEFAULTS,
     LIBRARY_FIELDS,
+    METHOD,
     METHODS,
     SETTINGS,
     SIP_METHODS,
@@ -26,7 +27,8 @@ from runconfig.train_config import (
 
 @dataclass(frozen=True)
 class Section:
-    """A part of the launch form; it shows while one of its settings applies."""
+    """A part of the launch form (and of a run's settings as its page lists them, in this
+    order); it shows while one of its settings applies."""
 
     key: str
     legend: str
@@ -36,7 +38,12 @@ class Section:
 SECTIONS = (
     Section("what", "What"),
     Section("attack", "Attack (ε, step in grey levels /255)"),
+    Section("masks", "SIP-AT masks"),
+    Section("fast", "Fast SIP-AT"),
+    Section("part", "PART"),
+    Section("igd", "IGD"),
     Section("optimisation", "Optimisation"),
+    Section("evaluation", "Evaluation (AutoAttack at the training ε, PGD over an ε grid)"),
     Section(
         "compute",
         "Compute (on the worker's GPUs when it has them)",
@@ -46,11 +53,6 @@ SECTIONS = (
             "The final evaluation (PGD, AutoAttack) always runs in fp32.",
         ),
     ),
-    Section("masks", "SIP-AT masks"),
-    Section("fast", "Fast SIP-AT"),
-    Section("part", "PART"),
-    Section("igd", "IGD"),
-    Section("evaluation", "Evaluation (AutoAttack at the training ε, PGD over an ε grid)"),
 )
 
 
@@ -167,9 +169,10 @@ def _when(when: tuple[str, tuple[Any, ...]] | None) -> dict[str, Any] | None:
 def describe() -> dict[str, Any]:
     """The launch form as data (GET /api/runs/defaults): its sections in order; every
     setting it gives with its type, unit, bounds, default, choices, the methods it applies
-    to, its stage (training, evaluation, runtime) and whether a sweep may vary it; and the
-    references to app objects, with where they apply."""
+    to, its stage (training, evaluation, runtime) and whether a sweep may vary it; the
+    references to app objects, with where they apply; and which setting is the method."""
     return {
+        "method_setting": METHOD,
         "sections": [{"key": s.key, "legend": s.legend, "notes": list(s.notes)} for s in SECTIONS],
         "fields": [_field(name, spec) for name, spec in SETTINGS.items() if spec.source == FORM],
         "refs": [

@@ -8,10 +8,10 @@
 import { api } from "../lib/api.js";
 import { number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
+import { configValue, loadRunSettings } from "../lib/run-settings.js";
 import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "../components/line-chart/run-charts.js";
-import { configValue } from "./runs.js";
 import "../components/inequality-panel/inequality-panel.js";
 
 // settings as people read them (budgets in /255); the API and the exports keep pixel units
@@ -41,15 +41,17 @@ export async function mount(root, ctx) {
     return undefined;
   }
   let data;
+  let settings;
   try {
-    data = await api(`/api/runs/compare?ids=${encodeURIComponent(ids.join(","))}`);
+    [data, settings] = await Promise.all([api(`/api/runs/compare?ids=${encodeURIComponent(ids.join(","))}`), loadRunSettings()]);
   } catch (err) {
     $(".form-error").textContent = err.message;
     return undefined;
   }
   const runs = data.runs;
   const diffKeys = Object.keys(data.differences);
-  const groupKeys = ["method", "model", "eps", "mask_fraction", "mask_set_id", "dataset_id", "group_key", ...diffKeys.filter((k) => k !== "seed")];
+  const sweepable = settings.fields.filter((f) => f.sweep).map((f) => f.name);
+  const groupKeys = ["method", "model", "eps", ...sweepable, "mask_set_id", "dataset_id", "group_key", ...diffKeys.filter((k) => k !== "seed")];
   const uniqueGroupKeys = [...new Set(groupKeys)];
   const label = (r) => `#${r.id} ${r.name}`;
 

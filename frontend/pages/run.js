@@ -12,10 +12,10 @@ import { api } from "../lib/api.js";
 import { bytes, dateTime, duration, greyLevels, number, percent as pct, wholePercent } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
+import { configEntries, loadRunSettings } from "../lib/run-settings.js";
 import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "../lib/run-display.js";
 import { createChart, ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCheckLabel, robustVsEpsChart } from "../components/line-chart/run-charts.js";
-import { configEntries } from "./runs.js";
 
 // AutoAttack's attacks as its paper names them (the report keys them in lower case)
 const AA_ATTACK_NAMES = { "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", square: "Square" };
@@ -270,6 +270,7 @@ export async function mount(root, ctx) {
       title: "Accuracy (robust: a cheap check per epoch)" }),
   };
   let salienceShown = false;
+  await loadRunSettings().catch(() => {}); // how the config table reads (without it: empty)
   const feed = new RunFeed(id, {
     onUpdate(what) {
       for (const draw of REDRAW[what]) draw(root, feed, charts);

@@ -1,99 +1,21 @@
 // Researcher's training runs (#/runs): the runs table (sort, filter, choose columns, select to
 // compare; AutoAttack at the training ε is the headline robust accuracy, PGD beside it, and a
-// run that failed a gradient-masking check carries a warning) and the launch form (per-field
-// errors from the server; #/runs?clone=<id> fills it from an earlier run).
+// run that failed a gradient-masking check carries a warning) and the launch form
+// (components/launch-form, built from the settings the API describes; #/runs?clone=<id> fills it
+// from an earlier run).
 // Usage: routed by app.js; exports mount(root, ctx), and the robustness labels the run and
 // compare pages share (autoattackOf, pgdGrid, pgdAtTrainEps, pgdLabel, autoattackCell, pgdCell,
-// failedChecks, checkName, maskingBadge) and how a run's settings read (configEntries,
-// configValue: only those that apply to its method, budgets in grey levels /255).
+// failedChecks, checkName, maskingBadge). How a run's settings read is lib/run-settings.js.
 
-import { api, ApiError } from "../lib/api.js";
-import { dateTime, greyLevels, percent as pct, round, wholePercent } from "../lib/format.js";
+import { api } from "../lib/api.js";
+import { dateTime, greyLevels, percent as pct, wholePercent } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
+import { configValue, loadRunSettings, settingOf } from "../lib/run-settings.js";
+import { openLaunchForm } from "../components/launch-form/launch-form.js";
 import { ensureChartStyles } from "../components/line-chart/line-chart.js";
 
-const METHOD_NAMES = {
-  standard: "Standard", pgd_at: "PGD-AT", sip_at: "SIP-AT", part: "PART", igd: "IGD", fast_sip_at: "Fast SIP-AT",
-};
-// what the launch form offers comes from GET /api/runs/defaults (worker.contract.choices)
-const PRECISION_NAMES = { fp32: "fp32", bf16: "bf16 (autocast; GPUs since Ampere)", fp16: "fp16 (autocast + gradient scaler)" };
-const LOADER_NAMES = { auto: "auto (stream above 2 GiB decoded)", memory: "decoded once into memory", stream: "streamed from storage by loader workers" };
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
-// fields entered in grey levels (x/255) and sent in pixel units
-const BUDGETS = new Set(["eps", "alpha", "part_eps_low"]);
-
-// ---------------------------------------------------------------- a run's settings, as read
-
-const PGD_TRAINED = new Set(["pgd_at", "sip_at", "part", "igd"]); // a multi-step attack in training
-const SIP = new Set(["sip_at", "fast_sip_at"]);
-const AUGMENT = (c) => (c.augment === false ? "off" : c.hflip === false ? "random crop" : "random crop and horizontal flip");
-
-/** A setting's value as people read it: budgets in grey levels, lists joined. */
-export function configValue(key, value) {
-  if (value === null || value === undefined) return "none";  // e.g. no mask set, no teacher
-  if (BUDGETS.has(key)) return greyLevels(value);
-  if (key === "eval_eps" && Array.isArray(value)) return value.map(greyLevels).join(", ");
-  if (key === "method") return METHOD_NAMES[value] || value;
-  if (typeof value === "boolean") return value ? "yes" : "no";
-  if (Array.isArray(value)) return value.join(", ");
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
-}
-
-/** The settings that apply to a run's method, in reading order: [{key, label, value}]. A
- * standard run has no training ε (its ε is where AutoAttack and the per-epoch check attack);
- * PART's, IGD's and SIP-AT's own settings show only on their runs. */
-export function configEntries(config) {
-  const c = config || {};
-  const m = c.method;
-  const rows = [];
-  const add = (key, label, value = configValue(key, c[key])) => { if (key in c) rows.push({ key, label, value }); };
-  add("method", "method");
-  add("model", "model");
-  add("seed", "seed");
-  if (m === "standard") {
-    add("eps", "evaluation ε (AutoAttack, per-epoch check)");
-  } else {
-    add("eps", "training ε");
-    if (PGD_TRAINED.has(m)) { add("alpha", "PGD step α"); add("steps", "PGD steps"); }
-    add("eps_warmup_epochs", "ε warm-up (epochs)", c.eps_warmup_epochs ? String(c.eps_warmup_epochs) : "off");
-  }
-  if (m === "fast_sip_at") add("fast_attack", "single step", c.fast_attack === "fgsm_rs" ? "FGSM-RS" : "N-FGSM");
-  if (SIP.has(m)) {
-    add("mask_source", "mask source");
-    if (c.mask_source === "human" || !c.mask_source) add("mask_set_id", "mask set", c.mask_set_id ? `#${c.mask_set_id}` : "none");
-    else add("auto_mask_run_id", "maps from run", c.auto_mask_run_id ? `#${c.auto_mask_run_id}` : "none");
-    add("mask_fraction", "share of images with a map");
-    add("mask_threshold", "binarise threshold");
-  }
-  if (m === "part") { add("part_warmup_epochs", "PART warm-up (epochs)"); add("part_eps_low", "PART low budget ε"); }
-  if (m === "igd") {
-    add("igd_teacher_run_id", "teacher run", c.igd_teacher_run_id ? `#${c.igd_teacher_run_id}` : "none");
-    add("igd_lambda", "IGD λ");
-    add("igd_grad_point", "IGD gradient at");
-  }
-  add("epochs", "epochs");
-  add("batch_size", "batch size");
-  add("lr", "learning rate");
-  add("schedule", "schedule");
-  add("momentum", "momentum");
-  add("weight_decay", "weight decay");
-  add("image_size", "image size (px)", c.image_size ? String(c.image_size) : "as stored");
-  add("augment", "augmentation", AUGMENT(c));
-  add("eval_eps", "PGD evaluation at ε");
-  add("eval_subset", "PGD test images", c.eval_subset === 0 ? "all" : configValue("eval_subset", c.eval_subset));
-  add("eval_steps", "PGD steps (final)");
-  add("eval_restarts", "PGD restarts (final)");
-  add("epoch_eval_steps", "PGD steps (per-epoch check)");
-  add("autoattack_n", "AutoAttack images", c.autoattack_n === null ? "device default (1000 GPU, 200 CPU)" : c.autoattack_n === 0 ? "skipped" : String(c.autoattack_n));
-  add("precision", "precision");
-  add("compile", "torch.compile");
-  add("data_loader", "training images", LOADER_NAMES[c.data_loader] || configValue("data_loader", c.data_loader));
-  add("gpus", "GPUs", c.gpus > 1 ? `${c.gpus} (one process each, DistributedDataParallel)` : configValue("gpus", c.gpus));
-  if (c.gpus > 1) add("sync_batchnorm", "SyncBatchNorm");
-  return rows;
-}
 
 const COLUMNS = [
   { key: "name", label: "Name", sort: "name", always: true },
@@ -219,8 +141,7 @@ export async function mount(root, ctx) {
   ensureChartStyles();
   const state = {
     sort: "-created_at", clientSort: null, filters: { dataset_id: "", method: "", state: "", tag: "" },
-    columns: loadColumns(), selected: new Set(), runs: [], datasets: [], defaults: {},
-    choices: { method: Object.keys(METHOD_NAMES), model: [], precision: ["fp32"], data_loader: ["auto"], gpus: [1] },
+    columns: loadColumns(), selected: new Set(), runs: [], datasets: [],
   };
   let stopPolling = () => {};
   let alive = true;
@@ -233,8 +154,7 @@ export async function mount(root, ctx) {
       <div class="launch"></div>
       <form class="row filters" aria-label="Filter runs">
         <label>Dataset <select name="dataset_id"><option value="">all</option></select></label>
-        <label>Method <select name="method"><option value="">all</option>
-          ${Object.entries(METHOD_NAMES).map(([k, v]) => html`<option value="${k}">${v}</option>`)}</select></label>
+        <label>Method <select name="method"><option value="">all</option></select></label>
         <label>State <select name="state"><option value="">all</option>
           ${STATES.map((s) => html`<option>${s}</option>`)}</select></label>
         <label>Tag <input name="tag" type="text" placeholder="any"></label>
@@ -250,13 +170,14 @@ export async function mount(root, ctx) {
   // the form and the filters need the datasets and defaults: listeners wait for them
   const ready = (async () => {
     try {
-      const [ds, defaults] = await Promise.all([api("/api/datasets"), api("/api/runs/defaults")]);
+      const [ds, settings] = await Promise.all([api("/api/datasets"), loadRunSettings()]);
       state.datasets = ds.data;
-      state.defaults = defaults.defaults;
-      state.choices = defaults.choices;
+      const methods = settingOf(settings.method_setting).choices;
+      $(".filters select[name=method]").insertAdjacentHTML("beforeend", String(html`${methods.map((k) => html`<option value="${k}">${configValue(settings.method_setting, k)}</option>`)}`));
     } catch (err) {
       $(".list-error").textContent = err.message;
     }
+    if (state.runs.length) drawTable(); // method names, now that the settings are known
     const dsSelect = $(".filters select[name=dataset_id]");
     dsSelect.insertAdjacentHTML("beforeend", String(html`${state.datasets.map((d) => html`<option value="${d.id}">${d.name}</option>`)}`));
   })();
@@ -306,7 +227,7 @@ export async function mount(root, ctx) {
     switch (key) {
       case "name": return html`<a href="#/runs/${r.id}">${r.name || `run ${r.id}`}</a> ${maskingBadge(r)}`;
       case "dataset": return r.dataset_name;
-      case "method": return METHOD_NAMES[r.method] || r.method;
+      case "method": return configValue("method", r.method);
       case "model": return r.config.model;
       case "eps": return r.method === "standard"
         ? html`<span class="muted" title="standard training has no training ε; it is evaluated at ${greyLevels(r.config.eps)}">–</span>`
@@ -377,132 +298,15 @@ export async function mount(root, ctx) {
 
   async function openForm(cloneId) {
     await ready;
-    let values = { ...state.defaults, seed: 0, dataset_id: state.datasets[0] ? state.datasets[0].id : "" };
-    let clonedFrom = null;
-    if (cloneId) {
-      try {
-        const c = await api(`/api/runs/${cloneId}/clone`);
-        values = { ...values, ...Object.fromEntries(Object.entries(c.form).filter(([, v]) => v !== null)) };
-        clonedFrom = c.cloned_from_id;
-      } catch (err) {
-        $(".list-error").textContent = err.message;
-      }
-    }
-    const v = (k) => (values[k] === undefined || values[k] === null ? "" : values[k]);
-    const budget = (k) => (values[k] === undefined || values[k] === null ? "" : round(values[k] * 255, 3));
-    const err = (...names) => html`<span class="field-error" data-for="${names.join(" ")}"></span>`;
-    const num = (name, label, attrs = "") => html`<label>${label}<input type="number" name="${name}" value="${BUDGETS.has(name) ? budget(name) : v(name)}" step="any" ${attrs}>${err(name)}</label>`;
-    render($(".launch"), html`
-      <form class="card launch-form" novalidate aria-label="Launch a training run">
-        <h2>${clonedFrom ? `New run (clone of run ${clonedFrom})` : "New run"}</h2>
-        <fieldset><legend>What</legend><div class="fields">
-          <label>Name<input type="text" name="name" value="${v("name")}" maxlength="200" placeholder="optional">${err("name")}</label>
-          <label>Dataset<select name="dataset_id">${state.datasets.map((d) => html`<option value="${d.id}" ${String(d.id) === String(values.dataset_id) ? "selected" : ""}>${d.name}</option>`)}</select>${err("dataset_id")}</label>
-          <label>Method<select name="method">${state.choices.method.map((k) => html`<option value="${k}" ${k === values.method ? "selected" : ""}>${METHOD_NAMES[k] || k}</option>`)}</select>${err("method")}</label>
-          <label>Model<select name="model">${state.choices.model.map((m) => html`<option ${m === values.model ? "selected" : ""}>${m}</option>`)}</select>${err("model")}</label>
-          <label>Seed(s)<input type="text" name="seeds" value="${values.seeds && values.seeds.length ? values.seeds.join(", ") : v("seed")}" placeholder="0 or 0, 1, 2">${err("seed", "seeds")}</label>
-          <label>Tags<input type="text" name="tags" value="${(values.tags || []).join(", ")}" placeholder="comma separated">${err("tags")}</label>
-        </div></fieldset>
-        <fieldset class="attack"><legend>Attack (ε, step in grey levels /255)</legend><div class="fields">
-          <label><span class="eps-label">ε (/255)</span><input type="number" name="eps" value="${budget("eps")}" step="any">${err("eps")}</label>
-          <span class="adv-only pgd-only">${num("alpha", "Step α (/255)")}</span><span class="adv-only pgd-only">${num("steps", "PGD steps")}</span>
-          <span class="adv-only">${num("eps_warmup_epochs", "ε warm-up (epochs, 0 = off)")}</span>
-        </div></fieldset>
-        <fieldset><legend>Optimisation</legend><div class="fields">
-          ${num("epochs", "Epochs")}${num("batch_size", "Batch size")}${num("lr", "Learning rate")}
-          <label>Schedule<select name="schedule">${["step", "cosine", "none"].map((s) => html`<option ${s === values.schedule ? "selected" : ""}>${s}</option>`)}</select>${err("schedule")}</label>
-          ${num("image_size", "Image size (px, blank = as stored)")}
-          <label class="inline"><input type="checkbox" name="augment" ${values.augment === false ? "" : "checked"}> Augment: random crop</label>
-          <label class="inline"><input type="checkbox" name="hflip" ${values.hflip === false ? "" : "checked"}> …and horizontal flip (off for digits, text)</label>
-        </div></fieldset>
-        <fieldset><legend>Compute (on the worker's GPUs when it has them)</legend><div class="fields">
-          <label>Precision<select name="precision">${state.choices.precision.map((k) => html`<option value="${k}" ${k === (values.precision || "fp32") ? "selected" : ""}>${PRECISION_NAMES[k] || k}</option>`)}</select>${err("precision")}</label>
-          <label>Training images<select name="data_loader">${state.choices.data_loader.map((k) => html`<option value="${k}" ${k === (values.data_loader || "auto") ? "selected" : ""}>${LOADER_NAMES[k] || k}</option>`)}</select>${err("data_loader")}</label>
-          <label class="inline"><input type="checkbox" name="compile" ${values.compile ? "checked" : ""}> torch.compile the model (falls back to eager, with the reason in the log)</label>
-          <label>GPUs<input type="number" name="gpus" value="${v("gpus") || 1}" min="${Math.min(...state.choices.gpus)}" max="${Math.max(...state.choices.gpus)}" step="1">${err("gpus")}</label>
-          <label class="inline multi-gpu"><input type="checkbox" name="sync_batchnorm" ${values.sync_batchnorm ? "checked" : ""}> SyncBatchNorm: BatchNorm statistics over the whole batch, not each GPU's share</label>
-          <p class="muted">More than one GPU: one process per GPU (DistributedDataParallel) on one worker host, each with its share of every batch; the batch size stays the global one.</p>
-          <p class="muted">The final evaluation (PGD, AutoAttack) always runs in fp32.</p>
-        </div></fieldset>
-        <fieldset class="only sip_at fast_sip_at"><legend>SIP-AT masks</legend><div class="fields">
-          <label>Mask source<select name="mask_source">${[["human", "human (mask set)"], ["gradcam", "automatic: Grad-CAM"], ["input_gradient", "automatic: input gradient"]].map(([k, n]) => html`<option value="${k}" ${k === values.mask_source ? "selected" : ""}>${n}</option>`)}</select>${err("mask_source")}</label>
-          <label class="src-human">Mask set<select name="mask_set_id"><option value="">—</option></select>${err("mask_set_id")}</label>
-          <label class="src-auto">Model for automatic maps (finished run)<select name="auto_mask_run_id"><option value="">—</option></select>${err("auto_mask_run_id")}</label>
-          ${num("mask_fraction", "Share of images with a map (0–1)")}${num("mask_threshold", "Binarise threshold")}
-        </div></fieldset>
-        <fieldset class="only fast_sip_at"><legend>Fast SIP-AT</legend><div class="fields">
-          <label>Single step<select name="fast_attack">${[["n_fgsm", "N-FGSM (default)"], ["fgsm_rs", "FGSM-RS (Wong et al.)"]].map(([k, n]) => html`<option value="${k}" ${k === values.fast_attack ? "selected" : ""}>${n}</option>`)}</select>${err("fast_attack")}</label>
-        </div></fieldset>
-        <fieldset class="only part"><legend>PART</legend><div class="fields">
-          ${num("part_warmup_epochs", "Warm-up epochs (PGD-AT)")}${num("part_eps_low", "Low budget ε (/255)")}
-        </div></fieldset>
-        <fieldset class="only igd"><legend>IGD</legend><div class="fields">
-          <label>Teacher (finished standard run)<select name="igd_teacher_run_id"><option value="">—</option></select>${err("igd_teacher_run_id")}</label>
-          ${num("igd_lambda", "λ (distillation weight)")}
-        </div></fieldset>
-        <fieldset><legend>Evaluation (AutoAttack at the training ε, PGD over an ε grid)</legend><div class="fields">
-          ${num("autoattack_n", "AutoAttack images (empty: 1000 on a GPU, 200 on a CPU; 0 = skip)")}
-          <label>PGD at ε (/255)<input type="text" name="eval_eps" value="${(values.eval_eps || []).map((e) => round(e * 255, 3)).join(", ")}">${err("eval_eps")}</label>
-          ${num("eval_subset", "PGD test images")}${num("eval_steps", "PGD steps")}${num("eval_restarts", "PGD restarts")}
-          ${num("epoch_eval_steps", "Per-epoch PGD steps (cheap check)")}
-        </div></fieldset>
-        <p class="form-error launch-error" role="alert"></p>
-        <div class="row end"><button type="button" class="cancel-form">Close</button>
-          <button type="submit" class="primary launch-btn">Launch</button></div>
-      </form>`);
-    const form = $(".launch-form");
-    const methodSel = form.elements.method;
-    const sync = () => {
-      for (const fs of form.querySelectorAll("fieldset.only")) fs.hidden = !fs.classList.contains(methodSel.value);
-      // a standard run trains without an attack: its ε is only where it is evaluated
-      const standard = methodSel.value === "standard";
-      for (const el of form.querySelectorAll(".adv-only")) el.hidden = standard;
-      for (const el of form.querySelectorAll(".pgd-only")) el.hidden = standard || methodSel.value === "fast_sip_at";
-      form.querySelector(".eps-label").textContent = standard ? "Evaluation ε (/255; AutoAttack, per-epoch check)" : "Training ε (/255)";
-      const human = form.elements.mask_source.value === "human";
-      form.querySelector(".src-human").hidden = !human;
-      form.querySelector(".src-auto").hidden = human;
-      form.querySelector(".multi-gpu").hidden = !(Number(form.elements.gpus.value) > 1);
-    };
-    async function fillChoices() {
-      const dsId = form.elements.dataset_id.value;
-      const sets = await api(`/api/datasets/${dsId}/mask-sets`).catch(() => ({ data: [] }));
-      const done = await api(`/api/runs?state=succeeded&dataset_id=${dsId}`).catch(() => ({ data: [] }));
-      const opt = (val, label, chosen) => html`<option value="${val}" ${String(val) === String(chosen) ? "selected" : ""}>${label}</option>`;
-      render(form.elements.mask_set_id, html`<option value="">—</option>${sets.data.map((s) => opt(s.id, `${s.name} (${s.num_images} images, ${s.hash.slice(0, 8)})`, values.mask_set_id))}`);
-      render(form.elements.auto_mask_run_id, html`<option value="">—</option>${done.data.map((r) => opt(r.id, `#${r.id} ${r.name}`, values.auto_mask_run_id))}`);
-      render(form.elements.igd_teacher_run_id, html`<option value="">—</option>${done.data.filter((r) => r.method === "standard").map((r) => opt(r.id, `#${r.id} ${r.name}`, values.igd_teacher_run_id))}`);
-    }
-    form.addEventListener("change", (e) => {
-      if (e.target.name === "dataset_id") fillChoices();
-      sync();
+    await openLaunchForm($(".launch"), {
+      datasets: state.datasets,
+      cloneId,
+      onError: (message) => { $(".list-error").textContent = message; },
+      onLaunched: (runs) => {
+        if (runs.length === 1) ctx.navigate(`#/runs/${runs[0].id}`);
+        else ctx.navigate(`#/compare?ids=${runs.map((r) => r.id).join(",")}`);
+      },
     });
-    form.addEventListener("input", (e) => { if (e.target.name === "gpus") sync(); });
-    sync();
-    fillChoices();
-    form.querySelector(".cancel-form").addEventListener("click", () => { render($(".launch"), html``); });
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
-      for (const el of form.querySelectorAll(".invalid")) el.classList.remove("invalid");
-      form.querySelector(".launch-error").textContent = "";
-      const body = readForm(form);
-      if (body === null) return;
-      const btn = form.querySelector(".launch-btn");
-      btn.disabled = true;
-      try {
-        const url = clonedFrom ? `/api/runs?cloned_from=${clonedFrom}` : "/api/runs";
-        const res = await api(url, { method: "POST", body });
-        render($(".launch"), html``);
-        if (res.data.length === 1) ctx.navigate(`#/runs/${res.data[0].id}`);
-        else ctx.navigate(`#/compare?ids=${res.data.map((r) => r.id).join(",")}`);
-      } catch (ex) {
-        showErrors(form, ex);
-      } finally {
-        btn.disabled = false;
-      }
-    });
-    form.scrollIntoView({ block: "start" });
   }
 
   const cloneId = ctx.query.get("clone");
@@ -510,66 +314,4 @@ export async function mount(root, ctx) {
   await ready;
   if (cloneId) openForm(cloneId);
   return () => { alive = false; stopPolling(); clearTimeout(tagTimer); };
-}
-
-/** The form as the API's RunCreate body; marks local parse errors and returns null on one. */
-function readForm(form) {
-  const el = form.elements;
-  const body = { name: el.name.value.trim(), dataset_id: Number(el.dataset_id.value), method: el.method.value,
-    model: el.model.value, schedule: el.schedule.value };
-  const method = el.method.value;
-  body.augment = el.augment.checked;
-  body.hflip = el.augment.checked && el.hflip.checked;
-  body.precision = el.precision.value;
-  body.data_loader = el.data_loader.value;
-  body.compile = el.compile.checked;
-  const numbers = ["eps", "alpha", "steps", "eps_warmup_epochs", "epochs", "batch_size", "lr", "image_size",
-    "eval_subset", "eval_steps", "eval_restarts", "epoch_eval_steps", "autoattack_n", "gpus"];
-  if (method === "sip_at" || method === "fast_sip_at") numbers.push("mask_fraction", "mask_threshold");
-  if (method === "part") numbers.push("part_warmup_epochs", "part_eps_low");
-  if (method === "igd") numbers.push("igd_lambda");
-  const local = [];
-  for (const name of numbers) {
-    const raw = el[name].value.trim();
-    if (raw === "") continue;
-    const n = Number(raw);
-    if (!Number.isFinite(n)) { local.push({ field: name, message: "must be a number" }); continue; }
-    body[name] = BUDGETS.has(name) ? n / 255 : n;
-  }
-  const seeds = el.seeds.value.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (seeds.some((s) => !Number.isInteger(s))) local.push({ field: "seeds", message: "seeds are whole numbers" });
-  else if (seeds.length === 1) body.seed = seeds[0];
-  else if (seeds.length > 1) body.seeds = seeds;
-  body.tags = el.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
-  const evalEps = el.eval_eps.value.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (evalEps.some((x) => !Number.isFinite(x))) local.push({ field: "eval_eps", message: "a list of numbers (/255)" });
-  else if (evalEps.length) body.eval_eps = evalEps.map((x) => x / 255);
-  if (method === "sip_at" || method === "fast_sip_at") {
-    body.mask_source = el.mask_source.value;
-    if (body.mask_source === "human" && el.mask_set_id.value) body.mask_set_id = Number(el.mask_set_id.value);
-    if (body.mask_source !== "human" && el.auto_mask_run_id.value) body.auto_mask_run_id = Number(el.auto_mask_run_id.value);
-  }
-  body.sync_batchnorm = (body.gpus || 1) > 1 && el.sync_batchnorm.checked;
-  if (method === "fast_sip_at") body.fast_attack = el.fast_attack.value;
-  if (method === "igd" && el.igd_teacher_run_id.value) body.igd_teacher_run_id = Number(el.igd_teacher_run_id.value);
-  if (local.length) {
-    showErrors(form, new ApiError(422, "Check the marked fields.", { errors: local }));
-    return null;
-  }
-  return body;
-}
-
-function showErrors(form, ex) {
-  const errors = (ex.body && Array.isArray(ex.body.errors)) ? ex.body.errors : [];
-  let shownAll = errors.length > 0;
-  for (const { field, message } of errors) {
-    const slot = [...form.querySelectorAll(".field-error")].find((s) => s.dataset.for.split(" ").includes(field));
-    if (!slot) { shownAll = false; continue; }
-    slot.textContent = message;
-    const input = slot.parentElement.querySelector("input, select");
-    if (input) input.classList.add("invalid");
-  }
-  form.querySelector(".launch-error").textContent = shownAll ? "The run was not launched: fix the marked fields." : ex.message;
-  const first = form.querySelector(".invalid");
-  if (first) first.focus();
 }
