@@ -39,7 +39,7 @@ export function round(v, digits) {
 
 /** A budget (ε, step size) in pixel units as people read it, in grey levels: 8/255 -> "8/255",
  * 0.0098 -> "2.5/255" (at most two decimals, trailing zeros dropped; the same rounding as
- * worker/contract.py's grey_levels); "–" when missing. The pixel-unit value stays in the API
+ * runconfig's grey_levels); "–" when missing. The pixel-unit value stays in the API
  * and the exports. */
 export function greyLevels(v) {
   const n = finite(v);
