@@ -17,11 +17,34 @@ def test_ruff_finds_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# the worker's modules around the training library: its tasks and what they use
+WORKER_MODULES = (
+    "worker/training_tasks.py",
+    "worker/evaluation_tasks.py",
+    "worker/study_tasks.py",
+    "worker/run_files.py",
+    "worker/ranks.py",
+    "worker/gpu_leases.py",
+    "worker/training_export.py",
+    "worker/celery_app.py",
+    "worker/recovery.py",
+)
+
+
 def test_mypy_on_backend_finds_nothing():
-    """Strict mypy (pyproject.toml [tool.mypy]) on the web app and the run configuration."""
-    result = _run("mypy", "--strict", "backend", "runconfig")
+    """Strict mypy (pyproject.toml [tool.mypy]) on the web app, the run configuration and
+    the worker's task modules (pyproject.toml lists the same files)."""
+    result = _run("mypy", "--strict", "backend", "runconfig", *WORKER_MODULES)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     # not even a note or a warning (about the configuration, say): one line, and it is this
     assert output.strip().startswith("Success: no issues found"), output
     assert len(output.strip().splitlines()) == 1, output
+
+
+def test_plain_mypy_checks_the_same_files():
+    """`mypy` alone (pyproject.toml's files) checks what this test does."""
+    import tomllib
+
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    assert files == ["backend", "runconfig", *WORKER_MODULES]

@@ -101,7 +101,7 @@ def write_training_export(
 
 
 def _write_grey(path: Path, png: bytes) -> None:
-    img = PILImage.open(io.BytesIO(png))
+    img: PILImage.Image = PILImage.open(io.BytesIO(png))
     if img.mode != "L":
         img = img.convert("L")
         buf = io.BytesIO()

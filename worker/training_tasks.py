@@ -14,6 +14,7 @@ tail through the lifecycle service, and finishes the run there.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -25,9 +26,13 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+
+from sqlalchemy.orm import Session
 
 import runconfig
 from backend.core.config import ROOT, Settings, get_settings
@@ -39,9 +44,11 @@ from backend.services import run_lifecycle as lifecycle
 from backend.services import runs as runs_service
 from worker import gpu_leases, run_files
 from worker import ranks as ranks_mod
-from worker.celery_app import app
+from worker.celery_app import task
 
 _logger = logging.getLogger(__name__)
+# the training library's logger: its lines go to the run's log tail while it trains
+_library_logger = logging.getLogger("worker.sipat")
 
 CANCEL_POLL_S = 0.5
 RANKS_POLL_S = 0.2  # how often a multi-process run's events and exit are looked at
@@ -93,10 +100,8 @@ def package_versions() -> dict[str, str | None]:
     import numpy
     import torch
 
-    try:
-        import torchvision
-
-        tv: str | None = torchvision.__version__
+    try:  # torchvision ships no type hints: its version read as an attribute
+        tv: str | None = getattr(importlib.import_module("torchvision"), "__version__", None)
     except ImportError:
         tv = None
     return {
@@ -169,7 +174,7 @@ def _wait_for_gpus(
     raise GpusBusy(why)
 
 
-def ensure_export(db, storage: Storage, run: TrainingRun) -> Path:
+def ensure_export(db: Session, storage: Storage, run: TrainingRun) -> Path:
     """The run's dataset export on this host (worker/run_files.py), written once."""
     return run_files.write_export(db, storage, _cache(storage), run)
 
@@ -189,7 +194,9 @@ def _checkpoint_of(storage: Storage, run_id: int | None) -> str | None:
         return str(get_settings().worker_cache_dir / key)  # the library names what is missing
 
 
-def library_config(run: TrainingRun, storage: Storage, data_dir: Path, device: str):
+def library_config(
+    run: TrainingRun, storage: Storage, data_dir: Path, device: str
+) -> runconfig.TrainConfig:
     """The run's stored config turned into a sipat.TrainConfig (paths resolved here)."""
     from worker.sipat import TrainConfig
 
@@ -310,9 +317,161 @@ def _devices(lease: gpu_leases.Lease | None, settings: Settings) -> tuple[str, s
     return f"cuda:{gpu_leases.torch_index(lease.names[0], visible)}", "cuda:0"
 
 
-def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Lease | None) -> str:
-    from worker.sipat import TrainingCancelled, train
+@dataclass
+class _Job:
+    """What one delivery of a run trains with, loaded before training starts."""
+
+    run_id: int
+    dataset_id: int
+    stored: dict[str, Any]  # the run's stored config (the app's references included)
+    dataset_hash: str | None
+    cfg: runconfig.TrainConfig  # the library's config, paths resolved on this host
+    data_dir: Path
+    out_dir: Path
+    manifest: dict[str, Any]
+    device: str  # this process's; a torchrun child's is ranks_device
+    ranks_device: str
+    lease: gpu_leases.Lease | None
+    hostname: str
+
+
+def _load(run_id: int, storage: Storage, lease: gpu_leases.Lease | None, hostname: str) -> _Job:
+    """Load: the run's dataset export (written once), its config for the library, and its
+    out folder with the last checkpoint restored from the store (a resume on any host)."""
+    with get_sessionmaker()() as db:
+        run = db.get(TrainingRun, run_id)
+        assert run is not None, "a claimed run exists"
+        data_dir = ensure_export(db, storage, run)
+        dataset = db.get(Dataset, run.dataset_id)
+        device, ranks_device = _devices(lease, get_settings())
+        job = _Job(
+            run_id=run_id,
+            dataset_id=run.dataset_id,
+            stored=dict(run.config),
+            dataset_hash=dataset.content_hash if dataset else None,
+            cfg=library_config(run, storage, data_dir, device),
+            data_dir=data_dir,
+            out_dir=run_files.out_dir(storage, run.id),
+            manifest=json.loads((data_dir / "manifest.json").read_text()),
+            device=device,
+            ranks_device=ranks_device,
+            lease=lease,
+            hostname=hostname,
+        )
+    run_files.restore(storage, run_id, job.out_dir)
+    return job
+
+
+def _train(
+    job: _Job, storage: Storage, reporter: _RunReporter, tail: _TailHandler
+) -> dict[str, Any]:
+    """Call: the library trains the run in this process, or under torchrun on its leased
+    GPUs; every epoch's checkpoint is published before the epoch is reported. Returns the
+    content of metrics.json."""
+    from worker.sipat import train
+
+    def on_epoch(epoch: int, total: int, metrics: dict[str, Any]) -> None:
+        run_files.publish_checkpoint(storage, job.run_id, job.out_dir)  # before it is reported
+        reporter.on_epoch(epoch, total, metrics)
+
+    cfg, lease = job.cfg, job.lease
+    if cfg.gpus > 1:
+        _library_logger.info(
+            "training on %d processes (torchrun)%s",
+            cfg.gpus,
+            f", GPUs {lease.cuda_visible_devices}" if lease else "",
+        )
+        ranks_cfg = dataclasses.replace(cfg, device=job.ranks_device)
+        return train_on_ranks(ranks_cfg, job.out_dir, lease, reporter, on_epoch, tail)
+    return train(
+        cfg,
+        job.out_dir,
+        on_epoch=on_epoch,
+        on_batch=reporter.on_batch,
+        should_stop=reporter.should_stop,
+        progress=False,
+    )
+
+
+def _store_results(job: _Job, storage: Storage, result: dict[str, Any]) -> None:
+    """After training: the epochs checkpointed but never reported (their worker died), the
+    salience pictures (the run stands without them), and the results published to the
+    store."""
     from worker.sipat.salience_samples import write_salience_samples
+
+    with get_sessionmaker()() as db:
+        backfilled = lifecycle.report_missing_epochs(db, job.run_id, result.get("history", []))
+    if backfilled:
+        _library_logger.info("stored %d epoch(s) checkpointed but not reported", backfilled)
+    final = result.get("final", {})
+    try:
+        write_salience_samples(
+            job.out_dir,
+            job.data_dir,
+            job.cfg,
+            final.get("salience_agreement"),
+            _test_ids(job.manifest),
+        )
+    except Exception:  # the run stands without its salience pictures
+        _logger.exception("salience samples of run %s failed", job.run_id)
+    run_files.publish(storage, job.run_id, job.out_dir)
+
+
+def _reproducibility(job: _Job, result: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
+    """The run's record of how it was made: seed, code and packages, data and masks, the
+    config's fingerprint, the devices and the worker, and the library's runtime choices."""
+    cfg = job.cfg
+    mask_set = job.manifest.get("mask_set") or {}
+    return {
+        "seed": cfg.seed,
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "dataset_id": job.dataset_id,
+        "dataset_content_hash": job.dataset_hash,
+        "mask_set_id": mask_set.get("id"),
+        "mask_set_hash": mask_set.get("hash"),
+        "mask_fraction": cfg.mask_fraction,
+        "mask_source": cfg.mask_source,
+        "auto_mask_run_id": job.stored.get("auto_mask_run_id"),
+        "igd_teacher_run_id": job.stored.get("igd_teacher_run_id"),
+        "train_images_with_map": result.get("train_images_with_map"),
+        "batches_per_epoch": result.get("batches_per_epoch"),
+        "system": system,
+        "config_fingerprint": cfg.fingerprint(),
+        "device": job.device if cfg.gpus == 1 or job.ranks_device == "cpu" else "cuda",
+        "gpus": cfg.gpus,
+        "gpu_ids": job.lease.names if job.lease else None,
+        "worker": job.hostname,
+        # device name, precision, channels-last, cudnn, compile, data path and workers
+        **result.get("runtime", {}),
+    }
+
+
+def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "final": result.get("final", {}),
+        "method": result.get("method"),
+        "data": result.get("data"),
+        "train_images_with_map": result.get("train_images_with_map"),
+    }
+
+
+@contextmanager
+def _library_log() -> Iterator[_TailHandler]:
+    """The training library's log lines, kept for the run page while the run trains."""
+    tail = _TailHandler()
+    _library_logger.addHandler(tail)
+    _library_logger.setLevel(logging.INFO)
+    try:
+        yield tail
+    finally:
+        _library_logger.removeHandler(tail)
+
+
+def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Lease | None) -> str:
+    """Claim the run, load what it trains with, call the library, record the outcome (all
+    through backend/services/run_lifecycle.py); returns the outcome."""
+    from worker.sipat import TrainingCancelled
 
     settings = get_settings()
     with get_sessionmaker()() as db:
@@ -321,112 +480,32 @@ def _execute(run_id: int, token: str | None, hostname: str, lease: gpu_leases.Le
         _logger.info("run %s not started: %s", run_id, why_not)
         return f"skipped: {why_not}"
     storage = get_storage()
-    tail = _TailHandler()
-    lib_logger = logging.getLogger("worker.sipat")
-    lib_logger.addHandler(tail)
-    lib_logger.setLevel(logging.INFO)
     heartbeat_s = max(0.5, min(30.0, settings.run_heartbeat_timeout_s / 4))
-    try:
-        with get_sessionmaker()() as db:
-            run = db.get(TrainingRun, run_id)
-            assert run is not None
-            data_dir = ensure_export(db, storage, run)
-            dataset = db.get(Dataset, run.dataset_id)
-            dataset_hash = dataset.content_hash if dataset else None
-            device, ranks_device = _devices(lease, settings)
-            cfg = library_config(run, storage, data_dir, device)
-            out_dir = run_files.out_dir(storage, run.id)
-            db.expunge(run)
-        manifest = json.loads((data_dir / "manifest.json").read_text())
-        test_ids = _test_ids(manifest)
-        # on an object store: the last checkpoint from the store (a resume on any host)
-        run_files.restore(storage, run_id, out_dir)
-
-        def on_epoch(epoch: int, total: int, metrics: dict[str, Any]) -> None:
-            run_files.publish_checkpoint(storage, run_id, out_dir)  # before it is reported
-            reporter.on_epoch(epoch, total, metrics)
-
-        with _RunReporter(run_id, tail, heartbeat_s) as reporter:
-            if cfg.gpus > 1:
-                lib_logger.info(
-                    "training on %d processes (torchrun)%s",
-                    cfg.gpus,
-                    f", GPUs {lease.cuda_visible_devices}" if lease else "",
-                )
-                ranks_cfg = dataclasses.replace(cfg, device=ranks_device)
-                result = train_on_ranks(ranks_cfg, out_dir, lease, reporter, on_epoch, tail)
-            else:
-                result = train(
-                    cfg,
-                    out_dir,
-                    on_epoch=on_epoch,
-                    on_batch=reporter.on_batch,
-                    should_stop=reporter.should_stop,
-                    progress=False,
-                )
-        final = result.get("final", {})
-        with get_sessionmaker()() as db:  # an epoch checkpointed as its worker died
-            backfilled = lifecycle.report_missing_epochs(db, run_id, result.get("history", []))
-        if backfilled:
-            lib_logger.info("stored %d epoch(s) checkpointed but not reported", backfilled)
+    with _library_log() as tail:
         try:
-            write_salience_samples(
-                out_dir, data_dir, cfg, final.get("salience_agreement"), test_ids
+            job = _load(run_id, storage, lease, hostname)
+            with _RunReporter(run_id, tail, heartbeat_s) as reporter:
+                result = _train(job, storage, reporter, tail)
+            _store_results(job, storage, result)
+            _finish(
+                run_id,
+                tail,
+                "succeeded",
+                progress=1.0,
+                final_metrics=_final_metrics(result),
+                checkpoint_key=runs_service.run_out_key(run_id),
+                reproducibility=_reproducibility(job, result, reporter.system),
             )
-        except Exception:  # the run stands without its salience pictures
-            _logger.exception("salience samples of run %s failed", run_id)
-        run_files.publish(storage, run_id, out_dir)  # the results, to the store
-        mask_set = manifest.get("mask_set") or {}
-        reproducibility = {
-            "seed": cfg.seed,
-            "code_version": code_version(),
-            "packages": package_versions(),
-            "dataset_id": run.dataset_id,
-            "dataset_content_hash": dataset_hash,
-            "mask_set_id": mask_set.get("id"),
-            "mask_set_hash": mask_set.get("hash"),
-            "mask_fraction": cfg.mask_fraction,
-            "mask_source": cfg.mask_source,
-            "auto_mask_run_id": run.config.get("auto_mask_run_id"),
-            "igd_teacher_run_id": run.config.get("igd_teacher_run_id"),
-            "train_images_with_map": result.get("train_images_with_map"),
-            "batches_per_epoch": result.get("batches_per_epoch"),
-            "system": reporter.system,
-            "config_fingerprint": cfg.fingerprint(),
-            "device": device if cfg.gpus == 1 or ranks_device == "cpu" else "cuda",
-            "gpus": cfg.gpus,
-            "gpu_ids": lease.names if lease else None,
-            "worker": hostname,
-            # device name, precision, channels-last, cudnn, compile, data path and workers
-            **result.get("runtime", {}),
-        }
-        final_metrics = {
-            "final": final,
-            "method": result.get("method"),
-            "data": result.get("data"),
-            "train_images_with_map": result.get("train_images_with_map"),
-        }
-        _finish(
-            run_id,
-            tail,
-            "succeeded",
-            progress=1.0,
-            final_metrics=final_metrics,
-            checkpoint_key=runs_service.run_out_key(run_id),
-            reproducibility=reproducibility,
-        )
-        return "succeeded"
-    except TrainingCancelled:
-        lib_logger.info("cancelled from the dashboard")
-        _finish(run_id, tail, "cancelled")
-        return "cancelled"
-    except Exception as exc:  # any failure ends the run with its message
-        _logger.exception("run %s failed", run_id)
-        tail.lines.extend(traceback.format_exc().splitlines()[-8:])
-        _finish(run_id, tail, "failed", error=f"{type(exc).__name__}: {exc}")
-        return "failed"
-    finally:
-        lib_logger.removeHandler(tail)
+            return "succeeded"
+        except TrainingCancelled:
+            _library_logger.info("cancelled from the dashboard")
+            _finish(run_id, tail, "cancelled")
+            return "cancelled"
+        except Exception as exc:  # any failure ends the run with its message
+            _logger.exception("run %s failed", run_id)
+            tail.lines.extend(traceback.format_exc().splitlines()[-8:])
+            _finish(run_id, tail, "failed", error=f"{type(exc).__name__}: {exc}")
+            return "failed"
 
 
 def train_on_ranks(
@@ -488,7 +567,8 @@ def train_on_ranks(
         finally:
             code = ranks.stop()  # nothing left running, whatever happened here
         if code == 0:
-            return json.loads((out_dir / run_files.METRICS).read_text())
+            metrics: dict[str, Any] = json.loads((out_dir / run_files.METRICS).read_text())
+            return metrics
         if stop_asked is not None:
             raise TrainingCancelled("stopped on every rank")
         raise RanksFailed(
@@ -501,8 +581,8 @@ def train_on_ranks(
 
 # max_retries=None on the task (not in retry(), where None means the default of 3): a run
 # waits for its GPUs for as long as it takes
-@app.task(name=TRAIN_TASK, bind=True, acks_late=True, max_retries=None)
-def train_run(self, run_id: int, token: str | None = None) -> str:
+@task(name=TRAIN_TASK, bind=True, acks_late=True, max_retries=None)
+def train_run(self: Any, run_id: int, token: str | None = None) -> str:
     """Train a run; idempotent: a finished run is left alone, a running one resumes. A run
     whose GPUs are busy is tried again GPU_WAIT_S later (it stays queued)."""
     try:
