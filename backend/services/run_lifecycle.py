@@ -133,6 +133,23 @@ def resend(db: Session, run: TrainingRun, why: str, enqueue_fn: Enqueue = enqueu
     dispatch(db, run, enqueue_fn)
 
 
+def _locked(db: Session, state: str, pick: Callable[[TrainingRun], bool]) -> list[TrainingRun]:
+    """The runs in `state` that `pick` chooses, locked (skipping rows another pass holds),
+    read again under the lock and chosen again. The read that finds them takes no lock, so a
+    pass with nothing to do writes nothing (on SQLite: never takes the write lock)."""
+    seen = db.scalars(select(TrainingRun).where(TrainingRun.state == state)).all()
+    ids = [run.id for run in seen if pick(run)]
+    if not ids:
+        return []
+    locked = db.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.id.in_(ids), TrainingRun.state == state)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    return [run for run in locked if pick(run)]
+
+
 def requeue_orphans(
     db: Session,
     settings: Settings,
@@ -149,15 +166,14 @@ def requeue_orphans(
     (requeue_lost_messages). Returns the ids handled."""
     now = now or utcnow()
     limit = now - timedelta(seconds=settings.run_heartbeat_timeout_s)
-    running = db.scalars(
-        select(TrainingRun).where(TrainingRun.state == "running").with_for_update(skip_locked=True)
-    ).all()
-    handled = []
-    for run in running:
+
+    def orphaned(run: TrainingRun) -> bool:
         beat = aware(run.heartbeat_at) or aware(run.started_at) or aware(run.created_at)
         restarted_here = hostname is not None and run.worker_hostname == hostname
-        if not restarted_here and beat is not None and beat >= limit:
-            continue
+        return restarted_here or beat is None or beat < limit
+
+    handled = []
+    for run in _locked(db, "running", orphaned):
         handled.append(run.id)
         if run.cancel_requested:
             move(run, "cancelled")
@@ -194,19 +210,20 @@ def requeue_lost_messages(
     nothing is done when the broker cannot be read. Returns the ids dispatched again."""
     now = now or utcnow()
     limit = now - timedelta(seconds=settings.run_lost_message_grace_s)
-    queued = db.scalars(
-        select(TrainingRun).where(TrainingRun.state == "queued").with_for_update(skip_locked=True)
-    ).all()
-    waiting = [
-        run
+    queued = db.scalars(select(TrainingRun).where(TrainingRun.state == "queued")).all()
+    waiting = {
+        run.id: run.celery_task_id
         for run in queued
         if run.id not in (skip or set())
         and run.celery_task_id is not None
         and (aware(run.heartbeat_at) or aware(run.created_at) or now) <= limit
-    ]
-    held = holds([run.celery_task_id or "" for run in waiting], settings) if waiting else set()
-    # a broker that cannot be read (None) judges no run lost
-    lost = [run for run in waiting if held is not None and run.celery_task_id not in held]
+    }
+    # the broker is read before any row is locked; a broker that cannot be read (None) judges
+    # no run lost
+    held = holds([t or "" for t in waiting.values()], settings) if waiting else set()
+    gone = {} if held is None else {i: t for i, t in waiting.items() if t not in held}
+    # still queued under the same token once locked: nobody claimed or re-sent it meanwhile
+    lost = _locked(db, "queued", lambda run: gone.get(run.id, "") == run.celery_task_id)
     for run in lost:
         why = "Its queue message was lost (the broker restarted?); queued again."
         resend(db, run, why, enqueue_fn)
