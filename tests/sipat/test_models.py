@@ -86,7 +86,7 @@ def built():
 
 
 def test_registry_matches_the_contract_and_the_form_has_no_copy():
-    assert MODEL_NAMES == config.MODELS  # the contract lists them without importing torch
+    assert MODEL_NAMES == config.MODELS  # runconfig lists them without importing torch
     from runconfig import choices
 
     assert tuple(choices()["model"]) == MODEL_NAMES  # what the run form offers (the API)
