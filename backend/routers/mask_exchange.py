@@ -82,7 +82,7 @@ def import_masks(
     user, image_ids = mask_exchange.import_masks(
         db,
         dataset,
-        file.file.read(),
+        file.file,
         fmt=format,
         name=name.strip(),
         status=status,

@@ -38,6 +38,7 @@ from backend.models import (
     User,
     utcnow,
 )
+from backend.services.archives import read_capped
 from backend.services.dataset_formats import Entry, Item, Layout, read_layout
 from backend.services.mask_exchange import EncodedMask, import_account, imported_revision
 from backend.services.masks.codec import png_to_mask
@@ -95,33 +96,9 @@ def zip_entries(data: bytes | Path | BinaryIO) -> Iterator[_Entry]:
             continue
 
         def read(info: zipfile.ZipInfo = info) -> bytes:
-            return _read_capped(zf, info, settings.max_archive_entry_bytes)
+            return read_capped(zf, info, settings.max_archive_entry_bytes)
 
         yield _Entry(path, read)
-
-
-def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:
-    """An archive entry's bytes, decompressed in 1 MiB steps and refused the moment they pass
-    `cap` (a zip entry's declared size can lie; a small entry can expand a thousandfold)."""
-    too_large = TooLarge(
-        f"The archive entry {info.filename!r} expands to more than {cap // 2**20} MiB; "
-        "nothing was imported."
-    )
-    if info.file_size > cap:
-        raise too_large
-    chunks, total = [], 0
-    try:
-        with zf.open(info) as f:
-            while chunk := f.read(2**20):
-                total += len(chunk)
-                if total > cap:
-                    raise too_large
-                chunks.append(chunk)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise Unreadable(
-            f"The archive entry {info.filename!r} is damaged; nothing was imported."
-        ) from exc
-    return b"".join(chunks)
 
 
 def directory_entries(root: Path) -> Iterator[_Entry]:

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from sqlalchemy import select
@@ -35,6 +35,7 @@ from backend.models import (
     User,
     utcnow,
 )
+from backend.services.archives import entry_cap, read_capped
 from backend.services.consensus import load_masks
 from backend.services.masks.codec import (
     bbox,
@@ -334,11 +335,13 @@ def _check_size(mask: np.ndarray, image: Image, name: str) -> None:
 
 
 def parse_png_zip(
-    data: bytes, images: list[Image], *, soft: bool, match_by: str
+    data: bytes | BinaryIO, images: list[Image], *, soft: bool, match_by: str
 ) -> dict[int, tuple[Image, np.ndarray, str]]:
-    """Decode every PNG of a zip (other files are ignored) into {image id: (image, mask, name)}."""
+    """Decode every PNG of a zip (other files are ignored) into {image id: (image, mask, name)}.
+    Each entry is decompressed in steps and refused past MAX_ARCHIVE_ENTRY_BYTES (as the
+    dataset import does): a small zip cannot expand to gigabytes in memory."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as exc:
         raise Unreadable("The upload is not a valid zip archive.") from exc
     matcher = ImageMatcher(images)
@@ -361,10 +364,7 @@ def parse_png_zip(
                     f"Two files are for the same image: {found[image.id][2]!r} and "
                     f"{info.filename!r}."
                 )
-            try:
-                raw = zf.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise Invalid(f"The archive entry {info.filename!r} is damaged.") from exc
+            raw = read_capped(zf, info)
             mask = png_to_mask(raw, soft=soft, name=f"The mask {info.filename!r}")
             _check_size(mask, image, info.filename)
             found[image.id] = (image, mask, info.filename)
@@ -373,10 +373,23 @@ def parse_png_zip(
     return found
 
 
+def _declared_size(seg: dict[str, Any], n: int) -> tuple[int, int]:
+    """The (height, width) an RLE segmentation declares, read before anything is decoded."""
+    try:
+        h, w = (int(v) for v in seg["size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Invalid(f"Annotation {n} has no RLE size [height, width].") from exc
+    return h, w
+
+
 def parse_coco(
-    data: bytes, images: list[Image], match_by: str
+    data: bytes | BinaryIO, images: list[Image], match_by: str
 ) -> dict[int, tuple[Image, np.ndarray, str]]:
-    """Decode a COCO JSON with RLE segmentations; several annotations of one image are united."""
+    """Decode a COCO JSON with RLE segmentations; several annotations of one image are united.
+    The file is held to MAX_ARCHIVE_ENTRY_BYTES, and an annotation whose declared size is not
+    its image's is refused before it is decoded."""
+    if not isinstance(data, bytes):
+        data = _read_at_most(data, entry_cap())
     try:
         doc = json.loads(data)
         coco_images = {int(i["id"]): i for i in doc["images"]}
@@ -403,6 +416,12 @@ def parse_coco(
                 if match_by == "filename":
                     raise
                 image = matcher.match(str(coco_image["id"]), "id")
+        height, width = _declared_size(seg, n)
+        if (height, width) != (image.height, image.width):
+            raise Invalid(
+                f"The mask {label!r} is {width}x{height} pixels but its "
+                f"image is {image.width}x{image.height}."
+            )
         mask = rle_decode(seg)
         _check_size(mask, image, label)
         if image.id in found:
@@ -414,10 +433,18 @@ def parse_coco(
     return found
 
 
+def _read_at_most(stream: BinaryIO, cap: int) -> bytes:
+    """A stream's bytes, refused (TooLarge) the moment they pass `cap`."""
+    data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise TooLarge(f"The file is larger than {cap // 2**20} MiB; nothing was imported.")
+    return data
+
+
 def import_masks(
     db: Session,
     dataset: Dataset,
-    data: bytes,
+    data: bytes | BinaryIO,
     *,
     fmt: str,
     name: str,
@@ -427,7 +454,8 @@ def import_masks(
     """Import masks as revisions of the pseudo-annotator import:<name>; all or nothing.
 
     fmt: "png" (zip of binary PNGs), "coco" (COCO JSON with RLE), or "cub" (zip of soft grey
-    segmentations, binarised at >= 128, as CUB-200-2011 ships them).
+    segmentations, binarised at >= 128, as CUB-200-2011 ships them). `data` is the upload's
+    bytes or its (seekable) file, read entry by entry.
     """
     if fmt not in ("png", "coco", "cub"):
         raise Invalid("format must be png, coco or cub.")

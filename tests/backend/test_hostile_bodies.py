@@ -45,11 +45,11 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def _zip_bomb(entry_mib: int) -> bytes:
+def _zip_bomb(entry_mib: int, name: str = "cat/a.png") -> bytes:
     """A zip whose one image entry expands to entry_mib MiB of zeros (about 1/1000 of it
     compressed)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("cat/a.png", "w") as f:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w") as f:
         chunk = bytes(2**20)
         for _ in range(entry_mib):
             f.write(chunk)
@@ -76,7 +76,14 @@ def bodies(live_server):
     images = httpx.get(
         f"{live_server}/api/datasets/{dataset['id']}/images", headers=tokens["researcher"]
     ).json()["data"]
-    return {"tokens": tokens, "dataset": dataset, "image": images[0], "bomb": _zip_bomb(300)}
+    return {
+        "tokens": tokens,
+        "dataset": dataset,
+        "image": images[0],
+        "bomb": _zip_bomb(300),
+        # one entry named after a real image of the dataset, so that the import reads it
+        "mask-bomb": _zip_bomb(300, images[0]["filename"].rsplit(".", 1)[0] + ".png"),
+    }
 
 
 def _send(base: str, kind: str, b: dict) -> httpx.Response:
@@ -88,6 +95,13 @@ def _send(base: str, kind: str, b: dict) -> httpx.Response:
                 headers=t["researcher"],
                 data={"name": "bomb"},
                 files={"file": ("bomb.zip", b["bomb"], "application/zip")},
+            )
+        if kind == "mask-zip-bomb":
+            return c.post(
+                f"/api/datasets/{b['dataset']['id']}/masks/import",
+                headers=t["researcher"],
+                data={"name": "bomb", "format": "png"},
+                files={"file": ("masks.zip", b["mask-bomb"], "application/zip")},
             )
         if kind == "big-json":
             return c.post(
@@ -116,7 +130,13 @@ def _send(base: str, kind: str, b: dict) -> httpx.Response:
     raise AssertionError(kind)
 
 
-EXPECTED = {"zip-bomb": 413, "big-json": 413, "padded-mask": 422, "anonymous-upload": 401}
+EXPECTED = {
+    "zip-bomb": 413,
+    "mask-zip-bomb": 413,
+    "big-json": 413,
+    "padded-mask": 422,
+    "anonymous-upload": 401,
+}
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
@@ -130,8 +150,8 @@ def test_ten_at_once_keep_memory_bounded_and_health_answering(live_server, bodie
     pid = _server_pid(live_server)
     before = _rss_mib(pid)
     peak, health_worst, results = before, 0.0, []
-    # two bombs (each may hold up to MAX_ARCHIVE_ENTRY_BYTES before it is refused) among ten
-    kinds = ["zip-bomb", "big-json", "padded-mask", "anonymous-upload", "big-json"] * 2
+    # four bombs (each may hold up to MAX_ARCHIVE_ENTRY_BYTES before it is refused) among ten
+    kinds = ["zip-bomb", "big-json", "padded-mask", "anonymous-upload", "mask-zip-bomb"] * 2
     threads = [
         threading.Thread(target=lambda k=k: results.append((k, _send(live_server, k, bodies))))
         for k in kinds

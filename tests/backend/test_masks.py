@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
+from backend.core.config import get_settings
 from backend.core.storage import get_storage
 from backend.models import Annotation, AnnotationRevision, MaskSet, User, utcnow
 from backend.models import Image as ImageRow
@@ -482,6 +483,46 @@ def test_bad_imports_store_nothing(client, auth, drawn, db):
         assert r.status_code == status, (label, r.text)
         assert words in r.json()["detail"], (label, r.json())
         assert _counts(db) == before, label
+
+
+def test_mask_import_entries_are_capped_like_the_dataset_import(
+    client, auth, drawn, db, monkeypatch
+):
+    """A mask zip's entry is held to MAX_ARCHIVE_ENTRY_BYTES (the dataset import's cap,
+    decompressed in steps): refused with a 413 and a sentence, nothing stored."""
+    monkeypatch.setattr(get_settings(), "max_archive_entry_bytes", 2**20)
+    image = db.get(ImageRow, drawn["a"])
+    big = _zip({f"{image.id}.png": bytes(3 * 2**20)})
+    before = _counts(db)
+    r = _import(client, auth["researcher"], drawn["dataset_id"], big, match_by="id")
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == (
+        f"The archive entry '{image.id}.png' expands to more than 1 MiB; nothing was imported."
+    )
+    assert _counts(db) == before
+
+
+def test_coco_import_checks_the_declared_size_before_decoding(client, auth, drawn, db, monkeypatch):
+    """A COCO annotation that declares 64 Mpx for a 64x64 image is refused on its declared
+    size: nothing is decoded."""
+    from backend.services import mask_exchange
+
+    def never(_seg):
+        raise AssertionError("decoded before its size was checked")
+
+    monkeypatch.setattr(mask_exchange, "rle_decode", never)
+    image = db.get(ImageRow, drawn["a"])
+    doc = {
+        "images": [{"id": image.id, "file_name": image.filename}],
+        "annotations": [
+            {"image_id": image.id, "segmentation": {"size": [8000, 8000], "counts": [64_000_000]}}
+        ],
+    }
+    r = _import(
+        client, auth["researcher"], drawn["dataset_id"], json.dumps(doc).encode(), format="coco"
+    )
+    assert r.status_code == 422, r.text
+    assert "is 8000x8000 pixels but its image is 64x64" in r.json()["detail"]
 
 
 # ---------------------------------------------------------------------------- training export
