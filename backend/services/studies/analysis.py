@@ -5,8 +5,6 @@ accuracy at the study's own epsilons, and the tidy trials CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
 from typing import Any
@@ -16,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.models import ParticipantSession, Response, Stimulus, Study, TrainingRun, Trial
 from backend.services import psychometrics
+from backend.services.csv_export import csv_text
 from backend.services.studies.common import eps_key
 
 
@@ -325,11 +324,9 @@ def trials_csv(db: Session, study: Study) -> str:
     image was changed (yes/no: yes/no)."""
     rows = _trial_rows(db, study)
     excluded = exclusions(study, rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in rows:
-        w.writerow(
+    return csv_text(
+        CSV_COLUMNS,
+        (
             [
                 r["participant"],
                 r["prolific_pid"] or "",
@@ -353,5 +350,6 @@ def trials_csv(db: Session, study: Study) -> str:
                 int(r["session_id"] in excluded),
                 excluded.get(r["session_id"], ""),
             ]
-        )
-    return buf.getvalue()
+            for r in rows
+        ),
+    )
