@@ -32,7 +32,7 @@ from backend.models import (
     User,
     utcnow,
 )
-from backend.services import logins
+from backend.services import assignments, logins
 
 
 def get_db() -> Iterator[Session]:
@@ -149,22 +149,25 @@ AnnotatorUser = Annotated[User, Depends(require_roles("annotator"))]
 StaffUser = Annotated[User, Depends(require_roles("admin", "researcher", "annotator"))]
 
 
-def get_dataset(dataset_id: PathId, db: SessionDep, _: CurrentUser) -> Dataset:
+def get_dataset(dataset_id: PathId, db: SessionDep, _: ResearcherUser) -> Dataset:
+    """A dataset, for researchers (the role is checked first: an annotator gets 403 whether
+    the id exists or not)."""
     dataset = db.get(Dataset, dataset_id)
     if dataset is None:
         raise NotFound("Dataset not found.")
     return dataset
 
 
-def find_image(image_id: int, db: Session) -> Image:
-    image = db.get(Image, image_id) if 1 <= image_id <= DB_INT_MAX else None
-    if image is None:
-        raise NotFound("Image not found.")
-    return image
+def find_image(image_id: int, db: Session, user: User) -> Image:
+    """The image, if this user may see it: an annotator only an image of a dataset open to
+    them, with the same 404 for one that is missing (backend/services/assignments.py)."""
+    if not 1 <= image_id <= DB_INT_MAX:
+        image_id = 0  # names nothing: the same answer as any other missing id
+    return assignments.open_image(db, user, image_id)
 
 
-def get_image(image_id: PathId, db: SessionDep, _: CurrentUser) -> Image:
-    return find_image(image_id, db)
+def get_image(image_id: PathId, db: SessionDep, user: StaffUser) -> Image:
+    return find_image(image_id, db, user)
 
 
 def get_run(run_id: PathId, db: SessionDep, _: ResearcherUser) -> TrainingRun:

@@ -187,7 +187,7 @@ def _body(model: type[BaseModelT], raw: bytes) -> BaseModelT:
 def _skip(request: Request, image_id: int, raw: bytes) -> Response:
     with get_sessionmaker()() as db:
         user = ensure_role(get_current_user(request, db), ANNOTATOR)
-        image = lookup_image(image_id, db)
+        image = lookup_image(image_id, db, user)
         body = _body(SkipRequest, raw)
         svc.check_dataset_open(db, user, image.dataset_id)
         svc.skip_image(db, user, image, body.reason)
@@ -218,7 +218,7 @@ def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
     cost a thread hop per request.)"""
     with _SAVE_SLOTS, get_sessionmaker()() as db:
         user = ensure_role(get_current_user(request, db), ANNOTATOR)
-        image = lookup_image(image_id, db)
+        image = lookup_image(image_id, db, user)
         return _save_now(db, user, image, _body(MaskSave, raw))
 
 

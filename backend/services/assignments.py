@@ -1,16 +1,61 @@
 """Which annotators may work on a dataset. A dataset without assignments is open to every
 annotator; once anyone is assigned, only they see it in their list and get its images (the
-queue's side of the rule is backend/services/masks/queue.py, dataset_open_to)."""
+queue, backend/services/masks/queue.py, asks `dataset_open_to`), its image files included
+(`open_image`).
+
+An annotator is answered the same 404, with the same sentence, for an id that names nothing
+and for one in a dataset not open to them: ids tell an annotator nothing about what exists."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Invalid
-from backend.models import Dataset, DatasetAssignment, User
+from backend.core.errors import Invalid, NotFound
+from backend.models import Dataset, DatasetAssignment, Image, User
+
+IMAGE_NOT_OPEN = "Image not found among the datasets open to you."
+DATASET_NOT_OPEN = (
+    "Dataset not found among the datasets open to you; a researcher can assign you to it."
+)
+
+
+def dataset_open_to(user: User) -> ColumnElement[bool]:
+    """Datasets this annotator may work on: those without any assignment, and those they are
+    assigned to (a condition on Dataset.id)."""
+    any_assignment = exists().where(DatasetAssignment.dataset_id == Dataset.id)
+    assigned = exists().where(
+        DatasetAssignment.dataset_id == Dataset.id, DatasetAssignment.user_id == user.id
+    )
+    return or_(~any_assignment, assigned)
+
+
+def is_open_to(db: Session, user: User, dataset_id: int) -> bool:
+    """Whether the dataset exists and this annotator may work on it."""
+    found = db.scalar(select(Dataset.id).where(Dataset.id == dataset_id, dataset_open_to(user)))
+    return found is not None
+
+
+def check_dataset_open(db: Session, user: User, dataset_id: int) -> None:
+    """Refuse (NotFound, one sentence for both) a dataset that does not exist or is assigned
+    to other annotators only."""
+    if not is_open_to(db, user, dataset_id):
+        raise NotFound(DATASET_NOT_OPEN)
+
+
+def open_image(db: Session, user: User, image_id: int) -> Image:
+    """The image, when its dataset is open to this annotator (any image for other roles);
+    NotFound, one sentence for both, when it does not exist or its dataset is not open."""
+    image = db.get(Image, image_id)
+    if user.role != "annotator":
+        if image is None:
+            raise NotFound("Image not found.")
+        return image
+    if image is None or not is_open_to(db, user, image.dataset_id):
+        raise NotFound(IMAGE_NOT_OPEN)
+    return image
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,8 @@ def test_roles_and_unknown_image(client, seeded, auth, db):
         r = put(client, auth[role], seeded["image_ids"][0], body(square()))
         assert r.status_code == 403
     r = put(client, auth["annotator"], 999999, body(square()))
-    assert r.status_code == 404 and r.json()["detail"] == "Image not found."
+    assert r.status_code == 404
+    assert r.json()["detail"] == "Image not found among the datasets open to you."
     assert counts(db) == (0, 0, 0)
 
 

@@ -20,6 +20,10 @@ from tests.conftest import make_png, make_zip
 from .test_annotation import add_annotator, body, put, square
 
 SIZE = 64
+IMAGE_NOT_OPEN = "Image not found among the datasets open to you."
+DATASET_NOT_OPEN = (
+    "Dataset not found among the datasets open to you; a researcher can assign you to it."
+)
 
 
 def _import(client, auth, name: str, per_class: int, classes=("cat", "dog", "owl")) -> dict:
@@ -107,20 +111,31 @@ def test_unassigned_annotator_neither_sees_the_dataset_nor_gets_its_images(
     assert r.status_code == 200, r.text
     assert r.json()["open_to_all"] is False and r.json()["assigned_user_ids"] == [bea_id]
 
-    # the unassigned annotator: no dataset, no image, and a sentence on every route
+    # the unassigned annotator: no dataset, no image (not even its file), and on every route
+    # the very answer a missing id gets, so that ids tell nothing
     assert client.get("/api/annotate/datasets", headers=a).json()["data"] == []
     assert _next(client, a).status_code == 204
-    for r in (
-        _next(client, a, ds),
-        client.get(f"/api/annotate/images/{image_id}", headers=a),
-        put(client, a, image_id, body(square())),
-        client.post(f"/api/annotate/images/{image_id}/submit", headers=a),
-        client.post(f"/api/annotate/images/{image_id}/skip", headers=a, json={"reason": "x"}),
-    ):
-        assert r.status_code == 404, r.text
-        assert r.json()["detail"] == (
-            "This dataset is not assigned to you; ask a researcher to add you."
-        )
+    missing_image = max(seeded["image_ids"]) + 1000
+    for image in (image_id, missing_image):
+        for r in (
+            client.get(f"/api/annotate/images/{image}", headers=a),
+            put(client, a, image, body(square())),
+            client.post(f"/api/annotate/images/{image}/submit", headers=a),
+            client.post(f"/api/annotate/images/{image}/skip", headers=a, json={"reason": "x"}),
+            client.get(f"/api/images/{image}/file", headers=a),
+        ):
+            assert r.status_code == 404, (image, r.request.url, r.text)
+            assert r.json()["detail"] == IMAGE_NOT_OPEN, r.request.url
+    for dataset in (ds, ds + 1000):
+        r = _next(client, a, dataset)
+        assert r.status_code == 404 and r.json()["detail"] == DATASET_NOT_OPEN, r.text
+        # a researcher's route answers an annotator 403 whether the id exists or not
+        for url in (f"/api/datasets/{dataset}", f"/api/datasets/{dataset}/masks/export"):
+            r = client.get(url, headers=a)
+            assert r.status_code == 403, (url, r.text)
+    # the assigned annotator gets the file; so do researchers
+    assert client.get(f"/api/images/{image_id}/file", headers=b).status_code == 200
+    assert client.get(f"/api/images/{image_id}/file", headers=auth["researcher"]).status_code == 200
     assert db.scalar(sa.select(sa.func.count()).select_from(Annotation)) == 0
     assert db.scalar(sa.select(sa.func.count()).select_from(Skip)) == 0
 

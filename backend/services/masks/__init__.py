@@ -6,6 +6,7 @@ A mask is a 2-D numpy bool array of shape (height, width); True = salient. The n
 are re-exported so that `from backend.services import masks` keeps working.
 """
 
+from backend.services.assignments import check_dataset_open
 from backend.services.masks.codec import (
     bbox,
     decode_base64,
@@ -23,7 +24,6 @@ from backend.services.masks.queue import (
     CLAIM_TTL,
     TINY_FRACTION,
     SaveResult,
-    check_dataset_open,
     mask_flags,
     next_image,
     remaining,

@@ -32,19 +32,19 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from backend.core.errors import Conflict, Invalid, NotFound
+from backend.core.errors import Conflict, Invalid
 from backend.db import lock_for_write
 from backend.models import (
     QUEUE_RING,
     Annotation,
     AnnotationRevision,
     Dataset,
-    DatasetAssignment,
     Image,
     Skip,
     User,
     utcnow,
 )
+from backend.services.assignments import check_dataset_open, dataset_open_to
 from backend.services.masks.codec import mask_sha256, mask_to_png
 
 _logger = logging.getLogger(__name__)
@@ -102,29 +102,10 @@ def queue_order_key(user: User) -> ColumnElement[int]:
 # ---------------------------------------------------------------------------- assignments
 
 
-def dataset_open_to(user: User) -> ColumnElement[bool]:
-    """Datasets this annotator may work on: those without any assignment, and those they are
-    assigned to (a condition on Dataset.id)."""
-    any_assignment = exists().where(DatasetAssignment.dataset_id == Dataset.id)
-    assigned = exists().where(
-        DatasetAssignment.dataset_id == Dataset.id, DatasetAssignment.user_id == user.id
-    )
-    return or_(~any_assignment, assigned)
-
-
 def _in_open_dataset(user: User) -> ColumnElement[bool]:
     """Image.dataset_id among the datasets open to the annotator: an uncorrelated subquery
     over the few datasets, evaluated once (not once per image)."""
     return Image.dataset_id.in_(select(Dataset.id).where(dataset_open_to(user)))
-
-
-def check_dataset_open(db: Session, user: User, dataset_id: int) -> None:
-    """Refuse (404, with a sentence) a dataset that is assigned to other annotators only."""
-    ok = db.scalar(select(Dataset.id).where(Dataset.id == dataset_id, dataset_open_to(user)))
-    if ok is None:
-        if db.get(Dataset, dataset_id) is None:
-            raise NotFound("Dataset not found.")
-        raise NotFound("This dataset is not assigned to you; ask a researcher to add you.")
 
 
 # ---------------------------------------------------------------------------- the queue
