@@ -13,9 +13,14 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Fixtures every test module may use without importing them (one instance per run: a fixture
+# imported into several modules would be built once per module)
+pytest_plugins = ["tests.backend.study_support"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get(
@@ -23,6 +28,31 @@ TEST_DATABASE_URL = os.environ.get(
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _STORAGE = Path(tempfile.mkdtemp(prefix="sipat-test-storage-"))
+
+
+# One folder per test run, named by the first process (the xdist controller, whose environment
+# its workers inherit) and removed by it at the end
+os.environ.setdefault("SIPAT_TEST_SHARED", tempfile.mkdtemp(prefix="sipat-test-shared-"))
+_SHARED = Path(os.environ["SIPAT_TEST_SHARED"])
+_OWNS_SHARED = "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def shared_across_processes(name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test run, however many processes the run has
+    (pytest-xdist's workers share it; a lock makes the others wait for the first). For
+    expensive artefacts that no test changes: a trained tiny model, say."""
+    import fcntl
+
+    folder = _SHARED / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
 
 
 def _private_database(url: str) -> tuple[str, str | None]:
@@ -96,6 +126,8 @@ def s3_endpoint() -> str:
 
 
 def pytest_unconfigure(config):
+    if _OWNS_SHARED:
+        shutil.rmtree(_SHARED, ignore_errors=True)
     if _S3 is not None:
         _S3.stop()
     if _PRIVATE_DB is None:

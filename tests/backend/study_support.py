@@ -1,12 +1,10 @@
 """Shared builders for the study tests: a tiny classifier trained with the real training library
-(once per test session), a dataset of images it was not trained on, finished TrainingRun rows
+(once per test run), a dataset of images it was not trained on, finished TrainingRun rows
 pointing at the checkpoint, and studies whose stimuli are made by the real worker function."""
 
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +36,19 @@ def pattern_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    """A folder with final.pt (and metrics.json) of a standard-trained small CNN."""
+    """A folder with final.pt (and metrics.json) of a standard-trained small CNN: trained once
+    per test run and shared by every process of it (tests read it, none changes it)."""
+    from tests.conftest import shared_across_processes
+
+    return shared_across_processes("tiny-checkpoint", _train_tiny_checkpoint)
+
+
+def _train_tiny_checkpoint(out: Path) -> None:
     # the submodules directly: `worker.sipat.train` (the module) can shadow the lazy `train`
     from worker.sipat.config import TrainConfig
     from worker.sipat.data import DataBundle, TensorSet
     from worker.sipat.train import train
 
-    out = Path(tempfile.mkdtemp(prefix="study-ckpt-"))
     x, y = pattern_images(96, seed=0)
 
     def ts(a: np.ndarray, b: np.ndarray) -> TensorSet:
@@ -69,8 +73,6 @@ def tiny_checkpoint() -> Path:
         threads=1,
     )
     train(cfg, out, data=bundle, progress=False)
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def png_bytes(chw: np.ndarray) -> bytes:

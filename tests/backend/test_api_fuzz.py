@@ -20,7 +20,6 @@ from tests.backend.study_support import (
     make_dataset,
     make_run,
     ready_study,
-    tiny_checkpoint,  # noqa: F401 (a fixture)
 )
 from tests.conftest import seed_live_world
 
@@ -38,7 +37,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 
 
 @pytest.fixture(scope="module")
-def world(live_server, tiny_checkpoint) -> dict[str, dict[str, str]]:  # noqa: F811
+def world(live_server, tiny_checkpoint) -> dict[str, dict[str, str]]:
     """Accounts of every role, a small dataset and an open study with one consented
     participant; the headers each caller sends, and (under "tokens") the participant's
     path parameters."""

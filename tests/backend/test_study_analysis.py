@@ -13,10 +13,7 @@ import pytest
 from scipy.stats import norm
 
 from backend.services import psychometrics as ps
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
-
-tiny_checkpoint = study_support.tiny_checkpoint
 
 
 def test_wilson_matches_hand_values():

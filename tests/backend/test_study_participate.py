@@ -13,10 +13,8 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-tiny_checkpoint = study_support.tiny_checkpoint
 
 FORBIDDEN_KEYS = {"eps", "epsilon", "epsilon_255", "run", "run_id", "clean", "side", "correct",
                   "correct_answer", "perturbed", "purpose", "seed", "catch", "condition_index",

@@ -13,8 +13,6 @@ from sqlalchemy import select
 from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-tiny_checkpoint = study_support.tiny_checkpoint
-
 
 def _pixels(data: bytes) -> np.ndarray:
     with PILImage.open(io.BytesIO(data)) as im:

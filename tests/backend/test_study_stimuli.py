@@ -12,11 +12,8 @@ import torch
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
 from tests.conftest import TEST_REDIS_URL
-
-tiny_checkpoint = study_support.tiny_checkpoint
 
 
 def _pixels(data: bytes) -> np.ndarray:

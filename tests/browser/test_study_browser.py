@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
-
-tiny_checkpoint = study_support.tiny_checkpoint
 
 
 def test_participant_takes_a_study_with_a_reload(

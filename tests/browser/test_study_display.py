@@ -13,10 +13,8 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-tiny_checkpoint = study_support.tiny_checkpoint
 
 # the WCAG relative-luminance contrast of an element's text against the first opaque
 # background behind it (walking up the tree)
