@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-
 DEVICE = {"screen_width": 1920, "screen_height": 1080, "window_width": 1400, "window_height": 900,
           "device_pixel_ratio": 1.0, "user_agent": "pytest"}  # fmt: skip
 

@@ -21,9 +21,7 @@ from PIL import Image as PILImage
 from PIL import PngImagePlugin
 from sqlalchemy import func, select
 
-from tests.backend import study_support
 from tests.backend.study_support import make_dataset, make_run, ready_study
-
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEVICE = {"screen_width": 1920, "screen_height": 1080, "window_width": 1400, "window_height": 900,

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-
 FORBIDDEN_KEYS = {"eps", "epsilon", "epsilon_255", "run", "run_id", "clean", "side", "correct",
                   "correct_answer", "perturbed", "purpose", "seed", "catch", "condition_index",
                   "source_image_id", "storage_key"}  # fmt: skip

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from tests.backend.study_support import make_dataset, make_run, ready_study
 
-
 # the WCAG relative-luminance contrast of an element's text against the first opaque
 # background behind it (walking up the tree)
 CONTRAST_JS = """el => {
