@@ -1,4 +1,5 @@
-"""The tree stays lint-clean (ruff) and the web app type-checks (mypy), as the README promises."""
+"""The tree stays lint-clean and formatted (ruff) and the web app type-checks (mypy), as the
+README promises."""
 
 import subprocess
 import sys
@@ -13,7 +14,17 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing():
-    result = _run("ruff", "check", "backend", "worker", "runconfig", "tests", "migrations")
+    result = _run("ruff", "check", *PYTHON_FOLDERS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# every folder of Python the project keeps
+PYTHON_FOLDERS = ("backend", "worker", "runconfig", "tests", "migrations")
+
+
+def test_ruff_format_finds_nothing():
+    """`ruff format --check`: the tree is as the formatter writes it (run `ruff format`)."""
+    result = _run("ruff", "format", "--check", *PYTHON_FOLDERS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
