@@ -33,14 +33,18 @@ system-test-deps:
 	fi
 
 ## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
-## Then the suites that store files run again with every file in a real S3 server
+## Whole test files are spread over TEST_PROCS processes (pytest-xdist), the longest first
+## (LONGEST_FIRST in tests/conftest.py); each process has its own database, queue and storage
+## folder. Then the suites that store files run again with every file in a real S3 server
 ## (SeaweedFS, started by the tests: TEST_STORAGE=s3), the workers' cache in its own folder.
+## TEST_PROCS=0 runs everything in one process.
+TEST_PROCS ?= 3
 S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
 test: install-test system-test-deps
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
-	TEST_STORAGE=s3 $(PY) -m pytest -ra $(S3_SUITES)
+	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile $(PYTEST_ARGS)
+	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile $(S3_SUITES)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and

@@ -20,18 +20,13 @@ from backend.core.config import ROOT, get_settings
 _logger = logging.getLogger("demo")
 
 
-# The worker trains at a lower CPU priority than the API server: on a laptop's few cores the
-# pages stay responsive while a run trains (a run only takes a little longer).
-WORKER_NICENESS = 10
-
-
 def worker_command() -> list[str]:
     """The demo's Celery worker: one training process on the training and default queues."""
     settings = get_settings()
     return [
         "nice",
         "-n",
-        str(WORKER_NICENESS),
+        str(settings.demo_worker_niceness),
         sys.executable,
         "-m",
         "celery",

@@ -32,9 +32,10 @@ _STORAGE = Path(tempfile.mkdtemp(prefix="sipat-test-storage-"))
 
 # One folder per test run, named by the first process (the xdist controller, whose environment
 # its workers inherit) and removed by it at the end
-os.environ.setdefault("SIPAT_TEST_SHARED", tempfile.mkdtemp(prefix="sipat-test-shared-"))
+_OWNS_SHARED = "SIPAT_TEST_SHARED" not in os.environ
+if _OWNS_SHARED:
+    os.environ["SIPAT_TEST_SHARED"] = tempfile.mkdtemp(prefix="sipat-test-shared-")
 _SHARED = Path(os.environ["SIPAT_TEST_SHARED"])
-_OWNS_SHARED = "PYTEST_XDIST_WORKER" not in os.environ
 
 
 def shared_across_processes(name: str, build: Callable[[Path], None]) -> Path:
@@ -144,6 +145,42 @@ def pytest_unconfigure(config):
     finally:
         engine.dispose()
     shutil.rmtree(_STORAGE, ignore_errors=True)
+
+
+# The files that take longest (measured with --durations on 2 cores), longest first. `make
+# test` spreads whole files over processes (pytest-xdist --dist loadfile) in collection order,
+# so these start first and the short files fill in around them; a file missing here only
+# starts later. Order only: nothing depends on it.
+LONGEST_FIRST = (
+    "tests/browser/test_demo_pages.py",
+    "tests/backend/test_api_fuzz.py",
+    "tests/sipat/test_robustness.py",
+    "tests/worker/test_runs_on_ranks.py",
+    "tests/sipat/test_train.py",
+    "tests/browser/test_runs_browser.py",
+    "tests/browser/test_study_display.py",
+    "tests/browser/test_study_browser.py",
+    "tests/sipat/test_compare.py",
+    "tests/sipat/test_distributed.py",
+    "tests/worker/test_training_tasks.py",
+    "tests/backend/test_sqlite_concurrency.py",
+    "tests/sipat/test_cli.py",
+    "tests/browser/test_live_curves.py",
+    "tests/worker/test_two_workers.py",
+    "tests/worker/test_recovery.py",
+    "tests/backend/test_role_matrix.py",
+    "tests/sipat/test_precision.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def key(item) -> int:
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        return rank.get(path, len(rank))
+
+    items.sort(key=key)  # stable: the rest keep their order
 
 
 PASSWORDS = {"admin": "admin-pass", "researcher": "researcher-pass", "annotator": "annotator-pass"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_SECRET = "demo-secret-change-me"
@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # where `make demo` serves the app
     demo_host: str = "127.0.0.1"
     demo_port: int = 8000
+    # the demo's worker trains at this CPU niceness (0-19): on a laptop's few cores the pages
+    # stay responsive while a run trains (a run only takes a little longer)
+    demo_worker_niceness: int = Field(default=10, ge=0, le=19)
 
     @field_validator("storage_url")
     @classmethod

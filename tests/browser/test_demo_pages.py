@@ -66,6 +66,9 @@ def _demo_env(folder) -> dict[str, str]:
         TRAINING_QUEUE="training",
         DEMO_HOST="127.0.0.1",
         DEMO_PORT=str(free_port()),
+        # the demo's worker yields to a person's pages by default; here it would yield to the
+        # other test processes and build the demo last
+        DEMO_WORKER_NICENESS="0",
     )
 
 
