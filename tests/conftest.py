@@ -4,6 +4,7 @@ when those are unreachable."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -268,15 +269,23 @@ def db(pg_database):
     session.close()
 
 
+@functools.cache
+def password_hash(password: str) -> str:
+    """The argon2 hash of a test account's password, made once per process (argon2 is slow
+    on purpose; every test seeds the same three accounts)."""
+    from backend.core.security import hash_password
+
+    return hash_password(password)
+
+
 @pytest.fixture()
 def users(db):
     """One active account per role; returns {role: User}."""
-    from backend.core.security import hash_password
     from backend.models import User
 
     created = {}
     for role, password in PASSWORDS.items():
-        user = User(username=role, password_hash=hash_password(password), role=role)
+        user = User(username=role, password_hash=password_hash(password), role=role)
         db.add(user)
         created[role] = user
     db.commit()
@@ -408,14 +417,13 @@ def seed_live_world(base: str, dataset_name: str, size: int = 16) -> dict:
     "dataset": the imported dataset}."""
     import httpx
 
-    from backend.core.security import hash_password
     from backend.db import get_sessionmaker
     from backend.models import User
 
     truncate_all()
     with get_sessionmaker()() as db:
         for role, password in PASSWORDS.items():
-            db.add(User(username=role, password_hash=hash_password(password), role=role))
+            db.add(User(username=role, password_hash=password_hash(password), role=role))
         db.commit()
     headers: dict[str, dict[str, str]] = {"anonymous": {}}
     for role, password in PASSWORDS.items():
