@@ -12,6 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from runconfig import stats
+
 from .benchmark_data import mnist_strokes, salience_benchmark
 from .config import TrainConfig
 from .data import DataBundle
@@ -181,15 +183,13 @@ def _ms(values: list[float]) -> str:
 
 
 def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of a - b over paired seeds with its 95 % t interval (Student, n - 1 dof)."""
-    from scipy import stats
-
+    """Mean of a - b over paired seeds with its 95 % t interval (Student, n - 1 dof), by the
+    statistics the app uses too (runconfig/stats.py)."""
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("a paired difference needs two equally long lists of >= 2 values")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    mean, sd = statistics.mean(d), statistics.stdev(d)
-    half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / len(d) ** 0.5
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(d)}
+    t = stats.mean_interval([x - y for x, y in zip(a, b, strict=True)])
+    assert t.low is not None and t.high is not None
+    return {"mean": t.mean, "low": t.low, "high": t.high, "n": t.n}
 
 
 def describe_difference(diff: dict[str, float]) -> str:
