@@ -24,7 +24,7 @@ from backend.core.errors import (
     Unavailable,
     Unreadable,
 )
-from backend.middleware import JSONTooLarge, LoginBeforeBody
+from backend.middleware import BodyBeforeRoute, JSONTooLarge, LoginBeforeBody
 from backend.routers import (
     annotate,
     annotation_masks,
@@ -157,6 +157,7 @@ def create_app() -> FastAPI:
 
     openapi.install(app)
     app.add_middleware(LoginBeforeBody)
+    app.add_middleware(BodyBeforeRoute)  # runs before LoginBeforeBody (added later: outer)
     app.add_middleware(JSONTooLarge)
 
     @app.get("/api/health", tags=["meta"])
