@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench gpu-check lint typecheck install install-test system-test-deps clean-demo
+.PHONY: demo test bench gpu-check gpu-wheels gpu-check-dry lint typecheck install install-test \
+	system-test-deps clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,14 @@ bench: install-test
 ## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
 gpu-check: install-test
 	PY=$(PY) scripts/gpu_check.sh
+
+## make gpu-wheels: what a lent GPU machine (no network, its own python3 3.12 with torch 2.11)
+## lacks, as CPython 3.12 manylinux wheels in gpu-wheels/ (scripts/gpu-wheels.txt; ~37 MiB).
+## There: scripts/gpu_check.sh installs them with pip --no-index into a folder of its own.
+gpu-wheels: gpu-wheels/.done
+gpu-wheels/.done: scripts/gpu-wheels.txt scripts/gpu_wheels.py
+	$(PYTHON) scripts/gpu_wheels.py --out gpu-wheels
+	touch $@
 
 lint: install-test
 	$(VENV)/bin/ruff check backend worker runconfig tests migrations
