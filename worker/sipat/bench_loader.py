@@ -17,13 +17,12 @@ waits for. Both are wall-clock rates (the loader's work happens in other process
 from __future__ import annotations
 
 import argparse
-import io
+import importlib.util
 import json
 import os
 import statistics
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,28 +38,31 @@ from .runtime import tune_cpu_allocator
 SOURCE_SIZE = 256  # pixels per side of the files; the loader resizes them to --image-size
 
 
-def _photographs() -> list[np.ndarray]:
-    """foolbox's ImageNet samples (shipped with the package), or smooth synthetic images."""
-    try:
-        folder = resources.files("foolbox") / "data"
-        files = sorted(p for p in folder.iterdir() if p.name.startswith("imagenet_"))
-        return [np.asarray(Image.open(io.BytesIO(p.read_bytes())).convert("RGB")) for p in files]
-    except (ModuleNotFoundError, FileNotFoundError):
-        rng = np.random.default_rng(0)
-        yy, xx = np.mgrid[0:SOURCE_SIZE, 0:SOURCE_SIZE] / SOURCE_SIZE
-        return [
-            (255 * np.stack([np.sin(6 * xx * f), np.cos(5 * yy * f), xx * yy], -1) % 255).astype(
-                np.uint8
-            )
-            for f in rng.uniform(0.5, 3, size=20)
-        ]
+def _photographs() -> tuple[list[np.ndarray], str]:
+    """foolbox's ImageNet samples (shipped with the package, read without importing it: its
+    imports need more than the files do), or smooth synthetic images; and which."""
+    spec = importlib.util.find_spec("foolbox")
+    folder = Path(spec.origin).parent / "data" if spec and spec.origin else None
+    files = sorted(folder.glob("imagenet_*")) if folder and folder.is_dir() else []
+    if files:
+        return [np.asarray(Image.open(p).convert("RGB")) for p in files], "foolbox imagenet samples"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SOURCE_SIZE, 0:SOURCE_SIZE] / SOURCE_SIZE
+    synthetic = [
+        (255 * np.stack([np.sin(6 * xx * f), np.cos(5 * yy * f), xx * yy], -1) % 255).astype(
+            np.uint8
+        )
+        for f in rng.uniform(0.5, 3, size=20)
+    ]
+    return synthetic, "synthetic"
 
 
-def write_export(root: Path, n: int, classes: int = 10) -> Path:
-    """n JPEG images (quality 90, SOURCE_SIZE px) with PNG masks, as the app exports them."""
+def write_export(root: Path, n: int, classes: int = 10) -> tuple[Path, str]:
+    """n JPEG images (quality 90, SOURCE_SIZE px) with PNG masks, as the app exports them;
+    and where the pictures came from."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    photos = _photographs()
+    photos, source = _photographs()
     entries = []
     for i in range(n):
         img = Image.fromarray(photos[i % len(photos)]).resize((SOURCE_SIZE, SOURCE_SIZE))
@@ -89,7 +91,7 @@ def write_export(root: Path, n: int, classes: int = 10) -> Path:
         "images": entries,
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    return root, source
 
 
 def loader_rate(
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.backends.cudnn.benchmark = True
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_export(Path(tmp) / "export", args.images)
+        root, source = write_export(Path(tmp) / "export", args.images)
         delivered = loader_rate(root, args.image_size, batch, workers, args.device, args.epochs)
     consumed = pgd_at_rate(
         args.image_size, batch if cuda else 16, args.steps, args.rounds, args.device, precision
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.image_size,
         "source_size": SOURCE_SIZE,
         "files": "jpeg q90 + png mask",
+        "pictures": source,
         "loader_workers": workers,
         "batch_size": batch,
         "model": "resnet18",
