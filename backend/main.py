@@ -38,6 +38,7 @@ from backend.routers import (
     reviews,
     runs,
     studies,
+    sweeps,
     users,
 )
 
@@ -61,6 +62,7 @@ ROUTER_MODULES = (
     reviews,
     runs,
     studies,
+    sweeps,
     users,
 )
 

@@ -376,6 +376,11 @@ class TrainingRun(Base):
     cloned_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("training_runs.id", ondelete="SET NULL")
     )
+    # the sweep it is one run of (backend/services/sweeps.py); a run of a sweep waits queued
+    # without a dispatch token until its sweep's turn (celery_task_id None)
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
+    )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -384,6 +389,28 @@ class TrainingRun(Base):
     epochs: Mapped[list[RunEpoch]] = relationship(
         order_by="RunEpoch.epoch", cascade="all, delete-orphan"
     )
+
+
+class Sweep(Base):
+    """Runs launched together over a grid of one or two settings and seeds, with an optional
+    baseline arm (runconfig/sweep.py); its runs are sent to the workers a few at a time."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    # the launch form every run starts from (its settings and the app objects it names)
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # [{"name": setting, "values": [...]}], one or two, in the order given
+    axes: Mapped[list[Any]] = mapped_column(JSON)
+    seeds: Mapped[list[Any]] = mapped_column(JSON)
+    # the settings that set the baseline arm apart ({"method": "pgd_at"}), or None
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # how many of its runs may be queued at the broker or running at once
+    in_flight: Mapped[int] = mapped_column(Integer, default=2)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class RunEpoch(Base):

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # seconds between two passes of every worker's recovery (orphaned runs, lost messages;
     # worker/recovery.py): a lost message is sent again within this plus the grace above
     run_recovery_interval_s: float = 30.0
+    # how many runs of one sweep may be at the broker or training at once; the rest wait and
+    # are sent as earlier ones end, so that a sweep never queues ahead of other runs
+    sweep_in_flight: int = Field(default=2, ge=1, le=100)
     # mark the session cookie Secure (HTTPS only); unset: on in production, off elsewhere
     cookie_secure: bool | None = None
     # where `make demo` serves the app

@@ -35,6 +35,7 @@ from backend.models import (
     RUN_TRANSITIONS,
     RunBatch,
     RunEpoch,
+    Sweep,
     TrainingRun,
     utcnow,
 )
@@ -111,6 +112,8 @@ def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
     else:
         raise Conflict("Only a queued or running run can be cancelled.")
     db.commit()
+    if run.sweep_id is not None and run.state == "cancelled":
+        release_held(db, run.sweep_id)
     return run
 
 
@@ -190,6 +193,7 @@ def requeue_orphans(
     handled += requeue_lost_messages(
         db, settings, enqueue_fn=enqueue_fn, holds=holds, now=now, skip=set(handled)
     )
+    handled += release_all_held(db, enqueue_fn)
     if handled:
         _logger.warning("orphaned runs handled: %s", handled)
     return handled
@@ -403,4 +407,45 @@ def finish(
         lines.append(f"ERROR {error}")
     run.log_tail = "\n".join(lines[-LOG_LINES:]) or run.log_tail
     db.commit()
+    if run.sweep_id is not None:
+        release_held(db, run.sweep_id)
     return True
+
+
+def release_held(db: Session, sweep_id: int, enqueue_fn: Enqueue = enqueue) -> list[int]:
+    """Send a sweep's held runs (queued without a dispatch token) to the workers, the oldest
+    first, until Sweep.in_flight of its runs are at the broker or running: a sweep never
+    fills the queue ahead of other people's runs, which are dispatched at once. Called when
+    a sweep starts, when one of its runs ends or is cancelled, and by the recovery pass.
+    Returns the ids dispatched."""
+    sweep = db.scalars(select(Sweep).where(Sweep.id == sweep_id).with_for_update()).first()
+    if sweep is None:
+        return []
+    runs = db.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.sweep_id == sweep_id, TrainingRun.state.in_(("queued", "running")))
+        .order_by(TrainingRun.id)
+    ).all()
+    busy = sum(1 for r in runs if r.state == "running" or r.celery_task_id is not None)
+    held = [r for r in runs if r.state == "queued" and r.celery_task_id is None]
+    chosen = held[: max(0, sweep.in_flight - busy)]
+    db.commit()  # the sweep's lock ends here; dispatch commits each run's token itself
+    for run in chosen:
+        dispatch(db, run, enqueue_fn)
+    return [r.id for r in chosen]
+
+
+def release_all_held(db: Session, enqueue_fn: Enqueue = enqueue) -> list[int]:
+    """release_held for every sweep with held runs (the recovery's safety net, should a
+    release have been missed)."""
+    sweep_ids = db.scalars(
+        select(TrainingRun.sweep_id)
+        .where(
+            TrainingRun.sweep_id.is_not(None),
+            TrainingRun.state == "queued",
+            TrainingRun.celery_task_id.is_(None),
+        )
+        .distinct()
+    ).all()
+    db.commit()
+    return [i for sweep_id in sweep_ids if sweep_id for i in release_held(db, sweep_id, enqueue_fn)]

@@ -17,3 +17,14 @@ ROUTES = {
     ("GET", "/api/runs/{run_id}/salience"): STAFF,
     ("GET", "/api/runs/{run_id}/salience/{name}"): STAFF,
 }
+
+# sweeps (backend/routers/sweeps.py): researchers and admins only, as runs
+ROUTES.update(
+    {
+        ("POST", "/api/sweeps"): STAFF,
+        ("POST", "/api/sweeps/preview"): STAFF,
+        ("GET", "/api/sweeps"): STAFF,
+        ("GET", "/api/sweeps/{sweep_id}"): STAFF,
+        ("GET", "/api/sweeps/{sweep_id}/export"): STAFF,
+    }
+)

@@ -205,14 +205,33 @@ def create_runs(
 ) -> list[TrainingRun]:
     """Validate, store one run per seed (one group), queue them."""
     launch = validate_launch(db, form)
+    name = form.get("name", "").strip() or f"{launch.settings.method} {launch.settings.model}"
+    if cloned_from_id is not None and db.get(TrainingRun, cloned_from_id) is None:
+        cloned_from_id = None
+    runs = new_runs(db, launch, form, name, user_id, cloned_from_id=cloned_from_id)
+    db.commit()
+    for run in runs:
+        dispatch(db, run, enqueue_fn)
+    return runs
+
+
+def new_runs(
+    db: Session,
+    launch: Launch,
+    form: dict[str, Any],
+    name: str,
+    user_id: int | None,
+    *,
+    cloned_from_id: int | None = None,
+    sweep_id: int | None = None,
+) -> list[TrainingRun]:
+    """One run per seed of a launch that passed, one group, added to the session (neither
+    committed nor queued)."""
     config, settings = launch.config, launch.settings
     dataset = db.get(Dataset, form["dataset_id"])
     assert dataset is not None
     mask_set = db.get(MaskSet, config["mask_set_id"]) if config["mask_set_id"] else None
     group_key = uuid.uuid4().hex[:16]
-    name = form.get("name", "").strip() or f"{settings.method} {settings.model}"
-    if cloned_from_id is not None and db.get(TrainingRun, cloned_from_id) is None:
-        cloned_from_id = None
     runs = []
     for seed in launch.seeds:
         run = TrainingRun(
@@ -234,12 +253,10 @@ def create_runs(
             },
             created_by_id=user_id,
             cloned_from_id=cloned_from_id,
+            sweep_id=sweep_id,
         )
         db.add(run)
         runs.append(run)
-    db.commit()
-    for run in runs:
-        dispatch(db, run, enqueue_fn)
     return runs
 
 
