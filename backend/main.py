@@ -9,9 +9,11 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from starlette.requests import ClientDisconnect
 
 from backend.core import openapi
 from backend.core.config import ROOT, get_settings
@@ -24,7 +26,13 @@ from backend.core.errors import (
     Unavailable,
     Unreadable,
 )
-from backend.middleware import BodyBeforeRoute, JSONTooLarge, LoginBeforeBody
+from backend.middleware import (
+    RETRY_AFTER_S,
+    BodyBeforeRoute,
+    JSONTooLarge,
+    LoginBeforeBody,
+    database_unavailable,
+)
 from backend.routers import (
     annotate,
     annotation_masks,
@@ -125,7 +133,9 @@ def create_app() -> FastAPI:
         content: dict[str, str | list[dict[str, str]]] = {"detail": exc.detail}
         if exc.errors:
             content["errors"] = exc.errors
-        return JSONResponse(status_code=http_status(exc), content=content)
+        status = http_status(exc)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse(status_code=status, content=content, headers=headers)
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable_text(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
@@ -137,6 +147,19 @@ def create_app() -> FastAPI:
                 f"Unicode ({exc.reason}); nothing was stored."
             },
         )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        # a restart, a refused or dropped connection, an exhausted pool: try again soon
+        return database_unavailable(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(_: Request, __: ClientDisconnect) -> Response:
+        # the client hung up mid-body (its one log line is BodyBeforeRoute's): nobody is
+        # left to read an answer, and it is not the server's fault
+        return Response(status_code=400)
 
     @app.exception_handler(DataError)
     async def _unstorable_value(_: Request, exc: DataError) -> JSONResponse:

@@ -21,6 +21,8 @@ from re import Pattern
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +32,24 @@ from backend.db import get_sessionmaker
 from backend.deps import ensure_role, get_current_user
 
 _logger = logging.getLogger(__name__)
+
+# What SQLAlchemy raises while the database cannot be reached (refused, restarting, a
+# dropped connection, no connection free in the pool): answered 503 with Retry-After.
+DATABASE_DOWN = (OperationalError, InterfaceError, SQLAlchemyTimeoutError)
+DATABASE_DOWN_SENTENCE = "The database cannot be reached at the moment; try again in a few seconds."
+RETRY_AFTER_S = 5
+
+
+def database_unavailable(exc: Exception) -> JSONResponse:
+    """The 503 answering a request that found the database unreachable; one log line."""
+    _logger.warning("database unreachable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return JSONResponse(
+        {"detail": DATABASE_DOWN_SENTENCE},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 TOO_LARGE_SENTENCE = "The request body is larger than the allowed size."
 TOO_LARGE = json.dumps({"detail": TOO_LARGE_SENTENCE}).encode()
 
@@ -135,6 +155,7 @@ class BodyBeforeRoute:
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
+        receive = _noting_hang_up(receive, method, path)
         on_path = [r for r in self._routes(scope) if r.path_regex.match(path)]
         route = next((r for r in on_path if r.methods is None or method in r.methods), None)
         if route is None:
@@ -161,8 +182,7 @@ class BodyBeforeRoute:
             await self.app(scope, receive, send)
             return
         body = await _read_at_most(receive, min(route.limit, get_settings().max_json_body_bytes))
-        if body is None:  # the client hung up while sending it
-            _logger.info("%s %s: the client hung up while sending its body", method, path)
+        if body is None:  # the client hung up while sending it (logged as it did)
             return
         if isinstance(body, int):
             await _json(413, TOO_LARGE_SENTENCE, {"Connection": "close"})(scope, receive, send)
@@ -185,6 +205,25 @@ async def _read_at_most(receive: Receive, limit: int) -> bytes | int | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _noting_hang_up(receive: Receive, method: str, path: str) -> Receive:
+    """A receive that logs one line (no traceback: a client going away is not the server's
+    fault) when the client disconnects before its body has ended; the route then stops where
+    it reads (Starlette's ClientDisconnect, answered quietly by backend/main.py)."""
+    body_ended = False
+
+    async def noting() -> Message:
+        nonlocal body_ended
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body_ended = True
+        elif message["type"] == "http.disconnect" and not body_ended:
+            body_ended = True  # said once
+            _logger.info("%s %s: the client hung up while sending its body", method, path)
+        return message
+
+    return noting
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -227,6 +266,11 @@ class LoginBeforeBody:
                 await run_in_threadpool(_check_login, request)
             except HTTPException as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+                response.headers["connection"] = "close"
+                await response(scope, receive, send)
+                return
+            except DATABASE_DOWN as exc:
+                response = database_unavailable(exc)
                 response.headers["connection"] = "close"
                 await response(scope, receive, send)
                 return

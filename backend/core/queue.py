@@ -72,14 +72,37 @@ def make_celery(settings: Settings, name: str = "sipat") -> Celery:
     return app
 
 
+# The API's sends give up quickly when the broker is down (a request must not hang for the
+# ~20 s of Celery's default reconnection): one retry after 0.2 s, 2 s to connect.
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2}
+CLIENT_CONNECT_TIMEOUT_S = 2.0
+
+
 @lru_cache
 def get_celery() -> Celery:
-    return make_celery(get_settings(), name="sipat-client")
+    """The API's Celery client: it only sends, by name, and never waits on a result store
+    (progress is read from the database), so a broker outage fails a send in seconds."""
+    app = make_celery(get_settings(), name="sipat-client")
+    options = dict(app.conf.broker_transport_options or {})
+    options.update(
+        socket_connect_timeout=CLIENT_CONNECT_TIMEOUT_S, socket_timeout=CLIENT_CONNECT_TIMEOUT_S
+    )
+    app.conf.update(
+        broker_transport_options=options,
+        broker_connection_timeout=CLIENT_CONNECT_TIMEOUT_S,
+        redis_socket_connect_timeout=CLIENT_CONNECT_TIMEOUT_S,
+        redis_socket_timeout=CLIENT_CONNECT_TIMEOUT_S,
+    )
+    return app
 
 
 def enqueue(task_name: str, *args: object) -> str:
-    """Send a task by name (the API never imports worker code); returns the task id."""
-    result = get_celery().send_task(task_name, args=list(args))
+    """Send a task by name (the API never imports worker code); returns the task id. Raises
+    (within a few seconds) when the broker cannot be reached. Nothing reads a task's result
+    (the tasks record their outcome in the database), so none is kept."""
+    result = get_celery().send_task(
+        task_name, args=list(args), ignore_result=True, retry=True, retry_policy=PUBLISH_RETRY
+    )
     return str(result.id)
 
 

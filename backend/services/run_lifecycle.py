@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
-from backend.core.errors import Conflict
+from backend.core.errors import Conflict, Unavailable
 from backend.core.queue import TRAIN_TASK, enqueue, held_tokens
 from backend.models import (
     FINISHED_STATES,
@@ -79,8 +79,15 @@ def move(run: TrainingRun, to: str) -> None:
 # ---------------------------------------------------------------------------- the API's side
 
 
-def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> None:
-    """Queue a run with a fresh dispatch token. The token is committed before the message is
+QUEUE_DOWN = (
+    "The task queue could not be reached, so the run was kept as failed; "
+    "retry it when the queue is back."
+)
+
+
+def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> bool:
+    """Queue a run with a fresh dispatch token; False when the broker could not be reached
+    (the run is then failed, with the reason). The token is committed before the message is
     sent, and a task whose token is no longer the run's does nothing, so a late redelivery of
     an old message can never train the run twice."""
     if run.state != "queued":
@@ -92,12 +99,14 @@ def dispatch(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> No
     db.commit()
     try:
         enqueue_fn(TRAIN_TASK, run.id, run.celery_task_id)
-    except Exception as exc:  # any broker failure
-        _logger.exception("could not enqueue run %s", run.id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: one line, the run says why
+        _logger.warning("could not enqueue run %s: %s: %s", run.id, type(exc).__name__, exc)
         move(run, "failed")
         run.error = f"The task queue could not be reached ({type(exc).__name__}); retry the run."
         run.finished_at = utcnow()
         db.commit()
+        return False
+    return True
 
 
 def cancel_run(db: Session, run: TrainingRun) -> TrainingRun:
@@ -124,7 +133,8 @@ def retry_run(db: Session, run: TrainingRun, enqueue_fn: Enqueue = enqueue) -> T
     run.finished_at = None
     run.attempts = 0
     run.resent_at, run.resent_why = None, None  # a new life: no recovery of it yet
-    dispatch(db, run, enqueue_fn)
+    if not dispatch(db, run, enqueue_fn):
+        raise Unavailable(QUEUE_DOWN)
     return run
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 import runconfig
-from backend.core.errors import Invalid
+from backend.core.errors import Invalid, Unavailable
 from backend.core.queue import enqueue
 from backend.models import Dataset, MaskSet, TrainingRun
-from backend.services.run_lifecycle import dispatch
+from backend.services.run_lifecycle import QUEUE_DOWN, dispatch
 
 Enqueue = Callable[..., str]
 
@@ -210,9 +210,18 @@ def create_runs(
         cloned_from_id = None
     runs = new_runs(db, launch, form, name, user_id, cloned_from_id=cloned_from_id)
     db.commit()
-    for run in runs:
-        dispatch(db, run, enqueue_fn)
+    for n, run in enumerate(runs):
+        if not dispatch(db, run, enqueue_fn):
+            # the broker is down: the group's other runs are kept as failed without waiting
+            # on it again, and the launch is answered 503
+            for rest in runs[n + 1 :]:
+                dispatch(db, rest, _queue_was_down)
+            raise Unavailable(QUEUE_DOWN)
     return runs
+
+
+def _queue_was_down(*_args: object) -> str:
+    raise ConnectionError("the task queue was down a moment ago")
 
 
 def new_runs(
