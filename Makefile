@@ -56,6 +56,7 @@ bench: install-test
 	$(PY) -m worker.sipat.bench_loader
 	$(PY) -m backend.benchmarks.mask_save
 	$(PY) -m backend.benchmarks.scale
+	$(PY) -m backend.benchmarks.sweep_page
 
 ## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
 gpu-check: install-test

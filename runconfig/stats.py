@@ -141,9 +141,18 @@ def bootstrap_interval(
 ) -> tuple[float, float] | None:
     """The percentile bootstrap interval of the mean: the seeds resampled with replacement,
     `resamples` times from a generator seeded with `seed`; None for fewer than two values."""
-    n = len(values)
-    if n < 2:
+    if len(values) < 2:
         return None
+    return _bootstrap(tuple(values), level, resamples, seed)
+
+
+@lru_cache(maxsize=8192)
+def _bootstrap(
+    values: tuple[float, ...], level: float, resamples: int, seed: int
+) -> tuple[float, float]:
+    """bootstrap_interval, remembered: a sweep's page asks again for the same seeds' figures
+    at every poll while its other runs train."""
+    n = len(values)
     means = sorted(sum(pick(values)) / n for pick in _resamplers(n, resamples, seed))
     tail = (1.0 - level) / 2.0
     return _percentile(means, tail), _percentile(means, 1.0 - tail)
