@@ -239,6 +239,13 @@ def _grid(axes: Sequence[Axis]) -> list[tuple[Any, ...]]:
     return combos
 
 
+def grid_arms(axes: Sequence[Axis], baseline: bool) -> list[Arm]:
+    """Every cell of the grid in order (the first axis slowest), then the baseline if any."""
+    names = [a.name for a in axes]
+    arms = [Arm(tuple(zip(names, cell, strict=True))) for cell in _grid(axes)]
+    return arms + ([Arm((), baseline=True)] if baseline else [])
+
+
 def arm_of(
     config: Mapping[str, Any], axes: Sequence[str], baseline: Mapping[str, Any] | None
 ) -> Arm:

@@ -286,3 +286,39 @@ def test_exports(client, seeded, auth, db, auto_masks):
         "mask_fraction=0.5",
         "baseline",
     ]
+
+
+def test_the_api_and_the_command_line_give_the_same_figures(
+    client, seeded, auth, db, auto_masks, tmp_path, capsys
+):
+    """The same runs, read by the app from the database and by `python -m worker.sipat sweep`
+    from their results files (metrics.json), give the same table."""
+    import json
+
+    from worker.sipat.cli import main
+
+    sweep_id, _clean = finished_sweep(client, seeded, auth, db, auto_masks)
+    api = client.get(
+        f"/api/sweeps/{sweep_id}", headers=auth["researcher"], params={"margin": 3}
+    ).json()["table"]
+    for run in db.scalars(select(TrainingRun).where(TrainingRun.sweep_id == sweep_id)).all():
+        if run.state == "succeeded":  # a failed run leaves no results file
+            folder = tmp_path / f"run{run.id}"
+            folder.mkdir()
+            result = {"config": run.config, "final": run.final_metrics["final"]}
+            (folder / "metrics.json").write_text(json.dumps(result))
+    capsys.readouterr()
+    argv = ["sweep", "--set", "mask_fraction=0.25,0.5", "--seeds", "0,1,2"]
+    argv += ["--baseline", "method=pgd_at", "--out", str(tmp_path), "--results-only"]
+    assert main([*argv, "--margin", "3", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert [a["key"] for a in cli["arms"]] == [a["key"] for a in api["arms"]]
+    assert cli["metrics"] == api["metrics"]
+    for ours, theirs in zip(cli["arms"], api["arms"], strict=True):
+        assert ours["metrics"] == theirs["metrics"]
+        assert ours["paired"] == theirs["paired"]
+        assert ours["succeeded"] == theirs["succeeded"]
+    assert main(argv) == 0  # and the markdown table
+    text = capsys.readouterr().out
+    assert "| mask_fraction=0.25 | 3 (0, 0) |" in text
+    assert "not shown to differ" in text or "differs" in text

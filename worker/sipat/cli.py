@@ -1,10 +1,12 @@
-"""Command line: train, evaluate, make-benchmark-data, compare.
+"""Command line: train, evaluate, make-benchmark-data, compare, sweep.
 
     python -m worker.sipat train --config cfg.json --out runs/a [--set eps=0.03 --set method=sip_at]
         [--events events.jsonl] [--stop-file STOP]
     python -m worker.sipat evaluate --checkpoint runs/a/final.pt [--data DIR] [--eps 2/255,8/255]
     python -m worker.sipat make-benchmark-data --out data/bench
     python -m worker.sipat compare --dataset salience --seeds 0,1,2 --out runs/compare
+    python -m worker.sipat sweep --set mask_fraction=0.25,0.5 --seeds 0,1 --base method=sip_at
+        --baseline method=pgd_at --out runs/sweep [--results-only] [--margin 2] [--json]
 
 Re-running the same train command after a kill resumes from the last finished epoch.
 --events appends one JSON line per progress point and per finished epoch to a file (what a
@@ -189,6 +191,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(items: list[str] | None, *, many: bool) -> list[tuple[str, object]]:
+    """KEY=VALUE (or KEY=V1,V2,... when many) options, in the order given."""
+    out: list[tuple[str, object]] = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(key or item, "expected KEY=VALUE")
+        parts = [_parse_value(v) for v in value.split(",")] if many else _parse_value(value)
+        out.append((key.strip(), parts))
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import markdown, sweep_table, train_sweep
+
+    axes = _key_values(args.set, many=True)
+    baseline = dict(_key_values(args.baseline, many=False)) or None
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    base = dict(_key_values(args.base, many=False))
+    out = Path(args.out)
+    if not args.results_only:
+        train_sweep(args.dataset, base, axes, seeds, baseline, out, progress=not args.no_progress)
+    table = sweep_table(out, axes, baseline, args.margin)
+    print(json.dumps(table, indent=1) if args.json else markdown(table))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m worker.sipat", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +270,40 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_compare)
+    w = sub.add_parser(
+        "sweep",
+        help="one or two settings over values x seeds with a baseline arm; the app's table",
+    )
+    w.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="FIELD=V1,V2",
+        help="a sweepable setting and its values (once or twice)",
+    )
+    w.add_argument("--seeds", default="0,1,2")
+    w.add_argument(
+        "--baseline",
+        action="append",
+        metavar="KEY=VALUE",
+        help="what sets the baseline arm apart, e.g. method=pgd_at (repeatable)",
+    )
+    w.add_argument(
+        "--base", action="append", metavar="KEY=VALUE", help="a setting of every arm (repeatable)"
+    )
+    w.add_argument("--dataset", choices=["salience", "mnist"], default="salience")
+    w.add_argument("--out", required=True, help="runs go to OUT/<arm>/seed<k>/")
+    w.add_argument(
+        "--results-only",
+        action="store_true",
+        help="train nothing: tabulate the metrics.json files already under --out",
+    )
+    w.add_argument(
+        "--margin", type=float, help="equivalence margin in points (two one-sided tests)"
+    )
+    w.add_argument("--json", action="store_true", help="print the whole table as JSON")
+    w.add_argument("--no-progress", action="store_true")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

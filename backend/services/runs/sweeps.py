@@ -225,11 +225,7 @@ def get_sweep(db: Session, sweep_id: int) -> Sweep:
 
 def _arms(sweep: Sweep) -> list[grid.Arm]:
     axes = [grid.Axis(a["name"], tuple(a["values"])) for a in sweep.axes]
-    cells: list[tuple[Any, ...]] = [()]
-    for axis in axes:
-        cells = [(*c, v) for c in cells for v in axis.values]
-    arms = [grid.Arm(tuple(zip([a.name for a in axes], c, strict=True))) for c in cells]
-    return arms + ([grid.Arm((), baseline=True)] if sweep.baseline else [])
+    return grid.grid_arms(axes, bool(sweep.baseline))
 
 
 def records(runs: list[Any]) -> list[grid.Record]:
