@@ -36,6 +36,7 @@ from backend.db import session_scope
 from backend.models import ROLES, Dataset, User
 from backend.services.dataset_formats import Entry
 from backend.services.datasets import directory_entries, import_dataset
+from backend.services.users import similar_username
 
 DEMO_ACCOUNTS = {
     "admin": ("admin", "admin-demo-pass"),
@@ -161,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             problem = password_problem(password, args.username)
             if problem:
                 print(f"error: {problem}", file=sys.stderr)
+                return 2
+            with session_scope() as db:
+                twin = similar_username(db, args.username)
+            if twin is not None and twin != args.username:
+                print(
+                    f"error: {args.username!r} is too like the existing {twin!r}", file=sys.stderr
+                )
                 return 2
             if not ensure_user(args.username, password, args.role):
                 print(f"error: the username {args.username!r} is taken", file=sys.stderr)

@@ -31,6 +31,7 @@ from backend.middleware import (
     BodyBeforeRoute,
     JSONTooLarge,
     LoginBeforeBody,
+    SecurityHeaders,
     database_unavailable,
 )
 from backend.routers import (
@@ -184,6 +185,7 @@ def create_app() -> FastAPI:
     app.add_middleware(LoginBeforeBody)
     app.add_middleware(BodyBeforeRoute)  # runs before LoginBeforeBody (added later: outer)
     app.add_middleware(JSONTooLarge)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the 413s included
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict[str, Any]:

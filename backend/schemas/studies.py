@@ -6,7 +6,7 @@ answers by opaque ids only (tests/backend/test_study_participate.py scans every 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -257,13 +257,30 @@ class ExamplePayload(BaseModel):
     changed: str
 
 
+EARLIEST_SHOWN_AT = datetime(2020, 1, 1, tzinfo=UTC)
+
+
 class AnswerIn(BaseModel):
     # 2AFC: "left" or "right" (which image was changed); yes/no: "yes" or "no"
     answer: Literal["left", "right", "yes", "no"]
-    # milliseconds from the images appearing to the answer, measured by the page
-    rt_ms: float = Field(ge=0, le=3_600_000)
-    # when the images appeared, by the browser's clock
-    shown_at: datetime | None = None
+    # milliseconds from the images appearing to the answer, measured by the page (a number:
+    # true, false or "500" are refused, not read as 1, 0 and 500)
+    rt_ms: float = Field(ge=0, le=3_600_000, strict=True)
+    # when the images appeared, by the browser's clock: an ISO 8601 time (a number such as 0
+    # is refused, not read as seconds since 1970), within a day of the server's clock or
+    # since 2020
+    shown_at: datetime | None = Field(default=None, strict=True)
+
+    @field_validator("shown_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if not EARLIEST_SHOWN_AT <= aware <= datetime.now(UTC) + timedelta(days=1):
+            raise ValueError("must be the time the images appeared (ISO 8601, e.g. from the clock)")
+        return value
+
     # the integer factor the images were drawn at: device pixels per image pixel (nearest
     # neighbour); None when the page did not say
     display_scale: int | None = Field(default=None, ge=1, le=64, strict=True)

@@ -12,11 +12,37 @@ from backend.core.security import hash_password, password_problem
 from backend.models import User
 from backend.services import logins
 
+# what a look-alike comparison ignores at the end of a username ("admin1." is "admin1")
+TRAILING_PUNCTUATION = "._-@"
+
+
+def username_key(username: str) -> str:
+    """What two usernames are compared by: their letters without case, trailing punctuation
+    ignored ("Admin1", "ADMIN1" and "admin1." are all "admin1")."""
+    return username.casefold().rstrip(TRAILING_PUNCTUATION)
+
+
+def similar_username(db: Session, username: str) -> str | None:
+    """An existing username that looks like this one (the same one included), if any."""
+    key = username_key(username)
+    first = key[:1]
+    # the key starts with the username's first letter (any case): only those are compared
+    candidates = db.scalars(
+        select(User.username).where(func.lower(func.substr(User.username, 1, 1)) == first)
+    ).all()
+    return next((name for name in candidates if username_key(name) == key), None)
+
 
 def create_user(db: Session, username: str, password: str, role: str) -> User:
-    """A new account; Conflict when the username is taken."""
-    if db.scalar(select(User.id).where(User.username == username)) is not None:
+    """A new account; Conflict when the username is taken or looks like one that is."""
+    twin = similar_username(db, username)
+    if twin == username:
         raise Conflict("That username is taken.")
+    if twin is not None:
+        raise Conflict(
+            f"The username {username!r} is too like the existing {twin!r} (letters compared "
+            "without case, trailing punctuation ignored); choose another."
+        )
     db.commit()  # no transaction is held while argon2 hashes
     user = User(username=username, password_hash=hash_password(password), role=role)
     db.add(user)
