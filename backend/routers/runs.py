@@ -138,13 +138,16 @@ def group_runs(
     ids: str | None = None,
     dataset_id: QueryId = None,
     tag: str | None = None,
+    baseline: Annotated[str | None, Query(max_length=200)] = None,
+    margin: Annotated[float | None, Query(gt=0, le=100)] = None,
 ) -> RunGroups:
-    """Finished runs grouped by one setting: mean +- std of final metrics across seeds."""
+    """Finished runs grouped by one setting: mean +- std and 95 % interval across seeds, and
+    each group minus the `baseline` group paired by seed, with the verdict at `margin` points."""
     if ids:
         runs = compare.runs_by_ids(db, _ids(ids))
     else:
         runs, _count = live.list_runs(db, dataset_id=dataset_id, tag=tag, limit=1000)
-    return RunGroups(by=by, groups=compare.group_runs(runs, by))
+    return RunGroups(by=by, groups=compare.group_runs(runs, by, baseline, margin))
 
 
 @router.get("/{run_id}", response_model=RunDetail)

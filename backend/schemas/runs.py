@@ -152,6 +152,9 @@ class GroupStat(BaseModel):
     mean: float
     std: float
     n: int
+    # the 95 % t interval over seeds (None for one seed)
+    low: float | None = None
+    high: float | None = None
 
 
 class RunGroup(BaseModel):
@@ -159,6 +162,8 @@ class RunGroup(BaseModel):
     run_ids: list[int]
     seeds: list[Any]
     metrics: dict[str, GroupStat]
+    # metric -> this group minus the baseline group, paired by seed (runconfig.stats)
+    paired: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class RunGroups(BaseModel):

@@ -322,3 +322,20 @@ def test_the_api_and_the_command_line_give_the_same_figures(
     text = capsys.readouterr().out
     assert "| mask_fraction=0.25 | 3 (0, 0) |" in text
     assert "not shown to differ" in text or "differs" in text
+
+
+def test_compare_groups_get_the_same_paired_intervals(client, seeded, auth, db, auto_masks):
+    sweep_id, _clean = finished_sweep(client, seeded, auth, db, auto_masks)
+    page = client.get(f"/api/sweeps/{sweep_id}", headers=auth["researcher"]).json()["table"]
+    ids = ",".join(str(r["ref"]) for r in page["runs"])
+    params = {"by": "mask_fraction", "ids": ids, "baseline": "1.0", "margin": 10}
+    r = client.get("/api/runs/groups", headers=auth["researcher"], params=params)
+    assert r.status_code == 200, r.text
+    groups = {g["value"]: g for g in r.json()["groups"]}
+    assert groups[1.0]["paired"] == {}
+    ours = groups[0.25]["paired"]["clean_accuracy"]
+    sweep_arm = page["arms"][0]["paired"]["clean_accuracy"]
+    for key in ("mean", "low", "high", "boot_low", "boot_high", "n", "seeds"):
+        assert ours[key] == pytest.approx(sweep_arm[key]), key
+    assert ours["text"].startswith("equivalent within ±10 points")
+    assert groups[0.25]["metrics"]["clean_accuracy"]["low"] is not None

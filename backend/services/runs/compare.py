@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 import runconfig
 from backend.core.errors import NotFound
 from backend.models import TrainingRun
+from runconfig import stats
 
 
 def runs_by_ids(db: Session, ids: list[int]) -> list[TrainingRun]:
@@ -84,15 +85,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def group_runs(runs: Sequence[TrainingRun], by: str) -> list[dict[str, Any]]:
-    """Succeeded runs grouped by one setting, with mean +- std of their final metrics."""
+def group_runs(
+    runs: Sequence[TrainingRun],
+    by: str,
+    baseline: str | None = None,
+    margin_points: float | None = None,
+) -> list[dict[str, Any]]:
+    """Succeeded runs grouped by one setting, with mean +- std of their final metrics, their
+    95 % t interval, and (given the baseline group's value, as text) each group minus the
+    baseline paired by seed: t and bootstrap intervals and the verdict at the margin
+    (runconfig.stats, as a sweep's page)."""
     groups: dict[Any, list[TrainingRun]] = {}
     for run in runs:
         if run.state != "succeeded":
             continue
         value = run.group_key if by == "group_key" else _flat(run).get(by)
         groups.setdefault(value, []).append(run)
-    out = []
+    out: list[dict[str, Any]] = []
     for value, members in groups.items():
         summaries = [final_summary(r) for r in members]
         keys = sorted(set().union(*summaries))
@@ -100,14 +109,46 @@ def group_runs(runs: Sequence[TrainingRun], by: str) -> list[dict[str, Any]]:
         for k in keys:
             vals = [s[k] for s in summaries if k in s]
             mean, std = mean_std(vals)
-            metrics[k] = {"mean": mean, "std": std, "n": len(vals)}
+            t = stats.mean_interval(vals)
+            metrics[k] = {"mean": mean, "std": std, "n": len(vals), "low": t.low, "high": t.high}
         out.append(
             {
                 "value": list(value) if isinstance(value, tuple) else value,
                 "run_ids": [r.id for r in members],
                 "seeds": [r.config.get("seed") for r in members],
                 "metrics": metrics,
+                "paired": {},
             }
         )
     out.sort(key=lambda g: str(g["value"]))
+    base = next((g for g in out if baseline is not None and str(g["value"]) == baseline), None)
+    if base is None:
+        return out
+    base_runs = groups[_hashable(base["value"])]
+    for group, members in ((g, groups[_hashable(g["value"])]) for g in out if g is not base):
+        for k in group["metrics"]:
+            ours, theirs = _by_seed(members, k), _by_seed(base_runs, k)
+            difference = stats.paired_difference(ours, theirs)
+            if difference is None:
+                continue
+            pairs = [ours[s] - theirs[s] for s in difference.seeds]
+            group["paired"][k] = {
+                **difference.as_dict(),
+                **stats.verdict(pairs, margin_points),
+            }
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _by_seed(runs: Sequence[TrainingRun], key: str) -> dict[Any, float]:
+    """One metric of runs by their seed (a seed's first run where two share one)."""
+    out: dict[Any, float] = {}
+    for run in runs:
+        value = final_summary(run).get(key)
+        seed = run.config.get("seed")
+        if value is not None and seed not in out:
+            out[seed] = value
     return out
