@@ -45,14 +45,20 @@ def study_info(study: LinkStudyDep) -> dict[str, Any]:
     response_model=SessionState,
     responses={
         200: {"description": "The existing session of this PROLIFIC_PID, resumed."},
+        409: {
+            "description": "The PROLIFIC_PID started in another browser; or the study is "
+            "closed or full."
+        },
         201: {"model": SessionState, "description": "A new session."},
     },
 )
 def start_session(study: LinkStudyDep, body: SessionStart, db: SessionDep) -> JSONResponse:
-    """Start a session, or give back the existing one of the same PROLIFIC_PID (resume).
-    409 when the study is not open, or when `max_sessions` sessions have consented."""
+    """Start a session, or give back the existing one of the same PROLIFIC_PID to the browser
+    that holds its token (`resume_token`: resume). 409 when the PROLIFIC_PID started in
+    another browser, when the study is not open, or when `max_sessions` sessions have
+    consented."""
     session, created = participation.start_session(
-        db, study, body.prolific_pid, body.study_id, body.session_id
+        db, study, body.prolific_pid, body.study_id, body.session_id, body.resume_token
     )
     state = participation.session_state(db, session)
     return JSONResponse(SessionState(**state).model_dump(), status_code=201 if created else 200)

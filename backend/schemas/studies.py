@@ -13,6 +13,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from backend.schemas.common import DbId, ORMModel
 
+# the sessions a study's link admits when its researcher names no number
+DEFAULT_MAX_SESSIONS = 100
+
 MAX_EPS_255 = 64.0
 
 
@@ -87,9 +90,10 @@ class StudyCreate(BaseModel):
     # seeds image selection, attack random starts and trial order
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     # the most sessions that may consent through the link (each one takes a counterbalancing
-    # slot); once reached, new sessions are refused with 409. None: no limit. A returning
-    # PROLIFIC_PID always gets its own session back.
-    max_sessions: int | None = Field(default=None, ge=1, le=1_000_000)
+    # slot); once reached, new sessions are refused with 409. Always finite (a link anyone
+    # can open must not take unlimited sessions): set it to the places you pay for. A
+    # returning PROLIFIC_PID gets its own session back (from the browser that started it).
+    max_sessions: int = Field(default=DEFAULT_MAX_SESSIONS, ge=1, le=1_000_000)
 
     @field_validator("name")
     @classmethod
@@ -194,6 +198,9 @@ class SessionStart(BaseModel):
     prolific_pid: str | None = Field(default=None, max_length=128)
     study_id: str | None = Field(default=None, max_length=128)
     session_id: str | None = Field(default=None, max_length=128)
+    # the session token this browser was given when the PROLIFIC_PID started (kept in its
+    # localStorage): a reused PROLIFIC_PID resumes only with it
+    resume_token: str | None = Field(default=None, max_length=128)
 
 
 class DeviceInfo(BaseModel):

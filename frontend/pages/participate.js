@@ -107,8 +107,9 @@ function liveFlow() {
         try { state = await call(`/api/participate/${encodeURIComponent(kept)}`); token = kept; } catch { state = null; }
       }
       if (!state) {
+        // a kept token is this browser's secret: with it the same PROLIFIC_PID resumes
         state = await call(`/api/participate/links/${encodeURIComponent(linkToken)}/sessions`,
-          { method: "POST", body: prolific });
+          { method: "POST", body: { ...prolific, resume_token: kept || null } });
         rememberToken(state.token);
       } else {
         rememberToken(token);

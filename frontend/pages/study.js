@@ -249,7 +249,8 @@ export async function mount(root, ctx) {
       <p><a href="#/studies">← Studies</a></p>
       <h1>${s.name}</h1>
       <p>Design <strong>${s.design}</strong> · state <span class="badge state-${s.state}">${s.state}</span> ·
-        ${s.num_stimuli} stimuli · ${s.num_sessions} participants (${s.num_completed} completed)</p>
+        ${s.num_stimuli} stimuli · ${s.num_sessions} participants (${s.num_completed} completed) ·
+        <span data-field="max-sessions">${s.config.max_sessions ? `at most ${s.config.max_sessions} through the link` : "no limit on the link"}</span></p>
       ${s.state === "generating" ? html`<p>Making stimuli… <progress max="1" value="${s.progress}"></progress> ${pct(s.progress)}</p>` : ""}
       ${s.error ? html`<p class="form-error" role="alert">${s.error}</p>` : ""}
       <div class="actions">

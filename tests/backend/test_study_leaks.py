@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 from PIL import PngImagePlugin
 from sqlalchemy import func, select
 
-from tests.backend.study_support import make_dataset, make_run, ready_study
+from tests.backend.study_support import make_dataset, make_run, ready_study, study_body
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEVICE = {"screen_width": 1920, "screen_height": 1080, "window_width": 1400, "window_height": 900,
@@ -99,8 +99,10 @@ def decoded(data: bytes) -> np.ndarray:
 # ---- a participant -----------------------------------------------------------------------
 
 
-def start(client, study, pid=None):
+def start(client, study, pid=None, resume=None):
     body = {"prolific_pid": pid} if pid else {}
+    if resume:
+        body["resume_token"] = resume
     return client.post(f"/api/participate/links/{study['link_token']}/sessions", json=body)
 
 
@@ -278,6 +280,11 @@ def test_max_sessions_refuses_a_session_beyond_the_cap(client, auth, db, two_run
                       json={"name": "x", "run_ids": two_runs, "num_random_images": 14,
                             "max_sessions": 0})  # fmt: skip
     assert bad.status_code == 422 and "max_sessions" in bad.text
+    # a study that names no cap gets a finite one
+    uncapped = {**study_body(two_runs, name="uncapped"), "num_random_images": 14}
+    r = client.post("/api/studies", headers=h, json=uncapped)
+    assert r.status_code == 201, r.text
+    assert r.json()["config"]["max_sessions"] == 100
     study = ready_study(client, h, db, two_runs, num_random_images=14, max_sessions=2)
     assert study["config"]["max_sessions"] == 2
     # opening the link does not count; consenting does
@@ -291,8 +298,9 @@ def test_max_sessions_refuses_a_session_beyond_the_cap(client, auth, db, two_run
     # a session opened before the study filled up cannot take a third slot
     refused = client.post(f"/api/participate/{late}/consent")
     assert refused.status_code == 409 and refused.json()["detail"].endswith(".")
-    # the same PROLIFIC_PID still gets its own session back, and the others go on
-    again = start(client, study, "PID-a")
+    # the same PROLIFIC_PID still gets its own session back (with its browser's secret), and
+    # the others go on
+    again = start(client, study, "PID-a", resume=a)
     assert again.status_code == 200 and again.json()["token"] == a
-    assert start(client, study, "PID-late").json()["token"] == late
+    assert start(client, study, "PID-late", resume=late).json()["token"] == late
     assert client.get(f"/api/participate/{b}/trials").status_code == 200

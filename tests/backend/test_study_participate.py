@@ -51,8 +51,10 @@ def study(client, auth, db, tiny_checkpoint):
     return s
 
 
-def start(client, study, pid=None):
+def start(client, study, pid=None, resume=None):
     body = {"prolific_pid": pid, "study_id": "S1", "session_id": "X1"} if pid else {}
+    if resume:
+        body["resume_token"] = resume
     r = client.post(f"/api/participate/links/{study['link_token']}/sessions", json=body)
     assert r.status_code in (200, 201), r.text
     return r
@@ -142,7 +144,7 @@ def test_full_session_leaks_nothing_and_ends_with_a_code(client, db, study):
                         json={"answer": "left", "rt_ms": 1})  # fmt: skip
     assert again.status_code == 409
     # the same PROLIFIC_PID gets its finished session back, not a new one
-    r2 = start(client, study, "PID-1")
+    r2 = start(client, study, "PID-1", resume=token)
     assert (
         r2.status_code == 200 and r2.json()["token"] == token and r2.json()["stage"] == "completed"
     )
@@ -182,7 +184,7 @@ def test_answers_are_idempotent_ordered_and_resumable(client, db, study):
     pending = client.get(f"/api/participate/{token}/trials").json()["data"]
     assert [t["id"] for t in pending] == [t["id"] for t in trials[4:]]
     # the same pid resumes the same session
-    r = start(client, study, "PID-2")
+    r = start(client, study, "PID-2", resume=token)
     assert r.status_code == 200 and r.json()["token"] == token and r.json()["main_done"] == 2
 
 
@@ -206,6 +208,32 @@ def test_tokens_are_checked(client, db, study):
     assert client.get(f"/api/participate/{other}/stimuli/{foreign}").status_code == 200
 
 
+def test_a_reused_prolific_pid_needs_the_secret_its_browser_holds(client, db, study):
+    """Anyone can type another participant's PROLIFIC_PID into the link: without the session
+    token that participant's browser keeps (localStorage, the page's URL), the start is
+    refused with a sentence and no token; with it, the session resumes."""
+    mine = ready_session(client, study, "PID-victim")
+    url = f"/api/participate/links/{study['link_token']}/sessions"
+    for body in (
+        {"prolific_pid": "PID-victim"},
+        {"prolific_pid": "PID-victim", "resume_token": "guessed-" + "x" * 24},
+        {"prolific_pid": " PID-victim "},
+    ):
+        r = client.post(url, json=body)
+        assert r.status_code == 409, r.text
+        assert r.json() == {
+            "detail": "This Prolific ID has already started this study in another browser; "
+            "please continue there, or contact the researcher."
+        }
+        assert mine not in r.text
+    r = client.post(url, json={"prolific_pid": "PID-victim", "resume_token": mine})
+    assert r.status_code == 200 and r.json()["token"] == mine
+    # another participant's secret does not open this one's session
+    other = ready_session(client, study, "PID-other")
+    r = client.post(url, json={"prolific_pid": "PID-victim", "resume_token": other})
+    assert r.status_code == 409
+
+
 def test_closed_study_admits_nobody_new_but_started_sessions_finish(client, auth, db, study):
     token = ready_session(client, study, "PID-3")
     assert (
@@ -214,7 +242,7 @@ def test_closed_study_admits_nobody_new_but_started_sessions_finish(client, auth
     )
     r = client.post(f"/api/participate/links/{study['link_token']}/sessions", json={})
     assert r.status_code == 409 and r.json()["detail"].endswith(".")
-    assert start(client, study, "PID-3").json()["token"] == token
+    assert start(client, study, "PID-3", resume=token).json()["token"] == token
     t = client.get(f"/api/participate/{token}/trials").json()["data"][0]
     a = client.post(
         f"/api/participate/{token}/trials/{t['id']}/answer", json={"answer": "left", "rt_ms": 9}

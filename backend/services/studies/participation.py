@@ -209,16 +209,35 @@ def _max_sessions(study: Study) -> int | None:
     return int(cap) if isinstance(cap, int | float) else None
 
 
+PID_TAKEN = (
+    "This Prolific ID has already started this study in another browser; "
+    "please continue there, or contact the researcher."
+)
+
+
+def _resumable(existing: ParticipantSession, resume_token: str | None) -> ParticipantSession:
+    """The existing session of a PROLIFIC_PID, for the browser that holds its token only:
+    a PROLIFIC_PID is no secret (anyone can type one into the link)."""
+    if resume_token is None or not hmac.compare_digest(
+        resume_token.encode(), existing.token.encode()
+    ):
+        raise Conflict(PID_TAKEN)
+    return existing
+
+
 def start_session(
     db: Session,
     study: Study,
     pid: str | None,
     prolific_study: str | None,
     prolific_session: str | None,
+    resume_token: str | None = None,
 ) -> tuple[ParticipantSession, bool]:
-    """A new session for this link, or the existing one of the same PROLIFIC_PID.
-    Returns (session, created). A new session holds no slot and no trials until it consents
-    (give_consent); it is refused once the study's `max_sessions` sessions have consented."""
+    """A new session for this link, or the existing one of the same PROLIFIC_PID when the
+    request carries that session's token (`resume_token`, which its browser kept; Conflict
+    otherwise). Returns (session, created). A new session holds no slot and no trials until
+    it consents (give_consent); it is refused once the study's `max_sessions` sessions have
+    consented."""
     pid = (pid or "").strip() or None
 
     def same_pid() -> ParticipantSession | None:
@@ -232,7 +251,7 @@ def start_session(
 
     existing = same_pid()
     if existing is not None:
-        return existing, False
+        return _resumable(existing, resume_token), False
     if study.state != "open":
         raise Conflict("This study is not accepting participants at the moment.")
     cap = _max_sessions(study)
@@ -256,7 +275,7 @@ def start_session(
         existing = same_pid()
         if existing is None:
             raise
-        return existing, False
+        return _resumable(existing, resume_token), False
     return session, True
 
 
