@@ -58,9 +58,10 @@ bench: install-test
 	$(PY) -m backend.benchmarks.scale
 	$(PY) -m backend.benchmarks.sweep_page
 
-## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min).
+## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min),
+## with this venv's packages. On a lent machine with no network: scripts/gpu_check.sh (README).
 gpu-check: install-test
-	PY=$(PY) scripts/gpu_check.sh
+	PY=$(PY) WHEELS= scripts/gpu_check.sh
 
 ## make gpu-wheels: what a lent GPU machine (no network, its own python3 3.12 with torch 2.11)
 ## lacks, as CPython 3.12 manylinux wheels in gpu-wheels/ (scripts/gpu-wheels.txt; ~37 MiB).
@@ -69,6 +70,16 @@ gpu-wheels: gpu-wheels/.done
 gpu-wheels/.done: scripts/gpu-wheels.txt scripts/gpu_wheels.py
 	$(PYTHON) scripts/gpu_wheels.py --out gpu-wheels
 	touch $@
+
+## make gpu-check-dry: that path without a GPU (CI runs it after make test): a venv of
+## CPython 3.12 with only the lent machine's torch 2.11 and torchvision 0.26 (kept in the
+## ignored .gpu-dry/, built once: 3.6 GB, about 2 minutes), the wheels installed as there,
+## then scripts/gpu_check.sh --dry: every import, the API check, the CPU smoke, the CUDA
+## tests collected and their CPU half run, up to "no CUDA GPU".
+GPU_DRY_VENV ?= .gpu-dry/venv
+gpu-check-dry: gpu-wheels
+	scripts/gpu_dry_venv.sh $(GPU_DRY_VENV)
+	PY=$(GPU_DRY_VENV)/bin/python scripts/gpu_check.sh --dry .gpu-dry/out
 
 lint: install-test
 	$(VENV)/bin/ruff check backend worker runconfig tests migrations
