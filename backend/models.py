@@ -127,13 +127,14 @@ class LoginFailure(Base):
 
     __tablename__ = "login_failures"
     __table_args__ = (
-        CheckConstraint("kind IN ('account', 'address')", name="kind"),
+        CheckConstraint("kind IN ('account', 'address', 'pair')", name="kind"),
         Index("ix_login_failures_kind_value_created_at", "kind", "value", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
-    # the username as typed (account) or the client's IP address (address)
+    # the username as typed (account), the client's IP address (address), or both
+    # ("<username> @ <address>", pair)
     value: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 

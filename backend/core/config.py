@@ -5,6 +5,7 @@ Nothing else in backend/ or worker/ reads os.environ.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +55,13 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = 20
     # the failed-login window, in seconds: failures older than this no longer count
     login_failure_window_s: int = 15 * 60
+    # past a limit above, each further login waits this many seconds after the latest
+    # failure, doubled with every failure past the limit (2, 4, 8 ... s), at most the window
+    login_delay_base_s: float = 2.0
+    # addresses never paused for failures over all usernames (the per-account pauses still
+    # apply): IPs or networks, comma-separated (10.20.0.0/16, 192.0.2.7), for a lab whose
+    # people all come through one NAT address
+    login_allowed_addresses: str = ""
     # origins besides the request's own Host that may send cookie-authenticated writes,
     # comma-separated (https://studio.example.org), for a proxy that rewrites Host
     trusted_origins: str = ""
@@ -128,6 +136,28 @@ class Settings(BaseSettings):
                 "print(secrets.token_urlsafe(32))')"
             )
         return self
+
+    @field_validator("login_allowed_addresses")
+    @classmethod
+    def _known_networks(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"LOGIN_ALLOWED_ADDRESSES: {entry!r} is not an IP address or network"
+                    ) from exc
+        return value
+
+    @property
+    def login_allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """LOGIN_ALLOWED_ADDRESSES as networks (a single address is a /32 or /128)."""
+        return [
+            ipaddress.ip_network(e.strip(), strict=False)
+            for e in self.login_allowed_addresses.split(",")
+            if e.strip()
+        ]
 
     @property
     def gpu_lease_dir(self) -> Path:

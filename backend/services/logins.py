@@ -6,20 +6,32 @@ is live while its row is neither expired nor revoked and its user is active. Rev
 revoked_at: a logout revokes its own session, a password change, a deactivation and "sign
 out everywhere" revoke all of a user's sessions.
 
-Failed logins are rows of LoginFailure, one per failure against the username typed
-("account") and one against the client's address ("address"). When either has reached its
-limit within the window (Settings), further logins are refused, without checking the
-password, until enough failures have aged out of the window. A successful login clears its
-account's failures (not the address's). Rows, not process memory: a restart, or a second
-server process, sees the same counts.
+Failed logins are rows of LoginFailure, counted within the window (Settings) against the
+username typed ("account"), the username from the client's address ("pair") and the address
+("address"). Past a limit, a login is not refused for good but delayed: it must come
+LOGIN_DELAY_BASE_S x 2^(failures past the limit) seconds after the latest failure (2, 4, 8 ...
+s, at most the window); earlier ones are refused without checking the password (429 with
+Retry-After). The rules, each from its own count:
+
+- pair (this username from this address): after LOGIN_MAX_FAILURES_PER_ACCOUNT failures;
+- account (this username from anywhere): the same, except from an address the account has
+  logged in from before (a stranger elsewhere cannot keep its owner out);
+- address (any username from this address): after LOGIN_MAX_FAILURES_PER_ADDRESS failures,
+  except from LOGIN_ALLOWED_ADDRESSES (a lab's NAT).
+
+A successful login, a password change and an admin's new password clear the account's
+failures (account and pair): the pause is lifted at once. Rows, not process memory: a
+restart, or a second server process, sees the same counts.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
@@ -35,7 +47,7 @@ from backend.core.security import (
 )
 from backend.models import LoginFailure, LoginSession, User, utcnow
 
-ACCOUNT, ADDRESS = "account", "address"
+ACCOUNT, ADDRESS, PAIR = "account", "address", "pair"
 # a session's last_seen_at is written at most this often (not on every request)
 TOUCH_EVERY = timedelta(minutes=1)
 # expired sessions are kept this long (an admin can still see them), then deleted
@@ -50,74 +62,128 @@ def _aware(t: datetime) -> datetime:
 # --- the throttle --------------------------------------------------------------------------
 
 
+def _wait_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
 @dataclass(frozen=True)
 class Throttled:
     """A login refused before its password is checked: which limit, and for how long."""
 
-    kind: str  # ACCOUNT or ADDRESS
+    kind: str  # ACCOUNT, PAIR or ADDRESS
     retry_after_s: int
 
     @property
     def sentence(self) -> str:
-        minutes = max(1, -(-self.retry_after_s // 60))
-        wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
-        if self.kind == ACCOUNT:
+        wait = _wait_text(self.retry_after_s)
+        if self.kind in (ACCOUNT, PAIR):
             return (
-                "Too many failed logins for this account: logins to it are paused. "
-                f"Try again in {wait}, or ask an admin to set a new password."
+                "Too many failed logins for this account: the next try must wait "
+                f"{wait} (each failure doubles the wait), or an admin can set a new "
+                "password, which lifts the pause at once."
             )
         return f"Too many failed logins from your address: try again in {wait}."
+
+
+def pair_value(username: str, address: str) -> str:
+    """The LoginFailure value of a username from an address."""
+    return f"{username[:60]} @ {address[:37]}"
+
+
+def delay_s(failures: int, limit: int, settings: Settings) -> float | None:
+    """How long after the latest failure the next login must wait, given this many failures
+    in the window against a limit; None below the limit."""
+    limit = max(1, limit)
+    if failures < limit:
+        return None
+    doublings = min(failures - limit, 40)
+    return float(min(settings.login_failure_window_s, settings.login_delay_base_s * 2**doublings))
+
+
+def address_allowed(address: str, settings: Settings) -> bool:
+    """Whether the address is in LOGIN_ALLOWED_ADDRESSES."""
+    networks = settings.login_allowed_networks
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def known_address(db: Session, username: str, address: str) -> bool:
+    """Whether the account has logged in from this address (a session kept of it)."""
+    found = db.scalar(
+        select(LoginSession.id)
+        .join(User, User.id == LoginSession.user_id)
+        .where(User.username == username, LoginSession.ip_address == address[:64])
+        .limit(1)
+    )
+    return found is not None
 
 
 def throttled(
     db: Session, username: str, address: str | None, settings: Settings, now: datetime
 ) -> Throttled | None:
-    """The limit a login for `username` from `address` has reached, if any."""
+    """The pause a login for `username` from `address` is under, if any (the rules are in
+    the module's docstring)."""
     since = now - timedelta(seconds=settings.login_failure_window_s)
-    checks = [(ACCOUNT, username, settings.login_max_failures_per_account)]
+    per_account = settings.login_max_failures_per_account
+    checks = []
     if address:
+        checks.append((PAIR, pair_value(username, address), per_account))
+    if not address or not known_address(db, username, address):
+        checks.append((ACCOUNT, username, per_account))
+    if address and not address_allowed(address, settings):
         checks.append((ADDRESS, address, settings.login_max_failures_per_address))
     for kind, value, limit in checks:
-        recent = (
-            LoginFailure.kind == kind,
-            LoginFailure.value == value,
-            LoginFailure.created_at > since,
-        )
-        count = db.scalar(select(func.count()).select_from(LoginFailure).where(*recent)) or 0
-        if count < max(1, limit):
+        count, latest = db.execute(
+            select(func.count(), func.max(LoginFailure.created_at)).where(
+                LoginFailure.kind == kind,
+                LoginFailure.value == value,
+                LoginFailure.created_at > since,
+            )
+        ).one()
+        wait = delay_s(int(count or 0), limit, settings)
+        if wait is None or latest is None:
             continue
-        # the login is allowed again once the window holds limit - 1 failures: when the
-        # (count - limit + 1)-th oldest of them ages out
-        ages_out = db.scalar(
-            select(LoginFailure.created_at)
-            .where(*recent)
-            .order_by(LoginFailure.created_at)
-            .offset(count - max(1, limit))
-            .limit(1)
-        )
-        if ages_out is None:  # pruned meanwhile
-            continue
-        until = _aware(ages_out) + timedelta(seconds=settings.login_failure_window_s)
-        return Throttled(kind, max(1, int((until - now).total_seconds() + 0.999)))
+        left = (_aware(latest) + timedelta(seconds=wait) - now).total_seconds()
+        if left > 0:
+            return Throttled(kind, max(1, math.ceil(left)))
     return None
 
 
 def record_failure(
     db: Session, username: str, address: str | None, settings: Settings, now: datetime
 ) -> None:
-    """Count a failed login against its username and its address; forget failures that
-    have left the window (of everyone: the table stays small)."""
+    """Count a failed login against its username, its address and the two together; forget
+    failures that have left the window (of everyone: the table stays small)."""
     db.add(LoginFailure(kind=ACCOUNT, value=username[:100], created_at=now))
     if address:
         db.add(LoginFailure(kind=ADDRESS, value=address[:100], created_at=now))
+        db.add(LoginFailure(kind=PAIR, value=pair_value(username, address), created_at=now))
     cutoff = now - timedelta(seconds=settings.login_failure_window_s)
     db.execute(delete(LoginFailure).where(LoginFailure.created_at <= cutoff))
 
 
 def clear_account_failures(db: Session, username: str) -> None:
-    """A successful login: its account's failures no longer count."""
+    """The account's failures (from any address) no longer count: after a successful login,
+    a password change or an admin's new password. The addresses' own counts stay."""
+    prefix = pair_value(username, "")
     db.execute(
-        delete(LoginFailure).where(LoginFailure.kind == ACCOUNT, LoginFailure.value == username)
+        delete(LoginFailure).where(
+            or_(
+                and_(LoginFailure.kind == ACCOUNT, LoginFailure.value == username[:100]),
+                and_(
+                    LoginFailure.kind == PAIR,
+                    func.substr(LoginFailure.value, 1, len(prefix)) == prefix,
+                ),
+            )
+        )
     )
 
 
@@ -286,6 +352,7 @@ def change_password(
         db.commit()
         return None
     user.password_hash = hash_password(new)
+    clear_account_failures(db, user.username)
     revoked = revoke_user_sessions(db, user.id, keep_token=keep_token)
     db.commit()
     return revoked

@@ -86,5 +86,7 @@ def update_user(
         user.password_hash = password_hash
         keep = admin_token if user.id == admin.id else None
         logins.revoke_user_sessions(db, user.id, keep_token=keep)
+        # a new password lifts a pause of failed logins at once (what the 429 promises)
+        logins.clear_account_failures(db, user.username)
     db.commit()
     return user
