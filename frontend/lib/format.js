@@ -3,6 +3,7 @@
 // would otherwise be empty, "" where it is part of a sentence.
 // Usage: import { percent, number, dateTime, duration } from "../lib/format.js";
 //   percent(0.1234) -> "12.3%"   number(0.48, 3) -> "0.480"   duration(125) -> "2 min 5 s"
+//   points(-0.031) -> "-3.1 pts" (a difference of shares)
 //   greyLevels(8 / 255) -> "8/255"   bytes(1.5e9) -> "1.4 GiB"
 
 export const MISSING = "–";
@@ -12,6 +13,16 @@ const finite = (v) => (v === null || v === undefined || v === "" ? NaN : Number(
 /** A share as a percentage: percent(0.1234) -> "12.3%", percent(0.5, 0) -> "50%". */
 export function percent(v, digits = 1) {
   return Number.isFinite(v) ? `${(v * 100).toFixed(digits)}%` : MISSING;
+}
+
+/** A difference of two shares in percentage points, signed: points(0.012) -> "+1.2 pts",
+ * points(-0.031) -> "-3.1 pts", points(0) -> "0.0 pts"; "–" when missing. */
+export function points(v, digits = 1) {
+  const n = finite(v);
+  if (!Number.isFinite(n)) return MISSING;
+  const text = Math.abs(n * 100).toFixed(digits);
+  const sign = Number(text) === 0 ? "" : n > 0 ? "+" : "-";
+  return `${sign}${text} pts`;
 }
 
 /** part of whole as a percentage: percentOf(1, 8) -> "12.5%". */

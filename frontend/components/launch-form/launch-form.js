@@ -7,6 +7,12 @@
 // server's refusals beside their fields. It keeps no list of settings of its own.
 // Usage: import { openLaunchForm } from "../components/launch-form/launch-form.js";
 //   await openLaunchForm(container, { datasets, cloneId, onLaunched: (runs) => ..., onError: (message) => ... });
+// Another form built on these fields (components/sweep-form) passes `title`, `formClass`, `what`
+// (the noun of its refusal sentence), `extra` (markup put first in the form, with its own
+// .field-error slots, found before the fields' own) and `submit(body)` (resolves to what
+// onLaunched gets; an ApiError's refusals go beside the fields), and uses the handle it
+// resolves to: { form, readForm({ live }), showErrors(ex, { live }), clearErrors() }; live: no
+// focus moved and no summary sentence, for checks made while the form is filled in.
 
 import { api, ApiError } from "../../lib/api.js";
 import { round } from "../../lib/format.js";
@@ -26,7 +32,10 @@ const fromBudget = (item, x) => (item.budget ? x / 255 : x);
 const toBudget = (item, x) => (item.budget ? round(x * 255, 3) : x);
 
 /** Open the launch form in `container` (the defaults, or a clone of run `cloneId`). */
-export async function openLaunchForm(container, { datasets, cloneId = null, onLaunched, onError = () => {} }) {
+export async function openLaunchForm(container, {
+  datasets, cloneId = null, onLaunched, onError = () => {},
+  title = "New run", formClass = "", what = "run", extra = "", submit = null, submitLabel = "Launch",
+}) {
   const settings = await loadRunSettings();
   const defaults = Object.fromEntries(settings.fields.map((f) => [f.name, f.default]));
   let values = { ...defaults, ...settings.defaults, dataset_id: datasets[0] ? datasets[0].id : "" };
@@ -72,8 +81,9 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
   }
 
   render(container, html`
-    <form class="card launch-form" novalidate aria-label="Launch a training run">
-      <h2>${clonedFrom ? `New run (clone of run ${clonedFrom})` : "New run"}</h2>
+    <form class="card launch-form ${formClass}" novalidate aria-label="${`Launch a training ${what}`}">
+      <h2>${clonedFrom ? `${title} (clone of run ${clonedFrom})` : title}</h2>
+      ${extra}
       ${sectionsInOrder().map(({ section, items }, i) => html`<fieldset data-section="${section.key}"><legend>${section.legend}</legend><div class="fields">
         ${i === 0 ? html`<label>Name<input type="text" name="name" value="${v("name")}" maxlength="200" placeholder="optional">${err("name")}</label>
           <label>Dataset<select name="dataset_id">${datasets.map((d) => html`<option value="${d.id}" ${String(d.id) === String(values.dataset_id) ? "selected" : ""}>${d.name}</option>`)}</select>${err("dataset_id")}</label>` : ""}
@@ -83,7 +93,7 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
       </div></fieldset>`)}
       <p class="form-error launch-error" role="alert"></p>
       <div class="row end"><button type="button" class="cancel-form">Close</button>
-        <button type="submit" class="primary launch-btn">Launch</button></div>
+        <button type="submit" class="primary launch-btn">${submitLabel}</button></div>
     </form>`);
   const form = container.querySelector(".launch-form");
   const items = sectionsInOrder().flatMap((s) => s.items);
@@ -121,7 +131,7 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
   }
 
   /** The form as the API's RunCreate body; marks local parse errors and returns null on one. */
-  function readForm() {
+  function readForm({ live = false } = {}) {
     const el = form.elements;
     const body = { name: el.name.value.trim(), dataset_id: Number(el.dataset_id.value) };
     body.tags = el.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
@@ -158,13 +168,13 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
       if (applies(ref, current) && el[ref.name].value) body[ref.name] = Number(el[ref.name].value);
     }
     if (local.length) {
-      showErrors(new ApiError(422, "Check the marked fields.", { errors: local }));
+      showErrors(new ApiError(422, "Check the marked fields.", { errors: local }), { live });
       return null;
     }
     return body;
   }
 
-  function showErrors(ex) {
+  function showErrors(ex, { live = false } = {}) {
     const errors = (ex.body && Array.isArray(ex.body.errors)) ? ex.body.errors : [];
     let shownAll = errors.length > 0;
     for (const { field, message } of errors) {
@@ -174,9 +184,16 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
       const input = slot.parentElement.querySelector("input, select");
       if (input) input.classList.add("invalid");
     }
-    form.querySelector(".launch-error").textContent = shownAll ? "The run was not launched: fix the marked fields." : ex.message;
+    if (live) return;
+    form.querySelector(".launch-error").textContent = shownAll ? `The ${what} was not launched: fix the marked fields.` : ex.message;
     const first = form.querySelector(".invalid");
     if (first) first.focus();
+  }
+
+  function clearErrors() {
+    for (const slot of form.querySelectorAll(".field-error")) slot.textContent = "";
+    for (const el of form.querySelectorAll(".invalid")) el.classList.remove("invalid");
+    form.querySelector(".launch-error").textContent = "";
   }
 
   form.addEventListener("change", (e) => {
@@ -189,18 +206,16 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
   form.querySelector(".cancel-form").addEventListener("click", () => { render(container, html``); });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    for (const slot of form.querySelectorAll(".field-error")) slot.textContent = "";
-    for (const el of form.querySelectorAll(".invalid")) el.classList.remove("invalid");
-    form.querySelector(".launch-error").textContent = "";
+    clearErrors();
     const body = readForm();
     if (body === null) return;
     const btn = form.querySelector(".launch-btn");
     btn.disabled = true;
     try {
       const url = clonedFrom ? `/api/runs?cloned_from=${clonedFrom}` : "/api/runs";
-      const res = await api(url, { method: "POST", body });
+      const res = submit ? await submit(body) : (await api(url, { method: "POST", body })).data;
       render(container, html``);
-      onLaunched(res.data);
+      onLaunched(res);
     } catch (ex) {
       showErrors(ex);
     } finally {
@@ -208,4 +223,5 @@ export async function openLaunchForm(container, { datasets, cloneId = null, onLa
     }
   });
   form.scrollIntoView({ block: "start" });
+  return { form, readForm, showErrors, clearErrors };
 }
