@@ -23,6 +23,7 @@ const ROUTES = [
   { path: /^\/runs$/, load: () => import("./pages/runs.js"), roles: ["researcher", "admin"] },
   { path: /^\/runs\/(\d+)$/, load: () => import("./pages/run.js"), roles: ["researcher", "admin"] },
   { path: /^\/compare$/, load: () => import("./pages/compare.js"), roles: ["researcher", "admin"] },
+  { path: /^\/sweeps\/(\d+)$/, load: () => import("./pages/sweep.js"), roles: ["researcher", "admin"] },
   { path: /^\/studies$/, load: () => import("./pages/studies.js"), roles: ["researcher", "admin"] },
   { path: /^\/studies\/(\d+)$/, load: () => import("./pages/study.js"), roles: ["researcher", "admin"] },
 ];

@@ -159,6 +159,7 @@ LONGEST_FIRST = (
     "tests/worker/test_runs_on_ranks.py",
     "tests/sipat/test_train.py",
     "tests/browser/test_runs_browser.py",
+    "tests/browser/test_sweep_browser.py",
     "tests/browser/test_study_display.py",
     "tests/browser/test_study_browser.py",
     "tests/sipat/test_compare.py",

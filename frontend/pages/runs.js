@@ -2,7 +2,9 @@
 // columns, select to compare; AutoAttack at the training ε is the headline robust accuracy, PGD
 // beside it, and a run that failed a gradient-masking check carries a warning), the filters
 // above it (polled while a listed run is active) and the launch form (components/launch-form,
-// built from the settings the API describes; #/runs?clone=<id> fills it from an earlier run).
+// built from the settings the API describes; #/runs?clone=<id> fills it from an earlier run),
+// the sweep form (components/sweep-form: one or two settings over values and seeds, with a
+// baseline arm; it opens the sweep's page) and the latest sweeps, each linked to its page.
 // Usage: routed by app.js; exports mount(root, ctx). How a run reads is lib/run-display.js,
 // how its settings read lib/run-settings.js.
 
@@ -13,6 +15,7 @@ import { configValue, loadRunSettings, settingOf } from "../lib/run-settings.js"
 import { openLaunchForm } from "../components/launch-form/launch-form.js";
 import { ensureChartStyles } from "../components/line-chart/line-chart.js";
 import { COLUMNS } from "../components/runs-table/runs-table.js";
+import "../components/sweep-form/sweep-form.js";
 
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 
@@ -21,8 +24,11 @@ function pageMarkup() {
     <section class="page wide runs-page">
       <div class="row"><h1>Training runs</h1><span class="spacer"></span>
         <button type="button" class="compare-btn" disabled>Compare selected</button>
+        <button type="button" class="new-sweep">New sweep</button>
         <button type="button" class="primary new-run">New run</button></div>
       <div class="launch"></div>
+      <div class="sweep-launch"></div>
+      <details class="sweeps" hidden><summary>Sweeps (<span class="sweep-count"></span>)</summary><ul class="sweep-list"></ul></details>
       <form class="row filters" aria-label="Filter runs">
         <label>Dataset <select name="dataset_id"><option value="">all</option></select></label>
         <label>Method <select name="method"><option value="">all</option></select></label>
@@ -137,6 +143,34 @@ async function openForm(root, ctx, ready, cloneId) {
   });
 }
 
+// ------------------------------------------------------------------ sweeps
+
+/** The sweep form (its base is the launch form's fields); a launch opens the sweep's page. */
+async function openSweepForm(root, ctx, ready) {
+  const { datasets } = await ready;
+  const holder = root.querySelector(".sweep-launch");
+  holder.replaceChildren();
+  const form = document.createElement("sweep-form");
+  form.datasets = datasets;
+  form.addEventListener("launched", (e) => ctx.navigate(`#/sweeps/${e.detail.id}`));
+  holder.appendChild(form);
+}
+
+/** The latest sweeps, each linked to its page (the list is hidden while there are none). */
+async function loadSweeps(root) {
+  try {
+    const res = await api("/api/sweeps");
+    const box = root.querySelector(".sweeps");
+    box.hidden = res.count === 0;
+    root.querySelector(".sweep-count").textContent = String(res.count);
+    render(root.querySelector(".sweep-list"), html`${res.data.map((s) => html`<li data-sweep="${s.id}">
+      <a href="#/sweeps/${s.id}">#${s.id} ${s.name}</a> <span class="muted">${s.axes.map((a) => `${(settingOf(a.name) || { label: a.name }).label}: ${a.values.map((v) => configValue(a.name, v)).join(", ")}`).join("; ")};
+      ${s.seeds.length} seeds${s.baseline ? ", with a baseline arm" : ""}</span></li>`)}`);
+  } catch (err) {
+    root.querySelector(".list-error").textContent = err.message;
+  }
+}
+
 export async function mount(root, ctx) {
   ensureChartStyles();
   render(root, pageMarkup());
@@ -148,11 +182,13 @@ export async function mount(root, ctx) {
   table.addEventListener("sortchange", () => list.watch());
   table.addEventListener("selectionchange", () => showSelection(root, table));
   root.querySelector(".new-run").addEventListener("click", () => openForm(root, ctx, ready, null));
+  root.querySelector(".new-sweep").addEventListener("click", () => openSweepForm(root, ctx, ready));
   root.querySelector(".compare-btn").addEventListener("click", () => ctx.navigate(`#/compare?ids=${[...table.selected].join(",")}`));
 
   const cloneId = ctx.query.get("clone");
   list.watch();
   await ready;
+  loadSweeps(root);
   if (cloneId) openForm(root, ctx, ready, cloneId);
   return () => { list.stop(); unbindFilters(); };
 }
