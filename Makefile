@@ -44,8 +44,8 @@ S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
 test: install-test system-test-deps
-	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile $(PYTEST_ARGS)
-	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile $(S3_SUITES)
+	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder $(S3_SUITES)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and

@@ -87,6 +87,10 @@ def start(bucket: str, timeout: float = 90) -> S3Server:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
+            # no side servers on fixed default ports (Iceberg 8181, Lance 9101): several test
+            # processes each run a SeaweedFS of their own
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-volume.max=64",
             "-master.volumeSizeLimitMB=256",
             "-volume.minFreeSpace=256MiB",
