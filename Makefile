@@ -64,7 +64,7 @@ gpu-check: install-test
 	PY=$(PY) WHEELS= scripts/gpu_check.sh
 
 ## make gpu-wheels: what a lent GPU machine (no network, its own python3 3.12 with torch 2.11)
-## lacks, as CPython 3.12 manylinux wheels in gpu-wheels/ (scripts/gpu-wheels.txt; ~37 MiB).
+## lacks, as CPython 3.12 manylinux wheels in gpu-wheels/ (scripts/gpu-wheels.txt; 38.5 MiB).
 ## There: scripts/gpu_check.sh installs them with pip --no-index into a folder of its own.
 gpu-wheels: gpu-wheels/.done
 gpu-wheels/.done: scripts/gpu-wheels.txt scripts/gpu_wheels.py
