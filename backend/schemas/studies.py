@@ -276,7 +276,14 @@ class AnswerIn(BaseModel):
     # when the images appeared, by the browser's clock: an ISO 8601 time (a number such as 0
     # is refused, not read as seconds since 1970), within a day of the server's clock or
     # since 2020
-    shown_at: datetime | None = Field(default=None, strict=True)
+    shown_at: datetime | None = None
+
+    @field_validator("shown_at", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 time, not a number")
+        return value
 
     @field_validator("shown_at")
     @classmethod

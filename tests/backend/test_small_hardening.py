@@ -3,6 +3,7 @@ and strict types for what a participant's page sends."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,7 +74,9 @@ def test_a_look_alike_is_refused_by_the_command_line_too(db, users):
 )
 def test_answers_refuse_booleans_and_implausible_times(body):
     with pytest.raises(ValidationError):
-        AnswerIn.model_validate_json(__import__("json").dumps(body))
+        AnswerIn.model_validate_json(json.dumps(body))
+    with pytest.raises(ValidationError):  # as FastAPI validates a parsed body
+        AnswerIn.model_validate(body)
 
 
 def test_answers_take_what_the_page_sends():
@@ -83,3 +86,5 @@ def test_answers_take_what_the_page_sends():
     )
     assert got.rt_ms == 512.0 and got.shown_at == now
     assert AnswerIn.model_validate_json('{"answer": "no", "rt_ms": 12.5}').shown_at is None
+    parsed = AnswerIn.model_validate({"answer": "left", "rt_ms": 5, "shown_at": now.isoformat()})
+    assert parsed.shown_at == now and parsed.rt_ms == 5.0
