@@ -2,11 +2,13 @@
 // shared settings folded away), final results (AutoAttack at the training epsilon as the
 // headline, PGD beside it, a warning on runs that failed a gradient-masking check), epoch curves
 // overlaid, PGD accuracy against epsilon, and the runs grouped by one setting with mean +- std
-// across seeds.
+// and the 95 % interval across seeds; with a baseline group chosen, each group minus it paired by
+// seed (t and bootstrap intervals, the verdict at the margin set, worded as the API gives it;
+// GET /api/runs/groups?baseline=&margin=, every selected run, no cap).
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { number, percent as pct } from "../lib/format.js";
+import { MISSING, number, percent as pct, points } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { configValue, loadRunSettings } from "../lib/run-settings.js";
 import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
@@ -71,30 +73,80 @@ export async function mount(root, ctx) {
     <h2 style="margin-top:16px">Curves</h2>
     ${epochCharts(runs.map((r) => ({ name: `#${r.id}`, epochs: data.curves[String(r.id)] || [] })))}
     <div style="margin-top:14px">${robustVsEpsChart(runs.map((r) => ({ name: `#${r.id}`, pgd: data.robust_vs_eps[String(r.id)] })))}</div>
-    <h2 style="margin-top:16px">Grouped (mean ± std across seeds)</h2>
-    <label class="inline">Group by <select class="group-by">${uniqueGroupKeys.map((k) => html`<option ${k === (diffKeys.find((d) => d !== "seed") || "method") ? "selected" : ""}>${k}</option>`)}</select></label>
-    <div class="groups" style="margin-top:8px"></div>`);
+    <h2 style="margin-top:16px">Grouped across seeds (mean ± std, 95 % interval)</h2>
+    <div class="row"><label class="inline">Group by <select class="group-by">${uniqueGroupKeys.map((k) => html`<option ${k === (diffKeys.find((d) => d !== "seed") || "method") ? "selected" : ""}>${k}</option>`)}</select></label>
+      <label class="inline">Baseline group <select class="baseline-group"><option value="">none</option></select></label>
+      <label class="inline">Equivalence margin (± points) <input type="number" class="group-margin" min="0" max="100" step="any" placeholder="none" style="width:110px"></label>
+      <span class="form-error margin-error"></span></div>
+    <div class="groups" style="margin-top:8px"></div>
+    <div class="paired-groups" style="margin-top:8px"></div>`);
 
   async function drawGroups() {
     const by = $(".group-by").value;
+    const baseline = $(".baseline-group").value;
+    const margin = $(".group-margin").value.trim();
+    const marginOk = margin === "" || (Number(margin) > 0 && Number(margin) <= 100);
+    $(".margin-error").textContent = marginOk ? "" : "a margin in points, above 0 and at most 100";
     try {
-      const g = await api(`/api/runs/groups?by=${encodeURIComponent(by)}&ids=${encodeURIComponent(ids.join(","))}`);
+      const ask = (base) => api(`/api/runs/groups?${new URLSearchParams({
+        by, ids: ids.join(","), ...(base ? { baseline: base } : {}), ...(base && margin && marginOk ? { margin } : {}) })}`);
+      let g = await ask(baseline);
+      // the API names the baseline group as Python writes its value: 1.0 arrives here as 1
+      if (baseline && /^-?\d+$/.test(baseline) && !g.groups.some((x) => Object.keys(x.paired).length)) g = await ask(`${baseline}.0`);
+      fillBaselines(g.groups, baseline, by);
       const metricKeys = [...new Set(g.groups.flatMap((x) => Object.keys(x.metrics)))];
-      if (!g.groups.length) { render($(".groups"), html`<p class="muted">No finished runs to group yet.</p>`); return; }
+      if (!g.groups.length) { render($(".groups"), html`<p class="muted">No finished runs to group yet.</p>`); render($(".paired-groups"), html``); return; }
       render($(".groups"), html`<table class="data groups-table"><thead><tr><th>${by}</th><th>runs (seeds)</th>
         ${metricKeys.map((k) => html`<th class="num">${metricLabel(k)}</th>`)}</tr></thead>
         <tbody>${g.groups.map((x) => html`<tr><td>${show(x.value, by)}</td><td>${x.run_ids.map((r, i) => html`<a href="#/runs/${r}">#${r}</a> (${x.seeds[i]}) `)}</td>
-          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>` : html`<span class="muted">not measured</span>`}</td>`; })}</tr>`)}</tbody></table>`);
+          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>
+            <br><span class="muted group-interval">95 %: ${s.low === null ? MISSING : `${fmt(k, s.low)} to ${fmt(k, s.high)}`}</span>` : html`<span class="muted">not measured</span>`}</td>`; })}</tr>`)}</tbody></table>`);
+      render($(".paired-groups"), baseline ? pairedTable(g.groups, by, baseline) : html``);
     } catch (err) {
       render($(".groups"), html`<p class="form-error">${err.message}</p>`);
     }
   }
-  $(".group-by").addEventListener("change", drawGroups);
+
+  /** The groups as baseline choices (their values as the API's baseline parameter). */
+  function fillBaselines(groups, chosen, by) {
+    const select = $(".baseline-group");
+    render(select, html`<option value="">none</option>${groups.map((x) => html`<option value="${pyText(x.value)}" ${pyText(x.value) === chosen ? "selected" : ""}>${show(x.value, by)}</option>`)}`);
+  }
+
+  /** Each group minus the baseline group, paired by seed: one row per group and figure. */
+  function pairedTable(groups, key, baseline) {
+    const rows = groups.flatMap((x) => Object.entries(x.paired).map(([k, p]) => ({ x, k, p })));
+    const base = groups.find((x) => pyText(x.value) === baseline);
+    if (!rows.length) return html`<p class="muted">No run shares a seed with the baseline group ${base ? show(base.value, key) : baseline}: nothing to pair.</p>`;
+    const diff = (k, v) => (k.includes("loss") ? number(v, 3) : points(v));
+    const span = (k, low, high) => (low === null || high === null ? MISSING : `${diff(k, low)} to ${diff(k, high)}`);
+    return html`<h3>Each group minus the baseline (${key} ${base ? show(base.value, key) : baseline}), paired by seed</h3>
+      <table class="data paired-table"><thead><tr><th>${key}</th><th>figure</th><th class="num">difference</th><th class="num">95 % t interval</th>
+        <th class="num">95 % bootstrap</th><th class="num">pairs (seeds)</th><th>verdict</th></tr></thead>
+      <tbody>${rows.map(({ x, k, p }) => html`<tr data-group="${pyText(x.value)}" data-metric="${k}"><td>${show(x.value, key)}</td><td>${metricLabel(k)}</td>
+        <td class="num diff">${diff(k, p.mean)}</td><td class="num diff-t">${span(k, p.low, p.high)}</td><td class="num diff-boot">${span(k, p.boot_low, p.boot_high)}</td>
+        <td class="num">${p.n} <span class="muted">(${p.seeds.join(", ")})</span></td><td class="verdict">${p.text}</td></tr>`)}</tbody></table>`;
+  }
+
+  $(".group-by").addEventListener("change", () => { $(".baseline-group").value = ""; drawGroups(); });
+  $(".baseline-group").addEventListener("change", drawGroups);
+  $(".group-margin").addEventListener("change", drawGroups);
   await drawGroups();
   const panel = document.createElement("inequality-panel");
   panel.runs = runs;
   $(".body").appendChild(panel);
   return undefined;
+}
+
+/** A group's value as Python writes it (str()), which is how GET /api/runs/groups matches ?baseline=. */
+function pyText(v) {
+  if (v === null || v === undefined) return "None";
+  if (typeof v === "boolean") return v ? "True" : "False";
+  if (Array.isArray(v)) return `[${v.map((x) => (typeof x === "string" ? `'${x}'` : pyText(x))).join(", ")}]`;
+  if (typeof v === "number" && v !== 0 && Math.abs(v) < 1e-4) {
+    return v.toExponential().replace(/e([+-])(\d)$/, (_, sign, digit) => `e${sign}0${digit}`);
+  }
+  return String(v);
 }
 
 function fmt(key, v) {

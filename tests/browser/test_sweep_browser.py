@@ -214,11 +214,44 @@ def test_launch_a_sweep_and_read_its_paired_intervals(
     assert href == f"/api/sweeps/{sweep_id}/export?format=csv&level=arms&margin=5"
     csv = page.request.get(href)
     assert csv.ok and csv.text().startswith("arm,metric,mean")
+    check_compare_page(page, [r["ref"] for r in table["runs"]])
     # the runs page lists the sweep
     page.goto("/#/runs")
     page.click(".sweeps summary")
     page.click(f".sweep-list li[data-sweep='{sweep_id}'] a")
     page.wait_for_url(f"**/#/sweeps/{sweep_id}")
+
+
+def check_compare_page(page, run_ids: list[int]) -> None:
+    """The compare page, grouped by method with PGD-AT as the baseline group: each group minus
+    it paired by seed, with the verdict at the margin, as GET /api/runs/groups gives them."""
+    ids = ",".join(map(str, run_ids))
+    page.goto(f"/#/compare?ids={ids}")
+    page.locator("select.group-by").select_option("method")
+    page.locator("select.baseline-group option[value=pgd_at]").wait_for(state="attached")
+    page.locator("select.baseline-group").select_option("pgd_at")
+    page.locator("input.group-margin").fill("5")
+    page.locator("input.group-margin").press("Enter")
+    page.wait_for_selector("table.paired-table td.verdict:has-text('5 points')")
+    got = page.request.get(f"/api/runs/groups?by=method&ids={ids}&baseline=pgd_at&margin=5")
+    assert got.ok, got.text()
+    (sip,) = [g for g in got.json()["groups"] if g["value"] == "sip_at"]
+    assert sip["paired"], sip
+    for key, paired in sip["paired"].items():
+        row = page.locator(f"table.paired-table tr[data-group=sip_at][data-metric='{key}']")
+        show = percent_value_of(key)
+        assert row.locator(".diff").inner_text() == show(paired["mean"])
+        assert row.locator(".diff-t").inner_text() == interval(paired["low"], paired["high"], show)
+        boot = interval(paired["boot_low"], paired["boot_high"], show)
+        assert row.locator(".diff-boot").inner_text() == boot
+        assert row.locator(".verdict").inner_text() == paired["text"]
+
+
+def percent_value_of(key: str):
+    """How the compare page writes a difference: losses as numbers, shares in points."""
+    if "loss" in key:
+        return lambda v: MISSING if v is None else ("-" if v < 0 else "") + _fixed(abs(v), 3)
+    return points
 
 
 def percent_value(text: str) -> float:
