@@ -36,7 +36,8 @@ system-test-deps:
 ## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
 ## Whole test files are spread over TEST_PROCS processes (pytest-xdist), the longest first
 ## (LONGEST_FIRST in tests/conftest.py); each process has its own database, queue and storage
-## folder. Then the suites that store files run again with every file in a real S3 server
+## folder. The tests marked serial (they time requests under a load they make) then run alone.
+## Then the suites that store files run again with every file in a real S3 server
 ## (SeaweedFS, started by the tests: TEST_STORAGE=s3), the workers' cache in its own folder.
 ## TEST_PROCS=0 runs everything in one process.
 TEST_PROCS ?= 3
@@ -44,7 +45,8 @@ S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
 test: install-test system-test-deps
-	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -m serial $(PYTEST_ARGS)
 	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder $(S3_SUITES)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the

@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+# Several test processes side by side (make test): one CPU thread each for torch and the
+# workers and servers they start (OpenMP threads that outnumber the cores spin and stall)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Fixtures every test module may use without importing them (one instance per run: a fixture
 # imported into several modules would be built once per module)
 pytest_plugins = ["tests.backend.study_support"]

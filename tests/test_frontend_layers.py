@@ -75,13 +75,17 @@ def test_the_import_scanner_sees_every_form_of_import(tmp_path):
 def test_no_page_imports_another_page():
     """A page imports components and lib/ only; app.js alone loads pages."""
     assert _modules("pages")
-    bad = _arrows("pages", lambda path, target: _inside(target, "pages") and target != path.resolve())
+    bad = _arrows(
+        "pages", lambda path, target: _inside(target, "pages") and target != path.resolve()
+    )
     assert bad == []
 
 
 def test_components_and_lib_never_import_pages():
     """Components use lib/ and other components; lib/ uses only lib/."""
-    bad = _arrows("components", lambda _, target: _inside(target, "pages") or target.name == "app.js")
+    bad = _arrows(
+        "components", lambda _, target: _inside(target, "pages") or target.name == "app.js"
+    )
     bad += _arrows("lib", lambda _, target: not _inside(target, "lib"))
     assert bad == []
 

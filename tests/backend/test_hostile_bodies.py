@@ -19,7 +19,8 @@ from PIL import Image
 
 from tests.conftest import seed_live_world
 
-pytestmark = pytest.mark.slow
+# it times /api/health under its own load: alone, not beside the other test processes
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 MEMORY_BOUND_MIB = 400  # growth of the server's resident memory while the bodies arrive
 

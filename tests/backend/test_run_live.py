@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -242,7 +243,21 @@ def test_the_stream_ends_when_the_client_disconnects(client, seeded, auth, db):
     async def main() -> None:
         await asyncio.wait_for(app(scope, receive, send), timeout=10)
 
-    asyncio.run(main())
+    # a loop of its own in a thread of its own: the process may already run one (Playwright's,
+    # when browser tests shared this test process)
+    failures: list[BaseException] = []
+
+    def run_loop() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run_loop)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
     assert sent[0]["status"] == 200
     assert b"event: run" in b"".join(m.get("body", b"") for m in sent[1:])
     db.expire_all()

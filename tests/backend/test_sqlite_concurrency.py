@@ -30,6 +30,9 @@ from tests.worker.test_training_tasks import TINY, tiny_dataset_zip
 
 ANNOTATORS = 50
 PASSWORD = "correct horse battery"
+# it times requests under its own load: alone, not beside the other test processes
+pytestmark = pytest.mark.serial
+
 WORST_S = 2.0  # the longest any request may take
 SAVE_EVERY_S = 1.0  # the annotation page saves at most this often while drawing
 MIN_LOAD_S = 20.0

@@ -35,7 +35,10 @@ TIMING_SCRIPT = """
   const around = (type, list, when) => {
     let t0 = null;
     addEventListener(type, (e) => { t0 = when(e) ? performance.now() : null; }, true);
-    addEventListener(type, () => { if (t0 !== null) list.push(performance.now() - t0); t0 = null; });
+    addEventListener(type, () => {
+      if (t0 !== null) list.push(performance.now() - t0);
+      t0 = null;
+    });
   };
   around("pointermove", timings.pointer, (e) => (e.buttons & 1) === 1);
   around("pointerup", timings.commit, () => true);

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models and data, CPU only."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ if str(ROOT) not in sys.path:  # the repo root holds the worker package
 from worker.sipat.benchmark_data import salience_benchmark  # noqa: E402
 from worker.sipat.models import build_model  # noqa: E402
 
-torch.set_num_threads(2)
+# two threads on the 2-core machine; one per process when make test runs several side by side
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture
