@@ -90,9 +90,7 @@ export async function mount(root, ctx) {
     try {
       const ask = (base) => api(`/api/runs/groups?${new URLSearchParams({
         by, ids: ids.join(","), ...(base ? { baseline: base } : {}), ...(base && margin && marginOk ? { margin } : {}) })}`);
-      let g = await ask(baseline);
-      // the API names the baseline group as Python writes its value: 1.0 arrives here as 1
-      if (baseline && /^-?\d+$/.test(baseline) && !g.groups.some((x) => Object.keys(x.paired).length)) g = await ask(`${baseline}.0`);
+      const g = await ask(baseline);
       fillBaselines(g.groups, baseline, by);
       const metricKeys = [...new Set(g.groups.flatMap((x) => Object.keys(x.metrics)))];
       if (!g.groups.length) { render($(".groups"), html`<p class="muted">No finished runs to group yet.</p>`); render($(".paired-groups"), html``); return; }

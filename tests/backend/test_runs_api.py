@@ -468,3 +468,39 @@ def test_detail_time_left_and_downloads(client, seeded, auth, db):
         "agreement": None,
         "samples": [],
     }
+
+
+def test_groups_take_any_number_of_runs_and_a_baseline_written_as_the_browser_writes_it(
+    client, seeded, auth, db
+):
+    """No cap on the runs compared (W&B stops at 10, this page stopped at 50), and the
+    baseline value 1.0 named as "1" (as a browser writes it) is the group of 1.0."""
+    ids = []
+    for lr, clean in ((0.1, 0.6), (1.0, 0.5)):
+        for seeds in (list(range(13)), list(range(13, 26))):  # at most 20 seeds a launch
+            runs = launch(
+                client,
+                auth["researcher"],
+                dataset_id=seeded["dataset_id"],
+                seeds=seeds,
+                **{**SMALL, "lr": lr},
+            )
+            assert runs.status_code == 201, runs.text
+            for run in runs.json()["data"]:
+                finish(db, run["id"], clean_accuracy=clean + run["config"]["seed"] / 1000)
+                ids.append(run["id"])
+    assert len(ids) == 52
+    params = {"by": "lr", "ids": ",".join(map(str, ids)), "baseline": "1", "margin": 5}
+    r = client.get("/api/runs/groups", headers=auth["researcher"], params=params)
+    assert r.status_code == 200, r.text
+    groups = {g["value"]: g for g in r.json()["groups"]}
+    assert sorted(len(g["run_ids"]) for g in groups.values()) == [26, 26]
+    paired = groups[0.1]["paired"]["clean_accuracy"]
+    assert paired["n"] == 26 and sorted(paired["seeds"]) == list(range(26))
+    # every pair differs by exactly 0.1 (10 points): the interval is that point
+    assert paired["mean"] == pytest.approx(0.1)
+    assert paired["low"] == pytest.approx(0.1) and paired["high"] == pytest.approx(0.1)
+    assert groups[1.0]["paired"] == {}
+    r = client.get("/api/runs/compare", headers=auth["researcher"], params={"ids": params["ids"]})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["runs"]) == 52

@@ -3,6 +3,7 @@ against eps, and runs grouped by one setting with their final metrics averaged o
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +86,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def _names(text: str, value: Any) -> bool:
+    """Whether a baseline given as text names a group's value: as Python writes it, or as JSON
+    reads it (a browser writes the value 1.0 as 1)."""
+    if str(value) == text:
+        return True
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return False
+    return bool(parsed == value) and not isinstance(parsed, bool) and not isinstance(value, bool)
+
+
 def group_runs(
     runs: Sequence[TrainingRun],
     by: str,
@@ -121,7 +134,7 @@ def group_runs(
             }
         )
     out.sort(key=lambda g: str(g["value"]))
-    base = next((g for g in out if baseline is not None and str(g["value"]) == baseline), None)
+    base = next((g for g in out if baseline is not None and _names(baseline, g["value"])), None)
     if base is None:
         return out
     base_runs = groups[_hashable(base["value"])]

@@ -36,9 +36,10 @@ def list_runs(
     tag: str | None = None,
     group_key: str | None = None,
     sort: str = "-created_at",
-    limit: int = 200,
+    limit: int | None = 200,
     offset: int = 0,
 ) -> tuple[list[TrainingRun], int]:
+    """One page of runs (`limit` None: every run) and how many match in all."""
     q = select(TrainingRun)
     if dataset_id is not None:
         q = q.where(TrainingRun.dataset_id == dataset_id)
@@ -55,7 +56,7 @@ def list_runs(
         # tags are a JSON list, filtered here (JSON containment differs between PostgreSQL
         # and SQLite); only a tag filter reads every matching run
         runs = [r for r in db.scalars(q).all() if tag in (r.tags or [])]
-        return runs[offset : offset + limit], len(runs)
+        return runs[offset : None if limit is None else offset + limit], len(runs)
     total = db.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
     return list(db.scalars(q.limit(limit).offset(offset)).all()), total
 
