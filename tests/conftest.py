@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,6 +217,28 @@ def pytest_report_header(config):
     except Exception as exc:  # noqa: BLE001
         lines.append(f"integration redis UNREACHABLE: {TEST_REDIS_URL} ({exc})")
     return lines
+
+
+def run_in_own_loop(func: Callable[..., Any], *args: Any) -> Any:
+    """anyio.run(func, *args) in a thread of its own, so that it never meets an event loop
+    this process already runs (Playwright's, when browser tests shared the process); the
+    result, or the exception, as if called here."""
+    import anyio
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = anyio.run(func, *args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _reset_schema(url: str) -> None:

@@ -9,6 +9,7 @@ import anyio
 
 from backend.core.config import get_settings
 from backend.main import app
+from tests.conftest import run_in_own_loop
 
 LIMIT = get_settings().max_json_body_bytes
 
@@ -88,7 +89,7 @@ def _asgi_post(path: str, headers: dict[str, str], total: int) -> tuple[int, byt
         with anyio.fail_after(30):
             await app(scope, receive, send)
 
-    anyio.run(main)
+    run_in_own_loop(main)
     return int(out["status"]), bytes(out["body"]), pulled
 
 

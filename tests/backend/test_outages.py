@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 
-import anyio
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -18,6 +17,7 @@ from backend.core import queue
 from backend.core.config import get_settings
 from backend.main import app
 from backend.models import TrainingRun
+from tests.conftest import run_in_own_loop
 
 SMALL = {"model": "small_cnn", "epochs": 2, "batch_size": 8, "eval_subset": 8, "eval_steps": 2}
 
@@ -113,7 +113,7 @@ def _hang_up(method: str, path: str, headers: dict[str, str], first: bytes) -> N
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
         ],
     }
-    anyio.run(app, scope, receive, send)
+    run_in_own_loop(app, scope, receive, send)
 
 
 def test_a_client_that_hangs_up_mid_body_costs_one_line(client, auth, seeded, caplog):

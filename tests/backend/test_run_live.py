@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from backend.models import RunBatch, TrainingRun, utcnow
 from backend.services import run_lifecycle as lifecycle
 from backend.services.runs.launch import create_runs
+from tests.conftest import run_in_own_loop
 
 
 def _no_queue(*_: object) -> str:
@@ -243,21 +243,7 @@ def test_the_stream_ends_when_the_client_disconnects(client, seeded, auth, db):
     async def main() -> None:
         await asyncio.wait_for(app(scope, receive, send), timeout=10)
 
-    # a loop of its own in a thread of its own: the process may already run one (Playwright's,
-    # when browser tests shared this test process)
-    failures: list[BaseException] = []
-
-    def run_loop() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            failures.append(exc)
-
-    thread = threading.Thread(target=run_loop)
-    thread.start()
-    thread.join()
-    if failures:
-        raise failures[0]
+    run_in_own_loop(main)
     assert sent[0]["status"] == 200
     assert b"event: run" in b"".join(m.get("body", b"") for m in sent[1:])
     db.expire_all()
