@@ -21,7 +21,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -83,7 +85,34 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-Timestamp = DateTime(timezone=True)
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time stored with its zone and read back as UTC with an explicit offset.
+
+    PostgreSQL keeps the zone (timestamptz) but answers in the connection's zone; SQLite keeps
+    none and answers naive times. Every time stored here is UTC, so a naive time read back is
+    UTC: the API and the exports then always write it with its offset ("Z").
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    @staticmethod
+    def as_utc(value: datetime | None) -> datetime | None:
+        """A naive time is UTC (everything stored here is); an aware one is moved to UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        return self.as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        return self.as_utc(value)
+
+
+Timestamp = UtcDateTime()
 
 
 class User(Base):
