@@ -11,7 +11,7 @@ import { html, render } from "../lib/html.js";
 import { ActiveTimer } from "../lib/active-time.js";
 import { clock } from "../lib/format.js";
 import { LAST_DATASET_KEY, openNext } from "../lib/next-image.js";
-import { DEFAULT_KEYS, MaskCanvas } from "../components/mask-canvas/mask-canvas.js";
+import { DEFAULT_KEYS, MaskCanvas, defaultToolSizes } from "../components/mask-canvas/mask-canvas.js";
 import "../components/hotkey-table/hotkey-table.js";
 import "../components/mask-toolbar/mask-toolbar.js";
 
@@ -55,8 +55,11 @@ function blobToDataUrl(blob) {
   });
 }
 
-/** The annotator's drawing preferences (brush and eraser size, colour, zoom relative to the
- * fitted view), kept in this browser per user id so a shared machine keeps each one's. */
+/** The annotator's drawing preferences (colour, zoom relative to the fitted view, and under
+ * sizes[datasetId] the brush and eraser sizes picked on that dataset), kept in this browser per
+ * user id so a shared machine keeps each one's. A size is kept only where it differs from the
+ * image's default (defaultToolSizes: a share of the shorter side), so a dataset where none was
+ * picked follows each image's size; sizes kept per user only (before v1 had sizes) are ignored. */
 const prefsKey = (userId) => `salience-annotate-prefs:v1:${userId || "anon"}`;
 function loadPrefs(userId) {
   try {
@@ -70,17 +73,32 @@ function savePrefs(userId, prefs) {
   try { localStorage.setItem(prefsKey(userId), JSON.stringify(prefs)); } catch { /* full: not worth an error */ }
 }
 
-/** Keep the sizes and the zoom 200 ms after they last changed; returns the cleanup. */
-function rememberPrefs(mc, userId) {
+/** The sizes picked on this dataset ({brush?, eraser?}), from the preferences. */
+function datasetSizes(prefs, datasetId) {
+  const all = prefs.sizes && typeof prefs.sizes === "object" ? prefs.sizes : {};
+  const mine = all[String(datasetId)];
+  return mine && typeof mine === "object" ? mine : {};
+}
+
+/** Keep the sizes (per dataset, those that differ from the image's default) and the zoom
+ * 200 ms after they last changed; returns the cleanup. */
+function rememberPrefs(mc, userId, datasetId) {
   let timer = null;
+  const defaults = defaultToolSizes(mc.width, mc.height);
   const later = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
-      const sizes = mc.sizes;
+      const prefs = loadPrefs(userId);
+      const sizes = { ...datasetSizes(prefs, datasetId) };
+      for (const [tool, size] of Object.entries(mc.sizes)) {
+        if (size === defaults[tool]) delete sizes[tool];
+        else sizes[tool] = size;
+      }
+      delete prefs.brush; // the per-user sizes of before are not kept
+      delete prefs.eraser;
       savePrefs(userId, {
-        ...loadPrefs(userId),
-        brush: sizes.brush,
-        eraser: sizes.eraser,
+        ...prefs,
+        sizes: { ...(prefs.sizes || {}), [String(datasetId)]: sizes },
         zoom: Math.round(mc.zoomRelativeToFit * 1000) / 1000,
       });
     }, 200);
@@ -392,13 +410,14 @@ export async function mount(root, { params, query, session, navigate }) {
   const showError = (msg) => { errEl.textContent = msg || ""; errEl.hidden = !msg; };
   const userId = session.user ? session.user.id : null;
   const prefs = loadPrefs(userId);
+  const picked = datasetSizes(prefs, data.image.dataset_id);
   const mc = new MaskCanvas(root.querySelector(".canvas-host"), {
     image: img, width, height, keys: loadKeys(),
-    brushSize: Number(prefs.brush) || undefined,
-    eraserSize: Number(prefs.eraser) || undefined,
+    brushSize: Number(picked.brush) || undefined, // undefined: sized to the image
+    eraserSize: Number(picked.eraser) || undefined,
   });
   if (Number(prefs.zoom) > 0) mc.zoomRelative(Number(prefs.zoom));
-  const forgetPrefs = rememberPrefs(mc, userId);
+  const forgetPrefs = rememberPrefs(mc, userId, data.image.dataset_id);
   bindTools(root, mc, prefs, userId);
 
   const start = await restoreMask(root, mc, queue, data, { imageId, width, height });

@@ -37,12 +37,27 @@ import { bindInput, DEFAULT_KEYS, hotkeyList, keyName } from "./input.js";
 
 export { DEFAULT_KEYS, hotkeyList, keyName };
 
+// Default tool sizes are a fixed share of the image's shorter side, so a tool covers the same
+// part of a 28 px digit as of a 2048 px photo: the brush's diameter 4 %, the eraser's 6 %
+// (erasing is mostly trimming an edge broadly), at least 1 px and at most MAX_TOOL_SIZE.
+export const BRUSH_SHARE = 0.04;
+export const ERASER_SHARE = 0.06;
+export const MAX_TOOL_SIZE = 500;
+const clampSize = (s) => Math.max(1, Math.min(MAX_TOOL_SIZE, Math.round(s)));
+
+/** The default {brush, eraser} diameters in image pixels for a width x height image. */
+export function defaultToolSizes(width, height) {
+  const side = Math.min(width, height) || 0;
+  return { brush: clampSize(side * BRUSH_SHARE), eraser: clampSize(side * ERASER_SHARE) };
+}
+
 export class MaskCanvas extends EventTarget {
   /**
    * @param {HTMLElement} container  element that becomes the drawing viewport
    * @param {{image: CanvasImageSource & {naturalWidth?:number}, width?:number, height?:number,
    *          color?: number[], opacity?: number, brushSize?: number, eraserSize?: number,
-   *          keys?: string[]}} opts
+   *          keys?: string[]}} opts  brushSize / eraserSize in image pixels; left out, they are
+   *          defaultToolSizes(width, height)
    */
   constructor(container, opts) {
     super();
@@ -62,9 +77,10 @@ export class MaskCanvas extends EventTarget {
       opacity: opts.opacity ?? 0.5,
       onChange: (scale) => this._emit("viewchange", { scale }),
     });
+    const defaults = defaultToolSizes(this.width, this.height);
     this.tools = createTools(this.raster, {
-      brushSize: opts.brushSize || 24,
-      eraserSize: opts.eraserSize || 40,
+      brushSize: opts.brushSize ? clampSize(opts.brushSize) : defaults.brush,
+      eraserSize: opts.eraserSize ? clampSize(opts.eraserSize) : defaults.eraser,
       onPreview: (points, hover, cut) => this.view.previewLasso(points, hover, cut),
     });
     this.lasso = this.tools.lasso;
@@ -98,7 +114,7 @@ export class MaskCanvas extends EventTarget {
 
   setSize(size, tool = this.handler.sizeKey) {
     if (Object.hasOwn(this.tools, tool)) {
-      this.tools[tool].configure({ size: Math.max(1, Math.min(500, Math.round(size))) });
+      this.tools[tool].configure({ size: clampSize(size) });
     }
     this.view.setCursor(this.handler.cursor);
     this._emit("toolchange", { tool: this.tool });

@@ -28,9 +28,9 @@ const TOOLBAR = html`<aside class="tools" aria-label="Tools">
             title="${label} (${key})">${label} <kbd>${key}</kbd></button>`)}
         </div>
         <label class="size brush-size">Brush size <span class="val"></span>
-          <input type="range" min="1" max="300" data-size="brush"></label>
+          <input type="range" min="1" max="500" data-size="brush"></label>
         <label class="size eraser-size">Eraser size <span class="val"></span>
-          <input type="range" min="1" max="300" data-size="eraser"></label>
+          <input type="range" min="1" max="500" data-size="eraser"></label>
         <label class="inline lasso-mode" title="Hold Alt while closing to cut once (X toggles)">
           <input type="checkbox" name="cut"> Lasso cuts <kbd>X</kbd></label>
         <label class="opacity">Mask opacity <span class="val"></span>
