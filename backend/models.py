@@ -334,6 +334,7 @@ class MaskSet(Base):
     """A frozen, hashed snapshot of the consensus masks (and the revisions behind them)."""
 
     __tablename__ = "mask_sets"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))

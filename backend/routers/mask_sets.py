@@ -8,21 +8,27 @@ from sqlalchemy import select
 from backend.core.openapi import PNG
 from backend.deps import DatasetDep, MaskSetDep, PathId, ResearcherUser, SessionDep
 from backend.models import MaskSet
-from backend.schemas.annotations import MaskSetCreate, MaskSetDetail, MaskSetPublic, MaskSetsPublic
+from backend.schemas.annotations import (
+    MaskSetCreate,
+    MaskSetDetail,
+    MaskSetFrozen,
+    MaskSetsPublic,
+)
 from backend.services import consensus as cons
 
 router = APIRouter(tags=["masks"])
 
 
-@router.post("/datasets/{dataset_id}/mask-sets", response_model=MaskSetPublic, status_code=201)
+@router.post("/datasets/{dataset_id}/mask-sets", response_model=MaskSetFrozen, status_code=201)
 def create_mask_set(
     dataset: DatasetDep,
     body: MaskSetCreate,
     user: ResearcherUser,
     db: SessionDep,
     response: Response,
-) -> MaskSet:
-    """Freeze the current consensus (filtered) into a hashed mask set; 200 if it exists."""
+) -> MaskSetFrozen:
+    """Freeze the current consensus (filtered) into a hashed mask set; 200 with a sentence
+    (`message`) if the same masks are frozen already; 409 if the name is taken on the dataset."""
     mask_set, created = cons.freeze_mask_set(
         db,
         dataset,
@@ -32,9 +38,11 @@ def create_mask_set(
         min_agreement=body.min_agreement,
         created_by=user,
     )
+    out = MaskSetFrozen.model_validate(mask_set)
     if not created:
         response.status_code = 200
-    return mask_set
+        out.message = cons.already_frozen(mask_set)
+    return out
 
 
 @router.get("/datasets/{dataset_id}/mask-sets", response_model=MaskSetsPublic)

@@ -253,6 +253,13 @@ class MaskSetPublic(ORMModel):
     created_at: datetime
 
 
+class MaskSetFrozen(MaskSetPublic):
+    """A freeze's answer: the new set (201), or the set that holds the same masks already
+    (200) with a sentence saying so."""
+
+    message: str | None = None
+
+
 class MaskSetDetail(MaskSetPublic):
     items: list[MaskSetItemPublic]
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.core.errors import Invalid, NotFound
+from backend.core.errors import Conflict, Invalid, NotFound
 from backend.models import (
     Annotation,
     AnnotationRevision,
@@ -257,7 +257,9 @@ def freeze_mask_set(
     """Freeze the current consensus of the images passing the filter into a MaskSet.
 
     Returns (mask set, created). Freezing exactly the same masks again returns the existing
-    set (its hash is unique), so a run's lineage never has two names for one content.
+    set (its hash is unique), so a run's lineage never has two names for one content
+    (`already_frozen` says so). Names are unique per dataset: another content under a name the
+    dataset has already is refused (Conflict).
     An image passes with at least min_annotators masks and, when min_agreement is given,
     a mean pairwise IoU at or above it (single-mask images then fail: agreement unknown).
     Empty masks are excluded before the filter; their number is in the set's filter.
@@ -288,6 +290,7 @@ def freeze_mask_set(
     existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
     if existing is not None:
         return existing, False
+    _check_name_free(db, dataset, name)
     mask_set = MaskSet(
         dataset_id=dataset.id,
         name=name,
@@ -314,9 +317,29 @@ def freeze_mask_set(
         db.rollback()
         existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
         if existing is None:
+            _check_name_free(db, dataset, name)  # the name was taken at the same moment
             raise
         return existing, False
     return mask_set, True
+
+
+def _check_name_free(db: Session, dataset: Dataset, name: str) -> None:
+    taken = db.scalar(
+        select(MaskSet.id).where(MaskSet.dataset_id == dataset.id, MaskSet.name == name)
+    )
+    if taken is not None:
+        raise Conflict(
+            f"This dataset already has a mask set named \u201c{name}\u201d with other masks; "
+            "choose another name.",
+            field="name",
+        )
+
+
+def already_frozen(mask_set: MaskSet) -> str:
+    """The sentence answering a freeze whose masks are frozen already."""
+    return (
+        f"The same masks are already frozen as \u201c{mask_set.name}\u201d; nothing new was frozen."
+    )
 
 
 def frozen_consensus_png(mask_set: MaskSet, image_id: int) -> bytes:

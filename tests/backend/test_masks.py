@@ -277,6 +277,35 @@ def test_mask_set_freeze_hash_stable_and_changes(client, auth, drawn, db):
     assert listed["count"] == 4
 
 
+def test_freezing_the_same_masks_again_says_under_which_name(client, auth, drawn):
+    h = auth["researcher"]
+    url = f"/api/datasets/{drawn['dataset_id']}/mask-sets"
+    first = client.post(url, headers=h, json={"name": "all accepted"})
+    assert first.status_code == 201 and first.json()["message"] is None
+    again = client.post(url, headers=h, json={"name": "typed anew"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert again.json()["name"] == "all accepted"
+    assert "already frozen as \u201call accepted\u201d" in again.json()["message"]
+    assert client.get(url, headers=h).json()["count"] == 1
+
+
+def test_mask_set_names_are_unique_per_dataset(client, auth, drawn, db):
+    h = auth["researcher"]
+    url = f"/api/datasets/{drawn['dataset_id']}/mask-sets"
+    assert client.post(url, headers=h, json={"name": "mine"}).status_code == 201
+    other = client.post(url, headers=h, json={"name": "mine", "min_annotators": 3})
+    assert other.status_code == 409, other.text
+    body = other.json()
+    assert "already has a mask set named \u201cmine\u201d" in body["detail"]
+    assert body["errors"][0]["field"] == "name"
+    assert client.get(url, headers=h).json()["count"] == 1
+    # the database holds the rule too
+    with pytest.raises(sa.exc.IntegrityError):
+        db.add(MaskSet(dataset_id=drawn["dataset_id"], name="mine", hash="b" * 64, filter={}))
+        db.commit()
+    db.rollback()
+
+
 # ---------------------------------------------------------------------------- export / import
 
 
