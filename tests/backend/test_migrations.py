@@ -3,8 +3,9 @@
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.orm import Session
 
-from backend.models import Base
+from backend.models import Base, Dataset, MaskSet
 from tests.conftest import run_migrations
 
 
@@ -46,3 +47,31 @@ def test_downgrade_to_base_and_back_on_postgresql(pg_database):
     engine.dispose()
     command.upgrade(cfg, "head")
     assert _diff(pg_database) == []
+
+
+def test_0010_renames_duplicate_mask_set_names_before_making_them_unique(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.conftest import ROOT
+
+    url = f"sqlite:///{tmp_path / 'dupes.db'}"
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "0009")
+    engine = sa.create_engine(url)
+    with Session(engine) as db:  # the tables 0010 leaves as they are, and mask_sets' columns
+        db.add_all([Dataset(id=1, name="d"), Dataset(id=2, name="e")])
+        db.flush()
+        for i, (dataset_id, name) in enumerate(
+            [(1, "a"), (1, "a"), (1, "a (2)"), (1, "a"), (2, "a"), (1, "b")], start=1
+        ):
+            db.add(MaskSet(id=i, dataset_id=dataset_id, name=name, hash=f"{i:064d}", filter={}))
+            db.flush()
+        db.commit()
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT id, name FROM mask_sets ORDER BY id")).all()
+    engine.dispose()
+    assert [n for _, n in names] == ["a", "a (3)", "a (2)", "a (4)", "a", "b"]
