@@ -330,8 +330,7 @@ def _check_name_free(db: Session, dataset: Dataset, name: str) -> None:
     if taken is not None:
         raise Conflict(
             f"This dataset already has a mask set named \u201c{name}\u201d with other masks; "
-            "choose another name.",
-            field="name",
+            "choose another name."
         )
 
 

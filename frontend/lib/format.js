@@ -70,9 +70,19 @@ export function bytes(v) {
   return `${i ? x.toFixed(1) : Math.round(x)} ${units[i]}`;
 }
 
-/** Date and time in the reader's locale; "" when there is none. */
+// A time the API sends without a zone is UTC (every stored time is); a browser would read
+// it as local time.
+const NAIVE_TIME = /T\d\d:\d\d(:\d\d(\.\d+)?)?$/;
+
+/** Date and time in the reader's locale and time zone, with the zone named
+ * ("12/7/2026, 1:28:30 PM GMT+1"); "" when there is none. */
 export function dateTime(v) {
-  return v ? new Date(v).toLocaleString() : "";
+  if (!v) return "";
+  const d = new Date(typeof v === "string" && NAIVE_TIME.test(v) ? `${v}Z` : v);
+  return d.toLocaleString(undefined, {
+    year: "numeric", month: "numeric", day: "numeric",
+    hour: "numeric", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
 }
 
 /** Date in the reader's locale; "" when there is none. */

@@ -297,7 +297,7 @@ def test_mask_set_names_are_unique_per_dataset(client, auth, drawn, db):
     assert other.status_code == 409, other.text
     body = other.json()
     assert "already has a mask set named \u201cmine\u201d" in body["detail"]
-    assert body["errors"][0]["field"] == "name"
+    assert body["detail"].startswith("This dataset")
     assert client.get(url, headers=h).json()["count"] == 1
     # the database holds the rule too
     with pytest.raises(sa.exc.IntegrityError):

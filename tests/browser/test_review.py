@@ -5,6 +5,8 @@ annotator's queue with the comment and the drawing as it was."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -62,7 +64,13 @@ def test_accept_then_agreement_mask_set_and_export(chromium, live_server, seeded
     page.wait_for_url(lambda url: f"#/annotate/{image_id}" not in url)
     ctx.close()
 
-    rctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 1000})
+    # read from Berlin: the times shown are local, with their zone (issue 29)
+    rctx = chromium.new_context(
+        base_url=live_server,
+        viewport={"width": 1400, "height": 1000},
+        timezone_id="Europe/Berlin",
+        locale="en-US",
+    )
     page = rctx.new_page()
     sign_in(page, "researcher")
     page.goto(f"/#/review?dataset={seeded['dataset_id']}&status=submitted")
@@ -78,6 +86,24 @@ def test_accept_then_agreement_mask_set_and_export(chromium, live_server, seeded
     page.fill("form.freeze input[name=name]", "first set")
     page.get_by_role("button", name="Freeze consensus").click()
     expect(page.locator("table.sets tbody tr", has_text="first set")).to_have_count(1)
+    # made just now: the Created cell reads Berlin's time (CET, UTC+1 in winter; CEST in
+    # summer) with its zone, within a minute or two of now
+    berlin = datetime.now(ZoneInfo("Europe/Berlin"))
+    created = page.locator("table.sets tbody tr", has_text="first set").locator("td").nth(4)
+    shown = created.inner_text()
+    zone = "GMT+2" if berlin.utcoffset() == timedelta(hours=2) else "GMT+1"
+    assert shown.endswith(zone), shown
+    when = datetime.strptime(shown.rsplit(" ", 1)[0], "%m/%d/%Y, %I:%M:%S %p")
+    assert abs(when - berlin.replace(tzinfo=None)) < timedelta(minutes=2), (shown, berlin)
+
+    # freezing the same masks again under a new name: the form says which set holds them
+    page.fill("form.freeze input[name=name]", "second name")
+    page.get_by_role("button", name="Freeze consensus").click()
+    note = page.locator(".mask-sets .freeze-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("The same masks are already frozen as \u201cfirst set\u201d")
+    expect(page.locator("table.sets tbody tr")).to_have_count(1)
+    expect(page.locator("form.freeze input[name=name]")).to_have_value("second name")
 
     href = page.locator("a.export-png").get_attribute("href")
     r = page.request.get(href)

@@ -51,6 +51,7 @@ function panelMarkup() {
         <button type="submit" class="primary" style="align-self:flex-end">Freeze consensus</button>
       </form>
       <p class="form-error" role="alert" hidden></p>
+      <p class="freeze-note muted" role="status" hidden></p>
     </div>
     <div class="card stack export-import">
       <h2>Export and import masks</h2>
@@ -135,7 +136,8 @@ function bindMaskSets(el, datasetId) {
   freeze.addEventListener("submit", async (e) => {
     e.preventDefault();
     const err = el.querySelector(".mask-sets .form-error");
-    err.hidden = true;
+    const note = el.querySelector(".mask-sets .freeze-note");
+    err.hidden = note.hidden = true;
     const statuses = ["accepted", "submitted"].filter((s) => freeze[s].checked);
     const body = {
       name: freeze.name.value.trim(),
@@ -149,8 +151,14 @@ function bindMaskSets(el, datasetId) {
       return;
     }
     try {
-      await api(`/api/datasets/${datasetId}/mask-sets`, { method: "POST", body });
-      freeze.name.value = "";
+      const res = await api(`/api/datasets/${datasetId}/mask-sets`, { method: "POST", body });
+      // the same masks frozen already: the answer is that set, with a sentence naming it
+      if (res.message) {
+        note.textContent = res.message;
+        note.hidden = false;
+      } else {
+        freeze.name.value = "";
+      }
       await loadSets();
     } catch (ex) {
       err.textContent = ex.message;
