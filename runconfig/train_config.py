@@ -565,7 +565,7 @@ class TrainConfig:
             minimum=0,
             message="must be >= 0 (0 skips AutoAttack; leave it empty for the device's default)",
             form_max=100_000,
-            none_means=f"device default ({AUTOATTACK_N_GPU} GPU, {AUTOATTACK_N_CPU} CPU)",
+            none_means=f"device default ({AUTOATTACK_N_GPU} on a GPU, {AUTOATTACK_N_CPU} on a CPU)",
             zero_means="skipped",
             stage=EVALUATION,
             section="evaluation",

@@ -10,6 +10,12 @@ export const MISSING = "–";
 
 const finite = (v) => (v === null || v === undefined || v === "" ? NaN : Number(v));
 
+/** A count with its noun, singular for exactly 1: plural(1, "change") -> "1 change",
+ * plural(3, "change") -> "3 changes", plural(2, "study", "studies") -> "2 studies". */
+export function plural(n, singular, pluralForm = `${singular}s`) {
+  return `${n} ${Number(n) === 1 ? singular : pluralForm}`;
+}
+
 /** A share as a percentage: percent(0.1234) -> "12.3%", percent(0.5, 0) -> "50%". */
 export function percent(v, digits = 1) {
   return Number.isFinite(v) ? `${(v * 100).toFixed(digits)}%` : MISSING;

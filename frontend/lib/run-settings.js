@@ -87,7 +87,9 @@ export function configValue(key, value) {
   }
   if (typeof value === "boolean") return value ? "yes" : "no";
   if (Array.isArray(value)) return value.join(", ");
-  if (typeof value === "object") return JSON.stringify(value);
+  if (typeof value === "object") { // a group of values reads "name: value, ...", not as JSON
+    return Object.entries(value).map(([k, v]) => `${k}: ${configValue("", v)}`).join(", ");
+  }
   return String(value);
 }
 

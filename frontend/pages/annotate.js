@@ -9,7 +9,7 @@
 import { api } from "../lib/api.js";
 import { html, render } from "../lib/html.js";
 import { ActiveTimer } from "../lib/active-time.js";
-import { clock } from "../lib/format.js";
+import { clock, plural } from "../lib/format.js";
 import { LAST_DATASET_KEY, openNext } from "../lib/next-image.js";
 import { DEFAULT_KEYS, MaskCanvas, defaultToolSizes } from "../components/mask-canvas/mask-canvas.js";
 import "../components/hotkey-table/hotkey-table.js";
@@ -286,8 +286,8 @@ class StrokeKeeper {
     const n = queue.pendingChanges(this.imageId) + this.unstashed;
     const offline = queue.state === "offline" || !navigator.onLine;
     let state, text;
-    if (queue.state === "auth" && n) { state = "auth"; text = `signed out: ${n} changes kept`; }
-    else if (offline && n) { state = "offline"; text = `offline: ${n} changes kept`; }
+    if (queue.state === "auth" && n) { state = "auth"; text = `signed out: ${plural(n, "change")} kept`; }
+    else if (offline && n) { state = "offline"; text = `offline: ${plural(n, "change")} kept`; }
     else if (queue.state === "error" && !queue.isSynced(this.imageId)) {
       state = "error"; text = `not saved: ${queue.error || "the server refused the mask"} (kept in this browser)`;
     } else if (n || this.stashTimer) { state = "saving"; text = "saving…"; }

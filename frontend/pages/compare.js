@@ -97,7 +97,7 @@ export async function mount(root, ctx) {
       render($(".groups"), html`<table class="data groups-table"><thead><tr><th>${by}</th><th>runs (seeds)</th>
         ${metricKeys.map((k) => html`<th class="num">${metricLabel(k)}</th>`)}</tr></thead>
         <tbody>${g.groups.map((x) => html`<tr><td>${show(x.value, by)}</td><td>${x.run_ids.map((r, i) => html`<a href="#/runs/${r}">#${r}</a> (${x.seeds[i]}) `)}</td>
-          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${fmt(k, s.mean)} ± ${fmt(k, s.std)} <span class="muted">n=${s.n}</span>
+          ${metricKeys.map((k) => { const s = x.metrics[k]; return html`<td class="num">${s ? html`${spread(k, s)}
             <br><span class="muted group-interval">95 %: ${s.low === null ? MISSING : `${fmt(k, s.low)} to ${fmt(k, s.high)}`}</span>` : html`<span class="muted">not measured</span>`}</td>`; })}</tr>`)}</tbody></table>`);
       render($(".paired-groups"), baseline ? pairedTable(g.groups, by, baseline) : html``);
     } catch (err) {
@@ -149,4 +149,11 @@ function pyText(v) {
 
 function fmt(key, v) {
   return key.includes("loss") ? number(v, 3) : pct(v);
+}
+
+/** A group's mean with its spread: "mean ± std n=3", but no ± for one run (a standard
+ * deviation of one value is not 0, it is unknown). */
+function spread(key, s) {
+  if (s.n === 1) return html`${fmt(key, s.mean)} <span class="muted">n=1, one run: no spread</span>`;
+  return html`${fmt(key, s.mean)} ± ${fmt(key, s.std)} <span class="muted">n=${s.n}</span>`;
 }

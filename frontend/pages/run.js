@@ -25,9 +25,17 @@ function configTable(config) {
   return html`<table class="data kv run-config-table">${configEntries(config).map((r) => html`<tr data-key="${r.key}"><td>${r.label}</td><td><code>${r.value}</code></td></tr>`)}</table>`;
 }
 
+/** A record as a key / value table; a nested record is a table of its own and a list reads
+ * joined, never as raw JSON; an unset value reads "not recorded". */
 function kvTable(obj) {
-  const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td><code>${
-    v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}</code></td></tr>`);
+  const cell = (v) => {
+    if (v === null || v === undefined || v === "") return html`<span class="muted">not recorded</span>`;
+    if (Array.isArray(v)) return v.every((x) => x === null || typeof x !== "object")
+      ? html`<code>${v.join(", ")}</code>` : html`${v.map((x) => kvTable(x))}`;
+    if (typeof v === "object") return kvTable(v);
+    return html`<code>${String(v)}</code>`;
+  };
+  const rows = Object.entries(obj || {}).map(([k, v]) => html`<tr><td>${k}</td><td>${cell(v)}</td></tr>`);
   return html`<table class="data kv">${rows}</table>`;
 }
 

@@ -9,6 +9,7 @@
 // how its settings read lib/run-settings.js.
 
 import { api } from "../lib/api.js";
+import { plural } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
 import { configValue, loadRunSettings, settingOf } from "../lib/run-settings.js";
@@ -165,7 +166,7 @@ async function loadSweeps(root) {
     root.querySelector(".sweep-count").textContent = String(res.count);
     render(root.querySelector(".sweep-list"), html`${res.data.map((s) => html`<li data-sweep="${s.id}">
       <a href="#/sweeps/${s.id}">#${s.id} ${s.name}</a> <span class="muted">${s.axes.map((a) => `${(settingOf(a.name) || { label: a.name }).label}: ${a.values.map((v) => configValue(a.name, v)).join(", ")}`).join("; ")};
-      ${s.seeds.length} seeds${s.baseline ? ", with a baseline arm" : ""}</span></li>`)}`);
+      ${plural(s.seeds.length, "seed")}${s.baseline ? ", with a baseline arm" : ""}</span></li>`)}`);
   } catch (err) {
     root.querySelector(".list-error").textContent = err.message;
   }

@@ -7,7 +7,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { number as num, percent as pct, round } from "../lib/format.js";
+import { number as num, percent as pct, plural, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
 import { linkStylesheet } from "../lib/styles.js";
@@ -79,7 +79,7 @@ function plot(results) {
     for (const p of r.points) {
       if (!p.n) continue;
       parts.push(`<line x1="${sx(p.epsilon_255)}" x2="${sx(p.epsilon_255)}" y1="${sy(p.ci_low)}" y2="${sy(p.ci_high)}" stroke="${c}"/>`);
-      parts.push(`<circle cx="${sx(p.epsilon_255)}" cy="${sy(rate(p))}" r="4" fill="${c}"><title>${p.n} trials</title></circle>`);
+      parts.push(`<circle cx="${sx(p.epsilon_255)}" cy="${sy(rate(p))}" r="4" fill="${c}"><title>${plural(p.n, "trial")}</title></circle>`);
     }
     const model = modelCurve(r);
     if (model.length) {
@@ -108,7 +108,7 @@ function resultsView(res) {
   const is2afc = res.design === "2afc";
   const older = res.runs.some((r) => !r.model_accuracy);
   return html`
-    <p>${res.participants.total} participants, ${res.participants.completed} completed, ${res.participants.included} included in the analysis.</p>
+    <p>${plural(res.participants.total, "participant")}, ${res.participants.completed} completed, ${res.participants.included} included in the analysis.</p>
     <div class="legend">${res.runs.map((r, i) => html`<span><i style="background:${COLORS[i % COLORS.length]}"></i>${r.run_name} (${r.method})</span>`)}
       <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed: model robust accuracy at the study's epsilons${older ? " (older study: the runs' own evaluation where recorded)" : ""}</span></div>
     ${plot(res)}
@@ -249,7 +249,7 @@ export async function mount(root, ctx) {
       <p><a href="#/studies">← Studies</a></p>
       <h1>${s.name}</h1>
       <p>Design <strong>${s.design}</strong> · state <span class="badge state-${s.state}">${s.state}</span> ·
-        ${s.num_stimuli} stimuli · ${s.num_sessions} participants (${s.num_completed} completed) ·
+        ${plural(s.num_stimuli, "stimulus", "stimuli")} · ${plural(s.num_sessions, "participant")} (${s.num_completed} completed) ·
         <span data-field="max-sessions">${s.config.max_sessions ? `at most ${s.config.max_sessions} through the link` : "no limit on the link"}</span></p>
       ${s.state === "generating" ? html`<p>Making stimuli… <progress max="1" value="${s.progress}"></progress> ${pct(s.progress)}</p>` : ""}
       ${s.error ? html`<p class="form-error" role="alert">${s.error}</p>` : ""}
@@ -260,7 +260,7 @@ export async function mount(root, ctx) {
         <a href="/api/studies/${s.id}/trials.csv" download>Download trials (CSV)</a>
       </div>
       ${linkBox(s)}
-      <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${s.config.trials_per_condition} trials per condition ·
+      <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${plural(s.config.trials_per_condition, "trial")} per condition ·
         ${s.config.catch_trials} catch trials at ${s.config.catch_epsilon_255}/255 · ${s.config.practice_trials} practice trials ·
         PGD ${s.config.attack.steps} steps, step ${s.config.attack.alpha_ratio} × eps.</p>
       ${s.num_stimuli && s.state !== "generating" ? html`<div class="study-stimuli"><h2>Stimuli</h2><p class="muted">Loading…</p></div>` : ""}

@@ -33,6 +33,16 @@ PAGE_PROBLEMS = r"""() => {
       const row = td.closest("tr");
       problems.push(`placeholder "${t}" in: ${(row || td).innerText.trim().slice(0, 120)}`);
     }
+    // a table cell shows a record or a list as words or a table, never as raw JSON
+    if (td.tagName === "TD" && visible(td) && /^[{[]/.test(t)) {
+      let json = false;
+      try { JSON.parse(t); json = true; } catch { /* not JSON: a bracketed note */ }
+      if (json) problems.push(`raw JSON in a table cell: ${t.slice(0, 120)}`);
+    }
+    // a spread of one value is unknown, not 0: no "± 0.0" beside "n=1"
+    if (/±\s*0(\.0+)?\b[^±]*\bn\s*=\s*1\b/.test(t)) {
+      problems.push(`a ± for one value: ${t.slice(0, 120)}`);
+    }
   }
   const text = document.body.innerText;
   for (const bad of ["undefined", "NaN", "[object Object]", "Loading…", "null /255"]) {

@@ -119,13 +119,20 @@ function agreementMarkup(a) {
             <td class="num">${percent(q.mean_area_fraction)}</td></tr>`)}</tbody></table>`;
 }
 
+/** A mask set's filter as words ("statuses: accepted · min annotators: 2 · min agreement: any"),
+ * not as JSON. */
+function filterText(filter) {
+  return Object.entries(filter || {}).map(([k, v]) => `${k.replace(/_/g, " ")}: ${
+    Array.isArray(v) ? v.join(", ") : v === null || v === undefined ? "any" : v}`).join(" · ");
+}
+
 /** The mask sets table and the "Freeze consensus" form; returns the function that (re)loads the table. */
 function bindMaskSets(el, datasetId) {
   const setsBody = el.querySelector("table.sets tbody");
   async function loadSets() {
     const res = await api(`/api/datasets/${datasetId}/mask-sets`);
     render(setsBody, res.data.length ? html`${res.data.map((m) => html`<tr>
-        <td>${m.name}</td><td class="muted">${JSON.stringify(m.filter)}</td><td class="num">${m.num_images}</td>
+        <td>${m.name}</td><td class="muted">${filterText(m.filter)}</td><td class="num">${m.num_images}</td>
         <td><code title="${m.hash}">${m.hash.slice(0, 12)}</code></td>
         <td>${dateTime(m.created_at)}</td>
         <td><a href="/api/datasets/${datasetId}/masks/export?format=png&mask_set_id=${m.id}" download>PNG</a> ·
