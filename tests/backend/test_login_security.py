@@ -336,6 +336,7 @@ def test_the_default_limits():
 # --- constant-time failures, and no transaction while argon2 runs ---------------------------
 
 
+@pytest.mark.serial  # it compares two timings: alone, not beside the other test processes
 def test_an_unknown_user_fails_as_slowly_as_a_wrong_password(client, users, monkeypatch):
     monkeypatch.setattr(get_settings(), "login_max_failures_per_account", 1000)
     monkeypatch.setattr(get_settings(), "login_max_failures_per_address", 1000)

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import tiny_imagefolder_zip
+
 from .conftest import sign_in
 from .test_pointer_timing import big_image_zip
 
@@ -42,7 +43,9 @@ def _sizes(page) -> tuple[str, str]:
     )
 
 
-def test_default_sizes_follow_the_image_and_picks_are_kept_per_dataset(chromium, live_server, seeded):
+def test_default_sizes_follow_the_image_and_picks_are_kept_per_dataset(
+    chromium, live_server, seeded
+):
     ctx = chromium.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     sign_in(page, "researcher")
