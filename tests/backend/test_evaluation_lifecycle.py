@@ -12,20 +12,8 @@ from backend.core.errors import Conflict, Unavailable
 from backend.core.queue import INEQUALITY_TASK
 from backend.models import EVALUATION_STATES, EVALUATION_TRANSITIONS, InequalityEvaluation
 from backend.services import evaluation_lifecycle as lc
-
-
-class Queue:
-    """Records what would be sent to Celery; can be made to fail like an unreachable broker."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[object, ...]] = []
-        self.down = False
-
-    def __call__(self, name: str, *args: object) -> str:
-        if self.down:
-            raise ConnectionError("broker unreachable")
-        self.sent.append((name, *args))
-        return "id"
+from tests.backend.lifecycle_support import FakeQueue as Queue
+from tests.backend.lifecycle_support import assert_closed_table
 
 
 def _evaluation(dataset_id: int) -> InequalityEvaluation:
@@ -49,18 +37,8 @@ def _dispatched(db, dataset_id: int, queue: Queue) -> InequalityEvaluation:
 
 
 def test_the_table_of_moves_is_closed_and_terminal_where_it_should_be():
-    assert set(EVALUATION_TRANSITIONS) == set(EVALUATION_STATES)
-    for state, targets in EVALUATION_TRANSITIONS.items():
-        assert set(targets) <= set(EVALUATION_STATES), state
-        assert state not in targets, "a state never moves to itself"
+    assert_closed_table(EVALUATION_TRANSITIONS, EVALUATION_STATES, "queued")
     assert lc.FINISHED == ("succeeded", "failed")
-    seen, todo = {"queued"}, ["queued"]
-    while todo:
-        for nxt in EVALUATION_TRANSITIONS[todo.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    assert seen == set(EVALUATION_STATES)
 
 
 def test_a_move_outside_the_table_is_refused(db, seeded):

@@ -14,20 +14,8 @@ from backend.core.errors import Conflict, Unavailable
 from backend.core.queue import STIMULI_TASK
 from backend.models import STUDY_STATES, STUDY_TRANSITIONS, Study
 from backend.services import study_lifecycle as lc
-
-
-class Queue:
-    """Records what would be sent to Celery; can be made to fail like an unreachable broker."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[object, ...]] = []
-        self.down = False
-
-    def __call__(self, name: str, *args: object) -> str:
-        if self.down:
-            raise ConnectionError("broker unreachable")
-        self.sent.append((name, *args))
-        return "id"
+from tests.backend.lifecycle_support import FakeQueue as Queue
+from tests.backend.lifecycle_support import assert_closed_table
 
 
 def _study(db) -> Study:
@@ -40,17 +28,7 @@ def _study(db) -> Study:
 
 
 def test_the_table_of_moves_is_closed_and_every_state_is_reached():
-    assert set(STUDY_TRANSITIONS) == set(STUDY_STATES)
-    for state, targets in STUDY_TRANSITIONS.items():
-        assert set(targets) <= set(STUDY_STATES), state
-        assert state not in targets, "a state never moves to itself"
-    seen, todo = {"draft"}, ["draft"]
-    while todo:
-        for nxt in STUDY_TRANSITIONS[todo.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    assert seen == set(STUDY_STATES)
+    assert_closed_table(STUDY_TRANSITIONS, STUDY_STATES, "draft")
     # stimuli are made only before a study is opened: nothing open or closed goes back
     assert not {"generating", "ready", "failed"} & {
         *STUDY_TRANSITIONS["open"],
