@@ -241,6 +241,25 @@ def run_in_own_loop(func: Callable[..., Any], *args: Any) -> Any:
     return outcome.get("value")
 
 
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of one HTTP request from 127.0.0.1, for tests that drive the app as an
+    ASGI callable (bodies sent and cut off as they choose)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "headers": headers,
+    }
+
+
 def _reset_schema(url: str) -> None:
     import sqlalchemy as sa
 

@@ -9,7 +9,7 @@ import anyio
 
 from backend.core.config import get_settings
 from backend.main import app
-from tests.conftest import run_in_own_loop
+from tests.conftest import http_scope, run_in_own_loop
 
 LIMIT = get_settings().max_json_body_bytes
 
@@ -70,20 +70,7 @@ def _asgi_post(path: str, headers: dict[str, str], total: int) -> tuple[int, byt
         elif message["type"] == "http.response.body":
             out["body"] = out["body"] + message.get("body", b"")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-    }
+    scope = http_scope("POST", path, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
     async def main():
         with anyio.fail_after(30):

@@ -17,7 +17,7 @@ from backend.core import queue
 from backend.core.config import get_settings
 from backend.main import app
 from backend.models import TrainingRun
-from tests.conftest import run_in_own_loop
+from tests.conftest import http_scope, run_in_own_loop
 
 SMALL = {"model": "small_cnn", "epochs": 2, "batch_size": 8, "eval_subset": 8, "eval_steps": 2}
 
@@ -96,23 +96,14 @@ def _hang_up(method: str, path: str, headers: dict[str, str], first: bytes) -> N
     async def send(_message):
         pass
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "headers": [
+    scope = http_scope(
+        method,
+        path,
+        [
             (b"content-length", b"400"),
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
         ],
-    }
+    )
     run_in_own_loop(app, scope, receive, send)
 
 
