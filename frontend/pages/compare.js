@@ -81,7 +81,11 @@ export async function mount(root, ctx) {
     <div class="groups" style="margin-top:8px"></div>
     <div class="paired-groups" style="margin-top:8px"></div>`);
 
+  // Each draw is numbered; an answer that arrives after a later draw began is dropped, so a
+  // slow first answer (the default grouping) never overwrites the grouping chosen since.
+  let drawn = 0;
   async function drawGroups() {
+    const mine = ++drawn;
     const by = $(".group-by").value;
     const baseline = $(".baseline-group").value;
     const margin = $(".group-margin").value.trim();
@@ -91,6 +95,7 @@ export async function mount(root, ctx) {
       const ask = (base) => api(`/api/runs/groups?${new URLSearchParams({
         by, ids: ids.join(","), ...(base ? { baseline: base } : {}), ...(base && margin && marginOk ? { margin } : {}) })}`);
       const g = await ask(baseline);
+      if (mine !== drawn) return;
       fillBaselines(g.groups, baseline, by);
       const metricKeys = [...new Set(g.groups.flatMap((x) => Object.keys(x.metrics)))];
       if (!g.groups.length) { render($(".groups"), html`<p class="muted">No finished runs to group yet.</p>`); render($(".paired-groups"), html``); return; }
@@ -101,6 +106,7 @@ export async function mount(root, ctx) {
             <br><span class="muted group-interval">95 %: ${s.low === null ? MISSING : `${fmt(k, s.low)} to ${fmt(k, s.high)}`}</span>` : html`<span class="muted">not measured</span>`}</td>`; })}</tr>`)}</tbody></table>`);
       render($(".paired-groups"), baseline ? pairedTable(g.groups, by, baseline) : html``);
     } catch (err) {
+      if (mine !== drawn) return;
       render($(".groups"), html`<p class="form-error">${err.message}</p>`);
     }
   }

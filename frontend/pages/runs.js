@@ -50,6 +50,7 @@ class RunsList {
     this.root = root;
     this.table = table;
     this.alive = true;
+    this.asked = 0; // loads are numbered; see load()
     this._stopPolling = () => {};
   }
 
@@ -59,8 +60,10 @@ class RunsList {
     for (const el of this.root.querySelectorAll(".filters select, .filters input[type=text]")) {
       if (el.value.trim()) params.set(el.name, el.value.trim());
     }
+    const mine = ++this.asked;
     const res = await api(`/api/runs?${params}`);
-    if (!this.alive) return false;
+    // an answer for older filters that lands after a newer load began is dropped
+    if (!this.alive || mine !== this.asked) return false;
     this.root.querySelector(".list-error").textContent = "";
     this.table.runs = res.data;
     showSelection(this.root, this.table);

@@ -188,10 +188,13 @@ export async function mount(root, ctx) {
     render($(".sweep-body"), bodyMarkup(data, sorts));
   };
 
+  // Loads are numbered: an answer for an older margin that lands after a newer load began is dropped.
+  let asked = 0;
   async function load() {
+    const mine = ++asked;
     const q = margin ? `?${new URLSearchParams({ margin })}` : "";
     const got = await api(`/api/sweeps/${id}${q}`);
-    if (!alive) return false;
+    if (!alive || mine !== asked) return false;
     data = got;
     $(".sweep-error").textContent = "";
     $(".sweep-title").textContent = `Sweep #${got.sweep.id}: ${got.sweep.name}`;
