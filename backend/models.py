@@ -36,6 +36,9 @@ NAMING_CONVENTION = {
 
 ROLES = ("admin", "researcher", "annotator")
 ANNOTATION_STATUSES = ("draft", "submitted", "accepted", "rejected")
+# the drawing aids a mask revision's provenance names: freehand (brush, lasso), the magic wand,
+# the superpixel brush, GrabCut refinement and an accepted machine proposal
+PROVENANCE_TOOLS = ("drawn", "wand", "superpixels", "refined", "proposal")
 SPLITS = ("train", "test")
 # the annotation queue's ring of image positions: 0 <= Image.queue_position < QUEUE_RING
 QUEUE_RING = 2**31 - 1
@@ -186,6 +189,10 @@ class Dataset(Base):
     instructions: Mapped[str] = mapped_column(Text, default="")
     # how many annotators should draw each image before it leaves the queue
     annotators_per_image: Mapped[int] = mapped_column(Integer, default=1)
+    # machine proposals offered to its annotators: null (off, the default: a proposal can
+    # anchor what people mark), "saliency" (a classical spectral-residual map) or "run:{id}"
+    # (a finished run's salience maps)
+    proposals: Mapped[str | None] = mapped_column(String(32), default=None)
     # sha256 over the sorted (content hash, label, split) of its images
     content_hash: Mapped[str] = mapped_column(String(64), default="")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -319,6 +326,14 @@ class AnnotationRevision(Base):
     active_ms: Mapped[int] = mapped_column(Integer, default=0)
     # "browser", "import:png", "import:coco", ...
     source: Mapped[str] = mapped_column(String(32), default="browser")
+    # which drawing aids made the mask: the share of its salient pixels each contributed
+    # ({"drawn": 0.7, "wand": 0.3}, keys from PROVENANCE_TOOLS, shares summing to 1; {} for an
+    # empty mask); null where the client did not say (imports, pages before issue 28)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # the machine proposal the annotator started from ("saliency", "run:12"), or null: a
+    # proposal can anchor what people mark, so a seeded mask stays marked as such even when
+    # none of the proposal's pixels are left
+    proposal_source: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     annotation: Mapped[Annotation] = relationship(back_populates="revisions")

@@ -23,6 +23,7 @@ from backend.deps import (
     PathId,
     QueryId,
     SessionDep,
+    StorageDep,
     ensure_role,
     get_current_user,
     signed_token,
@@ -37,11 +38,16 @@ from backend.schemas.annotations import (
     AnnotationState,
     MaskSave,
     MaskSaved,
+    ProposalMap,
+    RefineRequest,
+    RefineResult,
     SkipRequest,
     SubmitRequest,
     SubmitResult,
+    SuperpixelMap,
 )
 from backend.services import masks as svc
+from backend.services.masks import aids
 
 router = APIRouter(prefix="/annotate", tags=["annotate"])
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
@@ -96,6 +102,8 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
             mask_png_base64=png,
             active_ms=ann.active_ms,
             review_comment=ann.review_comment,
+            provenance=rev.provenance,
+            proposal_source=rev.proposal_source,
         )
     return AnnotateItem(
         image=AnnotateImage(
@@ -107,6 +115,7 @@ def _item(db: Session, user: User, image: Image) -> AnnotateItem:
             dataset_name=dataset.name if dataset else "",
             instructions=dataset.instructions if dataset else "",
             file_url=f"/api/images/{image.id}/file",
+            proposals=dataset.proposals if dataset else None,
         ),
         annotation=state,
         remaining=svc.remaining(db, user, image.dataset_id),
@@ -233,7 +242,14 @@ def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSave
         svc.decode_base64(body.mask_png_base64), expected_size=(body.width, body.height)
     )
     result = svc.save_mask(
-        db, user, image, save_id=body.save_id, mask=mask, active_ms=body.active_ms
+        db,
+        user,
+        image,
+        save_id=body.save_id,
+        mask=mask,
+        active_ms=body.active_ms,
+        provenance=body.provenance,
+        proposal_source=body.proposal_source,
     )
     return MaskSaved(
         annotation_id=result.annotation.id,
@@ -275,6 +291,54 @@ def submit(
         confirm_empty=body.confirm_empty if body else False,
     )
     return SubmitResult(status=ann.status, flags=flags or None)
+
+
+@router.get("/images/{image_id}/superpixels", response_model=SuperpixelMap)
+def image_superpixels(
+    image: ImageDep, user: AnnotatorUser, db: SessionDep, storage: StorageDep, size: str = "medium"
+) -> SuperpixelMap:
+    """The image's SLIC superpixels at a size (small, medium, large), for the superpixel brush."""
+    svc.check_dataset_open(db, user, image.dataset_id)
+    label_map = aids.superpixels(image, size, storage)
+    return SuperpixelMap(
+        size=size,
+        width=image.width,
+        height=image.height,
+        count=label_map.count,
+        labels=base64.b64encode(label_map.labels_zlib).decode(),
+    )
+
+
+@router.post("/images/{image_id}/refine", response_model=RefineResult)
+def refine_mask(
+    image: ImageDep, user: AnnotatorUser, db: SessionDep, storage: StorageDep, body: RefineRequest
+) -> RefineResult:
+    """GrabCut's mask of the object in a box or under a rough mask: a proposal to accept."""
+    svc.check_dataset_open(db, user, image.dataset_id)
+    rough = None
+    if body.mask_png_base64 is not None:
+        rough = svc.png_to_mask(
+            svc.decode_base64(body.mask_png_base64), expected_size=(image.width, image.height)
+        )
+    refined = aids.refine(image, storage, box=body.box, mask=rough)
+    return RefineResult(
+        mask_png_base64=base64.b64encode(svc.mask_to_png(refined)).decode(),
+        area=int(refined.sum()),
+    )
+
+
+@router.get("/images/{image_id}/proposal", response_model=ProposalMap)
+def image_proposal(
+    image: ImageDep, user: AnnotatorUser, db: SessionDep, storage: StorageDep
+) -> ProposalMap:
+    """The dataset's machine proposal for the image (only where its proposals are on)."""
+    svc.check_dataset_open(db, user, image.dataset_id)
+    dataset = db.get(Dataset, image.dataset_id)
+    assert dataset is not None  # the image's dataset
+    source, values = aids.proposal_map(dataset, image, storage)
+    return ProposalMap(
+        source=source, map_png_base64=base64.b64encode(svc.grey_png(values)).decode()
+    )
 
 
 ROUTERS = [router]

@@ -1,11 +1,20 @@
 """API schemas of annotation (the annotator's queue and saves), review, consensus and mask sets."""
 
+from __future__ import annotations
+
+import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from backend.models import PROVENANCE_TOOLS
 from backend.schemas.common import ORMModel
+
+# the client's shares are rounded: they may add up to 1 within this
+PROVENANCE_SLACK = 0.01
+PROPOSAL_SOURCE = re.compile(r"saliency|run:[1-9][0-9]{0,9}")
 
 
 class AnnotateDataset(BaseModel):
@@ -29,6 +38,8 @@ class AnnotateImage(BaseModel):
     dataset_name: str
     instructions: str
     file_url: str
+    # the dataset's machine proposals: null (off), "saliency" or "run:{id}"
+    proposals: str | None = None
 
 
 class AnnotationState(BaseModel):
@@ -38,6 +49,9 @@ class AnnotationState(BaseModel):
     mask_png_base64: str | None
     active_ms: int
     review_comment: str = ""
+    # the revision's provenance (see MaskSave), for the page to carry it into the next save
+    provenance: dict[str, float] | None = None
+    proposal_source: str | None = None
 
 
 class AnnotateItem(BaseModel):
@@ -66,6 +80,72 @@ class MaskSave(BaseModel):
     height: int = Field(ge=1, le=20_000)
     # active time on task so far, in milliseconds
     active_ms: int = Field(default=0, ge=0, le=10 * 24 * 3600 * 1000)
+    # which drawing aids made the mask: the share of its salient pixels each contributed
+    # (keys from PROVENANCE_TOOLS, shares in [0, 1] summing to 1; {} for an empty mask)
+    provenance: dict[str, float] | None = None
+    # the machine proposal the drawing started from ("saliency" or "run:{id}"), if any
+    proposal_source: str | None = Field(default=None, max_length=32)
+
+    @field_validator("provenance")
+    @classmethod
+    def _shares(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(PROVENANCE_TOOLS))
+        if unknown:
+            raise ValueError(
+                f"the provenance names {', '.join(unknown)}, not one of "
+                f"{', '.join(PROVENANCE_TOOLS)}"
+            )
+        for tool, share in value.items():
+            if not math.isfinite(share) or not 0 <= share <= 1:
+                raise ValueError(f"the share of {tool} must be between 0 and 1")
+        total = sum(value.values())
+        if value and abs(total - 1) > PROVENANCE_SLACK:
+            raise ValueError(f"the provenance shares add up to {total:.3f}, not 1")
+        return {tool: round(share, 4) for tool, share in value.items() if share > 0}
+
+    @field_validator("proposal_source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not PROPOSAL_SOURCE.fullmatch(value):
+            raise ValueError('the proposal source must be "saliency" or "run:" and a run id')
+        return value
+
+    @model_validator(mode="after")
+    def _proposal_named(self) -> MaskSave:
+        if self.provenance and self.provenance.get("proposal") and not self.proposal_source:
+            raise ValueError("a mask with pixels from a proposal must name the proposal's source")
+        return self
+
+
+class SuperpixelMap(BaseModel):
+    size: str
+    width: int
+    height: int
+    # labels 0..count-1, one per pixel, row-major
+    count: int
+    # base64 of the zlib-compressed little-endian uint16 labels
+    labels: str
+
+
+class RefineRequest(BaseModel):
+    # [x0, y0, x1, y1] in image pixels (x1, y1 exclusive) around the object ...
+    box: list[int] | None = Field(default=None, min_length=4, max_length=4)
+    # ... or a rough mask to refine (a PNG as the save takes it)
+    mask_png_base64: str | None = Field(default=None, min_length=1)
+
+
+class RefineResult(BaseModel):
+    # the refined mask, a 1-bit PNG, to show as a proposal
+    mask_png_base64: str
+    area: int
+
+
+class ProposalMap(BaseModel):
+    source: str
+    # an 8-bit grey PNG at the image's size: 255 the most salient
+    map_png_base64: str
 
 
 class MaskSaved(BaseModel):

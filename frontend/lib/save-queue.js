@@ -5,7 +5,8 @@
 // Usage:
 //   const q = new SaveQueue({ userId });
 //   q.addEventListener("state", render);               // q.state: saved | saving | offline | auth | error
-//   q.stash(imageId, { dataUrl, width, height, activeMs, changes: 1, knownRevision });
+//   q.stash(imageId, { dataUrl, width, height, activeMs, changes: 1, knownRevision,
+//                      provenance, proposalSource });   // the last two: what drew the mask
 //   await q.flush(imageId);                            // resolves once the server has it
 //   q.pendingChanges(imageId)                          // strokes not yet on the server
 
@@ -72,7 +73,7 @@ export class SaveQueue extends EventTarget {
   }
 
   /** Keep a new snapshot of the mask and queue it for the server. */
-  stash(imageId, { dataUrl, width, height, activeMs, changes = 1, knownRevision = 0 }) {
+  stash(imageId, { dataUrl, width, height, activeMs, changes = 1, knownRevision = 0, provenance = null, proposalSource = null }) {
     const prev = this.read(imageId);
     const rec = {
       imageId,
@@ -81,6 +82,8 @@ export class SaveQueue extends EventTarget {
       width,
       height,
       activeMs,
+      provenance,
+      proposalSource,
       saveId: uuid4(),
       changes: (prev ? prev.changes : 0) + changes,
       syncedChanges: prev ? prev.syncedChanges : 0,
@@ -195,6 +198,9 @@ export class SaveQueue extends EventTarget {
               width: rec.width,
               height: rec.height,
               active_ms: Math.round(rec.activeMs || 0),
+              // a record kept before provenance was recorded sends none (stored as unknown)
+              ...(rec.provenance ? { provenance: rec.provenance } : {}),
+              ...(rec.proposalSource ? { proposal_source: rec.proposalSource } : {}),
             },
           });
         } catch (err) {

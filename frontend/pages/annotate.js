@@ -144,6 +144,14 @@ function pageMarkup(data, width, height) {
           <div class="row"><button type="submit" class="danger">Skip image</button>
             <button type="button" class="skip-cancel">Cancel</button></div>
         </form>
+        <div class="proposal-controls card stack" hidden>
+          <strong>Machine proposal</strong>
+          <span class="muted small">This dataset offers a starting mask (${image.proposals || ""}); it is
+            recorded with your mask when you accept it.</span>
+          <label>Area <span class="proposal-area"></span>
+            <input type="range" min="1" max="90" name="proposal-area"></label>
+          <button type="button" class="proposal-show" title="Show the proposal (P)">Show proposal</button>
+        </div>
         <p class="form-error" role="alert" hidden></p>
         <hotkey-table></hotkey-table>
       </aside>
@@ -175,7 +183,7 @@ async function restoreMask(root, mc, queue, data, { imageId, width, height }) {
   const useLocal = local && !local.synced && serverRev <= (local.knownRevision || 0);
   let activeMs = data.annotation ? data.annotation.active_ms || 0 : 0;
   if (useLocal) {
-    mc.loadMask(await loadImage(local.dataUrl));
+    mc.loadMask(await loadImage(local.dataUrl), { provenance: local.provenance, proposalSource: local.proposalSource });
     activeMs = Math.max(activeMs, local.activeMs || 0);
     const note = root.querySelector(".note");
     note.textContent = "Restored your latest drawing, kept in this browser.";
@@ -183,12 +191,120 @@ async function restoreMask(root, mc, queue, data, { imageId, width, height }) {
     queue.kick();
   } else {
     if (data.annotation && data.annotation.mask_png_base64) {
-      mc.loadMask(await loadImage(`data:image/png;base64,${data.annotation.mask_png_base64}`));
+      mc.loadMask(await loadImage(`data:image/png;base64,${data.annotation.mask_png_base64}`), {
+        provenance: data.annotation.provenance, proposalSource: data.annotation.proposal_source,
+      });
     }
     if (local && serverRev > (local.knownRevision || 0)) queue.remove(imageId); // server is newer
     queue.noteServerRevision(imageId, serverRev);
   }
   return { activeMs, knownRevision: Math.max(serverRev, useLocal ? local.knownRevision || 0 : 0) };
+}
+
+/** Bytes from base64 text. */
+function fromBase64(b64) {
+  const text = atob(b64);
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+/** A superpixel label map as the server sends it: zlib-compressed little-endian uint16. */
+async function inflateLabels(b64) {
+  const stream = new Blob([fromBase64(b64)]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint16Array(await new Response(stream).arrayBuffer());
+}
+
+/** The grey (or alpha) values of a PNG drawn at width x height, one byte per pixel. */
+async function pngValues(b64, width, height) {
+  const img = await loadImage(`data:image/png;base64,${b64}`);
+  const c = document.createElement("canvas");
+  c.width = width;
+  c.height = height;
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(img, 0, 0, width, height);
+  const d = ctx.getImageData(0, 0, width, height).data;
+  let hasAlpha = false;
+  for (let i = 3; i < d.length; i += 4) if (d[i] < 255) { hasAlpha = true; break; }
+  const out = new Uint8Array(width * height);
+  for (let i = 0; i < out.length; i++) out[i] = hasAlpha ? d[i * 4 + 3] : d[i * 4];
+  return out;
+}
+
+/** The pixels of a salience map (0..255) at or above the level that marks `share` of the image
+ * (the highest-ranked pixels first; ties at the level are all in). */
+function topShare(values, share) {
+  const hist = new Float64Array(256);
+  for (let i = 0; i < values.length; i++) hist[values[i]]++;
+  const want = share * values.length;
+  let level = 255, n = hist[255];
+  while (level > 1 && n + hist[level - 1] <= want) { level--; n += hist[level]; }
+  const bits = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) bits[i] = values[i] >= level ? 1 : 0;
+  return bits;
+}
+
+const PROPOSAL_AREA = 0.2; // the share of the image a proposal marks at first
+
+/** The assisted tools' server side: superpixel label maps (fetched once per image and size,
+ * then kept: the brush works offline), GrabCut refinement, and the dataset's proposals, which
+ * are requested only where the dataset has them on. Returns the cleanup. */
+function bindAids(root, mc, { data, imageId, width, height, showError }) {
+  const loading = new Set();
+  const onSuperpixels = async (e) => {
+    const size = e.detail.size;
+    if (loading.has(size)) return;
+    loading.add(size);
+    try {
+      const res = await api(`/api/annotate/images/${imageId}/superpixels?size=${encodeURIComponent(size)}`);
+      mc.setSuperpixels(size, await inflateLabels(res.labels), res.count);
+    } catch (err) {
+      loading.delete(size);
+      showError(`The superpixels could not be loaded: ${err.message}`);
+    }
+  };
+  const onRefine = async (e) => {
+    try {
+      const body = e.detail.box ? { box: e.detail.box } : {
+        mask_png_base64: (await blobToDataUrl(await mc.toPngBlob())).split(",")[1],
+      };
+      if (!e.detail.box && !mc.countSalient()) { showError("Draw a rough mask or drag a box around the object to refine."); return; }
+      showError("");
+      const res = await api(`/api/annotate/images/${imageId}/refine`, { method: "POST", body });
+      const bits = await pngValues(res.mask_png_base64, width, height);
+      mc.propose(bits.map((v) => (v >= 128 ? 1 : 0)), { kind: "refined", mode: e.detail.box ? "add" : "replace" });
+    } catch (err) { showError(err.message); }
+  };
+  mc.addEventListener("superpixelsneeded", onSuperpixels);
+  mc.addEventListener("refinerequest", onRefine);
+  const source = data.image.proposals;
+  const box = root.querySelector(".proposal-controls");
+  if (!source) return () => {};
+  // proposals on: a map once per visit, thresholded here to the area the annotator picks
+  box.hidden = false;
+  const slider = box.querySelector("input[name=proposal-area]");
+  const label = box.querySelector(".proposal-area");
+  let values = null;
+  const show = async () => {
+    try {
+      if (!values) {
+        const res = await api(`/api/annotate/images/${imageId}/proposal`);
+        values = await pngValues(res.map_png_base64, width, height);
+      }
+      mc.propose(topShare(values, Number(slider.value) / 100), { kind: "proposal", source, mode: "add" });
+    } catch (err) { showError(`No proposal: ${err.message}`); }
+  };
+  const onArea = () => {
+    label.textContent = `${slider.value} %`;
+    if (mc.pendingProposal === "proposal") show();
+  };
+  slider.value = String(Math.round(PROPOSAL_AREA * 100));
+  label.textContent = `${slider.value} %`;
+  slider.addEventListener("input", onArea);
+  box.querySelector(".proposal-show").addEventListener("click", () => { show(); mc.container.focus({ preventScroll: true }); });
+  mc.addEventListener("proposalrequest", show);
+  if (!mc.countSalient()) show(); // a fresh mask starts from the proposal, to accept or discard
+  return () => { mc.removeEventListener("proposalrequest", show); };
 }
 
 /** "time on task m:ss", every second; returns the cleanup. */
@@ -240,12 +356,14 @@ class StrokeKeeper {
     this.unstashed = 0;
     const activeMs = this.timer.ms;
     const pngPromise = this.mc.toPngBlob(); // snapshot taken synchronously
+    const provenance = this.mc.provenance(); // what drew it, counted at the same moment
+    const proposalSource = this.mc.proposalSource;
     const { imageId, width, height, knownRevision } = this;
     this.stashing = (this.stashing || Promise.resolve())
       .then(() => pngPromise)
       .then(blobToDataUrl)
       .then((dataUrl) => {
-        this.queue.stash(imageId, { dataUrl, width, height, activeMs, changes, knownRevision });
+        this.queue.stash(imageId, { dataUrl, width, height, activeMs, changes, knownRevision, provenance, proposalSource });
         this.lastStashedActive = activeMs;
       })
       .catch((err) => { this.unstashed += changes; this.showError(`Could not keep the drawing: ${err.message}`); })
@@ -277,7 +395,8 @@ class StrokeKeeper {
     this.stashTimer = null;
     const dataUrl = this.mc.toDataUrlSync();
     const { imageId, width, height, knownRevision } = this;
-    this.queue.stash(imageId, { dataUrl, width, height, activeMs: this.timer.ms, changes: this.unstashed, knownRevision });
+    this.queue.stash(imageId, { dataUrl, width, height, activeMs: this.timer.ms, changes: this.unstashed, knownRevision,
+      provenance: this.mc.provenance(), proposalSource: this.mc.proposalSource });
     this.unstashed = 0;
   }
 
@@ -427,6 +546,7 @@ export async function mount(root, { params, query, session, navigate }) {
   const keeper = new StrokeKeeper({ mc, queue, imageId, width, height, timer, ...start,
     statusEl: root.querySelector(".save-status"), showError });
   const page = { mc, keeper, queue, data, imageId, width, height, datasetId, navigate, showError };
+  const unbindAids = bindAids(root, mc, page);
   const unbindSubmit = bindSubmit(root, page);
   bindSkip(root, page);
   mc.container.focus({ preventScroll: true });
@@ -436,6 +556,7 @@ export async function mount(root, { params, query, session, navigate }) {
     timer.stop();
     stopClock();
     forgetPrefs();
+    unbindAids();
     mc.destroy();
     unbindSubmit();
   };

@@ -501,6 +501,16 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
 # ---------------------------------------------------------------------------- saving
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a revision comes from: the save's source ("browser", "import:png"), the share of
+    its pixels each drawing aid contributed, and the machine proposal it started from."""
+
+    source: str
+    provenance: dict[str, float] | None
+    proposal_source: str | None
+
+
 @dataclass
 class SaveResult:
     annotation: Annotation
@@ -564,12 +574,16 @@ def save_mask(
     source: str = "browser",
     check_queue: bool = True,
     status_after: str | None = None,
+    provenance: dict[str, float] | None = None,
+    proposal_source: str | None = None,
 ) -> SaveResult:
     """Add a revision to the user's annotation of the image (idempotent per save_id).
 
     Saves on a submitted (not yet reviewed) mask are allowed and put it back to draft, so
     the reviewer never sees a mask that changes after submission; a rejected one also
-    returns to draft (the redo); an accepted mask is final (409).
+    returns to draft (the redo); an accepted mask is final (409). `provenance` (the share of
+    the salient pixels each drawing aid contributed) and `proposal_source` are recorded on
+    the revision as the client measured them; an empty mask has no shares.
     """
     if mask.shape != (image.height, image.width):
         raise Invalid(
@@ -579,6 +593,11 @@ def save_mask(
     png = mask_to_png(mask)
     digest = mask_sha256(mask)
     area = int(np.count_nonzero(mask))
+    if provenance is not None and area == 0:
+        provenance = {}
+    if provenance is not None and area > 0 and not provenance:
+        raise Invalid("The mask has salient pixels but its provenance names no tool.")
+    origin = Origin(source, provenance, proposal_source)
     for attempt in range(3):
         try:
             return _save_once(
@@ -590,7 +609,7 @@ def save_mask(
                 digest,
                 area,
                 active_ms,
-                source,
+                origin,
                 check_queue,
                 status_after,
             )
@@ -612,7 +631,7 @@ def _save_once(
     digest: str,
     area: int,
     active_ms: int,
-    source: str,
+    origin: Origin,
     check_queue: bool,
     status_after: str | None,
 ) -> SaveResult:
@@ -659,7 +678,9 @@ def _save_once(
         area=area,
         sha256=digest,
         active_ms=active_ms,
-        source=source,
+        source=origin.source,
+        provenance=origin.provenance,
+        proposal_source=origin.proposal_source,
         created_at=now,
     )
     db.add(rev)

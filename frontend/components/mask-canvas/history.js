@@ -1,6 +1,6 @@
 // Whole-stroke undo / redo of a MaskRaster: the mask as it was at the last commit, and one step
-// per stroke holding only the bytes of the box it changed (before and after), within a memory
-// budget (the oldest steps go first).
+// per stroke holding only the bytes of the box it changed (before and after: the raster's owner
+// codes, so who drew a pixel comes back with it), within a memory budget (the oldest go first).
 // Usage: import { History } from "./history.js";
 //   const h = new History(raster);
 //   h.commit(label) -> true when the stroke changed pixels (one undo step);  h.revert();
@@ -87,8 +87,7 @@ export class History {
 
   /** The raster was replaced as a whole (not undoable): it becomes the committed mask. */
   reset() {
-    const d = this.raster.data, c = this.committed;
-    for (let i = 0, p = 3; i < c.length; i++, p += 4) c[i] = d[p];
+    this.committed.set(this.raster.owner);
     this.undoStack = [];
     this.redoStack = [];
     this.bytes = 0;

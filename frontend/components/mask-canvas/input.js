@@ -22,7 +22,17 @@ export const DEFAULT_KEYS = [
   ["1", "actual", "Actual pixels (100%)"],
   ["o", "toggleOverlay", "Show / hide the mask"],
   ["space", "pan", "Hold and drag to pan"],
-  ["escape", "cancel", "Cancel the current lasso"],
+  ["escape", "cancel", "Cancel the current lasso, wand preview or proposal"],
+  // rows added later go at the end: a remapped list kept in a browser stays valid by row
+  ["w", "wand", "Magic wand: click previews a region, the wheel changes the tolerance, click inside or Enter applies (Alt: cut)"],
+  [",", "toleranceDown", "Wand: lower tolerance"],
+  [".", "toleranceUp", "Wand: higher tolerance"],
+  ["s", "superpixels", "Superpixel brush: a stroke fills whole superpixels (Alt: clears them)"],
+  ["q", "superpixelSize", "Superpixels: next size (small, medium, large)"],
+  ["r", "refine", "Refine (GrabCut): drag a box around the object, or click to refine the mask"],
+  ["a", "accept", "Accept the proposal (one undoable step)"],
+  ["d", "discard", "Discard the proposal"],
+  ["p", "proposal", "Show the dataset's proposal (where the dataset offers them)"],
 ];
 
 /** Normalised name of a key press, e.g. "ctrl+shift+z", "[", "space". */
@@ -121,6 +131,7 @@ export function bindInput(mc) {
 
   on(el, "wheel", (e) => {
     e.preventDefault();
+    if (!e.ctrlKey && mc.wheel(e.deltaY)) return; // the tool's setting (Ctrl+wheel always zooms)
     refreshRect();
     const factor = Math.exp(-Math.sign(e.deltaY) * Math.min(Math.abs(e.deltaY), 100) / 300);
     view.zoomAt(factor, e.clientX - rect.left, e.clientY - rect.top);
@@ -138,7 +149,7 @@ export function bindInput(mc) {
       e.preventDefault();
       return;
     }
-    if (k === "enter" && mc.finishStroke(e)) { e.preventDefault(); return; }
+    if (k === "enter" && (mc.finishStroke(e) || mc.acceptProposal())) { e.preventDefault(); return; }
     if (action && mc.action(action, e)) e.preventDefault();
   });
   on(window, "keyup", (e) => {

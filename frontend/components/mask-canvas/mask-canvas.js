@@ -1,21 +1,32 @@
 // MaskCanvas: a controller (an EventTarget, not a custom element) that turns a container
 // element into the surface for drawing a strictly binary salience mask over an image at its
 // true pixels. It composes the modules beside it:
-//   raster.js   the mask bitmap (paint / erase / fill polygon, PNG decode and encode)
-//   tools.js    one handler per tool (brush, eraser, lasso), all configure / start / move / end
+//   raster.js   the mask bitmap (paint / erase / fill polygon, PNG decode and encode) and who
+//               drew each pixel (the provenance of a save)
+//   tools.js    one handler per tool (brush, eraser, lasso, wand, superpixels, refine), all
+//               configure / start / move / end
+//   regions.js  the wand's tolerance map and the superpixels' index
 //   history.js  whole-stroke undo / redo
-//   view.js     zoom, pan, overlay, cursor, lasso outline, per-frame upload of changed pixels
+//   view.js     zoom, pan, overlay, cursor, lasso outline, the region on approval (wand preview,
+//               proposals), per-frame upload of changed pixels
 //   input.js    pointer / wheel / keyboard wiring and the hotkeys
 // Usage:
 //   import { MaskCanvas } from "/static/components/mask-canvas/mask-canvas.js";
 //   const mc = new MaskCanvas(containerEl, { image: htmlImageElement });  // mask = image size
 //   mc.addEventListener("change", (e) => save(e.detail.version));          // once per whole stroke
-//   mc.setTool("brush" | "eraser" | "lasso"); mc.undo(); mc.redo(); mc.clear();
+//   mc.setTool("brush" | "eraser" | "lasso" | "wand" | "superpixels" | "refine");
+//   mc.undo(); mc.redo(); mc.clear();
 //   mc.setKeys(["b", "e", ...]);          // remap: one key per row of DEFAULT_KEYS
+//   mc.setTolerance(40);                  // the wand's colour tolerance (0..255)
+//   mc.setSuperpixels("medium", labels, count);   // a label map the page fetched (on request)
+//   mc.propose(bits, {kind: "refined" | "proposal", source, mode: "add" | "replace"});
+//   mc.acceptProposal(); mc.discardProposal();   // accept: one undoable step
+//   mc.provenance() -> {drawn: 0.8, wand: 0.2}; mc.proposalSource -> "saliency" | null
 //   const blob = await mc.toPngBlob();   // white + alpha 255 where salient, transparent elsewhere
 //   mc.destroy();
 // Events: "change" {version, label} once per stroke / undo / redo / clear; "toolchange" {tool};
-// "viewchange" {scale}.
+// "viewchange" {scale}; "superpixelsneeded" {size}; "refinerequest" {box} | {mask: true};
+// "proposalrequest" {}; "proposalchange" {kind | null}.
 // The mask is rasterised by our own code (no canvas antialiasing), so every pixel is 0 or 255.
 // The image and mask canvases are exactly width x height; zoom and pan are a CSS transform of
 // both, so a pointer move only touches the pixels under the brush (no full redraw, no PNG).
@@ -29,13 +40,14 @@
 // than the host itself, so host.focus() would no longer focus the drawing surface; keeping the
 // controller keeps what the page and the tests rely on unchanged.
 
-import { MaskRaster } from "./raster.js";
-import { createTools } from "./tools.js";
+import { MaskRaster, OWNER } from "./raster.js";
+import { SuperpixelIndex } from "./regions.js";
+import { createTools, SUPERPIXEL_SIZES } from "./tools.js";
 import { History } from "./history.js";
 import { View } from "./view.js";
 import { bindInput, DEFAULT_KEYS, hotkeyList, keyName } from "./input.js";
 
-export { DEFAULT_KEYS, hotkeyList, keyName };
+export { DEFAULT_KEYS, hotkeyList, keyName, SUPERPIXEL_SIZES };
 
 // Default tool sizes are a fixed share of the image's shorter side, so a tool covers the same
 // part of a 28 px digit as of a 2048 px photo: the brush's diameter 4 %, the eraser's 6 %
@@ -82,8 +94,15 @@ export class MaskCanvas extends EventTarget {
       brushSize: opts.brushSize ? clampSize(opts.brushSize) : defaults.brush,
       eraserSize: opts.eraserSize ? clampSize(opts.eraserSize) : defaults.eraser,
       onPreview: (points, hover, cut) => this.view.previewLasso(points, hover, cut),
+      pixels: () => this.view.imagePixels(),
+      onRegion: (test, box, cut) => this.view.showRegion(test, box, cut),
+      onSuperpixelsNeeded: (size) => this._emit("superpixelsneeded", { size }),
+      onRefine: (what) => this._emit("refinerequest", what),
     });
     this.lasso = this.tools.lasso;
+    this.proposal = null; // {bits, kind, source, mode} on approval
+    this.proposalSource = null; // the machine proposal this drawing started from
+    this.baseProvenance = null; // shares of the revision the mask was loaded from
     this.tool = "brush";
     this.handler = this.tools.brush; // looked up once per setTool, never branched on by name
     this.view.setCursor(this.handler.cursor);
@@ -102,8 +121,71 @@ export class MaskCanvas extends EventTarget {
     this.handler = this.tools[tool];
     this.container.dataset.tool = tool;
     this.view.setCursor(this.handler.cursor);
+    if (tool === "superpixels") this.handler.configure({}); // asks for the label map if missing
     this._emit("toolchange", { tool });
   }
+
+  /** The wand's colour tolerance (0..255: the largest R, G or B difference from the seed). */
+  get tolerance() { return this.tools.wand.tolerance; }
+  setTolerance(t) { this.tools.wand.configure({ tolerance: t }); this._emit("toolchange", { tool: this.tool }); }
+
+  /** The superpixel brush's size (small, medium, large), and whether its map is here. */
+  get superpixelSize() { return this.tools.superpixels.spSize; }
+  get superpixelsReady() { return Boolean(this.tools.superpixels.index); }
+  setSuperpixelSize(size) {
+    this.tools.superpixels.configure({ spSize: size });
+    this._emit("toolchange", { tool: this.tool });
+  }
+
+  /** A label map of one size (one label 0..count-1 per pixel, row-major) for the superpixel brush. */
+  setSuperpixels(size, labels, count) {
+    if (labels.length !== this.width * this.height) throw new Error("The superpixel map does not fit the image.");
+    const index = new SuperpixelIndex(labels, count, this.width);
+    index.size = size;
+    this.tools.superpixels.configure({ index });
+    this._emit("toolchange", { tool: this.tool });
+  }
+
+  // ---- proposals: a refined or machine-proposed mask on approval --------------------------
+
+  /** Show bits (Uint8Array, 1 = salient, width x height) for approval: kind "refined" (GrabCut)
+   * or "proposal" (a machine's, from `source`); mode "add" (to the mask) or "replace" it. */
+  propose(bits, { kind = "refined", source = null, mode = "replace" } = {}) {
+    if (bits.length !== this.width * this.height) throw new Error("The proposal does not fit the image.");
+    this.proposal = { bits, kind, source, mode };
+    this.view.showRegion((i) => bits[i] !== 0, [0, 0, this.width, this.height], false);
+    this._emit("proposalchange", { kind });
+  }
+
+  get pendingProposal() { return this.proposal ? this.proposal.kind : null; }
+
+  /** Apply the proposal as one undoable step: its new pixels are attributed to it, pixels that
+   * were already drawn keep their author; "replace" clears what it leaves out. */
+  acceptProposal() {
+    const p = this.proposal;
+    if (!p) return false;
+    this.discardProposal();
+    if (this.handler.active) this.cancel();
+    const { bits } = p, own = this.raster.owner;
+    this.raster.paintCode = p.kind === "proposal" ? OWNER.proposal : OWNER.refined;
+    const box = [0, 0, this.width, this.height];
+    this.raster.fillWhere(box, (i) => bits[i] !== 0 && own[i] === 0, 255);
+    if (p.mode === "replace") this.raster.fillWhere(box, (i) => bits[i] === 0 && own[i] !== 0, 0);
+    if (p.kind === "proposal") this.proposalSource = p.source;
+    this._commit(p.kind);
+    return true;
+  }
+
+  discardProposal() {
+    if (!this.proposal) return false;
+    this.proposal = null;
+    this.view.showRegion(null, null);
+    this._emit("proposalchange", { kind: null });
+    return true;
+  }
+
+  /** Share of the salient pixels each drawing aid set ({} when empty): a save's provenance. */
+  provenance() { return this.raster.provenance(this.baseProvenance); }
 
   /** Tool sizes in image pixels by tool name ({brush, eraser}). */
   get sizes() {
@@ -128,9 +210,16 @@ export class MaskCanvas extends EventTarget {
     this.setSize(s + direction * step, key);
   }
 
-  /** Remap hotkeys: keys[i] is the key of DEFAULT_KEYS[i] ("" leaves the action unbound). */
+  /** Remap hotkeys: keys[i] is the key of DEFAULT_KEYS[i] ("" leaves the action unbound). A
+   * list kept before rows were added gets the new rows' default keys where still free. */
   setKeys(keys) {
-    if (Array.isArray(keys) && keys.length === DEFAULT_KEYS.length) this.keys = keys.slice();
+    if (!Array.isArray(keys) || !keys.length || keys.length > DEFAULT_KEYS.length) return;
+    const out = keys.slice();
+    for (let i = keys.length; i < DEFAULT_KEYS.length; i++) {
+      const k = DEFAULT_KEYS[i][0];
+      out.push(out.includes(k) ? "" : k);
+    }
+    this.keys = out;
   }
 
   setLassoMode(mode) { this.lasso.configure({ mode }); this._emit("toolchange", { tool: this.tool }); }
@@ -175,8 +264,11 @@ export class MaskCanvas extends EventTarget {
   get canUndo() { return this.history.canUndo; }
   get canRedo() { return this.history.canRedo; }
 
-  /** Replace the whole mask from a decoded PNG (server copy or local backup); not undoable. */
-  loadMask(img) {
+  /** Replace the whole mask from a decoded PNG (server copy or local backup); not undoable.
+   * provenance / proposalSource: the revision's, which its pixels keep in later saves. */
+  loadMask(img, { provenance = null, proposalSource = null } = {}) {
+    this.baseProvenance = provenance;
+    this.proposalSource = proposalSource;
     this.raster.decode(img);
     this.history.reset();
     this.view.flush();
@@ -219,8 +311,18 @@ export class MaskCanvas extends EventTarget {
       case "fit": this.fit(); break;
       case "actual": this.actualSize(); break;
       case "toggleOverlay": this.toggleOverlay(); break;
-      case "cancel": this.cancel(); break;
+      case "cancel": if (this.handler.active || !this.discardProposal()) this.cancel(); break;
       case "close": this.finishStroke(e); break;
+      case "toleranceDown": this.setTolerance(this.tolerance - 4); break;
+      case "toleranceUp": this.setTolerance(this.tolerance + 4); break;
+      case "superpixelSize": {
+        const i = SUPERPIXEL_SIZES.indexOf(this.superpixelSize);
+        this.setSuperpixelSize(SUPERPIXEL_SIZES[(i + 1) % SUPERPIXEL_SIZES.length]);
+        break;
+      }
+      case "accept": if (!this.finishStroke(e)) this.acceptProposal(); break;
+      case "discard": if (!this.discardProposal()) this.cancel(); break;
+      case "proposal": this._emit("proposalrequest", {}); break;
       default: return false;
     }
     return true;
@@ -258,6 +360,14 @@ export class MaskCanvas extends EventTarget {
     const h = this.handler;
     if (!h.finishable) return false;
     if (h.finish(e)) this._commit(h.name);
+    return true;
+  }
+
+  /** The wheel over the canvas: the tool's own setting when it takes it (the wand's tolerance
+   * while it previews), else false (the view zooms). */
+  wheel(deltaY) {
+    if (!this.handler.wheel || !this.handler.wheel(deltaY)) return false;
+    this._emit("toolchange", { tool: this.tool });
     return true;
   }
 

@@ -1,12 +1,21 @@
 // The binary mask: the alpha bytes of one ImageData (every pixel 0 or 255, never anything in
-// between: shapes are rasterised here by pixel centre, with no canvas antialiasing), the
-// regions changed since the last screen upload and since the last commit, and the mask's
-// decoding from / encoding to PNG.
+// between: shapes are rasterised here by pixel centre, with no canvas antialiasing), which
+// drawing aid set each salient pixel (`owner`, one code per pixel: OWNER), the regions changed
+// since the last screen upload and since the last commit, and the mask's decoding from /
+// encoding to PNG. readBox / writeBox carry the owner codes (0 = not salient), so whole-stroke
+// undo gives back who drew each pixel as well as the pixel.
 // Usage:
 //   import { MaskRaster } from "./raster.js";
 //   const r = new MaskRaster(width, height, [255, 40, 90]);   // display colour of salient pixels
+//   r.paintCode = OWNER.wand;  // who the following paint calls are attributed to
 //   r.capsule(ax, ay, bx, by, radius, 255);  r.polygon(points, 0);   // paint / erase / fill / cut
 //   r.decode(img);  const png = await r.toPngBlob();  r.toDataUrlSync();
+//   r.provenance(earlierShares) -> {drawn: 0.7, wand: 0.3}   // share of salient pixels per tool
+
+/** Owner codes: which drawing aid set a salient pixel; "loaded" pixels came from an earlier
+ * revision (the server's or this browser's copy) and are attributed by its provenance. */
+export const OWNER = { drawn: 1, wand: 2, superpixels: 3, refined: 4, proposal: 5, loaded: 6 };
+const OWNER_NAMES = ["", "drawn", "wand", "superpixels", "refined", "proposal"];
 
 /** Set or clear the alpha bytes of a width x height mask; RGB only colours the display. */
 export class MaskRaster {
@@ -15,6 +24,8 @@ export class MaskRaster {
     this.height = height;
     this.imageData = new ImageData(width, height);
     this.data = this.imageData.data;
+    this.owner = new Uint8Array(width * height); // OWNER code of each salient pixel, 0 elsewhere
+    this.paintCode = OWNER.drawn;
     const px = new Uint32Array(this.data.buffer);
     // Little-endian RGBA: colour everywhere, alpha 0 (only the alpha byte is ever changed).
     px.fill((rgb[2] << 16) | (rgb[1] << 8) | rgb[0]);
@@ -47,6 +58,7 @@ export class MaskRaster {
     const dx = bx - ax, dy = by - ay;
     const len2 = dx * dx + dy * dy;
     const r2 = r * r;
+    const own = this.owner, code = value ? this.paintCode : 0;
     for (let y = y0; y < y1; y++) {
       const cy = y + 0.5;
       let row = (y * w + x0) * 4 + 3;
@@ -55,7 +67,7 @@ export class MaskRaster {
         let t = len2 > 0 ? ((cx - ax) * dx + (cy - ay) * dy) / len2 : 0;
         if (t < 0) t = 0; else if (t > 1) t = 1;
         const ex = ax + t * dx - cx, ey = ay + t * dy - cy;
-        if (ex * ex + ey * ey <= r2) d[row] = value;
+        if (ex * ex + ey * ey <= r2) { d[row] = value; own[row >> 2] = code; }
       }
     }
     this._touch(x0, y0, x1, y1);
@@ -70,6 +82,7 @@ export class MaskRaster {
     const yStart = Math.max(0, Math.ceil(minY - 0.5));
     const yEnd = Math.min(h - 1, Math.floor(maxY - 0.5));
     let bx0 = w, bx1 = 0;
+    const own = this.owner, code = value ? this.paintCode : 0;
     const xs = [];
     const n = points.length;
     for (let y = yStart; y <= yEnd; y++) {
@@ -88,6 +101,7 @@ export class MaskRaster {
         if (xa >= xb) continue;
         let idx = (y * w + xa) * 4 + 3;
         for (let x = xa; x < xb; x++, idx += 4) d[idx] = value;
+        own.fill(code, y * w + xa, y * w + xb);
         if (xa < bx0) bx0 = xa;
         if (xb > bx1) bx1 = xb;
       }
@@ -95,24 +109,61 @@ export class MaskRaster {
     if (bx0 < bx1) this._touch(bx0, yStart, bx1, yEnd + 1);
   }
 
-  /** Copy the alpha bytes of a box into a new Uint8Array. */
+  /** Copy the owner codes of a box (0 = not salient) into a new Uint8Array. */
   readBox([x0, y0, x1, y1]) {
     const w = this.width, bw = x1 - x0, out = new Uint8Array(bw * (y1 - y0));
-    const d = this.data;
-    for (let y = y0, o = 0; y < y1; y++) {
-      let i = (y * w + x0) * 4 + 3;
-      for (let x = 0; x < bw; x++, i += 4) out[o++] = d[i];
-    }
+    for (let y = y0, o = 0; y < y1; y++, o += bw) out.set(this.owner.subarray(y * w + x0, y * w + x1), o);
     return out;
   }
 
+  /** Write owner codes into a box: the pixel is salient where the code is not 0. */
   writeBox([x0, y0, x1, y1], bytes) {
-    const w = this.width, bw = x1 - x0, d = this.data;
+    const w = this.width, bw = x1 - x0, d = this.data, own = this.owner;
     for (let y = y0, o = 0; y < y1; y++) {
       let i = (y * w + x0) * 4 + 3;
-      for (let x = 0; x < bw; x++, i += 4) d[i] = bytes[o++];
+      own.set(bytes.subarray(o, o + bw), y * w + x0);
+      for (let x = 0; x < bw; x++, i += 4) d[i] = bytes[o++] ? 255 : 0;
     }
     this._touch(x0, y0, x1, y1);
+  }
+
+  /** Set the pixels (flat indices idx[from..to)) to value within the box they lie in. */
+  setPixels(idx, from, to, value, box) {
+    const d = this.data, own = this.owner, code = value ? this.paintCode : 0, a = value ? 255 : 0;
+    for (let k = from; k < to; k++) { const i = idx[k]; d[i * 4 + 3] = a; own[i] = code; }
+    if (to > from) this._touch(box[0], box[1], box[2], box[3]);
+  }
+
+  /** Set every pixel of the box where keep(i) (i: flat index) is true to value. */
+  fillWhere([x0, y0, x1, y1], keep, value) {
+    const w = this.width, d = this.data, own = this.owner, code = value ? this.paintCode : 0, a = value ? 255 : 0;
+    let any = false;
+    for (let y = y0; y < y1; y++) {
+      for (let i = y * w + x0, e = y * w + x1; i < e; i++) {
+        if (keep(i)) { d[i * 4 + 3] = a; own[i] = code; any = true; }
+      }
+    }
+    if (any) this._touch(x0, y0, x1, y1);
+  }
+
+  /** Share of the salient pixels each drawing aid set, e.g. {drawn: 0.75, wand: 0.25} ({} when
+   * empty); pixels of an earlier revision are split by its shares (`earlier`; none: drawn). */
+  provenance(earlier) {
+    const counts = new Float64Array(OWNER_NAMES.length + 1);
+    const own = this.owner;
+    for (let i = 0; i < own.length; i++) counts[own[i]]++;
+    let total = 0;
+    for (let c = 1; c < counts.length; c++) total += counts[c];
+    if (!total) return {};
+    const shares = {};
+    const add = (name, n) => { if (n > 0) shares[name] = (shares[name] || 0) + n / total; };
+    for (let c = 1; c < OWNER_NAMES.length; c++) add(OWNER_NAMES[c], counts[c]);
+    const loaded = counts[OWNER.loaded];
+    const base = earlier && Object.keys(earlier).length ? earlier : { drawn: 1 };
+    const baseSum = Object.values(base).reduce((s, v) => s + v, 0) || 1;
+    for (const [name, share] of Object.entries(base)) add(name, (loaded * share) / baseSum);
+    for (const k of Object.keys(shares)) shares[k] = Math.round(shares[k] * 10000) / 10000;
+    return shares;
   }
 
   /** Bounding box of salient pixels, or null if the mask is empty. */
@@ -159,10 +210,11 @@ export class MaskRaster {
     const src = ctx.getImageData(0, 0, this.width, this.height).data;
     let hasAlpha = false;
     for (let i = 3; i < src.length; i += 4) if (src[i] < 128) { hasAlpha = true; break; }
-    const d = this.data;
+    const d = this.data, own = this.owner;
     for (let i = 0; i < src.length; i += 4) {
       const on = hasAlpha ? src[i + 3] >= 128 : src[i] >= 128;
       d[i + 3] = on ? 255 : 0;
+      own[i >> 2] = on ? OWNER.loaded : 0;
     }
     this.renderBox = [0, 0, this.width, this.height];
     this.strokeBox = null;

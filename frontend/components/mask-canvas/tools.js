@@ -14,9 +14,15 @@
 //   finishable                  finish() applies now
 //   sizeKey                     whose size [ and ] change while this tool is chosen
 //   cursor                      {diameter (image px), dashed} of the round cursor, or null
-// A handler only writes into the MaskRaster it was given.
+//   wheel(deltaY) -> bool       optional: the wheel adjusts the tool (true) instead of zooming
+// A handler only writes into the MaskRaster it was given, and says who drew the pixels it sets
+// (raster.paintCode, one of OWNER: the revision's provenance is counted from them).
 // Usage: import { createTools } from "./tools.js";
-//   const tools = createTools(raster, { brushSize, eraserSize, onPreview });  // {brush, eraser, lasso}
+//   const tools = createTools(raster, { brushSize, eraserSize, onPreview, pixels, onRegion,
+//     onSuperpixelsNeeded, onRefine });   // {brush, eraser, lasso, wand, superpixels, refine}
+
+import { OWNER } from "./raster.js";
+import { toleranceMap } from "./regions.js";
 
 /** Brush (value 255) and eraser (value 0): a round stamp swept along the pointer's path. */
 export class BrushHandler {
@@ -33,6 +39,7 @@ export class BrushHandler {
   get cursor() { return { diameter: this.size, dashed: this.value === 0 }; }
   configure({ size } = {}) { if (size !== undefined) this.size = size; }
   start(p) {
+    this.raster.paintCode = OWNER.drawn;
     this.last = p;
     this.raster.capsule(p[0], p[1], p[0], p[1], this.size / 2, this.value);
     return false;
@@ -116,17 +123,204 @@ export class LassoHandler {
     this.onPreview(null, null, false);
     if (!pts || pts.length < 3) return false;
     const cut = Boolean(e && e.altKey) || this.mode === "subtract";
+    this.raster.paintCode = OWNER.drawn;
     this.raster.polygon(pts, cut ? 0 : 255);
     return true;
   }
   cancel() { this.points = null; this.polygonMode = false; this.onPreview(null, null, false); }
 }
 
+export const MAX_TOLERANCE = 255;
+const clampTolerance = (t) => Math.max(0, Math.min(MAX_TOLERANCE, Math.round(t)));
+
+/** Magic wand: a click previews the seed's connected region within the colour tolerance (the
+ * largest R, G or B difference from the seed pixel); the wheel (or configure) changes the
+ * tolerance and the preview follows at once (a threshold of the tolerance map, no new flood
+ * fill); a click inside the preview, or Enter, applies it: adds it, or cuts it with Alt held
+ * (at either click) or in mode "subtract". A click outside the preview seeds a new one.
+ * pixels() -> Uint8ClampedArray (RGBA) of the image; onRegion(test | null, box, cut) draws
+ * the preview: test(i) says whether flat pixel i is in it. */
+export class WandHandler {
+  constructor(raster, { tolerance = 32, pixels, onRegion = () => {} } = {}) {
+    this.raster = raster;
+    this.name = "wand";
+    this.tolerance = tolerance;
+    this.pixels = pixels;
+    this.onRegion = onRegion;
+    this.map = null; // the tolerance map of the seed in preview
+    this.cut = false;
+    this.mode = "add";
+  }
+  get sizeKey() { return "brush"; }
+  get active() { return this.map !== null; }
+  get finishable() { return this.map !== null; }
+  get cursor() { return null; }
+  configure({ tolerance, mode } = {}) {
+    if (mode) this.mode = mode;
+    if (tolerance !== undefined && clampTolerance(tolerance) !== this.tolerance) {
+      this.tolerance = clampTolerance(tolerance);
+      this._preview();
+    }
+  }
+  _inside(p) {
+    const x = Math.floor(p[0]), y = Math.floor(p[1]);
+    return x >= 0 && y >= 0 && x < this.raster.width && y < this.raster.height ? y * this.raster.width + x : -1;
+  }
+  _preview() {
+    const m = this.map;
+    if (!m) { this.onRegion(null, null, false); return; }
+    const level = m.level, tol = this.tolerance;
+    this.onRegion((i) => level[i] <= tol, m.box(tol), this.cut || this.mode === "subtract");
+  }
+  start(p, e) {
+    const i = this._inside(p);
+    if (i < 0) return false;
+    if (this.map && this.map.level[i] <= this.tolerance) return this.finish(e);
+    const { width, height } = this.raster;
+    this.map = toleranceMap(this.pixels(), width, height, i);
+    this.cut = Boolean(e && e.altKey);
+    this._preview();
+    return false;
+  }
+  move() {}
+  end() { return false; } // the preview stays for the wheel, the slider and the applying click
+  hover() {}
+  /** Wheel up widens the region (a higher tolerance), wheel down narrows it. */
+  wheel(deltaY) {
+    if (!this.map || !deltaY) return false;
+    const step = Math.max(1, Math.round(Math.min(Math.abs(deltaY), 100) / 25));
+    this.configure({ tolerance: this.tolerance - Math.sign(deltaY) * step });
+    return true;
+  }
+  finish(e) {
+    const m = this.map;
+    if (!m) return false;
+    const cut = this.cut || Boolean(e && e.altKey) || this.mode === "subtract";
+    const box = m.box(this.tolerance), level = m.level, tol = this.tolerance;
+    this.cancel();
+    if (!box) return false;
+    this.raster.paintCode = OWNER.wand;
+    this.raster.fillWhere(box, (i) => level[i] <= tol, cut ? 0 : 255);
+    return true;
+  }
+  cancel() { this.map = null; this.onRegion(null, null, false); }
+}
+
+/** Superpixel brush: a stroke fills every superpixel its path crosses, whole (Alt held at the
+ * press: clears them). The label map comes from the server once per image and size
+ * (configure({index}) with a SuperpixelIndex); until it is there a stroke asks for it through
+ * onNeeded(size) and draws nothing. Sizes: SUPERPIXEL_SIZES. */
+export const SUPERPIXEL_SIZES = ["small", "medium", "large"];
+export class SuperpixelHandler {
+  constructor(raster, { size = "medium", onNeeded = () => {} } = {}) {
+    this.raster = raster;
+    this.name = "superpixels";
+    this.spSize = size;
+    this.onNeeded = onNeeded;
+    this.indexes = {}; // size -> SuperpixelIndex
+    this.last = null;
+    this.value = 255;
+    this.done = null; // labels already filled by this stroke
+  }
+  get sizeKey() { return "brush"; }
+  get active() { return this.last !== null; }
+  get finishable() { return false; }
+  get cursor() { return null; }
+  get index() { return this.indexes[this.spSize] || null; }
+  configure({ spSize, index } = {}) {
+    if (spSize && SUPERPIXEL_SIZES.includes(spSize)) this.spSize = spSize;
+    if (index) this.indexes[index.size] = index;
+    if (!this.index) this.onNeeded(this.spSize);
+  }
+  _fillAt(x, y) {
+    const sp = this.index, w = this.raster.width;
+    if (x < 0 || y < 0 || x >= w || y >= this.raster.height) return;
+    const l = sp.labels[y * w + x];
+    if (this.done[l]) return;
+    this.done[l] = 1;
+    this.raster.setPixels(sp.pixels, sp.start[l], sp.start[l + 1], this.value, sp.box(l));
+  }
+  /** Every pixel the segment a-b passes through (one sample per pixel step). */
+  _segment(a, b) {
+    const n = Math.max(1, Math.ceil(Math.max(Math.abs(b[0] - a[0]), Math.abs(b[1] - a[1]))));
+    for (let k = 0; k <= n; k++) {
+      const t = k / n;
+      this._fillAt(Math.floor(a[0] + (b[0] - a[0]) * t), Math.floor(a[1] + (b[1] - a[1]) * t));
+    }
+  }
+  start(p, e) {
+    const sp = this.index;
+    if (!sp) { this.onNeeded(this.spSize); return false; }
+    this.raster.paintCode = OWNER.superpixels;
+    this.value = e && e.altKey ? 0 : 255;
+    this.done = new Uint8Array(sp.count);
+    this.last = p;
+    this._segment(p, p);
+    return false;
+  }
+  move(points) {
+    if (!this.last) return;
+    for (const p of points) { this._segment(this.last, p); this.last = p; }
+  }
+  end() { const had = this.last !== null; this.last = null; this.done = null; return had; }
+  hover() {}
+  finish() { return false; }
+  cancel() { this.last = null; this.done = null; }
+}
+
+/** Refine: drag a box around the object, or click to refine the whole mask; the server's
+ * GrabCut answer comes back as a proposal (MaskCanvas.propose) that the annotator accepts or
+ * discards. The handler only says what to refine: onRefine({box: [x0, y0, x1, y1]} | {mask: true}). */
+export class RefineHandler {
+  constructor(raster, { onPreview = () => {}, onRefine = () => {} } = {}) {
+    this.raster = raster;
+    this.name = "refine";
+    this.onPreview = onPreview;
+    this.onRefine = onRefine;
+    this.from = null;
+    this.to = null;
+  }
+  get sizeKey() { return "brush"; }
+  get active() { return this.from !== null; }
+  get finishable() { return false; }
+  get cursor() { return null; }
+  configure() {}
+  _box() {
+    const [a, b] = [this.from, this.to];
+    const { width: w, height: h } = this.raster;
+    const x0 = Math.max(0, Math.floor(Math.min(a[0], b[0]))), y0 = Math.max(0, Math.floor(Math.min(a[1], b[1])));
+    const x1 = Math.min(w, Math.ceil(Math.max(a[0], b[0]))), y1 = Math.min(h, Math.ceil(Math.max(a[1], b[1])));
+    return [x0, y0, x1, y1];
+  }
+  _outline() {
+    const [x0, y0, x1, y1] = this._box();
+    this.onPreview([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], null, false);
+  }
+  start(p) { this.from = p; this.to = p; this._outline(); return false; }
+  move(points) { if (this.from && points.length) { this.to = points[points.length - 1]; this._outline(); } }
+  end() {
+    if (!this.from) return false;
+    const box = this._box();
+    this.cancel();
+    if (box[2] - box[0] >= 4 && box[3] - box[1] >= 4) this.onRefine({ box });
+    else this.onRefine({ mask: true });
+    return false; // nothing drawn: the answer comes as a proposal
+  }
+  hover() {}
+  finish() { return false; }
+  cancel() { this.from = null; this.to = null; this.onPreview(null, null, false); }
+}
+
 /** Every tool of the canvas by name; the toolbar and the hotkeys use the same names. */
-export function createTools(raster, { brushSize = 24, eraserSize = 40, onPreview } = {}) {
+export function createTools(raster, {
+  brushSize = 24, eraserSize = 40, onPreview, pixels, onRegion, onSuperpixelsNeeded, onRefine,
+} = {}) {
   return {
     brush: new BrushHandler(raster, { name: "brush", value: 255, size: brushSize }),
     eraser: new BrushHandler(raster, { name: "eraser", value: 0, size: eraserSize }),
     lasso: new LassoHandler(raster, { onPreview, closeDistance: 8 }),
+    wand: new WandHandler(raster, { pixels, onRegion }),
+    superpixels: new SuperpixelHandler(raster, { onNeeded: onSuperpixelsNeeded }),
+    refine: new RefineHandler(raster, { onPreview, onRefine }),
   };
 }

@@ -6,6 +6,8 @@
 //   const v = new View(container, { image, raster, opacity, onChange: (scale) => ... });
 //   v.fit(); v.zoomAt(1.25, x, y); v.panTo(tx, ty); v.scale;  v.toImage(x, y) -> [ix, iy];
 //   v.scheduleFlush(); v.setCursor({ diameter, dashed } | null); v.previewLasso(points, hover, cut);
+//   v.showRegion(test | null, box, cut);  // a region on its own layer: the wand's, a proposal
+//   v.imagePixels() -> Uint8ClampedArray   // the image's RGBA (read once, for the wand)
 
 const MIN_SCALE = 0.05;
 const MAX_SCALE = 32;
@@ -45,6 +47,12 @@ export class View {
     ictx.drawImage(image, 0, 0, this.width, this.height);
     this.maskCtx = this.maskCanvas.getContext("2d");
     this.maskCtx.imageSmoothingEnabled = false;
+    // the region on approval (the wand's preview, a refined or proposed mask): its own layer
+    this.regionCanvas = this._canvas("mc-region");
+    this.regionCtx = this.regionCanvas.getContext("2d");
+    this.regionData = null; // ImageData, made on first use
+    this.regionBox = null; // the part of regionData that holds pixels
+    this._pixels = null;
     this.svg = document.createElementNS(SVG_NS, "svg");
     this.svg.setAttribute("class", "mc-lasso");
     this.svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
@@ -52,7 +60,7 @@ export class View {
     this.svg.setAttribute("height", this.height);
     this.lassoPath = document.createElementNS(SVG_NS, "polyline");
     this.svg.appendChild(this.lassoPath);
-    this.stage.append(this.imageCanvas, this.maskCanvas, this.svg);
+    this.stage.append(this.imageCanvas, this.maskCanvas, this.regionCanvas, this.svg);
     this.cursor = document.createElement("div");
     this.cursor.className = "mc-cursor";
     container.append(this.stage, this.cursor);
@@ -165,6 +173,44 @@ export class View {
     if (points.length > 2 || hover) s += ` ${points[0][0]},${points[0][1]}`;
     this.lassoPath.setAttribute("points", s);
     this.lassoPath.classList.toggle("mc-cut", cut);
+  }
+
+  // ---- a region on approval ---------------------------------------------------------------
+
+  /** The image's RGBA pixels at its true size (read from the image canvas once). */
+  imagePixels() {
+    if (!this._pixels) {
+      const ctx = this.imageCanvas.getContext("2d", { willReadFrequently: true });
+      this._pixels = ctx.getImageData(0, 0, this.width, this.height).data;
+    }
+    return this._pixels;
+  }
+
+  /** Show the pixels i of `box` where test(i) on the region layer (cut: in the cutting colour),
+   * now rather than at the next frame (the wand's preview follows the wheel at once); only the
+   * union of the old and the new box is rewritten. test null clears the layer. */
+  showRegion(test, box, cut = false) {
+    if (!this.regionData) this.regionData = new ImageData(this.width, this.height);
+    const px = new Uint32Array(this.regionData.data.buffer);
+    const old = this.regionBox;
+    const shown = test && box ? box : null;
+    const u = old && shown ? [Math.min(old[0], shown[0]), Math.min(old[1], shown[1]),
+      Math.max(old[2], shown[2]), Math.max(old[3], shown[3])] : old || shown;
+    if (!u) return;
+    const colour = cut ? 0xd000a0ff : 0xd0ffdc00; // little-endian ABGR: amber to cut, cyan to add
+    const w = this.width;
+    for (let y = u[1]; y < u[3]; y++) {
+      let i = y * w + u[0];
+      const e = y * w + u[2];
+      if (!shown || y < shown[1] || y >= shown[3]) { px.fill(0, i, e); continue; }
+      for (; i < e; i++) {
+        const x = i - y * w;
+        px[i] = x >= shown[0] && x < shown[2] && test(i) ? colour : 0;
+      }
+    }
+    this.regionBox = shown;
+    this.regionCtx.putImageData(this.regionData, 0, 0, u[0], u[1], u[2] - u[0], u[3] - u[1]);
+    this.regionCanvas.classList.toggle("mc-region-cut", Boolean(cut));
   }
 
   // ---- mask upload ------------------------------------------------------------------------

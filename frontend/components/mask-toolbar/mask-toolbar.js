@@ -1,5 +1,7 @@
-// The annotate page's tool panel over a MaskCanvas: brush / eraser / lasso (with their hotkeys),
-// brush and eraser sizes, lasso cut mode, mask opacity and colour, undo / redo / clear, zoom.
+// The annotate page's tool panel over a MaskCanvas: brush / eraser / lasso / wand / superpixels
+// / refine (with their hotkeys), brush and eraser sizes, lasso cut mode, the wand's tolerance,
+// the superpixels' size, a proposal's accept / discard, mask opacity and colour, undo / redo /
+// clear, zoom.
 // It follows the canvas (its toolchange, viewchange and change events) and gives the focus
 // back to the drawing surface after every use, so the hotkeys keep working.
 // Usage: import "../components/mask-toolbar/mask-toolbar.js";   // defines <mask-toolbar>
@@ -11,7 +13,7 @@
 import { wholePercent } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
-import { DEFAULT_KEYS } from "../mask-canvas/mask-canvas.js";
+import { DEFAULT_KEYS, SUPERPIXEL_SIZES } from "../mask-canvas/mask-canvas.js";
 
 /** Overlay colours by name (display only: the saved mask is white + alpha whatever the colour). */
 export const COLORS = { pink: [255, 40, 90], cyan: [0, 220, 255], green: [40, 230, 60], yellow: [255, 230, 0], blue: [40, 80, 255] };
@@ -20,6 +22,9 @@ const TOOL_BUTTONS = [
   ["brush", "Brush", "B"],
   ["eraser", "Eraser", "E"],
   ["lasso", "Lasso", "L"],
+  ["wand", "Magic wand", "W"],
+  ["superpixels", "Superpixels", "S"],
+  ["refine", "Refine", "R"],
 ];
 
 const TOOLBAR = html`<aside class="tools" aria-label="Tools">
@@ -33,6 +38,18 @@ const TOOLBAR = html`<aside class="tools" aria-label="Tools">
           <input type="range" min="1" max="500" data-size="eraser"></label>
         <label class="inline lasso-mode" title="Hold Alt while closing to cut once (X toggles)">
           <input type="checkbox" name="cut"> Lasso cuts <kbd>X</kbd></label>
+        <label class="size wand-tolerance" title="The wheel over the preview changes it too">Wand tolerance <span class="val"></span>
+          <input type="range" min="0" max="255" name="tolerance"></label>
+        <label class="superpixel-size">Superpixels <select name="superpixel-size">
+          ${SUPERPIXEL_SIZES.map((z) => html`<option>${z}</option>`)}</select>
+          <span class="val superpixel-state"></span></label>
+        <div class="proposal-box stack" hidden>
+          <span class="proposal-what"></span>
+          <div class="tool-group">
+            <button type="button" class="primary" data-action="accept" title="Accept (A or Enter)">Accept</button>
+            <button type="button" data-action="discard" title="Discard (D or Escape)">Discard</button>
+          </div>
+        </div>
         <label class="opacity">Mask opacity <span class="val"></span>
           <input type="range" min="0" max="100" name="opacity"></label>
         <label>Mask colour <select name="color">
@@ -100,6 +117,16 @@ export class MaskToolbar extends HTMLElement {
     $(".brush-size").classList.toggle("current", mc.tool === "brush");
     $(".eraser-size").classList.toggle("current", mc.tool === "eraser");
     $("input[name=cut]").checked = mc.lasso.mode === "subtract";
+    $("input[name=tolerance]").value = String(mc.tolerance);
+    $(".wand-tolerance .val").textContent = String(mc.tolerance);
+    $(".wand-tolerance").classList.toggle("current", mc.tool === "wand");
+    $("select[name=superpixel-size]").value = mc.superpixelSize;
+    $(".superpixel-state").textContent = mc.tool === "superpixels" && !mc.superpixelsReady ? "loading…" : "";
+    $(".superpixel-size").classList.toggle("current", mc.tool === "superpixels");
+    const kind = mc.pendingProposal;
+    $(".proposal-box").hidden = !kind;
+    $(".proposal-what").textContent = kind === "proposal" ? "Machine proposal: accept or discard"
+      : kind ? "Refined mask: accept or discard" : "";
     $(".opacity .val").textContent = `${wholePercent(mc.opacity)}%`;
     $("[data-action=undo]").disabled = !mc.canUndo;
     $("[data-action=redo]").disabled = !mc.canRedo;
@@ -107,7 +134,7 @@ export class MaskToolbar extends HTMLElement {
   }
 
   _follow(mc) {
-    for (const type of ["toolchange", "viewchange", "change"]) {
+    for (const type of ["toolchange", "viewchange", "change", "proposalchange"]) {
       if (this._mc) this._mc.removeEventListener(type, this._sync);
       if (mc) mc.addEventListener(type, this._sync);
     }
@@ -134,6 +161,8 @@ export class MaskToolbar extends HTMLElement {
     if (t.dataset.size) mc.setSize(Number(t.value), t.dataset.size);
     if (t.name === "opacity") mc.setOpacity(Number(t.value) / 100);
     if (t.name === "cut") mc.setLassoMode(t.checked ? "subtract" : "add");
+    if (t.name === "tolerance") mc.setTolerance(Number(t.value));
+    if (t.name === "superpixel-size") { mc.setSuperpixelSize(t.value); this._refocus(); }
     this.sync();
   }
 
