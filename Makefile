@@ -51,7 +51,8 @@ test: install-test system-test-deps
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and
-## the web side at lab scale on PostgreSQL (200,000 images, 100,000 masks, 3,000 runs).
+## the web side at lab scale on PostgreSQL (200,000 images, 100,000 masks, 3,000 runs), a study's
+## results page at 50 x 200 answers, and the study design simulation (coverage, QUEST+).
 bench: install-test
 	$(PY) -m worker.sipat.bench
 	$(PY) -m worker.sipat.bench_eval
@@ -59,6 +60,8 @@ bench: install-test
 	$(PY) -m backend.benchmarks.mask_save
 	$(PY) -m backend.benchmarks.scale
 	$(PY) -m backend.benchmarks.sweep_page
+	$(PY) -m backend.benchmarks.study_results
+	$(PY) -m backend.benchmarks.study_design
 
 ## make gpu-check: the CUDA-only tests and the GPU benchmark, in one command (one GPU, < 8 min),
 ## with this venv's packages. On a lent machine with no network: scripts/gpu_check.sh (README).

@@ -24,7 +24,7 @@ from backend.schemas.studies import (
     StudyInfo,
     TrialsPayload,
 )
-from backend.services.studies import participation
+from backend.services.studies import analysis_cache, participation
 
 PARTICIPATE_HTML = ROOT / "frontend" / "participate.html"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -101,15 +101,19 @@ def answer(
     session: ParticipantDep, trial_id: str, body: AnswerIn, db: SessionDep
 ) -> dict[str, Any]:
     """Store one answer (repeating it returns the same result)."""
-    return participation.answer_trial(
+    out = participation.answer_trial(
         db, session, trial_id, body.answer, body.rt_ms, body.shown_at, body.display_scale
     )
+    analysis_cache.answer_stored(db, session.study_id)
+    return out
 
 
 @router.post("/{session_token}/complete", response_model=CompletionOut)
 def complete(session: ParticipantDep, db: SessionDep) -> dict[str, Any]:
     """The completion code, issued only once every answer is stored."""
-    return participation.complete_session(db, session)
+    out = participation.complete_session(db, session)
+    analysis_cache.answer_stored(db, session.study_id, completed=True)
+    return out
 
 
 @router.get("/{session_token}/stimuli/{public_id}", responses=PNG)

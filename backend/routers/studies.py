@@ -25,7 +25,7 @@ from backend.schemas.studies import (
     StudyPublic,
 )
 from backend.services import study_lifecycle
-from backend.services.studies import analysis, design, participation, preview
+from backend.services.studies import analysis, analysis_cache, design, participation, preview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -93,9 +93,11 @@ def close_study(study: StudyDep, db: SessionDep) -> StudyPublic:
 
 
 @router.get("/{study_id}/results")
-def study_results(study: StudyDep, db: SessionDep) -> dict[str, Any]:
-    """Detection per run and epsilon with intervals, fitted curves and thresholds, exclusions."""
-    return analysis.results(db, study)
+def study_results(study: StudyDep, db: SessionDep, storage: StorageDep) -> dict[str, Any]:
+    """Detection per run and epsilon with intervals over participants, psignifit fits and
+    thresholds, exclusions: the analysis last computed in the background (`analysis.state`
+    says whether it is current; a stale one is being refreshed)."""
+    return analysis_cache.cached_results(db, storage, study)
 
 
 @router.get(

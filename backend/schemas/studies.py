@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from backend.schemas.common import DbId, ORMModel
+from backend.schemas.work_queue import QueuePlace
 
 # the sessions a study's link admits when its researcher names no number
 DEFAULT_MAX_SESSIONS = 100
@@ -70,9 +71,11 @@ class StudyCreate(BaseModel):
     # ... or this many random test images, drawn with `seed`
     num_random_images: int | None = Field(default=None, ge=1, le=5000)
     attack: AttackConfig = Field(default_factory=AttackConfig)
-    # the epsilon grid in grey levels (8 means 8/255)
+    # the epsilon grid in grey levels (8 means 8/255). 0 is no level of the curve: in 2AFC
+    # it shows two identical images (a chance check, left out of the fit); yes/no adds its
+    # clean trials itself
     epsilons_255: list[float] = Field(
-        default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=20
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=20
     )
     # main trials per run x epsilon cell (yes/no: per perturbed cell; as many clean trials again)
     trials_per_condition: int = Field(default=2, ge=1, le=200)
@@ -169,6 +172,8 @@ class StudyDetail(StudyPublic):
     config: dict[str, Any]
     # the participant link path (prepend the site's origin and add Prolific's parameters)
     link_path: str = ""
+    # while its stimulus job waits for a worker: its place in the queue
+    queue: QueuePlace | None = None
 
 
 class StudiesPublic(BaseModel):

@@ -28,7 +28,7 @@ export async function mount(root, ctx) {
           <option value="yesno">One image: was it changed? (yes/no, half clean)</option></select></label>
         <label>Random test images <input name="num_random_images" type="number" min="1" value="40"></label>
         <label>or these image ids <input name="image_ids" placeholder="e.g. 12, 15, 19"></label>
-        <label>Epsilon grid (grey levels, /255) <input name="epsilons_255" value="0, 1, 2, 4, 8, 16"></label>
+        <label>Epsilon grid (grey levels, /255) <input name="epsilons_255" value="1, 2, 4, 8, 16"></label>
         <label>PGD steps <input name="steps" type="number" min="1" value="20"></label>
         <label>Step size (× eps) <input name="alpha_ratio" type="number" step="0.05" min="0.01" value="0.25"></label>
         <label>Trials per condition <input name="trials_per_condition" type="number" min="1" value="2"></label>

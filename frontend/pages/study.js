@@ -7,9 +7,10 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { number as num, percent as pct, plural, round } from "../lib/format.js";
+import { dateTime, number as num, percent as pct, plural, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
+import { queueText } from "../lib/run-display.js";
 import { linkStylesheet } from "../lib/styles.js";
 
 /** The model's curve drawn beside people's: its robust accuracy at the study's own epsilons
@@ -99,35 +100,96 @@ function modelHeader(r) {
     : html`model robust acc.<br><span class="muted small">run's evaluation</span>`;
 }
 
+/** "a – b" for an interval whose ends may be missing (one participant: no interval). */
+function span(lo, hi, fmt) {
+  if (lo === null || lo === undefined || hi === null || hi === undefined) return "no interval";
+  return `${fmt(lo)} – ${fmt(hi)}`;
+}
+
 function intervalText(f) {
-  if (!f.n_boot) return "no interval: it needs at least two participants";
-  return `95% bootstrap interval ${thresholdText(f.threshold_ci_low, f.threshold_ci_low_beyond)} – ${thresholdText(f.threshold_ci_high, f.threshold_ci_high_beyond)}, ${f.n_boot} resamples of participants`;
+  return `95% credible interval ${thresholdText(f.threshold_ci_low, f.threshold_ci_low_beyond)} – ${thresholdText(f.threshold_ci_high, f.threshold_ci_high_beyond)}`;
+}
+
+/** The fit's numbers a reviewer asks for: slope, asymptotes, overdispersion, goodness of fit. */
+function fitDetails(f, is2afc) {
+  const n2 = (v) => num(v, 2);
+  return html`<ul class="fit-details muted small">
+    <li>${f.method}; ${plural(f.n_participants, "participant")}, ${plural(f.n_trials, "trial")} in ${f.n_blocks} participant × epsilon blocks (catch trials included: they measure the upper asymptote).</li>
+    <li>Slope (Weibull β) ${n2(f.beta)} (${span(f.beta_ci[0], f.beta_ci[1], n2)}) · lapse rate ${pct(f.lapse)} (${span(f.lapse_ci[0], f.lapse_ci[1], pct)})${is2afc ? "" : html` · false-alarm rate (lower asymptote) ${pct(f.guess)} (${span(f.guess_ci[0], f.guess_ci[1], pct)})`}</li>
+    <li>Overdispersion η ${num(f.eta, 3)} (${span(f.eta_ci[0], f.eta_ci[1], (v) => num(v, 3))}): 0 when participants' blocks vary no more than binomially; it widens the threshold's interval by what participants differ.</li>
+    <li>Goodness of fit: deviance ${num(f.deviance, 1)} over ${f.n_blocks} blocks; posterior predictive p = ${num(f.deviance_p, 3)} (small p: the curve fits worse than its own replicated data).</li>
+  </ul>`;
+}
+
+function flagList(f) {
+  if (!f.flags.length) return "";
+  return html`<ul class="fit-flags">${f.flags.map((text) => html`<li class="form-error">${text}</li>`)}</ul>`;
+}
+
+function individualFits(r) {
+  const fits = r.individual_fits || [];
+  return html`<details class="individual-fits"><summary>Per-participant fits (${fits.length})</summary>
+    <p class="muted small">${r.individual_fit_rule}.</p>
+    ${fits.length ? html`<table class="data"><thead><tr><th>Participant</th><th>Threshold</th><th>95% credible interval</th><th class="num">β</th><th class="num">lapse</th><th>Flags</th></tr></thead>
+      <tbody>${fits.map((p) => html`<tr><td>${p.participant}</td><td>${thresholdText(p.threshold_255, p.threshold_255_beyond)}</td>
+        <td>${thresholdText(p.ci_low, p.ci_low_beyond)} – ${thresholdText(p.ci_high, p.ci_high_beyond)}</td>
+        <td class="num">${num(p.beta)}</td><td class="num">${pct(p.lapse)}</td><td>${p.flags.join(" ")}</td></tr>`)}</tbody></table>`
+      : html`<p class="muted">No participant has enough trials for a fit of their own.</p>`}
+  </details>`;
+}
+
+function analysisState(res) {
+  const a = res.analysis;
+  if (a.state === "computing") return html`<p class="analysis-state muted" role="status">The analysis is being computed from ${plural(a.answers_now, "answer")}; this page shows it when it is ready.</p>`;
+  const when = a.computed_at ? dateTime(a.computed_at) : "";
+  const note = a.state === "current" ? "" : html` <strong>A newer analysis is being computed (${plural(a.answers_now, "answer")} now).</strong>`;
+  return html`<p class="analysis-state muted small" role="status">Analysis of ${plural(a.answers, "answer")}, computed ${when} in ${num(a.seconds, 1)} s.${note}</p>`;
+}
+
+function thresholdLine(r, is2afc) {
+  const f = r.fit;
+  const what = is2afc
+    ? "halfway between chance and the upper asymptote: 75% correct when nobody lapses"
+    : "halfway between the false-alarm rate and the upper asymptote";
+  if (!f) return html`<p class="threshold">Threshold: <strong>no fit</strong> <span class="muted">${r.fit_note || ""}</span></p>`;
+  return html`<p class="threshold">Threshold (${what}): <strong>${thresholdText(f.threshold_255, f.threshold_beyond)}</strong> (${intervalText(f)})</p>
+    ${is2afc ? "" : html`<p class="threshold-d1">Criterion-free threshold (d′ = 1 against the fitted false-alarm rate): <strong>${thresholdText(f.threshold_d1_255, f.threshold_d1_beyond)}</strong>
+      (95% credible interval ${thresholdText(f.threshold_d1_ci_low, f.threshold_d1_ci_low_beyond)} – ${thresholdText(f.threshold_d1_ci_high, f.threshold_d1_ci_high_beyond)})</p>`}
+    ${flagList(f)}${fitDetails(f, is2afc)}`;
 }
 
 function resultsView(res) {
   const is2afc = res.design === "2afc";
   const older = res.runs.some((r) => !r.model_accuracy);
+  const included = res.participants.included === null ? "not yet analysed" : res.participants.included;
   return html`
-    <p>${plural(res.participants.total, "participant")}, ${res.participants.completed} completed, ${res.participants.included} included in the analysis.</p>
+    ${analysisState(res)}
+    <p>${plural(res.participants.total, "participant")}, ${res.participants.completed} completed, ${included} included in the analysis.</p>
+    ${res.runs.length ? html`
     <div class="legend">${res.runs.map((r, i) => html`<span><i style="background:${COLORS[i % COLORS.length]}"></i>${r.run_name} (${r.method})</span>`)}
       <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed: model robust accuracy at the study's epsilons${older ? " (older study: the runs' own evaluation where recorded)" : ""}</span></div>
     ${plot(res)}
+    <p class="muted small">Groups of fewer than ${res.min_participants} participants are flagged. Every interval is over participants: per point, a bootstrap of participants (2,000 resamples), never narrower than the Wilson interval of the trials${is2afc ? "" : "; d′ and c are each participant's own (log-linear corrected), averaged"}; the curve, psignifit's posterior with one block per participant and epsilon.</p>` : ""}
     ${res.runs.map((r) => html`
       <h3>${r.run_name}</h3>
-      <p class="threshold">Threshold (${is2afc ? "75% correct" : "halfway between false alarms and the upper asymptote"}):
-        <strong>${r.fit ? thresholdText(r.fit.threshold_255, r.fit.threshold_beyond) : "no fit yet"}</strong>
-        ${r.fit ? html`(${intervalText(r.fit)})` : ""}</p>
-      <table class="data results-table" data-run="${r.run_id}"><thead><tr><th class="num">eps /255</th><th class="num">trials</th>
-        ${is2afc ? html`<th class="num">correct</th><th>95% CI</th>` : html`<th class="num">hit rate</th><th>95% CI</th><th class="num">false alarms</th><th class="num">d′</th><th>95% CI</th>`}
+      ${thresholdLine(r, is2afc)}
+      <table class="data results-table" data-run="${r.run_id}"><thead><tr><th class="num">eps /255</th><th class="num">trials</th><th class="num">people</th>
+        ${is2afc ? html`<th class="num">correct</th><th>95% CI</th>` : html`<th class="num">hit rate</th><th>95% CI</th><th class="num">false alarms</th><th class="num">d′</th><th>95% CI</th><th class="num">c</th><th>95% CI</th>`}
         <th class="num">${modelHeader(r)}</th></tr></thead>
       <tbody>${r.points.map((p) => {
         const ra = modelCurve(r).find((q) => Math.abs(q.epsilon_255 - p.epsilon_255) < 1e-3);
-        return html`<tr><td class="num">${p.epsilon_255}</td><td class="num">${p.n}</td>
-          ${is2afc ? html`<td class="num">${pct(p.percent_correct)}</td><td>${pct(p.ci_low)} – ${pct(p.ci_high)}</td>`
-            : html`<td class="num">${pct(p.hit_rate)}</td><td>${pct(p.ci_low)} – ${pct(p.ci_high)}</td><td class="num">${pct(p.false_alarm_rate)}</td>
-              <td class="num">${num(p.d_prime)}</td><td>${num(p.d_prime_ci_low)} – ${num(p.d_prime_ci_high)}</td>`}
+        const label = p.role === "chance check" ? html`${p.epsilon_255} <span class="muted small">(chance check)</span>` : p.epsilon_255;
+        return html`<tr><td class="num">${label}</td><td class="num">${p.n}</td><td class="num">${p.n_participants}</td>
+          ${is2afc ? html`<td class="num">${pct(p.percent_correct)}</td><td>${span(p.ci_low, p.ci_high, pct)}</td>`
+            : html`<td class="num">${pct(p.hit_rate)}</td><td>${span(p.ci_low, p.ci_high, pct)}</td><td class="num">${pct(p.false_alarm_rate)}</td>
+              <td class="num">${num(p.d_prime)}</td><td>${span(p.d_prime_ci_low, p.d_prime_ci_high, num)}</td>
+              <td class="num">${num(p.criterion)}</td><td>${span(p.criterion_ci_low, p.criterion_ci_high, num)}</td>`}
           <td class="num model-acc">${ra ? pct(ra.accuracy) : "not measured"}</td></tr>`;
-      })}</tbody></table>`)}
+      })}
+      ${r.catch ? html`<tr class="catch-row"><td class="num">${r.catch.epsilon_255} <span class="muted small">(catch)</span></td><td class="num">${r.catch.n}</td><td></td>
+        <td class="num">${pct(r.catch.rate)}</td><td>${span(r.catch.ci_low, r.catch.ci_high, pct)}</td>${is2afc ? "" : html`<td colspan="6"></td>`}<td></td></tr>` : ""}
+      </tbody></table>
+      ${individualFits(r)}`)}
     <h3>Excluded participants</h3>
     ${res.excluded.length ? html`<table class="data"><thead><tr><th>Participant</th><th>Reason</th></tr></thead>
       <tbody>${res.excluded.map((e) => html`<tr><td>${e.participant}</td><td>${e.reason}</td></tr>`)}</tbody></table>`
@@ -251,7 +313,9 @@ export async function mount(root, ctx) {
       <p>Design <strong>${s.design}</strong> · state <span class="badge state-${s.state}">${s.state}</span> ·
         ${plural(s.num_stimuli, "stimulus", "stimuli")} · ${plural(s.num_sessions, "participant")} (${s.num_completed} completed) ·
         <span data-field="max-sessions">${s.config.max_sessions ? `at most ${s.config.max_sessions} through the link` : "no limit on the link"}</span></p>
-      ${s.state === "generating" ? html`<p>Making stimuli… <progress max="1" value="${s.progress}"></progress> ${pct(s.progress)}</p>` : ""}
+      ${s.state === "generating" && s.queue ? html`<p class="study-queue" data-position="${s.queue.position}" data-listening="${s.queue.listening}">Making stimuli: waiting in the queue.
+        ${queueText(s.queue)} <a href="#/queue">The queue</a>.</p>` : ""}
+      ${s.state === "generating" && !s.queue ? html`<p>Making stimuli… <progress max="1" value="${s.progress}"></progress> ${pct(s.progress)}</p>` : ""}
       ${s.error ? html`<p class="form-error" role="alert">${s.error}</p>` : ""}
       <div class="actions">
         ${["draft", "failed"].includes(s.state) ? html`<button class="primary" data-act="generate">Make stimuli</button>` : ""}
@@ -290,12 +354,24 @@ export async function mount(root, ctx) {
     }
     const box = root.querySelector(".study-results");
     if (s.num_sessions) {
-      const res = await api(`/api/studies/${id}/results`);
-      render(box, html`<h2>Results</h2>${resultsView(res)}`);
+      await showResults(box);
     } else {
       render(box, html`<h2>Results</h2><p class="muted">No participants yet.</p>`);
     }
     return s.state === "generating";
+  }
+
+  let resultsTimer = null;
+  /** The results as last analysed; while a newer analysis is on its way, asked again (the
+   * server computes in the background, never for this request). */
+  async function showResults(box) {
+    clearTimeout(resultsTimer);
+    const res = await api(`/api/studies/${id}/results`);
+    if (!box.isConnected) return;
+    render(box, html`<h2>Results</h2>${resultsView(res)}`);
+    if (res.analysis.state !== "current") {
+      resultsTimer = setTimeout(() => showResults(box).catch(() => {}), 3000);
+    }
   }
 
   /** A failed refresh is said above the page (the next successful one redraws it away). */
@@ -317,5 +393,8 @@ export async function mount(root, ctx) {
   }
 
   if (await load()) watch(false);
-  return () => stopPolling();
+  return () => {
+    stopPolling();
+    clearTimeout(resultsTimer);
+  };
 }

@@ -195,3 +195,17 @@ def ready_study(
         study = client.get(f"/api/studies/{study['id']}", headers=headers).json()
         assert db.get(Study, study["id"]) is not None
     return study
+
+
+def analysed_results(client, headers, study_id: int) -> dict:
+    """GET a study's results once its background analysis has caught up with the answers:
+    the first GET schedules the refresh if needed, the refresher is drained, and the second
+    GET must report the analysis current."""
+    from backend.services.studies import analysis_cache
+
+    url = f"/api/studies/{study_id}/results"
+    assert client.get(url, headers=headers).status_code == 200
+    assert analysis_cache.wait_idle(timeout=300)
+    res = client.get(url, headers=headers).json()
+    assert res["analysis"]["state"] == "current", res["analysis"]
+    return res

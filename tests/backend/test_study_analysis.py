@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import norm
 
 from backend.services import psychometrics as ps
-from tests.backend.study_support import make_dataset, make_run, ready_study
+from tests.backend.study_support import analysed_results, make_dataset, make_run, ready_study
 
 
 def test_wilson_matches_hand_values():
@@ -52,41 +52,136 @@ def test_d_prime_known_numbers():
     assert ps.d_prime(5, 10, 5, 10).d_prime == pytest.approx(0.0)
 
 
-def _simulate(seed, n_participants=30, trials=12, alpha=4.0, beta=2.0, lapse=0.02, guess=0.5):
+GRID = [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def _units(seed, *, design="2afc", m=20, n=2, t=5.0, beta=2.5, lapse=0.02, sd=0.3, fa=0.1,
+           catch=2, levels=GRID):  # fmt: skip
+    """Simulated participants: Weibull observers whose log thresholds spread by `sd` around
+    ln(t) (t: where the sigmoid is halfway up), n trials per level, `catch` at 32/255."""
+    from backend.benchmarks.study_design import family_cdf
+
     rng = np.random.default_rng(seed)
-    levels = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
-    units = []
-    for _ in range(n_participants):
+    units = {}
+    for p in range(m):
+        own = math.log(t) + rng.normal(0, sd)
+        g = 0.5 if design == "2afc" else fa
         u = {}
-        for x in levels:
-            p = float(ps.weibull_p(np.array([x]), alpha, beta, guess, lapse)[0])
-            u[x] = (int(rng.binomial(trials, p)), trials)
-        units.append(u)
+        for x, k in [*((x, n) for x in levels), (32.0, catch)]:
+            if k:
+                prob = g + (1 - g - lapse) * float(
+                    family_cdf("weibull", np.array(math.log(x) - own), beta)
+                )
+                u[x] = (int(rng.binomial(k, prob)), k)
+        if design == "yesno":
+            u[0.0] = (int(rng.binomial(n * len(levels), g)), n * len(levels))
+        units[p] = u
     return units
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_2afc_threshold_is_recovered_within_its_bootstrap_interval(seed):
-    alpha, beta, lapse = 4.0, 2.0, 0.02
-    truth = ps._threshold(alpha, beta, 0.5, lapse, 0.75)
-    res = ps.bootstrap_threshold(_simulate(seed, alpha=alpha, beta=beta, lapse=lapse),
-                                 guess=0.5, criterion=0.75, n_boot=100, seed=seed)  # fmt: skip
-    assert res.fit is not None and res.ci_low is not None and res.ci_high is not None
-    assert res.ci_low <= truth <= res.ci_high, (res.ci_low, truth, res.ci_high)
-    assert res.fit.threshold == pytest.approx(truth, rel=0.25)
-    assert res.ci_high - res.ci_low < truth  # informative, not a vacuous interval
-    # seeded: the same data give the same interval
-    again = ps.bootstrap_threshold(_simulate(seed, alpha=alpha, beta=beta, lapse=lapse),
-                                   guess=0.5, criterion=0.75, n_boot=100, seed=seed)  # fmt: skip
-    assert (again.ci_low, again.ci_high) == (res.ci_low, res.ci_high)
+def _analyse(units, design="2afc", own_fits=False, seed=0):
+    from backend.services.studies.analysis import analyse_run
+
+    return analyse_run(units, design=design, grid=GRID, catch_epsilon_255=32.0, seed=seed,
+                       own_fits=own_fits)  # fmt: skip
 
 
-def test_yes_no_fit_recovers_the_false_alarm_rate_and_threshold():
-    units = _simulate(7, n_participants=30, trials=20, alpha=3.0, beta=2.5, lapse=0.01, guess=0.1)
-    res = ps.bootstrap_threshold(units, guess=None, criterion=None, n_boot=100, seed=7)
-    truth = ps._threshold(3.0, 2.5, 0.1, 0.01, 0.1 + 0.5 * (1 - 0.1 - 0.01))
-    assert res.fit.guess == pytest.approx(0.1, abs=0.04)
-    assert res.ci_low <= truth <= res.ci_high
+def test_point_intervals_come_from_participants():
+    # all three participants right on every trial: the resamples alone would say [1, 1]; the
+    # interval keeps the Wilson interval of the 12 trials as its floor
+    st = ps.rate_over_participants([4, 4, 4], [4, 4, 4])
+    assert st.value == 1 and st.ci_low == pytest.approx(ps.wilson_interval(12, 12)[0])
+    # participants who differ: wider than the pooled trials' Wilson interval
+    k, n = [0, 10, 1, 9, 10, 0, 2, 10], [10] * 8
+    st = ps.rate_over_participants(k, n)
+    w_lo, w_hi = ps.wilson_interval(sum(k), sum(n))
+    assert st.ci_low < w_lo - 0.05 and st.ci_high > w_hi + 0.05
+    # coverage of the population rate when people differ (logit-normal, sd 1 around 0.7):
+    # 300 groups of 20 people with 4 trials each; nominal 95 %, and the bound 0.9 sits 4
+    # binomial standard errors (0.013) below it
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=200_000)
+    truth = float(np.mean(1 / (1 + np.exp(-(math.log(0.7 / 0.3) + z)))))
+    hits = 0
+    for i in range(300):
+        p = 1 / (1 + np.exp(-(math.log(0.7 / 0.3) + rng.normal(size=20))))
+        st = ps.rate_over_participants(rng.binomial(4, p).tolist(), [4] * 20, seed=i)
+        hits += st.ci_low <= truth <= st.ci_high
+    assert hits / 300 >= 0.9, hits
+
+
+def test_d_prime_and_criterion_are_each_participants_own():
+    # d' = 1.5 for everyone, criteria spread widely: pooling their trials pulls d' down,
+    # averaging each person's d' does not
+    rng = np.random.default_rng(5)
+    n, d_true = 300, 1.5
+    cs = rng.normal(0, 0.8, size=30)
+    hits = [int(rng.binomial(n, norm.cdf(d_true / 2 - c))) for c in cs]
+    fas = [int(rng.binomial(n, norm.cdf(-d_true / 2 - c))) for c in cs]
+    point = ps.yes_no_point(hits, [n] * 30, fas, [n] * 30)
+    pooled = ps.d_prime(sum(hits), 30 * n, sum(fas), 30 * n).d_prime
+    assert point.d_prime.value == pytest.approx(d_true, abs=0.12)
+    assert point.d_prime.ci_low <= d_true <= point.d_prime.ci_high
+    assert pooled < d_true - 0.2
+    assert point.criterion.value == pytest.approx(float(cs.mean()), abs=0.1)
+    assert ps.d_prime(15, 20, 5, 20).criterion == pytest.approx(0.0, abs=1e-9)
+
+
+def test_group_fit_covers_the_true_threshold_without_bias():
+    """The product's own analysis on four simulated studies of the benchmark (20 participants
+    on the default design, thresholds 2-12 /255, Weibull, logistic and cumulative-normal
+    generators). With 95 % coverage, one miss in four happens in 17 % of such draws and two
+    in 1.4 %: the bound is one miss (the draws are seeded, so the test is deterministic);
+    `make bench` measures the rate over 200 studies per design."""
+    from backend.benchmarks.study_design import simulate_study
+
+    errors, misses = [], []
+    for design, index in [("2afc", 0), ("2afc", 1), ("2afc", 2), ("yesno", 0)]:
+        units, truth = simulate_study(design, index, 11)
+        fit = _analyse(units, design, seed=index)["fit"]
+        lo = fit["threshold_ci_low"] or 0.0
+        hi = fit["threshold_ci_high"] or math.inf
+        if not lo <= truth <= hi:
+            misses.append((design, index, lo, truth, hi))
+        errors.append(math.log(fit["threshold_estimate_255"] / truth))
+        assert fit["deviance_p"] > 0.01 and fit["eta"] >= 0, fit
+    assert len(misses) <= 1, misses
+    assert abs(float(np.median(errors))) < 0.15, errors
+
+
+def test_flags_in_words():
+    # three participants with plenty of trials: the group is flagged, each gets their own fit
+    res = _analyse(_units(1, m=3, n=10, catch=4), own_fits=True)
+    assert any("Only 3 participants" in f for f in res["fit"]["flags"]), res["fit"]["flags"]
+    assert len(res["individual_fits"]) == 3
+    assert all(p["threshold_255"] is not None for p in res["individual_fits"])
+    # a step from chance to perfect between two octaves: the slope is at its bound
+    res = _analyse(_units(2, m=12, n=6, beta=25, sd=0.0, lapse=0.0, t=3.0))
+    assert any("slope is at its upper bound" in f for f in res["fit"]["flags"]), res["fit"]
+    # 30 % lapses: the answers stay at 65 % correct from 4 to 32 /255, the lapse rate at
+    # its bound of 20 %
+    res = _analyse(_units(3, m=12, n=10, lapse=0.3, sd=0.0, t=1.5, catch=10, beta=4))
+    assert any("lapse rate sits at its bound" in f for f in res["fit"]["flags"]), res["fit"]
+    # a well-measured group: no flag
+    res = _analyse(_units(4, m=12, n=6))
+    assert res["fit"]["flags"] == []
+
+
+def test_yes_no_threshold_d_prime_and_criterion():
+    units = _units(7, design="yesno", m=12, n=6, t=4.0, fa=0.1, sd=0.2)
+    res = _analyse(units, "yesno")
+    fit = res["fit"]
+    assert fit["guess"] == pytest.approx(0.1, abs=0.05)
+    # d' = 1 against a 10 % false-alarm rate is P(yes) = 39 %, below the halfway point (55 %)
+    assert fit["threshold_d1_255"] is not None and fit["threshold_d1_255"] < fit["threshold_255"]
+    lo, hi = fit["threshold_d1_ci_low"] or 0, fit["threshold_d1_ci_high"] or math.inf
+    assert lo <= fit["threshold_d1_255"] <= hi
+    d = [p["d_prime"] for p in res["points"]]
+    assert all(b >= a - 0.3 for a, b in zip(d, d[1:], strict=False)), d  # rises with epsilon
+    assert all(
+        p["criterion"] is not None and p["criterion_ci_low"] <= p["criterion"]
+        for p in res["points"]
+    )
 
 
 def test_results_and_csv_of_answered_sessions(client, auth, db, tiny_checkpoint):
@@ -123,7 +218,7 @@ def test_results_and_csv_of_answered_sessions(client, auth, db, tiny_checkpoint)
             assert r.status_code == 200
         if how != "perfect_but_unfinished":
             assert client.post(f"/api/participate/{tok}/complete").status_code == 200
-    res = client.get(f"/api/studies/{study['id']}/results", headers=auth["researcher"]).json()
+    res = analysed_results(client, auth["researcher"], study["id"])
     assert res["participants"] == {"total": 6, "completed": 5, "included": 3}
     reasons = {e["participant"]: e["reason"] for e in res["excluded"]}
     assert set(reasons) == {"p3", "p4", "p5"}

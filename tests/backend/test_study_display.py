@@ -191,7 +191,7 @@ def _answer_all(client, db, token, rule) -> None:
 def test_thresholds_outside_the_grid_have_no_number(client, auth, db, study, rule, beyond):
     for i in range(3):
         _answer_all(client, db, session(client, study, f"{beyond}-{i}"), rule)
-    res = client.get(f"/api/studies/{study['id']}/results", headers=auth["researcher"]).json()
+    res = study_support.analysed_results(client, auth["researcher"], study["id"])
     assert res["participants"]["included"] == 3, res["excluded"]
     (run,) = res["runs"]
     fit = run["fit"]
@@ -238,7 +238,7 @@ def test_model_accuracy_is_measured_at_the_study_epsilons(client, auth, db, tiny
     assert table["n_images"] == n_main and n_main > 0
     assert (table["steps"], table["restarts"], table["attack"]) == (8, 2, "pgd-linf")
     assert [e["run_id"] for e in table["runs"]] == runs
-    res = client.get(f"/api/studies/{s['id']}/results", headers=auth["researcher"]).json()
+    res = study_support.analysed_results(client, auth["researcher"], s["id"])
     for run in res["runs"]:
         model = run["model_accuracy"]
         assert model["n_images"] == n_main and model["steps"] == 8

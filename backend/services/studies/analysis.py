@@ -160,119 +160,241 @@ def robust_accuracy_curve(run: TrainingRun) -> list[dict[str, float]] | None:
     return None
 
 
-def results(db: Session, study: Study, *, n_boot: int = 200) -> dict[str, Any]:
+def participant_counts(
+    rows: list[dict[str, Any]], design: str, run_id: int
+) -> dict[int, dict[float, tuple[int, int]]]:
+    """Per included session, {level in grey levels: (k, n)} of its answered main and catch
+    trials of one run: k counts correct answers (2AFC) or "yes" (yes/no, where level 0 holds
+    the clean trials). `rows` are trial rows of included sessions only."""
+    acc: dict[int, dict[float, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for r in rows:
+        if r["run_id"] != run_id or r["phase"] not in ("main", "catch") or r["answer"] is None:
+            continue
+        cell = acc[r["session_id"]][float(eps_key(r["epsilon_255"]))]
+        cell[0] += bool(r["correct"]) if design == "2afc" else r["answer"] == "yes"
+        cell[1] += 1
+    return {sid: {x: (v[0], v[1]) for x, v in u.items()} for sid, u in acc.items()}
+
+
+def _bounded(value: float | None, levels: list[float], prefix: str) -> dict[str, Any]:
+    v, beyond = within_grid(value, levels)
+    return {prefix: v, f"{prefix}_beyond": beyond}
+
+
+def fit_json(fit: psychometrics.CurveFit, levels: list[float]) -> dict[str, Any]:
+    """A psignifit fit as the results page shows it: thresholds (and interval bounds) only
+    where they lie within the tested epsilons, the slope, asymptotes, overdispersion, goodness
+    of fit and the flags in words."""
+    positive = [e for e in levels if e > 0]
+    out: dict[str, Any] = {
+        "method": "psignifit 4 (Weibull in epsilon, beta-binomial, 95% credible intervals)",
+        "alpha_255": fit.alpha,
+        "beta": fit.beta,
+        "beta_ci": list(fit.beta_ci),
+        "guess": fit.guess,
+        "guess_ci": list(fit.guess_ci),
+        "lapse": fit.lapse,
+        "lapse_ci": list(fit.lapse_ci),
+        "eta": fit.eta,
+        "eta_ci": list(fit.eta_ci),
+        "deviance": fit.deviance,
+        "deviance_p": fit.deviance_p,
+        "n_blocks": fit.n_blocks,
+        "n_trials": fit.n_trials,
+        "n_participants": fit.n_participants,
+        # the probability at the threshold: halfway between the asymptotes
+        "criterion": fit.guess + (1 - fit.guess - fit.lapse) / 2,
+        "threshold_estimate_255": fit.threshold,
+        **_bounded(fit.threshold, levels, "threshold_255"),
+        **_bounded(fit.threshold_ci[0], levels, "threshold_ci_low"),
+        **_bounded(fit.threshold_ci[1], levels, "threshold_ci_high"),
+        "lowest_epsilon_255": min(positive, default=0.0),
+        "highest_epsilon_255": max(positive, default=0.0),
+        "flags": list(fit.flags),
+    }
+    # the names the page reads the threshold by: threshold_255 etc. come from _bounded
+    out["threshold_beyond"] = out.pop("threshold_255_beyond")
+    if fit.design == "yesno":
+        out.update(_bounded(fit.threshold_d1, levels, "threshold_d1_255"))
+        out["threshold_d1_beyond"] = out.pop("threshold_d1_255_beyond")
+        out.update(_bounded(fit.threshold_d1_ci[0], levels, "threshold_d1_ci_low"))
+        out.update(_bounded(fit.threshold_d1_ci[1], levels, "threshold_d1_ci_high"))
+    return out
+
+
+def analyse_run(
+    units: dict[Any, dict[float, tuple[int, int]]],
+    *,
+    design: str,
+    grid: list[float],
+    catch_epsilon_255: float | None,
+    seed: int,
+    own_fits: bool = True,
+) -> dict[str, Any]:
+    """One run's results from its participants' counts ({participant: {level: (k, n)}}, as
+    participant_counts gives them): the points with intervals over participants, the catch
+    level, the group fit and each participant's own fit where their trials allow. Plain data
+    in and out: the benchmark (backend/benchmarks/study_design.py) calls it on simulated
+    participants, and a paired comparison of two runs can call it per run."""
+    dsg: psychometrics.Design = "2afc" if design == "2afc" else "yesno"
+    keys = list(units)
+    catch = float(eps_key(catch_epsilon_255)) if catch_epsilon_255 else None
+
+    def at(level: float) -> tuple[list[int], list[int]]:
+        ks = [units[p].get(level, (0, 0))[0] for p in keys]
+        ns = [units[p].get(level, (0, 0))[1] for p in keys]
+        return ks, ns
+
+    def counted(ns: list[int]) -> int:
+        return sum(1 for n in ns if n > 0)
+
+    points: list[dict[str, Any]] = []
+    if dsg == "2afc":
+        levels = sorted({float(e) for e in grid})
+        for i, e in enumerate(levels):
+            ks, ns = at(float(eps_key(e)))
+            st = psychometrics.rate_over_participants(ks, ns, seed=seed + i)
+            points.append(
+                {
+                    "epsilon_255": e,
+                    "n": sum(ns),
+                    "n_participants": counted(ns),
+                    "correct": sum(ks),
+                    "percent_correct": st.value,
+                    "ci_low": st.ci_low,
+                    "ci_high": st.ci_high,
+                    # two identical images: a check that answers sit at chance, not a level
+                    "role": "chance check" if e == 0 else "level",
+                }
+            )
+    else:
+        levels = sorted({float(e) for e in grid if e > 0})
+        fa_k, fa_n = at(0.0)
+        fa = psychometrics.rate_over_participants(fa_k, fa_n, seed=seed)
+        for i, e in enumerate(levels):
+            ks, ns = at(float(eps_key(e)))
+            yn = psychometrics.yes_no_point(ks, ns, fa_k, fa_n, seed=seed + 10 * i)
+            points.append(
+                {
+                    "epsilon_255": e,
+                    "n": sum(ns),
+                    "n_participants": counted(ns),
+                    "hits": sum(ks),
+                    "hit_rate": yn.hit_rate.value,
+                    "ci_low": yn.hit_rate.ci_low,
+                    "ci_high": yn.hit_rate.ci_high,
+                    "false_alarms": sum(fa_k),
+                    "n_clean": sum(fa_n),
+                    "false_alarm_rate": fa.value,
+                    "false_alarm_ci_low": fa.ci_low,
+                    "false_alarm_ci_high": fa.ci_high,
+                    "d_prime": yn.d_prime.value,
+                    "d_prime_ci_low": yn.d_prime.ci_low,
+                    "d_prime_ci_high": yn.d_prime.ci_high,
+                    "criterion": yn.criterion.value,
+                    "criterion_ci_low": yn.criterion.ci_low,
+                    "criterion_ci_high": yn.criterion.ci_high,
+                }
+            )
+    catch_point = None
+    if catch is not None:
+        ks, ns = at(catch)
+        if sum(ns):
+            st = psychometrics.rate_over_participants(ks, ns, seed=seed + 999)
+            catch_point = {
+                "epsilon_255": catch,
+                "n": sum(ns),
+                "rate": st.value,
+                "ci_low": st.ci_low,
+                "ci_high": st.ci_high,
+            }
+    positive = [e for e in levels if e > 0]
+    fit = None
+    fit_note = None
+    n_people = sum(1 for u in units.values() if any(n for _, n in u.values()))
+    if len(positive) < 2:
+        fit_note = "A curve needs at least two perturbed epsilons."
+    elif n_people == 0:
+        fit_note = "No answers from included participants yet."
+    else:
+        f = psychometrics.fit_curve(
+            psychometrics.blocks_of(list(units.values())),
+            design=dsg,
+            grid=positive,
+            n_participants=n_people,
+            seed=seed,
+        )
+        if f is None:
+            fit_note = "Not enough answers at two perturbed epsilons yet."
+        else:
+            fit = fit_json(f, levels)
+    individual = []
+    if own_fits:
+        for p in keys:
+            if not psychometrics.can_fit_own(units[p], dsg):
+                continue
+            one = psychometrics.fit_curve(
+                psychometrics.blocks_of([units[p]]),
+                design=dsg,
+                grid=positive,
+                n_participants=1,
+                seed=seed,
+                samples=500,
+            )
+            if one is not None:
+                individual.append(
+                    {
+                        "participant": p,
+                        **_bounded(one.threshold, levels, "threshold_255"),
+                        **_bounded(one.threshold_ci[0], levels, "ci_low"),
+                        **_bounded(one.threshold_ci[1], levels, "ci_high"),
+                        "beta": one.beta,
+                        "lapse": one.lapse,
+                        "flags": one.flags,
+                    }
+                )
+    return {
+        "points": points,
+        "catch": catch_point,
+        "fit": fit,
+        "fit_note": fit_note,
+        "individual_fits": individual,
+        "individual_fit_rule": (
+            f"a participant gets a fit of their own with at least "
+            f"{psychometrics.MIN_TRIALS_OWN_FIT} trials of the run over 3 or more epsilons"
+        ),
+    }
+
+
+def results(db: Session, study: Study) -> dict[str, Any]:
+    """The whole analysis of a study (exclusions, every run's points, fits and per-participant
+    fits): the work the analysis cache does in the background (analysis_cache.refresh); the
+    results page reads what it stored."""
     rows = _trial_rows(db, study)
     excluded = exclusions(study, rows)
     sessions = {r["session_id"]: r for r in rows}
-    included_rows = [
-        r
-        for r in rows
-        if r["session_id"] not in excluded and r["phase"] == "main" and r["answer"] is not None
-    ]
+    included_rows = [r for r in rows if r["session_id"] not in excluded]
+    names = {sid: r["participant"] for sid, r in sessions.items()}
     runs_out = []
+    grid = [float(e) for e in study.config["epsilons_255"]]
     for rid in study.config["run_ids"]:
         run = db.get(TrainingRun, rid)
-        mine = [r for r in included_rows if r["run_id"] == rid]
-        points = []
-        per_participant: dict[int, dict[float, list[int]]] = defaultdict(
-            lambda: defaultdict(lambda: [0, 0])
-        )
-        if study.design == "2afc":
-            levels = sorted({float(e) for e in study.config["epsilons_255"]})
-            for e in levels:
-                cell = [r for r in mine if eps_key(r["epsilon_255"]) == eps_key(e)]
-                k, n = sum(bool(r["correct"]) for r in cell), len(cell)
-                lo, hi = psychometrics.wilson_interval(k, n)
-                points.append(
-                    {
-                        "epsilon_255": e,
-                        "n": n,
-                        "correct": k,
-                        "percent_correct": (k / n) if n else None,
-                        "ci_low": lo,
-                        "ci_high": hi,
-                    }
-                )
-                for r in cell:
-                    acc = per_participant[r["session_id"]][e]
-                    acc[0] += bool(r["correct"])
-                    acc[1] += 1
-            guess, criterion = 0.5, 0.75
-        else:
-            clean = [r for r in mine if r["epsilon"] == 0]
-            fa, n_noise = sum(r["answer"] == "yes" for r in clean), len(clean)
-            levels = sorted({float(e) for e in study.config["epsilons_255"] if e > 0})
-            fa_lo, fa_hi = psychometrics.wilson_interval(fa, n_noise)
-            for e in levels:
-                cell = [r for r in mine if eps_key(r["epsilon_255"]) == eps_key(e)]
-                hits, n = sum(r["answer"] == "yes" for r in cell), len(cell)
-                lo, hi = psychometrics.wilson_interval(hits, n)
-                d = psychometrics.d_prime(hits, n, fa, n_noise)
-                points.append(
-                    {
-                        "epsilon_255": e,
-                        "n": n,
-                        "hits": hits,
-                        "hit_rate": (hits / n) if n else None,
-                        "ci_low": lo,
-                        "ci_high": hi,
-                        "false_alarms": fa,
-                        "n_clean": n_noise,
-                        "false_alarm_rate": (fa / n_noise) if n_noise else None,
-                        "false_alarm_ci_low": fa_lo,
-                        "false_alarm_ci_high": fa_hi,
-                        "d_prime": d.d_prime,
-                        "d_prime_ci_low": d.ci_low,
-                        "d_prime_ci_high": d.ci_high,
-                    }
-                )
-            for r in mine:
-                acc = per_participant[r["session_id"]][round(r["epsilon_255"], 6)]
-                acc[0] += r["answer"] == "yes"
-                acc[1] += 1
-            guess, criterion = None, None
-        units = [{x: (v[0], v[1]) for x, v in u.items()} for u in per_participant.values()]
-        boot = psychometrics.bootstrap_threshold(
-            units,
-            guess=guess,
-            criterion=criterion,
-            n_boot=n_boot,
+        counts = participant_counts(included_rows, study.design, rid)
+        out = analyse_run(
+            counts,
+            design=study.design,
+            grid=grid,
+            catch_epsilon_255=float(study.config.get("catch_epsilon_255") or 0) or None,
             seed=int(study.config.get("seed", 0)) + rid,
         )
-        fit = None
-        if boot.fit is not None:
-            f = boot.fit
-            positive = [e for e in levels if e > 0]
-            lowest, highest = min(positive, default=0.0), max(positive, default=0.0)
-            threshold, beyond = within_grid(f.threshold, levels)
-            # no interval (fewer than two participants): both bounds None, nothing beyond
-            has_ci = boot.n_boot > 0
-            ci_low, ci_low_beyond = within_grid(boot.ci_low, levels) if has_ci else (None, None)
-            ci_high, ci_high_beyond = within_grid(boot.ci_high, levels) if has_ci else (None, None)
-            fit = {
-                "alpha_255": f.alpha,
-                "beta": f.beta,
-                "guess": f.guess,
-                "lapse": f.lapse,
-                "criterion": f.criterion,
-                "threshold_255": threshold,
-                "threshold_beyond": beyond,
-                "threshold_ci_low": ci_low,
-                "threshold_ci_low_beyond": ci_low_beyond,
-                "threshold_ci_high": ci_high,
-                "threshold_ci_high_beyond": ci_high_beyond,
-                "lowest_epsilon_255": lowest,
-                "highest_epsilon_255": highest,
-                "n_boot": boot.n_boot,
-                "n_boot_unreached": boot.n_failed,
-            }
+        for one in out["individual_fits"]:
+            one["participant"] = names.get(one["participant"], str(one["participant"]))
         runs_out.append(
             {
                 "run_id": rid,
                 "run_name": run.name if run else "",
                 "method": run.method if run else "",
-                "points": points,
-                "fit": fit,
+                **out,
                 "robust_accuracy": robust_accuracy_curve(run) if run else None,
                 "model_accuracy": model_accuracy(study, rid),
             }
@@ -289,6 +411,7 @@ def results(db: Session, study: Study, *, n_boot: int = 200) -> dict[str, Any]:
             "completed": sum(1 for r in sessions.values() if r["completed"]),
             "included": len(sessions) - len(excluded),
         },
+        "min_participants": psychometrics.MIN_PARTICIPANTS,
         "excluded": excluded_list,
         "runs": runs_out,
     }
