@@ -2,6 +2,11 @@
 
 Embedded defaults only (SQLite, Celery's filesystem broker, a local storage folder), so no
 external service is needed. A second start reuses everything and takes seconds.
+
+`python -m backend.demo --worker-only [NAME]` starts one more worker on the same database,
+queue and files (in a second terminal, while `make demo` runs): the queue's work is shared
+out over every worker, one job each at a time. NAME (default `extra-<pid>`) names it; give
+the same name again after a restart so that it takes back the runs it was training.
 """
 
 from __future__ import annotations
@@ -20,8 +25,14 @@ from backend.core.config import ROOT, get_settings
 _logger = logging.getLogger("demo")
 
 
-def worker_command() -> list[str]:
-    """The demo's Celery worker: one training process on the training and default queues."""
+DEMO_WORKER = "demo-worker"
+ADD_WORKER = ".venv/bin/python -m backend.demo --worker-only"
+
+
+def worker_command(name: str = DEMO_WORKER) -> list[str]:
+    """The demo's Celery worker: one training process on the training and default queues,
+    named `name`@host (each worker's name must be its own: a worker that starts takes back
+    the runs its name was training, as a restarted one)."""
     settings = get_settings()
     return [
         "nice",
@@ -40,7 +51,7 @@ def worker_command() -> list[str]:
         "--loglevel",
         "INFO",
         "-n",
-        "demo-worker@%h",
+        f"{name}@%h",
     ]
 
 
@@ -137,6 +148,10 @@ def main() -> int:
         print(f"    {role:<11} {username} / {password}")
     print("  Ctrl-C stops the server and the worker.")
     print()
+    print("  One worker trains, evaluates and makes stimuli, one job at a time.")
+    print(f"  The queue (what waits, for how long): {url}#/queue")
+    print(f"  To add a worker, in another terminal here: {ADD_WORKER}")
+    print()
     threading.Thread(
         target=_build_content, args=(url.rstrip("/"), server), name="demo-content", daemon=True
     ).start()
@@ -155,6 +170,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker-only"]:  # the demo's worker alone, on an existing database
-        os.execvp(worker_command()[0], worker_command())
+    if sys.argv[1:2] == ["--worker-only"]:  # one more worker, on the demo's database
+        name = sys.argv[2] if len(sys.argv) > 2 else f"extra-{os.getpid()}"
+        command = worker_command(name)
+        print(
+            f"• worker {name}: it takes the queue's next job whenever it is free; Ctrl-C stops it"
+        )
+        os.execvp(command[0], command)
     sys.exit(main())

@@ -49,6 +49,7 @@ from backend.routers import (
     studies,
     sweeps,
     users,
+    work_queue,
 )
 
 FRONTEND_DIR = ROOT / "frontend"
@@ -73,6 +74,7 @@ ROUTER_MODULES = (
     studies,
     sweeps,
     users,
+    work_queue,
 )
 
 

@@ -407,8 +407,13 @@ class TrainingRun(Base):
     # the validated launch configuration (training-library field names)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
-    # fraction of the run done, 0..1
+    # fraction of the run done, 0..1: its training and its final evaluation, weighed by their
+    # work (runconfig.cost), so it reaches 1 only when the evaluation ends
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # the run's work as the worker last reported it (run_lifecycle.report_batch and
+    # report_evaluation): phase ("training" or "evaluating"), the units of each, the measured
+    # rate, and the evaluation's stage with its images
+    work: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     current_epoch: Mapped[int] = mapped_column(Integer, default=0)
     total_epochs: Mapped[int] = mapped_column(Integer, default=0)
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -443,6 +448,25 @@ class TrainingRun(Base):
     epochs: Mapped[list[RunEpoch]] = relationship(
         order_by="RunEpoch.epoch", cascade="all, delete-orphan"
     )
+
+
+class WorkerPresence(Base):
+    """A Celery worker that is listening, as it last said (worker/recovery.py, on its timer and
+    when a task starts or ends; its row goes when it shuts down): the queue view counts the
+    workers and says who does what."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200), unique=True)
+    queues: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # the GPUs it may lease (empty: it trains on the CPU), and who holds each lease
+    gpus: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    leases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # what it is doing: {"kind": "run" | "evaluation" | "study", "id": ...}; None when idle
+    job: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class Sweep(Base):

@@ -26,11 +26,12 @@ const ROUTES = [
   { path: /^\/sweeps\/(\d+)$/, load: () => import("./pages/sweep.js"), roles: ["researcher", "admin"] },
   { path: /^\/studies$/, load: () => import("./pages/studies.js"), roles: ["researcher", "admin"] },
   { path: /^\/studies\/(\d+)$/, load: () => import("./pages/study.js"), roles: ["researcher", "admin"] },
+  { path: /^\/queue$/, load: () => import("./pages/queue.js"), roles: ["researcher", "admin"] },
 ];
 
 // Only pages that exist get a navigation entry.
 const NAV = {
-  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"], ["#/studies", "Studies"]],
+  researcher: [["#/home", "Home"], ["#/datasets", "Datasets"], ["#/review", "Review"], ["#/runs", "Runs"], ["#/studies", "Studies"], ["#/queue", "Queue"]],
   annotator: [["#/home", "Home"], ["#/annotate", "Annotate"]],
 };
 // an admin sees every section a researcher sees, and the users

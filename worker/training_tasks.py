@@ -7,8 +7,9 @@ dataset export once (runs/<id>/data), and trains with out_dir runs/<id>/out (the
 on every delivery, so a re-delivered task resumes from the last finished epoch): one process
 calls sipat.train in this process; more start the library under torchrun on exactly the
 leased GPUs (worker/ranks.py; gloo processes on a CPU host), whose rank 0 reports through
-an events file. Either way it reports every epoch, the live points, a heartbeat and the log
-tail through the lifecycle service, and finishes the run there.
+an events file. Either way it reports every epoch, the live points, the final evaluation's
+progress, a heartbeat and the log tail through the lifecycle service, and finishes the run
+there.
 """
 
 from __future__ import annotations
@@ -270,6 +271,14 @@ class _RunReporter:
         except Exception:  # a lost point of the live curves must not end the run
             _logger.exception("batch point of run %s not stored", self.run_id)
 
+    def on_evaluation(self, point: dict[str, Any]) -> None:
+        """The final evaluation's progress (a stage begun or ended, or a second later)."""
+        try:
+            with self._sessions() as db:
+                lifecycle.report_evaluation(db, self.run_id, point)
+        except Exception:  # a lost progress point must not end the run
+            _logger.exception("evaluation progress of run %s not stored", self.run_id)
+
 
 def _test_ids(manifest: dict[str, Any]) -> list[Any] | None:
     """The app's image id of each test image, when the export names the test split."""
@@ -390,6 +399,7 @@ def _train(
         on_batch=reporter.on_batch,
         should_stop=reporter.should_stop,
         progress=False,
+        on_evaluation=reporter.on_evaluation,
     )
 
 
@@ -555,6 +565,8 @@ def train_on_ranks(
                         on_epoch(int(event["epoch"]), int(event["total"]), event["metrics"])
                     elif event.get("event") == "batch":
                         reporter.on_batch(event["point"])
+                    elif event.get("event") == "evaluation":
+                        reporter.on_evaluation(event["point"])
                 if code is not None:
                     break
                 if stop_asked is None and reporter.should_stop():

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.openapi import PNG, content
 from backend.core.storage import serve
 from backend.db import get_sessionmaker
@@ -23,6 +24,7 @@ from backend.deps import (
     ResearcherUser,
     RunDep,
     SessionDep,
+    SettingsDep,
     StorageDep,
 )
 from backend.models import TrainingRun
@@ -39,7 +41,9 @@ from backend.schemas.runs import (
     RunSalience,
     RunsPublic,
 )
+from backend.schemas.work_queue import QueuePlace
 from backend.services import run_lifecycle as lifecycle
+from backend.services import work_queue
 from backend.services.runs import compare, files, launch, live, run_out_key
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -151,8 +155,9 @@ def group_runs(
 
 
 @router.get("/{run_id}", response_model=RunDetail)
-def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
-    """One run: config, reproducibility record, epochs, final metrics, log tail, time left."""
+def get_run(run: RunDep, db: SessionDep, storage: StorageDep, settings: SettingsDep) -> RunDetail:
+    """One run: config, reproducibility record, epochs, final metrics, log tail, time left,
+    and while it waits its place in the queue."""
     detail = RunDetail.model_validate(run)
     detail.dataset_name = live.dataset_names(db, [run]).get(run.dataset_id, "")
     detail.batches = [
@@ -161,6 +166,8 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
     detail.batches_per_epoch = live.batches_per_epoch(run)
     detail.system = live.system_figures(run)
     detail.time_left_s = live.time_left_s(run, live.pace_points(db, run))
+    place = work_queue.run_place(db, settings, run)
+    detail.queue = QueuePlace(**place) if place else None
     out = run_out_key(run.id)
     detail.downloads = {
         name: f"/api/runs/{run.id}/files/{name}"
@@ -168,6 +175,10 @@ def get_run(run: RunDep, db: SessionDep, storage: StorageDep) -> RunDetail:
         if storage.exists(f"{out}/{name}")
     }
     return detail
+
+
+def _place(db: Session, run: TrainingRun) -> dict[str, Any] | None:
+    return work_queue.run_place(db, get_settings(), run)
 
 
 def _sse(event: str, data: Any) -> str:
@@ -180,7 +191,9 @@ async def _event_stream(run_id: int, cursor: live.LiveCursor) -> AsyncIterator[s
     # Starlette cancels this generator when the client disconnects; each poll reads in a
     # session of its own, closed before the sleep
     while True:
-        events, finished = await run_in_threadpool(live.live_events, sessions, run_id, cursor)
+        events, finished = await run_in_threadpool(
+            live.live_events, sessions, run_id, cursor, _place
+        )
         for name, data in events:
             yield _sse(name, data)
         now = time.monotonic()
@@ -204,7 +217,8 @@ async def _event_stream(run_id: int, cursor: live.LiveCursor) -> AsyncIterator[s
         200: {
             "description": (
                 "With `Accept: text/event-stream` (as EventSource sends): server-sent events "
-                "until the run has finished: `run` (state, progress, time left, system figures), "
+                "until the run has finished: `run` (state, progress, time left, system figures, "
+                "work, a queued run's place in the queue), "
                 "`log` (the log tail), `epoch` (new epochs), `batch` (new per-batch points), then "
                 "`end`; `reconnect` asks for a new stream after 30 s. Otherwise the same events "
                 "as they stand now, as JSON."
@@ -225,7 +239,7 @@ def run_events(
     db.close()  # the login check's session: no transaction stays open while streaming
     cursor = live.LiveCursor(after_step=after_step, after_epoch=after_epoch)
     if "text/event-stream" not in request.headers.get("accept", ""):
-        events, finished = live.live_events(get_sessionmaker(), run_id, cursor)
+        events, finished = live.live_events(get_sessionmaker(), run_id, cursor, _place)
         return RunEvents(
             events=[RunEvent(event=name, data=data) for name, data in events], finished=finished
         )

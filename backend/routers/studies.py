@@ -9,8 +9,17 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.config import Settings
 from backend.core.openapi import PNG, content
-from backend.deps import DB_INT_MAX, PathId, ResearcherUser, SessionDep, StorageDep, StudyDep
+from backend.deps import (
+    DB_INT_MAX,
+    PathId,
+    ResearcherUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    StudyDep,
+)
 from backend.models import Study
 from backend.schemas.studies import (
     DeviceCheck,
@@ -24,7 +33,8 @@ from backend.schemas.studies import (
     StudyDetail,
     StudyPublic,
 )
-from backend.services import study_lifecycle
+from backend.schemas.work_queue import QueuePlace
+from backend.services import study_lifecycle, work_queue
 from backend.services.studies import analysis, analysis_cache, design, participation, preview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -65,17 +75,26 @@ def create_study(body: StudyCreate, user: ResearcherUser, db: SessionDep) -> Stu
     return _public(db, [study], detail=True)[0]
 
 
+def _detail(db: Session, settings: Settings, study: Study) -> StudyPublic:
+    detail = _public(db, [study], detail=True)[0]
+    place = work_queue.study_place(db, settings, study)
+    if isinstance(detail, StudyDetail) and place is not None:
+        detail.queue = QueuePlace(**place)
+    return detail
+
+
 @router.get("/{study_id}", response_model=StudyDetail)
-def get_study_detail(study: StudyDep, db: SessionDep) -> StudyPublic:
-    """One study with its configuration, progress and participant link."""
-    return _public(db, [study], detail=True)[0]
+def get_study_detail(study: StudyDep, db: SessionDep, settings: SettingsDep) -> StudyPublic:
+    """One study with its configuration, progress and participant link, and while its
+    stimulus job waits for a worker its place in the queue."""
+    return _detail(db, settings, study)
 
 
 @router.post("/{study_id}/generate", response_model=StudyDetail)
-def generate(study: StudyDep, db: SessionDep) -> StudyPublic:
+def generate(study: StudyDep, db: SessionDep, settings: SettingsDep) -> StudyPublic:
     """Start making the stimuli (a Celery task; progress in the study)."""
     study_lifecycle.start_generation(db, study)
-    return _public(db, [study], detail=True)[0]
+    return _detail(db, settings, study)
 
 
 @router.post("/{study_id}/open", response_model=StudyDetail)

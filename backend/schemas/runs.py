@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, create_model
 
 import runconfig
 from backend.schemas.common import DbId, ORMModel
+from backend.schemas.work_queue import QueuePlace
 
 
 class _RunForm(BaseModel):
@@ -89,7 +90,12 @@ class RunPublic(ORMModel):
     method: str
     config: dict[str, Any]
     state: str
+    # training and the final evaluation, weighed by their work: 1 only once the run has ended
     progress: float
+    # the run's work as its worker reports it: phase ("training", "evaluating", then its end
+    # state), units (runconfig.cost) of training and evaluation, the measured pace, and while
+    # it evaluates the stage (label, images_done of images, units_done of units_total)
+    work: dict[str, Any] | None = None
     current_epoch: int
     total_epochs: int
     final_metrics: dict[str, Any] | None
@@ -122,6 +128,8 @@ class RunDetail(RunPublic):
     # a lost message); None when it never had to
     resent_at: datetime | None = None
     resent_why: str | None = None
+    # while it waits: its position in the queue, the estimated start, the workers listening
+    queue: QueuePlace | None = None
 
 
 class RunsPublic(BaseModel):

@@ -277,6 +277,10 @@ def claim(
         return "cancelled before it started"
     if run.state != "running":  # a quiet worker's run is taken over as it stands
         move(run, "running")
+    if run.work:  # a new delivery trains (or resumes) first; its evaluation begins afresh
+        run.work = {k: v for k, v in run.work.items() if k not in EVALUATION_WORK} | {
+            "phase": "training"
+        }
     resumed = run.current_epoch
     run.started_at = utcnow()
     run.heartbeat_at = utcnow()
@@ -356,6 +360,21 @@ def report_missing_epochs(db: Session, run_id: int, history: list[dict[str, Any]
     return len(missing)
 
 
+# A running run's progress stays under this until its task has finished it (the results
+# published after the evaluation): the bar is full only when the run has ended.
+PROGRESS_RUNNING_MAX = 0.999
+# what report_evaluation keeps in a run's work (dropped when a new delivery claims it)
+EVALUATION_WORK = ("evaluation", "evaluation_started_at", "evaluation_base")
+# the figures of a progress point's "work" (worker/sipat/train.py) a run keeps
+WORK_FIELDS = (
+    "train_units",
+    "train_units_done",
+    "evaluation_units",
+    "processes",
+    "units_per_s",
+)
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -379,8 +398,17 @@ def report_batch(db: Session, run_id: int, point: dict[str, Any]) -> None:
     if run is not None and run.state == "running":
         batches = int(point.get("batches") or 0)
         total = run.total_epochs
-        if batches > 0 and total > 0:
-            run.progress = min(1.0, step / (batches * total))
+        work = _training_work(point.get("work"))
+        if work is not None:
+            before = (run.work or {}).get("train_units_done")
+            progress = _training_progress(work)
+            # never back within a delivery (the evaluation's estimate grows as the model
+            # gets more robust); a resumed run may start again below
+            resumed = isinstance(before, (int, float)) and work["train_units_done"] < before
+            run.progress = progress if resumed else max(run.progress, progress)
+            run.work = {**(run.work or {}), **work, "phase": "training"}
+        elif batches > 0 and total > 0:
+            run.progress = min(PROGRESS_RUNNING_MAX, step / (batches * total))
         run.heartbeat_at = utcnow()
         run.reproducibility = {
             **(run.reproducibility or {}),
@@ -391,6 +419,64 @@ def report_batch(db: Session, run_id: int, point: dict[str, Any]) -> None:
                 "images_per_s": values["images_per_s"],
             },
         }
+    db.commit()
+
+
+def _training_work(work: Any) -> dict[str, Any] | None:
+    """The work figures of a progress point (None when it carries none: an older library)."""
+    if not isinstance(work, dict):
+        return None
+    kept = {k: _number(work.get(k)) for k in WORK_FIELDS}
+    if not kept["train_units"] or kept["train_units_done"] is None:
+        return None
+    return kept
+
+
+def _training_progress(work: dict[str, Any]) -> float:
+    """Training's share of the run's work done: the evaluation to come counts as the time it
+    takes, its units at one process's pace (training ran on `processes`)."""
+    total = work["train_units"] + (work["evaluation_units"] or 0.0) * (work["processes"] or 1.0)
+    done = float(work["train_units_done"])
+    return min(PROGRESS_RUNNING_MAX, max(0.0, done / float(total)))
+
+
+EVALUATION_POINT = (
+    "stage",
+    "label",
+    "stage_index",
+    "stages",
+    "images_done",
+    "images",
+    "units_done",
+    "units_total",
+)
+
+
+def report_evaluation(db: Session, run_id: int, point: dict[str, Any]) -> None:
+    """Store how far the run's final evaluation has got (worker/sipat/evaluate.py's point:
+    the stage, its images, the work units done and in all) and move the run's progress from
+    where training left it towards the end, which it reaches only when the run finishes."""
+    run = db.get(TrainingRun, run_id)
+    if run is None or run.state != "running":
+        return
+    now = utcnow()
+    work = dict(run.work or {})
+    if work.get("phase") != "evaluating":
+        work.update(
+            phase="evaluating",
+            evaluation_started_at=now.isoformat(),
+            evaluation_base=run.progress,
+        )
+    evaluation = {k: point.get(k) for k in EVALUATION_POINT}
+    evaluation["at"] = now.isoformat()
+    work["evaluation"] = evaluation
+    run.work = work
+    done, total = _number(point.get("units_done")) or 0.0, _number(point.get("units_total"))
+    base = float(work.get("evaluation_base") or 0.0)
+    if total:
+        share = min(1.0, max(0.0, done / total))
+        run.progress = max(run.progress, min(PROGRESS_RUNNING_MAX, base + (1 - base) * share))
+    run.heartbeat_at = now
     db.commit()
 
 
@@ -409,6 +495,13 @@ def finish(
     move(run, state)
     for k, v in fields.items():
         setattr(run, k, v)
+    if run.work:  # the record of how long its evaluation took, when it ran
+        work = {**run.work, "phase": state}
+        began = work.get("evaluation_started_at")
+        if began and work.get("evaluation") and state == "succeeded":
+            took = utcnow() - datetime.fromisoformat(began)
+            work["evaluation_seconds"] = round(took.total_seconds(), 1)
+        run.work = work
     run.error = error
     run.finished_at = utcnow()
     run.heartbeat_at = utcnow()

@@ -2,9 +2,13 @@
 // evaluation (AutoAttack at the training ε as the headline robust accuracy, PGD beside it) and
 // the gradient-masking checks it failed. Markup through lib/html.js, numbers through
 // lib/format.js.
+// Also the progress of a run and of any queued work: the bar's percentage (full only once the
+// run has ended: its final evaluation is part of it), what a running run is doing (training, or
+// which stage of its final evaluation), and where waiting work stands in the queue.
 // Usage: import { finalOf, autoattackCell, pgdCell, maskingBadge, stateBadge } from "../lib/run-display.js";
+//   runPercent(run); phaseText(run); queueText(place)   // place: a run's or a study's `queue`
 
-import { greyLevels, percent as pct } from "./format.js";
+import { duration, greyLevels, percent as pct } from "./format.js";
 import { html } from "./html.js";
 
 /** The final evaluation's figures ({} before the run has finished). */
@@ -15,6 +19,43 @@ export function finalOf(run) {
 
 export function stateBadge(state) {
   return html`<span class="state state-${state}" data-state="${state}">${state}</span>`;
+}
+
+// ------------------------------------------------------------------ progress and the queue
+
+/** A run's progress as a whole percentage for its bar: 100 only once it has succeeded (the
+ * server keeps a running run's progress under 1 until its final evaluation has ended). */
+export function runPercent(run) {
+  if (run.state === "succeeded") return 100;
+  return Math.min(99, Math.floor((Number(run.progress) || 0) * 100));
+}
+
+/** What a running run does: "training", or "final evaluation: <stage> (k / n images, step i
+ * of m)" ("on n images" before any is done); "" when it is not running. */
+export function phaseText(run) {
+  if (run.state !== "running") return "";
+  const w = run.work || {};
+  const e = w.evaluation;
+  if (w.phase === "evaluating" && e) {
+    // AutoAttack reports its images when an attack ends (one batch of 250): "on n images" until then
+    const images = e.images_done > 0 ? `${e.images_done} / ${e.images} images` : `on ${e.images} images`;
+    return `final evaluation: ${e.label} (${images}, step ${e.stage_index} of ${e.stages})`;
+  }
+  return "training";
+}
+
+/** Where waiting work stands: its position, and when it should start, or that no worker is
+ * listening ("" without a place). */
+export function queueText(place) {
+  if (!place) return "";
+  const where = `Position ${place.position} of ${place.of} in the queue` +
+    (place.ahead_running ? ` (${place.ahead_running} running now)` : "");
+  if (!place.listening) return `${where} · waiting for a worker: none is listening.`;
+  const start = place.start_in_s === null || place.start_in_s === undefined ? "at a time not yet known"
+    : place.start_in_s < 1 ? (place.start_is_lower_bound ? "as soon as the work ahead ends" : "now")
+      : `in ${place.start_is_lower_bound ? "no less than" : "about"} ${duration(place.start_in_s)}`;
+  return `${where} · expected to start ${start}${place.worker ? ` on worker ${place.worker}` : ""}.` +
+    (place.note ? ` ${place.note}` : "");
 }
 
 // ------------------------------------------------------------------ robustness labels

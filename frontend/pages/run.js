@@ -1,7 +1,9 @@
 // One training run (#/runs/<id>): live curves (per-batch loss and accuracy pushed by the server as
 // server-sent events while it is queued or running, GET /api/runs/<id>/events; polled every 2 s
-// when the stream fails), with hover values, smoothing, log scale and zoom; progress with the
-// time left from the measured batch rate; the device, memory and images/s; log tail, the
+// when the stream fails), with hover values, smoothing, log scale and zoom; progress to the end
+// of the final evaluation with what the run is doing (training, or the evaluation's stage and
+// images) and the time left (training from the measured batch rate, the evaluation estimated
+// from its work, then measured); while queued, its place in the queue; the device, memory and images/s; log tail, the
 // settings that apply to its method (budgets in /255), reproducibility record, downloads, cancel / retry /
 // clone, the final evaluation (AutoAttack as the headline robust accuracy with its per-attack
 // breakdown, PGD beside it and over epsilon, the gradient-masking checks, with a warning at the
@@ -9,11 +11,11 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { bytes, dateTime, duration, greyLevels, number, percent as pct, wholePercent } from "../lib/format.js";
+import { bytes, dateTime, duration, greyLevels, number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
 import { configEntries, loadRunSettings } from "../lib/run-settings.js";
-import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, stateBadge } from "../lib/run-display.js";
+import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, phaseText, queueText, runPercent, stateBadge } from "../lib/run-display.js";
 import { createChart, ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCheckLabel, robustVsEpsChart } from "../components/line-chart/run-charts.js";
 
@@ -131,7 +133,13 @@ const PAGE = html`<section class="page wide run-page">
  * epoch and the time left); its error, and a warning when it failed a gradient-masking check. */
 function headMarkup(run, batches) {
   const isActive = run.state === "queued" || run.state === "running";
-  const left = run.time_left_s !== null && run.time_left_s !== undefined && run.state === "running" ? `about ${duration(run.time_left_s)} left` : "";
+  const evaluating = run.state === "running" && (run.work || {}).phase === "evaluating";
+  const known = run.time_left_s !== null && run.time_left_s !== undefined;
+  const left = run.state !== "running" ? ""
+    : known ? `about ${duration(run.time_left_s)} left${evaluating ? "" : " (the final evaluation included)"}`
+      : evaluating ? "taking longer than estimated" : "";
+  const phase = phaseText(run);
+  const percent = runPercent(run);
   const masking = failedChecks(run);
   const per = run.batches_per_epoch;
   const last = batches.length ? batches[batches.length - 1] : null;
@@ -148,10 +156,12 @@ function headMarkup(run, batches) {
         <a class="button" href="#/compare?ids=${run.id}">Compare…</a></div>
       <p class="muted">#${run.id} · ${run.dataset_name} · ${run.method} · ${run.config.model} · ${eps} · seed ${run.config.seed}
         ${run.tags.length ? html` · tags ${run.tags.join(", ")}` : ""}${run.cloned_from_id ? html` · cloned from <a href="#/runs/${run.cloned_from_id}">#${run.cloned_from_id}</a>` : ""}</p>
-      <div class="row"><div class="progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
-        aria-valuenow="${wholePercent(run.progress)}"><div style="width:${wholePercent(run.progress)}%"></div></div>
-        <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${within}${left ? ` · ${left}` : ""}</span>
+      <div class="row"><div class="progress run-progress" style="flex:1;max-width:480px" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+        aria-valuenow="${percent}" data-phase="${(run.work || {}).phase || ""}" title="training and the final evaluation, weighed by their work"><div style="width:${percent}%"></div></div>
+        <span class="progress-text">epoch ${run.current_epoch} / ${run.total_epochs}${within}${phase ? ` · ${phase}` : ""}${left ? ` · ${left}` : ""}</span>
         ${run.attempts > 1 ? html`<span class="muted">attempt ${run.attempts}</span>` : ""}</div>
+      ${run.state === "queued" && run.queue ? html`<p class="run-queue" data-position="${run.queue.position}" data-listening="${run.queue.listening}">${queueText(run.queue)}
+        <a href="#/queue">The queue</a>${run.queue.listening ? "" : html` says how to start a worker`}.</p>` : ""}
       ${run.resent_at && run.state === "queued" ? html`<p class="muted run-resent">Sent to the workers again at ${dateTime(run.resent_at)}: ${run.resent_why}</p>` : ""}
       ${run.error ? html`<p class="form-error run-error" role="alert">${run.error}</p>` : ""}
       ${masking.length ? html`<p class="form-error masking-warning" role="alert">⚠ Possible gradient masking: this run failed

@@ -154,6 +154,7 @@ def _pages(role: str, ids: dict) -> list[str]:
         f"#/compare?ids={','.join(map(str, ids['runs']))}",
         "#/studies",
         f"#/studies/{ids['study']}",
+        "#/queue",
         "#/account",
     ]
     return {

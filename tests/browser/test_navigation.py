@@ -13,8 +13,8 @@ from .conftest import sign_in
 pytestmark = pytest.mark.browser
 
 NAV = {
-    "admin": ["Home", "Datasets", "Review", "Runs", "Studies", "Users"],
-    "researcher": ["Home", "Datasets", "Review", "Runs", "Studies"],
+    "admin": ["Home", "Datasets", "Review", "Runs", "Studies", "Queue", "Users"],
+    "researcher": ["Home", "Datasets", "Review", "Runs", "Studies", "Queue"],
     "annotator": ["Home", "Annotate"],
 }
 

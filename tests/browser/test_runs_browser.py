@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 import tests.worker.test_training_tasks as tt
 from tests.conftest import ROOT, free_port
@@ -129,16 +131,25 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     evaluation = {k: stored[k] for k in ("autoattack_n", "eval_restarts", "epoch_eval_steps")}
     assert evaluation == {"autoattack_n": 16, "eval_restarts": 2, "epoch_eval_steps": 3}
     seen: set[str] = set()
+    bar: list[tuple[str, str, int]] = []  # (state, phase, percent) as the page showed them
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         state = page.locator(".run-head .state").get_attribute("data-state")
         seen.add(page.locator(".progress-text").inner_text())
+        progress = page.locator(".run-head .run-progress")
+        bar.append((state, progress.get_attribute("data-phase"),
+                    int(progress.get_attribute("aria-valuenow"))))  # fmt: skip
         if state == "succeeded":
             break
         assert state in ("queued", "running"), page.locator(".run-head").inner_text()
         time.sleep(0.3)
     else:
         pytest.fail(f"the run did not finish; worker log:\n{training_worker.log()}")
+    check_progress_to_the_end(bar, seen)
+    # the real worker said it listens, on its queues, and is idle again
+    (listening,) = page.request.get("/api/queue").json()["workers"]
+    assert listening["hostname"] == tt.NODE and tt.QUEUE in listening["queues"], listening
+    assert listening["doing"] == [] and listening["gpus"] == []
     ends = ("epoch 0 ", "epoch 8 ")
     intermediate = {s for s in seen if s.startswith("epoch ") and not s.startswith(ends)}
     assert intermediate, f"no live progress seen between epochs: {seen}"
@@ -156,6 +167,27 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     print(f"\nprogress texts seen live: {sorted(seen)}")
     check_final_evaluation(page, run_id)
     check_masking_warning(page, run_id, db)
+
+
+def check_progress_to_the_end(bar: list[tuple[str, str, int]], seen: set[str]) -> None:
+    """Issue 29: the bar counts the final evaluation. It never goes back, is short of 100 %
+    while the run trains and evaluates (the evaluation named with its stage and images, its
+    time left promised), and full only once the run has succeeded."""
+    percents = [p for _, _, p in bar]
+    assert percents == sorted(percents), bar
+    running = [(phase, p) for state, phase, p in bar if state == "running"]
+    assert running and all(p < 100 for _, p in running), bar
+    evaluating = [p for phase, p in running if phase == "evaluating"]
+    assert evaluating, f"the evaluation was never shown as a phase: {bar}"
+    trained = [p for phase, p in running if phase == "training"]
+    assert not trained or max(trained) <= min(evaluating)
+    assert bar[-1][0] == "succeeded" and bar[-1][2] == 100
+    stages = [t for t in seen if "final evaluation: " in t]
+    assert any(re.search(r"final evaluation: .+ \((\d+ /|on) \d+ images, step \d+ of \d+\)", t)
+               for t in stages), stages  # fmt: skip
+    assert any("AutoAttack" in t for t in stages), stages
+    training = [t for t in seen if "training · about" in t]
+    assert all("(the final evaluation included)" in t for t in training), training
 
 
 def check_final_evaluation(page, run_id: int) -> None:
@@ -179,6 +211,7 @@ def check_final_evaluation(page, run_id: int) -> None:
     assert page.locator(".masking-warning").count() == (1 if failed else 0)
     page.goto("/#/runs")
     row = page.locator(f"table.runs tr[data-run='{run_id}']")
+    assert row.locator("td.col-progress .progress").get_attribute("data-percent") == "100"
     assert "AutoAttack" in page.locator("th[data-col=autoattack]").inner_text()
     assert row.locator("td.col-autoattack").inner_text().split()[-2:] == ["n", "16"]
     assert "PGD-5×2" in row.locator("td.col-pgd").inner_text()
@@ -246,3 +279,47 @@ def test_the_gpus_setting_launches_a_multi_process_run(runs_page, login, train_d
     row = page.locator(".run-config-table tr[data-key=gpus]")
     assert row.inner_text().split("\t")[-1].startswith("2 (one process each")
     assert page.locator(".run-config-table tr[data-key=sync_batchnorm]").count() == 1
+
+
+def test_a_queued_run_shows_its_place_in_the_queue(runs_page, login, train_dataset, db):
+    """Issue 29: a run that waits says where it stands: its position, "waiting for a worker"
+    while none listens, and once one does, when it should start and on which worker; the
+    queue page lists the waiting runs in order."""
+    from backend.models import TrainingRun, WorkerPresence
+    from backend.services import workers
+    from backend.services.runs.launch import create_runs
+    from tests.browser.test_demo_pages import PAGE_PROBLEMS
+
+    db.query(WorkerPresence).delete()  # nobody listens
+    db.commit()
+    ids = []
+    for n in (1, 2):
+        form = {"dataset_id": train_dataset, "model": "small_cnn", "epochs": 1,
+                "name": f"waiting {n}"}  # fmt: skip
+        (run,) = create_runs(db, None, form, enqueue_fn=lambda *_: "not-sent")
+        ids.append(run.id)
+    page = runs_page
+    login(page, "researcher")
+    page.goto(f"/#/runs/{ids[1]}")
+    place = page.locator(".run-head .run-queue")
+    expect(place).to_have_attribute("data-position", "2")
+    expect(place).to_contain_text("Position 2 of 2 in the queue")
+    expect(place).to_contain_text("waiting for a worker: none is listening")
+    # a worker starts listening: the page, following the run, says when it should start
+    workers.beat(db, "gpu0@lab", queues=[tt.QUEUE, "default"], gpus=[], leases={}, job=None)
+    expect(place).to_contain_text("on worker gpu0@lab", timeout=20000)
+    expect(place).to_have_attribute("data-listening", "1")
+    page.goto("/#/queue")
+    rows = page.locator("table.queue-waiting tbody tr")
+    expect(rows).to_have_count(2)
+    assert [r.get_attribute("data-position") for r in rows.all()] == ["1", "2"]
+    assert [r.get_attribute("data-id") for r in rows.all()] == [str(i) for i in ids]
+    assert "gpu0@lab" in page.locator("table.queue-workers").inner_text()
+    assert page.evaluate(PAGE_PROBLEMS) == []
+    workers.forget(db, "gpu0@lab")
+    page.reload()
+    expect(page.locator(".queue-no-worker")).to_contain_text("No worker is listening")
+    assert "backend.demo --worker-only" in page.locator(".queue-howto").inner_text()
+    for run_id in ids:
+        db.get(TrainingRun, run_id).state = "cancelled"
+    db.commit()

@@ -10,8 +10,9 @@
 
 Re-running the same train command after a kill resumes from the last finished epoch.
 --events appends one JSON line per progress point and per finished epoch to a file (what a
-supervising process relays: {"event": "batch", "point": ...} and {"event": "epoch", "epoch":
-..., "total": ..., "metrics": ...}); --stop-file stops the run (exit code 1, the last
+supervising process relays: {"event": "batch", "point": ...}, {"event": "epoch", "epoch":
+..., "total": ..., "metrics": ...} and the final evaluation's {"event": "evaluation", "point":
+...}); --stop-file stops the run (exit code 1, the last
 checkpoint kept) at the next batch once that file exists. Under torchrun, rank 0 alone
 writes the events and watches the stop file, and stops every rank.
 A bad configuration prints one line naming the field and exits with code 2.
@@ -79,6 +80,9 @@ class _EventFile:
     def on_batch(self, point: dict) -> None:
         self._write({"event": "batch", "point": point})
 
+    def on_evaluation(self, point: dict) -> None:
+        self._write({"event": "evaluation", "point": point})
+
 
 def _print_epoch(_epoch: int, _total: int, metrics: dict) -> None:
     print(json.dumps(metrics), flush=True)
@@ -101,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_epoch=events.on_epoch if events else _print_epoch,
         on_batch=events.on_batch if events else None,
+        on_evaluation=events.on_evaluation if events else None,
         should_stop=stop_file.exists if stop_file else None,
     )
     # under torchrun only rank 0 has the results (the other ranks return {}); with --events

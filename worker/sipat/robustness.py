@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
@@ -26,6 +26,13 @@ from .attacks import eval_mode, pgd_attack
 from .data import TensorSet
 
 _logger = logging.getLogger(__name__)
+
+# pgd_robust's on_batch(images done, share of the work done), after each batch
+OnPgdBatch = Callable[[int, float], None]
+# autoattack's on_event(event, attack, value): "initial" (value: the clean accuracy), "start"
+# (an attack begins), "batch" (value: the share of its batches done), "end" (value: the robust
+# accuracy after it), "stop" (no robust image left: the remaining attacks are skipped)
+OnAutoAttackEvent = Callable[[str, str, float], None]
 
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in its order
 AA_ITERATIONS = 100  # APGD-CE, APGD-T and FAB-T (the package's standard version)
@@ -59,16 +66,19 @@ def pgd_robust(
     seed: int = 0,
     device: str = "cpu",
     batch_size: int = 256,
+    on_batch: OnPgdBatch | None = None,
 ) -> Tensor:
     """Per-image robust flags (bool, CPU) under L-inf PGD-`steps` with `restarts` random starts.
 
     alpha = eps / 4 unless given. Restart r > 0 attacks only the images still robust, so the
     flags are the worst case over the restarts. eps = 0 gives clean correctness.
+    on_batch(images done, share done): after each batch of images, every restart made.
     """
     alpha = eps / 4 if alpha is None else alpha
     gen = torch.Generator(device=device).manual_seed(seed)
     flags = []
-    for idx in _batches(len(ts), batch_size):
+    n, done = len(ts), 0
+    for idx in _batches(n, batch_size):
         x, _, _, y = ts.batch(idx, device)
         robust = _correct(model, x, y)
         if eps > 0:
@@ -79,6 +89,9 @@ def pgd_robust(
                 x_adv = pgd_attack(model, x[live], y[live], eps, alpha, steps, generator=gen)
                 robust[live] &= _correct(model, x_adv, y[live])
         flags.append(robust.cpu())
+        done += len(idx)
+        if on_batch is not None:
+            on_batch(done, done / n)
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
 
 
@@ -87,12 +100,14 @@ class _AutoAttackLog(logging.Handler):
 
     _AFTER = re.compile(r"robust accuracy after (\S+): ([0-9.]+)%")
     _INITIAL = re.compile(r"initial accuracy: ([0-9.]+)%")
+    _BATCH = re.compile(r"^(\S+) - (\d+)/(\d+) - ")
 
-    def __init__(self) -> None:
+    def __init__(self, on_event: OnAutoAttackEvent | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.after: dict[str, float] = {}
         self.initial: float | None = None
         self.warnings: list[str] = []
+        self.on_event = on_event or (lambda _event, _attack, _value: None)
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
@@ -101,16 +116,25 @@ class _AutoAttackLog(logging.Handler):
         elif m := self._AFTER.search(text):
             self.after[m.group(1).lower()] = float(m.group(2)) / 100
             _logger.info("AutoAttack: %s", text)  # progress, for the run's log
+            self.on_event("end", m.group(1).lower(), self.after[m.group(1).lower()])
         elif m := self._INITIAL.search(text):
             self.initial = float(m.group(1)) / 100
+            self.on_event("initial", "", self.initial)
+        elif m := self._BATCH.search(text):
+            self.on_event("batch", m.group(1).lower(), int(m.group(2)) / int(m.group(3)))
         elif text.startswith("running "):
             _logger.info("AutoAttack: %s", text)
+            self.on_event("start", text.removeprefix("running ").strip().lower(), 0.0)
+        elif text.startswith("no robust datapoints left"):
+            self.on_event("stop", "", 0.0)
 
 
 @contextmanager
-def _captured_autoattack_log() -> Iterator[_AutoAttackLog]:
+def _captured_autoattack_log(
+    on_event: OnAutoAttackEvent | None = None,
+) -> Iterator[_AutoAttackLog]:
     log = logging.getLogger("auto-attack")
-    handler = _AutoAttackLog()
+    handler = _AutoAttackLog(on_event)
     saved = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
@@ -164,9 +188,11 @@ def autoattack(
     seed: int = 0,
     device: str = "cpu",
     batch_size: int = 250,
+    on_event: OnAutoAttackEvent | None = None,
 ) -> dict[str, Any]:
     """AutoAttack (standard, L-inf) on every image of `ts`; a report with its accuracy after
     each attack as the package reports it, its warnings, and the per-image robust flags.
+    on_event: its progress as the package logs it (OnAutoAttackEvent).
 
     The caller's global torch RNG state is left as it was (the package reseeds it).
     """
@@ -210,7 +236,7 @@ def autoattack(
     cuda = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
     # the package's model exactly as a user hands it over: in eval mode, native BatchNorm
     plain = eval_mode(model, affine_batchnorm=False)
-    with plain, torch.random.fork_rng(devices=cuda), _captured_autoattack_log() as log:
+    with plain, torch.random.fork_rng(devices=cuda), _captured_autoattack_log(on_event) as log:
         aa = build_autoattack(model, eps, n_classes, seed=seed, device=device)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     seconds = time.perf_counter() - started

@@ -25,12 +25,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from runconfig import cost
+
 from . import device as accel
 from . import distributed
 from .checkpoint import load_checkpoint, save_atomic
 from .config import ConfigError, TrainConfig, TrainingCancelled
 from .data import DataBundle, FileSet, MemoryBatches, StreamBatches, load_data
-from .evaluate import clean_accuracy, evaluate_model, evaluation_settings, robust_accuracy
+from .evaluate import (
+    OnProgress,
+    clean_accuracy,
+    evaluate_model,
+    evaluation_settings,
+    evaluation_stages,
+    robust_accuracy,
+)
 from .methods import budget_scale, build_method
 from .models import build_model
 from .runtime import tune_cpu_allocator
@@ -43,7 +52,7 @@ METRICS = "metrics.json"
 
 OnEpoch = Callable[[int, int, dict[str, Any]], None]
 # on_batch(point): {step, epoch, batch, batches, loss, accuracy, images, images_per_s, device,
-# memory_bytes}; see train()
+# memory_bytes, work}; see train()
 OnBatch = Callable[[dict[str, Any]], None]
 # on_batch's default pace: about this many points per epoch
 BATCH_POINTS_PER_EPOCH = 20
@@ -100,6 +109,13 @@ def _evaluation(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def _stage_args(cfg: TrainConfig) -> dict[str, Any]:
+    """_evaluation's arguments that size the evaluation's stages."""
+    ev = _evaluation(cfg)
+    ev.pop("seed")
+    return ev
+
+
 def train(
     config: TrainConfig,
     out_dir: Path,
@@ -110,6 +126,7 @@ def train(
     batch_every: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    on_evaluation: OnProgress | None = None,
 ) -> dict[str, Any]:
     """Train `config.method`, writing checkpoint.pt (each epoch), final.pt and metrics.json.
 
@@ -119,7 +136,10 @@ def train(
     points per epoch) and after an epoch's last batch, with the mean loss and accuracy over
     the batches since the previous point, `step` (batches done since the run began, over all
     epochs), `batches` (per epoch), the images per second measured over those batches, and
-    the device with its peak memory in bytes.
+    the device with its peak memory in bytes, and `work`: the run's work in the units of
+    runconfig.cost (train_units in all and train_units_done so far, evaluation_units: the
+    final evaluation's estimate, processes, units_per_s measured over the point's batches).
+    on_evaluation(point): the final evaluation's progress (evaluate.EvaluationProgress).
     should_stop(): checked before every batch; if true, TrainingCancelled is raised and
     the epoch in progress is discarded (the last checkpoint stays).
     Returns the content of metrics.json.
@@ -237,6 +257,18 @@ def train(
         runtime["loader_note"] = batches.why_fewer
     n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
     every = batch_every or max(1, n_batches // BATCH_POINTS_PER_EPOCH)
+    # the run's work (runconfig.cost), for the app's progress bar and its time left
+    passes = cost.train_passes(cfg.method, cfg.steps)
+    epoch_units = len(train_set) * passes + cost.epoch_check_units(
+        len(data.test), len(attacked), cfg.epoch_eval_steps
+    )
+
+    def evaluation_units() -> float:
+        survival = history[-1]["robust_accuracy"] if history else cost.DEFAULT_SURVIVAL
+        stages = evaluation_stages(data, **_stage_args(cfg), survival=survival)
+        return sum(s.units for s in stages)
+
+    eval_units = evaluation_units()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -276,6 +308,7 @@ def train(
                     )
                     point_seen = int(point_seen)
                 elapsed = time.perf_counter() - point_t0
+                rate = point_seen / elapsed if elapsed > 0 else None
                 if on_batch is not None:
                     on_batch(
                         {
@@ -286,9 +319,17 @@ def train(
                             "loss": point_loss / point_seen,
                             "accuracy": point_correct / point_seen,
                             "images": point_seen,
-                            "images_per_s": point_seen / elapsed if elapsed > 0 else None,
+                            "images_per_s": rate,
                             "device": runtime.get("device_name") or device,
                             "memory_bytes": _memory_bytes(device),
+                            "work": {
+                                "train_units": cfg.epochs * epoch_units,
+                                "train_units_done": epoch * epoch_units
+                                + (b + 1) / n_batches * len(train_set) * passes,
+                                "evaluation_units": eval_units,
+                                "processes": dist.world if dist else 1,
+                                "units_per_s": rate * passes if rate else None,
+                            },
                         }
                     )
                 point_loss, point_correct, point_seen = 0.0, 0, 0
@@ -318,6 +359,7 @@ def train(
             "robust_steps": cfg.epoch_eval_steps,  # one restart: a cheap progress signal
         }
         history.append(metrics)
+        eval_units = evaluation_units()  # with this epoch's robust accuracy
         save_atomic(
             {
                 "fingerprint": cfg.fingerprint(),
@@ -353,7 +395,14 @@ def train(
         distributed.shutdown(dist)
     # the final evaluation always runs in fp32: a reduced-precision attack could be weaker
     model.set_precision("fp32")
-    final = evaluate_model(model, data, **_evaluation(cfg), device=device)
+    final = evaluate_model(
+        model,
+        data,
+        **_evaluation(cfg),
+        device=device,
+        on_progress=on_evaluation,
+        survival=history[-1]["robust_accuracy"] if history else cost.DEFAULT_SURVIVAL,
+    )
     model.set_precision(cfg.precision)
     save_atomic(
         {

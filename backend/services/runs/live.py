@@ -5,7 +5,8 @@ worker's system figures; and the live stream's events since a cursor."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -122,15 +123,68 @@ def system_figures(run: TrainingRun) -> dict[str, Any] | None:
     return figures if isinstance(figures, dict) and figures else None
 
 
+def _when(text: Any) -> datetime | None:
+    try:
+        return aware(datetime.fromisoformat(text)) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def evaluation_estimate_s(work: dict[str, Any] | None) -> float | None:
+    """Seconds the final evaluation should take, before it has measured anything: its units
+    (runconfig.cost, from the configuration and the data) at the pace training measured, on
+    one process (training may have run on several)."""
+    work = work or {}
+    units, rate = work.get("evaluation_units"), work.get("units_per_s")
+    if not isinstance(units, (int, float)) or not isinstance(rate, (int, float)) or rate <= 0:
+        return None
+    return float(units) * float(work.get("processes") or 1) / float(rate)
+
+
+def evaluation_left_s(work: dict[str, Any], now: datetime) -> float | None:
+    """Seconds left of a running final evaluation: its units left at the pace it has measured
+    since it began (at training's pace before it has done anything); None once that time has
+    passed without the evaluation ending (longer than estimated)."""
+    ev = work.get("evaluation") or {}
+    began, at = _when(work.get("evaluation_started_at")), _when(ev.get("at"))
+    done, total = ev.get("units_done") or 0.0, ev.get("units_total") or 0.0
+    if began is None or at is None:
+        return None
+    span = (at - began).total_seconds()
+    if done > 0 and span > 0:
+        rate = done / span
+    else:
+        rate = float(work.get("units_per_s") or 0) / float(work.get("processes") or 1)
+    if rate <= 0:
+        return None
+    left = max(0.0, total - done) / rate - (now - at).total_seconds()
+    return left if left > 0 else None
+
+
 def time_left_s(
     run: TrainingRun, points: Sequence[RunBatch] = (), now: datetime | None = None
 ) -> float | None:
-    """Seconds left: from the measured batch rate (the per-batch points stored since the run
-    (re)started, which also counts the per-epoch checks once an epoch has passed), else from
-    the pace of the epochs finished since then."""
-    if run.state != "running" or run.started_at is None or run.total_epochs <= 0:
+    """Seconds until the run ends, its final evaluation included: while it trains, training's
+    time left from the measured batch rate (the per-batch points stored since the run
+    (re)started, which also counts the per-epoch checks once an epoch has passed; else the
+    pace of the epochs finished since then) plus the evaluation's estimate; while it
+    evaluates, the evaluation's time left at its measured pace."""
+    if run.state != "running" or run.started_at is None:
         return None
     now = now or utcnow()
+    work = run.work or {}
+    if work.get("phase") == "evaluating":
+        return evaluation_left_s(work, now)
+    training = training_left_s(run, points, now)
+    if training is None:
+        return None
+    return training + (evaluation_estimate_s(work) or 0.0)
+
+
+def training_left_s(run: TrainingRun, points: Sequence[RunBatch], now: datetime) -> float | None:
+    """Seconds of training left (time_left_s)."""
+    if run.started_at is None or run.total_epochs <= 0:
+        return None
     started = aware(run.started_at)
     assert started is not None
     per_epoch_batches = batches_per_epoch(run)
@@ -163,10 +217,21 @@ class LiveCursor:
     after_epoch: int = 0
     run: dict[str, Any] = field(default_factory=dict)
     log_tail: str | None = None
+    # a queued run's place in the queue, worked out again every PLACE_EVERY_S
+    place: dict[str, Any] | None = None
+    place_at: float = -math.inf
 
 
-def run_summary(run: TrainingRun, points: Sequence[RunBatch]) -> dict[str, Any]:
-    """The fields of a run that change while it trains (the stream's "run" event)."""
+# (session, run) -> a queued run's place in the queue (backend/services/work_queue.py)
+Place = Callable[[Session, TrainingRun], dict[str, Any] | None]
+PLACE_EVERY_S = 3.0
+
+
+def run_summary(
+    run: TrainingRun, points: Sequence[RunBatch], queue: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fields of a run that change while it trains (the stream's "run" event); `queue`:
+    its place while it waits."""
     left = time_left_s(run, points)
     return {
         "id": run.id,
@@ -180,15 +245,18 @@ def run_summary(run: TrainingRun, points: Sequence[RunBatch]) -> dict[str, Any]:
         "attempts": run.attempts,
         "batches_per_epoch": batches_per_epoch(run),
         "system": system_figures(run),
+        "work": run.work,
+        "queue": queue,
     }
 
 
 def live_events(
-    sessions: sessionmaker[Session], run_id: int, cursor: LiveCursor
+    sessions: sessionmaker[Session], run_id: int, cursor: LiveCursor, place: Place | None = None
 ) -> tuple[list[tuple[str, Any]], bool]:
     """What happened to a run since `cursor` (which moves on), read in one short session:
-    events [(name, data)] ("run" when its state, progress or time left changed, "log",
-    "epoch" and "batch" with the new rows, "end" once it has finished) and whether it has."""
+    events [(name, data)] ("run" when its state, progress, time left or place in the queue
+    changed, "log", "epoch" and "batch" with the new rows, "end" once it has finished) and
+    whether it has."""
     events: list[tuple[str, Any]] = []
     with sessions() as db:
         run = db.get(TrainingRun, run_id)
@@ -200,7 +268,11 @@ def live_events(
             .order_by(RunEpoch.epoch)
         ).all()
         new_points = batch_rows(db, run_id, cursor.after_step)
-        summary = run_summary(run, pace_points(db, run))
+        if run.state != "queued" or place is None:
+            cursor.place = None
+        elif time.monotonic() - cursor.place_at >= PLACE_EVERY_S:
+            cursor.place, cursor.place_at = place(db, run), time.monotonic()
+        summary = run_summary(run, pace_points(db, run), cursor.place)
         if summary != cursor.run:
             events.append(("run", summary))
             cursor.run = summary

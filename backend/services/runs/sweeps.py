@@ -117,7 +117,7 @@ def _train_images(db: Session, dataset_id: int) -> int:
     )
 
 
-def _rate(db: Session, method: str, model: str, dataset_id: int) -> float | None:
+def measured_rate(db: Session, method: str, model: str, dataset_id: int) -> float | None:
     """The median images per second measured by recent runs of this method and model (of
     this dataset where there are some); None when none reported a rate."""
     recent = db.execute(
@@ -155,7 +155,7 @@ def preview(db: Session, body: SweepCreate) -> dict[str, Any]:
         settings = launched.settings
         key = (settings.method, settings.model)
         if key not in rates:
-            rates[key] = _rate(db, *key, dataset_id)
+            rates[key] = measured_rate(db, *key, dataset_id)
         rate = rates[key]
         if rate is None:
             unknown.append(arm.key)

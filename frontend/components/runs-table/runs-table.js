@@ -1,7 +1,8 @@
 // The researcher's table of training runs: one row per run with the columns chosen (kept in
 // this browser), a box per row to select runs to compare, and sorting by a column header (the
 // server sorts by name, method, state, progress and date; the figures of the final evaluation
-// sort here). AutoAttack at the run's ε is the headline robust accuracy, PGD beside it; a run
+// sort here). The progress bar counts a run's final evaluation (full only once the run has ended;
+// "evaluating" under it while the evaluation runs). AutoAttack at the run's ε is the headline robust accuracy, PGD beside it; a run
 // that failed a gradient-masking check carries a warning badge.
 // Usage: import { COLUMNS } from "../components/runs-table/runs-table.js";   // defines <runs-table>
 //   <runs-table></runs-table>
@@ -13,9 +14,9 @@
 // Events: `sortchange` (detail: {sort}, e.g. "-state": fetch the runs in that order),
 // `selectionchange` (detail: {selected}, the ids).
 
-import { dateTime, greyLevels, percent as pct, wholePercent } from "../../lib/format.js";
+import { dateTime, greyLevels, percent as pct } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
-import { autoattackCell, autoattackOf, finalOf, maskingBadge, pgdAtTrainEps, pgdCell, stateBadge } from "../../lib/run-display.js";
+import { autoattackCell, autoattackOf, finalOf, maskingBadge, pgdAtTrainEps, pgdCell, phaseText, runPercent, stateBadge } from "../../lib/run-display.js";
 import { linkStylesheet } from "../../lib/styles.js";
 
 /** sort: the server's sort key; client: the value the browser sorts by. */
@@ -110,7 +111,13 @@ export class RunsTable extends HTMLElement {
         : greyLevels(r.config.eps);
       case "seed": return r.config.seed;
       case "state": return stateBadge(r.state);
-      case "progress": return html`<div class="progress" title="epoch ${r.current_epoch} of ${r.total_epochs}"><div style="width:${wholePercent(r.progress)}%"></div></div>`;
+      case "progress": {
+        // full only once the run has ended: its final evaluation is part of the bar
+        const phase = phaseText(r);
+        const title = `epoch ${r.current_epoch} of ${r.total_epochs}${phase ? ` · ${phase}` : ""} (training and the final evaluation, weighed by their work)`;
+        return html`<div class="progress" title="${title}" data-percent="${runPercent(r)}"><div style="width:${runPercent(r)}%"></div></div>
+          ${(r.work || {}).phase === "evaluating" && r.state === "running" ? html`<span class="muted run-phase">evaluating</span>` : ""}`;
+      }
       case "clean": return pct(finalOf(r).clean_accuracy);
       case "autoattack": return autoattackCell(r);
       case "pgd": return pgdCell(r);
