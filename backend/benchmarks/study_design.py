@@ -166,7 +166,9 @@ def quest_one(job: tuple[int, int, int]) -> dict[str, Any]:
         blocks.append(
             (x, int(rng.binomial(CS_TRIALS_PER_LEVEL, p_correct(x))), CS_TRIALS_PER_LEVEL)
         )
-    fit = psychometrics.fit_curve(blocks, design="2afc", grid=GRID, n_participants=1, samples=200)
+    fit = psychometrics.fit_curve(
+        blocks, design="2afc", grid=GRID, n_participants=1, samples=200, group=False
+    )
     cs_error = math.log(fit.threshold) - log_t if fit is not None else math.inf
 
     log10_ladder = np.log10(LADDER)

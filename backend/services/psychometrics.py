@@ -274,6 +274,7 @@ def fit_curve(
     n_participants: int,
     seed: int = 0,
     samples: int = POSTERIOR_SAMPLES,
+    group: bool = True,
 ) -> CurveFit | None:
     """psignifit's fit of (level in grey levels, k, n) blocks: one block per participant and
     level for a group, one per level for a participant. `grid` holds the design's tested
@@ -281,7 +282,8 @@ def fit_curve(
     yes/no, k counts "yes" and level-0 blocks are the clean trials (they fix the lower
     asymptote); in 2AFC, k counts correct answers and level 0 is left out (two identical
     images say nothing about the curve). Blocks above the grid (the catch level) constrain
-    the upper asymptote. None when fewer than two positive levels hold trials."""
+    the upper asymptote. `group`: a group's fit (flagged below MIN_PARTICIPANTS), else one
+    participant's. None when fewer than two positive levels hold trials."""
     import psignifit
 
     positive = sorted({float(e) for e in grid if e > 0})
@@ -366,7 +368,7 @@ def fit_curve(
     )
     if design == "yesno":
         out.threshold_d1, out.threshold_d1_ci = _d_prime_one(est, draws, sig)
-    out.flags = _flags(out, width_bounds=(width_min, 3 * spread), w_ci=(w_lo, w_hi))
+    out.flags = _flags(out, width_bounds=(width_min, 3 * spread), w_ci=(w_lo, w_hi), group=group)
     return out
 
 
@@ -393,13 +395,14 @@ def _d_prime_one(
 
 
 def _flags(
-    f: CurveFit, *, width_bounds: tuple[float, float], w_ci: tuple[float, float]
+    f: CurveFit, *, width_bounds: tuple[float, float], w_ci: tuple[float, float], group: bool
 ) -> list[str]:
     """What a reader of the fit must know, in words."""
     out: list[str] = []
-    if f.n_participants < MIN_PARTICIPANTS and f.n_participants > 1:
+    if group and f.n_participants < MIN_PARTICIPANTS:
+        people = "participant" if f.n_participants == 1 else "participants"
         out.append(
-            f"Only {f.n_participants} participants: this analysis asks for at least "
+            f"Only {f.n_participants} {people}: this analysis asks for at least "
             f"{MIN_PARTICIPANTS}; with fewer, the threshold's interval may be too narrow."
         )
     lo_w, hi_w = width_bounds

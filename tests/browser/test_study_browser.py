@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from tests.backend.study_support import make_dataset, make_run, ready_study
+from tests.backend.study_support import analysed_results, make_dataset, make_run, ready_study
 
 
 def test_participant_takes_a_study_with_a_reload(
@@ -124,7 +124,8 @@ def test_researcher_sees_studies_and_results(
             f"/api/participate/{tok}/trials/{t['id']}/answer", json={"answer": right, "rt_ms": 700}
         )
     client.post(f"/api/participate/{tok}/complete")
-    results = client.get(f"/api/studies/{study['id']}/results", headers=auth["researcher"]).json()
+    # the analysis is computed in the background; the page shows the stored one
+    results = analysed_results(client, auth["researcher"], study["id"])
     assert not results["excluded"], results["excluded"]
     login(page, "researcher")
     page.click("nav >> text=Studies")
@@ -133,6 +134,11 @@ def test_researcher_sees_studies_and_results(
     page.wait_for_selector(".study-plot")
     assert page.locator(".study-plot circle").count() == 3
     assert page.locator(".study-plot polyline").count() >= 1  # robust accuracy (and fit if any)
+    # the analysis says what it was computed from; one participant is flagged in words
+    assert "Analysis of" in page.text_content(".analysis-state")
+    assert "Only 1 participant" in page.text_content(".fit-flags")
+    assert "posterior predictive p" in page.text_content(".fit-details")
+    assert "(chance check)" in page.text_content(".results-table")
     assert f"/s/{link}?PROLIFIC_PID=" in page.text_content(".participant-link")
     # the stimulus preview: 4 source images x the 3 epsilons, each image loaded from the
     # researcher's route and drawn at its natural size, its measured L-inf within the budget

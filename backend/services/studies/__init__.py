@@ -6,7 +6,10 @@ the participant's answers, exclusions and the analysis.
 - participation.py: sessions (counted from consent, optionally capped), consent, the device
   check, trials, answers, completion, the per-session stimulus ids and the stimulus bytes a
   participant may fetch
-- analysis.py: trial rows, exclusions, results, the trials CSV, a run's robust-accuracy curve
+- analysis.py: trial rows, exclusions, results (analyse_run: one run's points, psignifit fit and
+  per-participant fits from plain counts), the trials CSV, a run's robust-accuracy curve
+- analysis_cache.py: the analysis computed in the background when answers arrive, stored, and
+  read by the results page
 - preview.py: the runs a study may use, the researcher's preview of the stimuli, a stimulus
   file, the source image as stimuli are made from it
 - stimuli.py: stimulus generation's data side (what is missing, storing each PNG and row,

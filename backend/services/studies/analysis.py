@@ -340,6 +340,7 @@ def analyse_run(
                 n_participants=1,
                 seed=seed,
                 samples=500,
+                group=False,
             )
             if one is not None:
                 individual.append(
