@@ -121,8 +121,12 @@ def get_dataset(dataset: DatasetDep, _: ResearcherUser, db: SessionDep) -> Datas
 def update_dataset(
     dataset: DatasetDep, body: DatasetUpdate, _: ResearcherUser, db: SessionDep
 ) -> DatasetPublic:
-    """Change a dataset's description, annotator instructions or annotators per image."""
-    datasets_service.update_dataset(db, dataset, body.model_dump(exclude_none=True))
+    """Change a dataset's description, annotator instructions, annotators per image or
+    proposals."""
+    changes = body.model_dump(exclude_none=True)
+    if "proposals" in body.model_fields_set:  # null turns them off
+        changes["proposals"] = body.proposals
+    datasets_service.update_dataset(db, dataset, changes)
     return _public(db, [dataset])[0]
 
 

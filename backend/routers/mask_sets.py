@@ -37,6 +37,7 @@ def create_mask_set(
         min_annotators=body.min_annotators,
         min_agreement=body.min_agreement,
         created_by=user,
+        exclude_proposals=body.exclude_proposals,
     )
     out = MaskSetFrozen.model_validate(mask_set)
     if not created:

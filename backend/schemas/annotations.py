@@ -291,6 +291,17 @@ class AnnotatorQuality(BaseModel):
     mean_area_fraction: float
 
 
+class ProvenanceAgreement(BaseModel):
+    # "drawn", "assisted" (wand, superpixels, refine), "proposal" (seeded) or "unrecorded"
+    kind: str
+    num_masks: int
+    num_images: int
+    # among masks of this kind on one image (images with two or more)
+    mean_pairwise_iou: float | None
+    # each mask against the binarised consensus of every other mask of its image
+    agreement_with_others: float | None
+
+
 class DatasetAgreement(BaseModel):
     dataset_id: int
     statuses: list[str]
@@ -303,6 +314,8 @@ class DatasetAgreement(BaseModel):
     splits: int
     seed: int
     images: list[ImageAgreement]
+    # the agreement split by how the masks were made (services/consensus.PROVENANCE_KINDS)
+    by_provenance: list[ProvenanceAgreement] = []
     annotators: list[AnnotatorQuality]
 
 
@@ -314,6 +327,8 @@ class MaskSetCreate(BaseModel):
     statuses: list[Literal["submitted", "accepted"]] = Field(default=["accepted"], min_length=1)
     min_annotators: int = Field(default=1, ge=1, le=1000)
     min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    # leave out masks seeded by a machine proposal (a proposal can anchor what people mark)
+    exclude_proposals: bool = False
 
 
 class MaskSetItemPublic(ORMModel):

@@ -19,6 +19,8 @@ class DatasetPublic(ORMModel):
     description: str
     instructions: str
     annotators_per_image: int
+    # machine proposals offered to its annotators: null (off), "saliency" or "run:{id}"
+    proposals: str | None = None
     content_hash: str
     num_classes: int = 0
     num_images: int = 0
@@ -39,6 +41,9 @@ class DatasetUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=10_000)
     instructions: str | None = Field(default=None, max_length=10_000)
     annotators_per_image: int | None = Field(default=None, ge=1, le=100)
+    # null or "off" turns proposals off; "saliency" (a classical spectral-residual map) or
+    # "run:{id}" (a finished run's salience maps of this dataset) turns them on
+    proposals: str | None = Field(default=None, max_length=32)
 
 
 class ImagePublic(ORMModel):

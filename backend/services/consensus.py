@@ -33,6 +33,19 @@ from backend.models import (
 from backend.services.masks.codec import grey_png, load_revision_mask
 
 ALLOWED_STATUSES = ("submitted", "accepted")
+# how a mask was made, from its revision's provenance: by hand alone, with the wand, the
+# superpixel brush or GrabCut ("assisted"), from a machine proposal (seeded: a proposal can
+# anchor what people mark), or not recorded (imports, saves before provenance was recorded)
+PROVENANCE_KINDS = ("drawn", "assisted", "proposal", "unrecorded")
+
+
+def provenance_kind(provenance: dict[str, Any] | None, proposal_source: str | None) -> str:
+    """The PROVENANCE_KINDS entry of a revision."""
+    if proposal_source or (provenance or {}).get("proposal"):
+        return "proposal"
+    if provenance is None:
+        return "unrecorded"
+    return "assisted" if any(v > 0 for k, v in provenance.items() if k != "drawn") else "drawn"
 
 
 @dataclass
@@ -42,6 +55,7 @@ class AnnotatorMask:
     revision_id: int
     active_ms: int
     mask: np.ndarray
+    provenance_kind: str = "unrecorded"
 
 
 @dataclass
@@ -84,7 +98,14 @@ def load_masks(
     out: dict[int, ImageMasks] = {}
     for ann, rev in db.execute(query).all():
         out.setdefault(ann.image_id, ImageMasks(ann.image_id)).masks.append(
-            AnnotatorMask(ann.id, ann.annotator_id, rev.id, ann.active_ms, load_revision_mask(rev))
+            AnnotatorMask(
+                ann.id,
+                ann.annotator_id,
+                rev.id,
+                ann.active_ms,
+                load_revision_mask(rev),
+                provenance_kind(rev.provenance, rev.proposal_source),
+            )
         )
     return out
 
@@ -181,6 +202,44 @@ def annotator_quality(
     }
 
 
+def agreement_by_provenance(
+    images: dict[int, ImageMasks], threshold: float
+) -> list[dict[str, Any]]:
+    """Agreement split by how the masks were made (PROVENANCE_KINDS, the kinds present): per
+    kind, the mean pairwise IoU among masks of that kind on one image (images with two or
+    more), and each mask's IoU with the binarised consensus of every other mask of its image."""
+    out = []
+    for kind in PROVENANCE_KINDS:
+        pairwise: list[float] = []
+        with_others: list[float] = []
+        num_masks = 0
+        num_images = 0
+        for im in images.values():
+            mine = [m for m in im.masks if m.provenance_kind == kind]
+            if not mine:
+                continue
+            num_masks += len(mine)
+            num_images += 1
+            value = mean_pairwise_iou([m.mask for m in mine])
+            if value is not None:
+                pairwise.append(value)
+            for m in mine:
+                others = [o.mask for o in im.masks if o is not m]
+                if others:
+                    with_others.append(iou(m.mask, consensus(others) >= threshold))
+        if num_masks:
+            out.append(
+                {
+                    "kind": kind,
+                    "num_masks": num_masks,
+                    "num_images": num_images,
+                    "mean_pairwise_iou": float(np.mean(pairwise)) if pairwise else None,
+                    "agreement_with_others": float(np.mean(with_others)) if with_others else None,
+                }
+            )
+    return out
+
+
 def dataset_agreement(
     db: Session,
     dataset: Dataset,
@@ -215,6 +274,7 @@ def dataset_agreement(
         "splits": splits,
         "seed": seed,
         "images": per_image,
+        "by_provenance": agreement_by_provenance(images, threshold),
         "annotators": [
             {"annotator_id": uid, "annotator": names.get(uid, "?"), **q}
             for uid, q in sorted(quality.items())
@@ -253,6 +313,7 @@ def freeze_mask_set(
     min_annotators: int,
     min_agreement: float | None,
     created_by: User | None,
+    exclude_proposals: bool = False,
 ) -> tuple[MaskSet, bool]:
     """Freeze the current consensus of the images passing the filter into a MaskSet.
 
@@ -262,12 +323,18 @@ def freeze_mask_set(
     dataset has already is refused (Conflict).
     An image passes with at least min_annotators masks and, when min_agreement is given,
     a mean pairwise IoU at or above it (single-mask images then fail: agreement unknown).
-    Empty masks are excluded before the filter; their number is in the set's filter.
+    Empty masks are excluded before the filter; their number is in the set's filter. With
+    exclude_proposals, masks seeded by a machine proposal are left out too (counted there).
     """
     images = load_masks(db, dataset_id=dataset.id, statuses=statuses)
     chosen = []
     empty_masks = 0
+    proposal_masks = 0
     for im in images.values():
+        if exclude_proposals:
+            human = [m for m in im.masks if m.provenance_kind != "proposal"]
+            proposal_masks += len(im.masks) - len(human)
+            im.masks = human
         # An empty mask is left out (it says "nothing is salient", seldom what was meant; the
         # review flags it); the set's filter records how many, so nothing is silent.
         kept = [m for m in im.masks if m.mask.any()]
@@ -284,7 +351,9 @@ def freeze_mask_set(
             (im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks), agreement)
         )
     if not chosen:
-        left_out = f" ({empty_masks} empty masks were left out)" if empty_masks else ""
+        left = [f"{empty_masks} empty masks"] if empty_masks else []
+        left += [f"{proposal_masks} masks seeded by a proposal"] if proposal_masks else []
+        left_out = f" ({' and '.join(left)} were left out)" if left else ""
         raise Invalid(f"No image passes the filter{left_out}; nothing was frozen.")
     digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
     existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
@@ -301,6 +370,11 @@ def freeze_mask_set(
             "min_annotators": min_annotators,
             "min_agreement": min_agreement,
             "empty_masks_excluded": empty_masks,
+            **(
+                {"exclude_proposals": True, "proposal_masks_excluded": proposal_masks}
+                if exclude_proposals
+                else {}
+            ),
         },
         created_by_id=created_by.id if created_by else None,
     )

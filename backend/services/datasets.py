@@ -35,12 +35,14 @@ from backend.models import (
     Dataset,
     DatasetClass,
     Image,
+    TrainingRun,
     User,
     utcnow,
 )
 from backend.services.archives import read_capped
 from backend.services.dataset_formats import Entry, Item, Layout, read_layout
 from backend.services.mask_exchange import EncodedMask, import_account, imported_revision
+from backend.services.masks.aids import check_proposal_source
 from backend.services.masks.codec import png_to_mask
 
 _logger = logging.getLogger(__name__)
@@ -365,8 +367,16 @@ def import_dataset(
 
 
 def update_dataset(db: Session, dataset: Dataset, changes: dict[str, object]) -> Dataset:
-    """Set the given fields (description, annotator instructions, annotators per image;
-    the request's schema says which may change)."""
+    """Set the given fields (description, annotator instructions, annotators per image,
+    proposals; the request's schema says which may change). Proposals are null or "off" (off),
+    "saliency", or "run:{id}" of a finished run of this dataset."""
+    if "proposals" in changes:
+        source = changes["proposals"]
+        source = None if source in (None, "off") else str(source)
+        run_id = source[4:] if source and source.startswith("run:") else ""
+        run = db.get(TrainingRun, int(run_id)) if run_id.isdigit() and len(run_id) < 10 else None
+        check_proposal_source(source, dataset, run)
+        changes = {**changes, "proposals": source}
     for field, value in changes.items():
         setattr(dataset, field, value)
     db.commit()

@@ -29,6 +29,15 @@ export async function mount(root, { params }) {
           <label>Annotators per image
             <input name="annotators_per_image" type="number" min="1" max="100" step="1"
               value="${ds.annotators_per_image}" style="max-width:120px"></label>
+          <div class="row">
+            <label title="A machine proposal can anchor what people mark: every mask records whether it started from one">Machine proposals for annotators
+              <select name="proposals">
+                <option value="off">off</option>
+                <option value="saliency">classical saliency (spectral residual)</option>
+                <option value="run">a finished run's salience maps</option></select></label>
+            <label class="proposal-run" hidden>Run id <input name="proposal_run" type="number" min="1" style="max-width:100px"
+              value="${ds.proposals && ds.proposals.startsWith("run:") ? ds.proposals.slice(4) : ""}"></label>
+          </div>
           <p class="form-error" role="alert" hidden></p>
           <p class="form-ok" role="status" hidden></p>
           <div class="row"><button type="submit" class="primary">Save settings</button></div>
@@ -66,6 +75,10 @@ export async function mount(root, { params }) {
     </section>`);
 
   const form = root.querySelector("form.settings");
+  const showRunField = () => { form.querySelector(".proposal-run").hidden = form.proposals.value !== "run"; };
+  form.proposals.value = !ds.proposals ? "off" : ds.proposals.startsWith("run:") ? "run" : ds.proposals;
+  showRunField();
+  form.proposals.addEventListener("change", showRunField);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const err = form.querySelector(".form-error");
@@ -80,7 +93,8 @@ export async function mount(root, { params }) {
     try {
       await api(`/api/datasets/${id}`, {
         method: "PATCH",
-        body: { description: form.description.value, instructions: form.instructions.value, annotators_per_image: n },
+        body: { description: form.description.value, instructions: form.instructions.value, annotators_per_image: n,
+          proposals: form.proposals.value === "run" ? `run:${form.proposal_run.value}` : form.proposals.value },
       });
       ok.textContent = "Saved.";
       ok.hidden = false;

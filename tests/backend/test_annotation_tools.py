@@ -1,15 +1,28 @@
 """The drawing aids of issue 28 on the server: every revision keeps its provenance (the share of
 its pixels each tool contributed, the proposal it started from) and bad provenance is refused
-with a sentence."""
+with a sentence; superpixels are computed once and kept in the store; GrabCut finds a clear
+object from a box or a rough mask; proposals are off until a researcher turns them on; the
+agreement splits by provenance and a freeze can leave proposal-seeded masks out."""
 
 from __future__ import annotations
 
+import base64
+import io
+import zlib
+
+import numpy as np
 import pytest
 import sqlalchemy as sa
+from PIL import Image as PILImage
+from scipy import ndimage
 
-from backend.models import AnnotationRevision
+from backend.core.storage import get_storage
+from backend.models import Annotation, AnnotationRevision, MaskSet
+from backend.services.masks import png_to_mask
+from tests.conftest import make_zip
 
-from .test_annotation import body, counts, put, square
+from .test_annotation import body, counts, mask_png, put, square
+from .test_masks import drawn  # noqa: F401 - the fixture of hand-made masks
 
 
 def test_provenance_is_recorded_per_revision_and_read_back(client, seeded, auth, db):
@@ -60,3 +73,167 @@ def test_bad_provenance_is_refused_with_a_sentence(client, seeded, auth, db, cas
     assert r.status_code == 422, r.text
     assert words in r.json()["detail"], r.json()
     assert counts(db) == before
+
+
+# ---------------------------------------------------------------------------- server aids
+
+W, H = 64, 48
+
+
+def object_image() -> tuple[np.ndarray, np.ndarray]:
+    """An ellipse of one colour on a background of another, each pixel off by up to 8."""
+    y, x = np.mgrid[0:H, 0:W]
+    ellipse = ((x - 34) / 18) ** 2 + ((y - 22) / 12) ** 2 <= 1
+    rng = np.random.default_rng(28)
+    rgb = np.where(ellipse[..., None], (200, 60, 40), (40, 90, 150)) + rng.integers(
+        -8, 9, (H, W, 3)
+    )
+    return rgb.astype(np.uint8), ellipse
+
+
+@pytest.fixture()
+def bird(client, auth, seeded):
+    """A dataset of one object image; its id and the image's, and the object's mask."""
+    rgb, ellipse = object_image()
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, "PNG")
+    r = client.post(
+        "/api/datasets/import",
+        headers=auth["researcher"],
+        data={"name": "bird"},
+        files={"file": ("b.zip", make_zip({"bird/o.png": buf.getvalue()}), "application/zip")},
+    )
+    assert r.status_code == 201, r.text
+    dataset_id = r.json()["id"]
+    images = client.get(f"/api/datasets/{dataset_id}/images", headers=auth["researcher"])
+    return dataset_id, images.json()["data"][0]["id"], ellipse
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_superpixels_are_computed_once_and_kept_in_the_store(client, auth, bird):
+    _, image_id, _ = bird
+    url = f"/api/annotate/images/{image_id}/superpixels"
+    first = client.get(url, params={"size": "small"}, headers=auth["annotator"]).json()
+    labels = np.frombuffer(zlib.decompress(base64.b64decode(first["labels"])), "<u2")
+    assert labels.size == W * H and first["count"] == labels.max() + 1
+    assert set(np.unique(labels)) == set(range(first["count"]))  # numbered 0..count-1
+    keys = get_storage().keys("derived/superpixels")
+    assert len(keys) == 1 and keys[0].endswith("/small.bin")
+    assert client.get(url, params={"size": "small"}, headers=auth["annotator"]).json() == first
+    sizes = {
+        s: client.get(url, params={"size": s}, headers=auth["annotator"]).json()["count"]
+        for s in ("small", "medium", "large")
+    }
+    # (on this 48 px image small and medium both reach the 2 px floor)
+    assert sizes["small"] >= sizes["medium"] > sizes["large"] >= 1
+    r = client.get(url, params={"size": "huge"}, headers=auth["annotator"])
+    assert r.status_code == 422 and "no superpixel size 'huge'" in r.json()["detail"]
+
+
+def test_refine_finds_the_object_from_a_box_or_a_rough_mask(client, auth, bird):
+    _, image_id, ellipse = bird
+    url = f"/api/annotate/images/{image_id}/refine"
+    r = client.post(url, json={"box": [12, 6, 58, 40]}, headers=auth["annotator"])
+    assert r.status_code == 200, r.text
+    from_box = png_to_mask(base64.b64decode(r.json()["mask_png_base64"]))
+    assert _iou(from_box, ellipse) >= 0.9 and r.json()["area"] == from_box.sum()
+    rough = ndimage.binary_dilation(ellipse, iterations=3)
+    payload = {"mask_png_base64": base64.b64encode(mask_png(rough)).decode()}
+    r = client.post(url, json=payload, headers=auth["annotator"])
+    assert r.status_code == 200, r.text
+    from_mask = png_to_mask(base64.b64decode(r.json()["mask_png_base64"]))
+    assert _iou(from_mask, ellipse) >= 0.9 > _iou(rough, ellipse)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ({"box": [0, 0, 64, 48]}, "covers the whole image"),
+        ({"box": [10, 10, 80, 20]}, "does not lie inside the 64x48 image"),
+        ({"box": [10, 10, 12, 30]}, "too small to refine"),
+        ({"box": [1, 2, 3]}, "at least 4 items"),
+        ({}, "either a box or a mask"),
+        (
+            {"mask_png_base64": base64.b64encode(mask_png(np.zeros((H, W), bool))).decode()},
+            "needs both object and background",
+        ),
+    ],
+)
+def test_bad_refine_requests_get_a_sentence(client, auth, bird, payload, words):
+    _, image_id, _ = bird
+    r = client.post(
+        f"/api/annotate/images/{image_id}/refine", json=payload, headers=auth["annotator"]
+    )
+    assert r.status_code == 422, r.text
+    assert words in r.json()["detail"]
+
+
+def test_proposals_are_off_until_a_researcher_turns_them_on(client, auth, bird):
+    dataset_id, image_id, ellipse = bird
+    proposal = f"/api/annotate/images/{image_id}/proposal"
+    settings = f"/api/datasets/{dataset_id}"
+    assert client.get(settings, headers=auth["researcher"]).json()["proposals"] is None
+    item = client.get(f"/api/annotate/images/{image_id}", headers=auth["annotator"]).json()
+    assert item["image"]["proposals"] is None
+    r = client.get(proposal, headers=auth["annotator"])
+    assert r.status_code == 422 and "offers no proposals" in r.json()["detail"]
+    for bad, words in [
+        ("run:999", "There is no run 999 of this dataset"),
+        ("sam", 'Proposals are off (null), "saliency"'),
+    ]:
+        r = client.patch(settings, json={"proposals": bad}, headers=auth["researcher"])
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
+    r = client.patch(settings, json={"proposals": "saliency"}, headers=auth["researcher"])
+    assert r.status_code == 200 and r.json()["proposals"] == "saliency"
+    item = client.get(f"/api/annotate/images/{image_id}", headers=auth["annotator"]).json()
+    assert item["image"]["proposals"] == "saliency"
+    got = client.get(proposal, headers=auth["annotator"]).json()
+    values = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(got["map_png_base64"]))))
+    assert got["source"] == "saliency" and values.shape == (H, W) and values.max() == 255
+    # the classical map marks the object more than the background
+    assert values[ellipse].mean() > values[~ellipse].mean()
+    # null turns them off again; the other settings stay
+    r = client.patch(settings, json={"proposals": None}, headers=auth["researcher"])
+    assert r.status_code == 200 and r.json()["proposals"] is None
+    assert client.get(proposal, headers=auth["annotator"]).status_code == 422
+
+
+def test_agreement_splits_by_provenance_and_freezing_can_leave_proposals_out(
+    client,
+    auth,
+    drawn,  # noqa: F811 - the fixture imported above
+    db,
+):
+    p = drawn["people"]
+    for rev in db.scalars(sa.select(AnnotationRevision).join(Annotation)).all():
+        owner = db.get(Annotation, rev.annotation_id).annotator_id
+        if owner == p[1].id:
+            rev.provenance = {"wand": 0.6, "drawn": 0.4}
+        elif owner == p[2].id:
+            rev.provenance, rev.proposal_source = {"proposal": 1.0}, "saliency"
+    db.commit()
+    a = client.get(f"/api/datasets/{drawn['dataset_id']}/agreement", headers=auth["researcher"])
+    split = {row["kind"]: row for row in a.json()["by_provenance"]}
+    assert list(split) == ["assisted", "proposal", "unrecorded"]
+    assert (split["assisted"]["num_masks"], split["assisted"]["num_images"]) == (2, 2)
+    assert split["proposal"]["mean_pairwise_iou"] is None  # one such mask per image
+    # M3 (rows 16-48) against the others' consensus on image A (M1 and M2 -> rows 0-32)
+    assert split["proposal"]["agreement_with_others"] == pytest.approx(1 / 3)
+    r = client.post(
+        f"/api/datasets/{drawn['dataset_id']}/mask-sets",
+        json={"name": "people only", "exclude_proposals": True},
+        headers=auth["researcher"],
+    )
+    assert r.status_code == 201, r.text
+    frozen = r.json()
+    assert frozen["filter"]["proposal_masks_excluded"] == 1
+    seeded_revisions = set(
+        db.scalars(
+            sa.select(AnnotationRevision.id).where(AnnotationRevision.proposal_source.is_not(None))
+        )
+    )
+    items = db.scalar(sa.select(MaskSet).where(MaskSet.id == frozen["id"])).items
+    assert items and not seeded_revisions & {r for item in items for r in item.revision_ids}

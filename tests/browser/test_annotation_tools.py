@@ -3,7 +3,9 @@ colour on a background of another, both with a little texture): the magic wand s
 the connected pixels within its tolerance (computed here with scipy, not with the page's code),
 its wheel changes the tolerance before it applies, it applies as one undoable step and cuts
 with Alt; the superpixel brush fills exactly the server's superpixels its stroke crosses; the
-stored revision holds the canvas's pixels and the share of them each tool drew."""
+stored revision holds the canvas's pixels and the share of them each tool drew. Refine shows
+GrabCut's answer as a proposal that is accepted whole; a dataset with proposals off never asks
+for one (the network log), one with them on shows the map thresholded to the area picked."""
 
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def test_wand_and_superpixels_draw_exactly_and_record_their_share(chromium, live
     assert r.status == 201, r.text()
     dataset_id = r.json()["id"]
     image_id = page.request.get(f"/api/datasets/{dataset_id}/images").json()["data"][0]["id"]
-    ctx.close()
+    researcher = ctx  # kept open: it turns proposals on later
 
     ctx = chromium.new_context(base_url=live_server, viewport={"width": 1200, "height": 800})
     ctx.set_default_timeout(15000)
@@ -158,7 +160,77 @@ def test_wand_and_superpixels_draw_exactly_and_record_their_share(chromium, live
 
     # the tools are in the hotkey list, and this dataset (proposals off) never asked for one
     rows = page.locator("hotkey-table").inner_text()
-    assert "Magic wand" in rows and "Superpixel brush" in rows
+    assert "Magic wand" in rows and "Superpixel brush" in rows and "Refine" in rows
+    assert page.locator(".proposal-controls").is_hidden()
     assert not [u for u in requests if re.search(r"/proposal\b", u)]
+
+    # refine: a box dragged around the object comes back from GrabCut as a proposal; accepted,
+    # it is one undoable step and the mask is exactly the server's answer
+    page.keyboard.press("Delete")
+    page.keyboard.press("r")
+    stroke(page, [(12, 6), (58, 40)], (W, H))
+    expect(page.locator(".proposal-box")).to_be_visible()
+    assert read_mask(page).sum() == 0
+    page.keyboard.press("a")
+    expect(page.locator(".proposal-box")).to_be_hidden()
+    answer = page.request.post(
+        f"/api/annotate/images/{image_id}/refine", data={"box": [12, 6, 59, 41]}
+    ).json()
+    refined = png_bits(answer["mask_png_base64"])
+    assert (refined & ellipse).sum() / (refined | ellipse).sum() >= 0.9
+    assert np.array_equal(read_mask(page).astype(bool), refined)
+    expect(page.locator(".save-status")).to_have_text("saved", timeout=10000)
+    ann = page.request.get(f"/api/annotate/images/{image_id}").json()["annotation"]
+    assert ann["provenance"] == {"refined": 1.0}
+
+    # proposals on: the page asks for the map, the annotator picks the area, accepts it
+    researcher.request.patch(f"/api/datasets/{dataset_id}", data={"proposals": "saliency"})
+    requests.clear()
+    page.reload()
+    page.wait_for_selector(".mc-mask")
+    expect(page.locator(".proposal-controls")).to_be_visible()
+    page.locator("input[name=proposal-area]").fill("30")
+    page.locator(".proposal-show").click()
+    expect(page.locator(".proposal-box")).to_be_visible()
+    page.keyboard.press("a")
+    assert [u for u in requests if re.search(r"/proposal\b", u)]
+    got = page.request.get(f"/api/annotate/images/{image_id}/proposal").json()
+    proposed = top_share(png_values(got["map_png_base64"]), 0.30)
+    with_proposal = read_mask(page).astype(bool)
+    assert np.array_equal(with_proposal, refined | proposed)
+    expect(page.locator(".save-status")).to_have_text("saved", timeout=10000)
+    ann = page.request.get(f"/api/annotate/images/{image_id}").json()["annotation"]
+    assert ann["proposal_source"] == "saliency"
+    new = proposed & ~refined
+    assert ann["provenance"] == pytest.approx(
+        {
+            "refined": refined.sum() / with_proposal.sum(),
+            "proposal": new.sum() / with_proposal.sum(),
+        },
+        abs=1e-4,
+    )
     assert errors == []
     ctx.close()
+    researcher.close()
+
+
+def png_values(b64: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("L"))
+
+
+def png_bits(b64: str) -> np.ndarray:
+    return png_values(b64) >= 128
+
+
+def top_share(values: np.ndarray, share: float) -> np.ndarray:
+    """The page's threshold: the lowest level whose pixels at or above it stay within share
+    of the image (the levels taken from 255 down)."""
+    hist = np.bincount(values.ravel(), minlength=256)
+    want = share * values.size
+    level, n = 255, hist[255]
+    while level > 1 and n + hist[level - 1] <= want:
+        level -= 1
+        n += hist[level]
+    return values >= level

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image as PILImage
-from skimage.segmentation import slic
 
 from backend.core.errors import Invalid, NotFound
 from backend.core.storage import Storage
@@ -36,6 +35,7 @@ MAX_SUPERPIXELS = 20_000  # the label map is uint16, and SLIC's time grows with 
 # GrabCut works on a copy at most this many pixels on its longer side (then scaled back)
 GRABCUT_SIDE = 768
 GRABCUT_ITERATIONS = 5
+GRABCUT_SEED = 28
 # the spectral residual is taken at this width (Hou and Zhang 2007 use 64 px)
 SALIENCY_WIDTH = 64
 PROPOSAL_SOURCE = re.compile(r"run:([1-9][0-9]{0,9})")
@@ -65,6 +65,8 @@ def _superpixel_key(image: Image, size: str) -> str:
 
 def compute_superpixels(rgb: np.ndarray, size: str) -> np.ndarray:
     """SLIC superpixels of an H x W x 3 image at `size`: H x W labels 0..count-1."""
+    from skimage.segmentation import slic  # only here: scikit-image takes a while to import
+
     height, width = rgb.shape[:2]
     side = max(MIN_SUPERPIXEL_SIDE, min(height, width) / SUPERPIXEL_SIZES[size])
     n_segments = int(min(MAX_SUPERPIXELS, max(1, round(height * width / side**2))))
@@ -149,6 +151,7 @@ def refine(
     labels = np.zeros((small_size[1], small_size[0]), np.uint8)
     background = np.zeros((1, 65), np.float64)
     foreground = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(GRABCUT_SEED)  # its GMMs start from k-means: the same request, the same mask
     try:
         if rect is not None:
             x0, y0, x1, y1 = (round(v * scale) for v in rect)

@@ -1,5 +1,5 @@
-// A dataset's masks panel (the dataset page): agreement (per dataset and per annotator, to
-// spot careless work), mask sets (freeze the filtered consensus), export (PNG zip, COCO RLE of
+// A dataset's masks panel (the dataset page): agreement (per dataset, by how the masks were
+// made, and per annotator, to spot careless work), mask sets (freeze the filtered consensus), export (PNG zip, COCO RLE of
 // the masks chosen under Agreement) and import of existing masks.
 // Usage: import "../components/masks-panel/masks-panel.js";   // defines <masks-panel>
 //   <masks-panel dataset="3"></masks-panel>
@@ -11,6 +11,11 @@ import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
 
 const iou = (v) => number(v, 3); // IoU and correlations, 0..1
+// how the masks were made (the agreement's split by provenance)
+const PROVENANCE_KINDS = {
+  drawn: "by hand", assisted: "with the wand, superpixels or refine",
+  proposal: "from a machine proposal", unrecorded: "not recorded (imports, older saves)",
+};
 
 export class MasksPanel extends HTMLElement {
   /** Rendered once, when first put on the page; the mask sets load then. */
@@ -48,6 +53,8 @@ function panelMarkup() {
         <label class="inline"><input type="checkbox" name="submitted"> submitted</label>
         <label>Min. annotators <input name="min_annotators" type="number" min="1" value="1" style="width:90px"></label>
         <label>Min. agreement (IoU) <input name="min_agreement" type="number" min="0" max="1" step="0.05" style="width:110px"></label>
+        <label class="inline" title="A machine proposal can anchor what people mark"><input type="checkbox" name="exclude_proposals">
+          leave out masks seeded by a proposal</label>
         <button type="submit" class="primary" style="align-self:flex-end">Freeze consensus</button>
       </form>
       <p class="form-error" role="alert" hidden></p>
@@ -109,6 +116,13 @@ function agreementMarkup(a) {
         <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${iou(a.mean_pairwise_iou)}</strong> ·
           split-half IoU (human ceiling) <strong>${iou(a.split_half_iou)}</strong> ·
           split-half correlation <strong>${iou(a.split_half_correlation)}</strong></p>
+        ${a.by_provenance && a.by_provenance.length ? html`<table class="data provenance"><thead><tr>
+          <th>Masks made</th><th class="num">Masks</th><th class="num">Images</th>
+          <th class="num">Pairwise IoU within</th><th class="num">Agreement with others (IoU)</th></tr></thead>
+          <tbody>${a.by_provenance.map((p) => html`<tr><td>${PROVENANCE_KINDS[p.kind] || p.kind}</td>
+            <td class="num">${p.num_masks}</td><td class="num">${p.num_images}</td>
+            <td class="num">${iou(p.mean_pairwise_iou)}</td>
+            <td class="num">${iou(p.agreement_with_others)}</td></tr>`)}</tbody></table>` : ""}
         <table class="data annotators"><thead><tr><th>Annotator</th><th class="num">Masks</th>
           <th class="num">Agreement with others (IoU)</th><th class="num">Median time</th>
           <th class="num">Mean area</th></tr></thead>
@@ -151,6 +165,7 @@ function bindMaskSets(el, datasetId) {
       statuses,
       min_annotators: Number(freeze.min_annotators.value) || 1,
       min_agreement: freeze.min_agreement.value === "" ? null : Number(freeze.min_agreement.value),
+      exclude_proposals: freeze.exclude_proposals.checked,
     };
     if (!body.name || !statuses.length) {
       err.textContent = "Give the mask set a name and choose which masks it takes.";
