@@ -28,3 +28,6 @@ ROUTES.update(
         ("GET", "/api/sweeps/{sweep_id}/export"): STAFF,
     }
 )
+
+# the queue of background work (backend/routers/work_queue.py): researchers and admins, as runs
+ROUTES[("GET", "/api/queue")] = STAFF
