@@ -280,3 +280,53 @@ def test_exclusion_rules_one_by_one():
     assert "faster than 150 ms" in out[3]
     assert "same answer (left)" in out[4]
     assert "did not complete" in out[5]
+
+
+def test_analysis_is_computed_when_answers_arrive_never_on_a_page_load(
+    client, auth, db, tiny_checkpoint
+):
+    from backend.models import Trial
+    from backend.services.studies import analysis_cache
+
+    ds, _ = make_dataset(db, n=14)
+    run_id = make_run(db, ds, tiny_checkpoint, name="std")
+    study = ready_study(client, auth["researcher"], db, [run_id], num_random_images=14,
+                        exclusion={"same_answer_throughout": False})  # fmt: skip
+    url = f"/api/studies/{study['id']}/results"
+    device = {"screen_width": 1920, "screen_height": 1080, "window_width": 1400,
+              "window_height": 900, "device_pixel_ratio": 1.0}  # fmt: skip
+
+    def participant(pid, finish=True, upto=None):
+        tok = client.post(f"/api/participate/links/{study['link_token']}/sessions",
+                          json={"prolific_pid": pid}).json()["token"]  # fmt: skip
+        client.post(f"/api/participate/{tok}/consent")
+        client.post(f"/api/participate/{tok}/device", json=device)
+        pending = client.get(f"/api/participate/{tok}/trials").json()["data"]
+        for t in pending[:upto]:
+            right = db.query(Trial).filter(Trial.public_id == t["id"]).one().correct_answer
+            r = client.post(f"/api/participate/{tok}/trials/{t['id']}/answer",
+                            json={"answer": right, "rt_ms": 800})  # fmt: skip
+            assert r.status_code == 200
+        if finish:
+            assert client.post(f"/api/participate/{tok}/complete").status_code == 200
+
+    participant("a")
+    # the completion scheduled a refresh (in 3 s, in the background), not a page load
+    assert analysis_cache._refresher.pending(study["id"])
+    assert analysis_cache.wait_idle(timeout=120)
+    first = client.get(url, headers=auth["researcher"]).json()
+    assert first["analysis"]["state"] == "current"
+    assert first["participants"] == {"total": 1, "completed": 1, "included": 1}
+    answered = first["analysis"]["answers"]
+    # a second participant answers three trials: the page serves the stored analysis, says it
+    # is behind, and a refresh runs in the background
+    participant("b", finish=False, upto=3)
+    stale = client.get(url, headers=auth["researcher"]).json()
+    assert stale["analysis"]["answers"] == answered
+    assert stale["analysis"]["answers_now"] == answered + 3
+    assert stale["analysis"]["state"] == "updating" and stale["runs"] == first["runs"]
+    assert analysis_cache.wait_idle(timeout=120)
+    fresh = client.get(url, headers=auth["researcher"]).json()
+    assert fresh["analysis"]["state"] == "current"
+    assert fresh["analysis"]["answers"] == answered + 3
+    assert fresh["participants"] == {"total": 2, "completed": 1, "included": 1}
