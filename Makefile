@@ -52,7 +52,8 @@ test: install-test system-test-deps
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and
 ## the web side at lab scale on PostgreSQL (200,000 images, 100,000 masks, 3,000 runs), a study's
-## results page at 50 x 200 answers, and the study design simulation (coverage, QUEST+).
+## results page at 50 x 200 answers, the study design simulation (coverage, QUEST+), and the
+## annotators' assisted tools against the brush in Chromium (pointer actions, wand preview).
 bench: install-test
 	$(PY) -m worker.sipat.bench
 	$(PY) -m worker.sipat.bench_eval
@@ -60,6 +61,7 @@ bench: install-test
 	$(PY) -m backend.benchmarks.mask_save
 	$(PY) -m backend.benchmarks.scale
 	$(PY) -m backend.benchmarks.sweep_page
+	$(PY) -m backend.benchmarks.annotation_tools
 	$(PY) -m backend.benchmarks.study_results
 	$(PY) -m backend.benchmarks.study_design
 

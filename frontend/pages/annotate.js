@@ -448,7 +448,7 @@ function bindSubmit(root, { mc, keeper, queue, data, imageId, width, height, dat
   let busy = false;
   async function submit(confirmed = false) {
     if (busy) return;
-    mc.cancel();
+    mc.settle(); // a live wand region is kept, a lasso in progress dropped
     const warning = confirmed ? "" : smallMaskWarning(mc, width, height);
     if (warning) {
       warnBox.querySelector(".warning-text").textContent = warning;
@@ -461,7 +461,7 @@ function bindSubmit(root, { mc, keeper, queue, data, imageId, width, height, dat
     submitBtn.disabled = true;
     showError("");
     try {
-      mc.cancel();
+      mc.settle();
       // Make sure the server holds the final drawing (and the final active time). A claimed
       // image has an annotation at revision 0 (no mask yet): submit needs one save.
       await keeper.settle(data.annotation && data.annotation.revision > 0);

@@ -95,7 +95,7 @@ export class MaskCanvas extends EventTarget {
       eraserSize: opts.eraserSize ? clampSize(opts.eraserSize) : defaults.eraser,
       onPreview: (points, hover, cut) => this.view.previewLasso(points, hover, cut),
       pixels: () => this.view.imagePixels(),
-      onRegion: (test, box, cut) => this.view.showRegion(test, box, cut),
+      committed: () => this.history.committed,
       onSuperpixelsNeeded: (size) => this._emit("superpixelsneeded", { size }),
       onRefine: (what) => this._emit("refinerequest", what),
     });
@@ -116,7 +116,7 @@ export class MaskCanvas extends EventTarget {
 
   setTool(tool) {
     if (!Object.hasOwn(this.tools, tool)) return;
-    if (this.handler.active) this.cancel();
+    this.settle();
     this.tool = tool;
     this.handler = this.tools[tool];
     this.container.dataset.tool = tool;
@@ -127,7 +127,10 @@ export class MaskCanvas extends EventTarget {
 
   /** The wand's colour tolerance (0..255: the largest R, G or B difference from the seed). */
   get tolerance() { return this.tools.wand.tolerance; }
-  setTolerance(t) { this.tools.wand.configure({ tolerance: t }); this._emit("toolchange", { tool: this.tool }); }
+  setTolerance(t) {
+    if (this.tools.wand.configure({ tolerance: t })) this._liveChanged("wand");
+    this._emit("toolchange", { tool: this.tool });
+  }
 
   /** The superpixel brush's size (small, medium, large), and whether its map is here. */
   get superpixelSize() { return this.tools.superpixels.spSize; }
@@ -165,7 +168,7 @@ export class MaskCanvas extends EventTarget {
     const p = this.proposal;
     if (!p) return false;
     this.discardProposal();
-    if (this.handler.active) this.cancel();
+    this.settle();
     const { bits } = p, own = this.raster.owner;
     this.raster.paintCode = p.kind === "proposal" ? OWNER.proposal : OWNER.refined;
     const box = [0, 0, this.width, this.height];
@@ -238,7 +241,8 @@ export class MaskCanvas extends EventTarget {
   toggleOverlay() { this.view.toggleOverlay(); }
 
   undo() {
-    if (this.handler.active) { this.cancel(); return; }
+    if (this.handler.active && !this.handler.keepOnLeave) { this.cancel(); return; }
+    this.settle(); // a live wand region is kept first, so that undo takes it back whole
     if (this.history.undo()) this._changed("undo");
   }
 
@@ -247,7 +251,7 @@ export class MaskCanvas extends EventTarget {
   }
 
   clear() {
-    if (this.handler.active) this.cancel();
+    this.settle();
     const box = this.raster.contentBox();
     if (!box) return;
     this.raster.strokeBox = null;
@@ -257,8 +261,21 @@ export class MaskCanvas extends EventTarget {
 
   /** Abandon the stroke in progress and put back the pixels it touched. */
   cancel() {
+    const announced = this.handler.active && this.handler.keepOnLeave; // its pixels were saved
     this.handler.cancel();
-    if (this.history.revert()) this.view.scheduleFlush();
+    if (this.history.revert()) {
+      if (announced) this._changed("cancel");
+      else this.view.scheduleFlush();
+    }
+  }
+
+  /** End the stroke in progress the way leaving it should: a live wand region is kept (one
+   * undo step), a lasso or a box in progress is cancelled. Before submit, a tool change, undo. */
+  settle() {
+    const h = this.handler;
+    if (!h.active) return;
+    if (!h.keepOnLeave) { this.cancel(); return; }
+    if (h.finish()) this._commitLive(h.name);
   }
 
   get canUndo() { return this.history.canUndo; }
@@ -338,8 +355,10 @@ export class MaskCanvas extends EventTarget {
   /** Pointer down; true when the stroke goes on (false: that press already finished it). */
   strokeStart(p, e) {
     const h = this.handler;
+    if (h.active && h.keepOnLeave) this.settle(); // a new wand click keeps the last region
     if (h.start(p, e)) { this._commit(h.name); return false; }
-    this.view.scheduleFlush();
+    if (h.active && h.keepOnLeave) this._liveChanged(h.name); // drawn already: kept and saved
+    else this.view.scheduleFlush();
     return true;
   }
 
@@ -359,14 +378,17 @@ export class MaskCanvas extends EventTarget {
   finishStroke(e) {
     const h = this.handler;
     if (!h.finishable) return false;
-    if (h.finish(e)) this._commit(h.name);
+    if (h.keepOnLeave) this.settle();
+    else if (h.finish(e)) this._commit(h.name);
     return true;
   }
 
   /** The wheel over the canvas: the tool's own setting when it takes it (the wand's tolerance
    * while it previews), else false (the view zooms). */
   wheel(deltaY) {
-    if (!this.handler.wheel || !this.handler.wheel(deltaY)) return false;
+    const h = this.handler;
+    if (!h.wheel || !h.wheel(deltaY)) return false;
+    this._liveChanged(h.name);
     this._emit("toolchange", { tool: this.tool });
     return true;
   }
@@ -385,5 +407,16 @@ export class MaskCanvas extends EventTarget {
     this.version++;
     this.view.scheduleFlush();
     this._emit("change", { version: this.version, label });
+  }
+
+  /** A live stroke (the wand's region) changed the mask: shown and saved now, its undo step
+   * made when it is kept (_commitLive). */
+  _liveChanged(label) { this._changed(label); }
+
+  /** Keep a live stroke as one undo step; its pixels were announced already (no new change). */
+  _commitLive(label) {
+    this.history.commit(label);
+    this.view.scheduleFlush();
+    this._emit("toolchange", { tool: this.tool }); // undo / redo buttons follow
   }
 }

@@ -146,6 +146,22 @@ export class MaskRaster {
     if (any) this._touch(x0, y0, x1, y1);
   }
 
+  /** The wand's band of levels (lo, hi] within box: set to value (255 fill, 0 cut) or, with
+   * value null, given back their committed owner codes (a narrowed region). One pass. */
+  wandBand([x0, y0, x1, y1], level, lo, hi, value, committed) {
+    const w = this.width, d = this.data, own = this.owner, code = value ? this.paintCode : 0;
+    for (let y = y0; y < y1; y++) {
+      for (let i = y * w + x0, e = y * w + x1; i < e; i++) {
+        const l = level[i];
+        if (l <= lo || l > hi) continue;
+        const c = value === null ? committed[i] : code;
+        own[i] = c;
+        d[i * 4 + 3] = c ? 255 : 0;
+      }
+    }
+    this._touch(x0, y0, x1, y1);
+  }
+
   /** Share of the salient pixels each drawing aid set, e.g. {drawn: 0.75, wand: 0.25} ({} when
    * empty); pixels of an earlier revision are split by its shares (`earlier`; none: drawn). */
   provenance(earlier) {

@@ -15,10 +15,12 @@
 //   sizeKey                     whose size [ and ] change while this tool is chosen
 //   cursor                      {diameter (image px), dashed} of the round cursor, or null
 //   wheel(deltaY) -> bool       optional: the wheel adjusts the tool (true) instead of zooming
+//   keepOnLeave                 optional: leaving a stroke in progress keeps it (the wand's live
+//                               region) instead of cancelling it
 // A handler only writes into the MaskRaster it was given, and says who drew the pixels it sets
 // (raster.paintCode, one of OWNER: the revision's provenance is counted from them).
 // Usage: import { createTools } from "./tools.js";
-//   const tools = createTools(raster, { brushSize, eraserSize, onPreview, pixels, onRegion,
+//   const tools = createTools(raster, { brushSize, eraserSize, onPreview, pixels, committed,
 //     onSuperpixelsNeeded, onRefine });   // {brush, eraser, lasso, wand, superpixels, refine}
 
 import { OWNER } from "./raster.js";
@@ -133,77 +135,83 @@ export class LassoHandler {
 export const MAX_TOLERANCE = 255;
 const clampTolerance = (t) => Math.max(0, Math.min(MAX_TOLERANCE, Math.round(t)));
 
-/** Magic wand: a click previews the seed's connected region within the colour tolerance (the
- * largest R, G or B difference from the seed pixel); the wheel (or configure) changes the
- * tolerance and the preview follows at once (a threshold of the tolerance map, no new flood
- * fill); a click inside the preview, or Enter, applies it: adds it, or cuts it with Alt held
- * (at either click) or in mode "subtract". A click outside the preview seeds a new one.
- * pixels() -> Uint8ClampedArray (RGBA) of the image; onRegion(test | null, box, cut) draws
- * the preview: test(i) says whether flat pixel i is in it. */
+/** Magic wand: a click fills the seed's connected region within the colour tolerance (the
+ * largest R, G or B difference from the seed pixel) at once; Alt held (or mode "subtract") cuts
+ * it instead. The region stays live until the next press, Enter, another tool or undo: the
+ * wheel (or configure({tolerance})) widens or narrows it in place, from the tolerance map
+ * computed at the click (one pass over the pixels whose level lies between the old and the new
+ * tolerance, no new flood fill), and the whole of it is one undo step when it is kept.
+ * pixels() -> Uint8ClampedArray (RGBA) of the image; committed() -> the mask's owner codes at
+ * the last commit (what a narrowed region gives back). */
 export class WandHandler {
-  constructor(raster, { tolerance = 32, pixels, onRegion = () => {} } = {}) {
+  constructor(raster, { tolerance = 32, pixels, committed } = {}) {
     this.raster = raster;
     this.name = "wand";
     this.tolerance = tolerance;
     this.pixels = pixels;
-    this.onRegion = onRegion;
-    this.map = null; // the tolerance map of the seed in preview
+    this.committed = committed;
+    this.map = null; // the tolerance map of the live region
+    this.applied = 0; // the tolerance the live region is drawn at
     this.cut = false;
     this.mode = "add";
   }
   get sizeKey() { return "brush"; }
   get active() { return this.map !== null; }
   get finishable() { return this.map !== null; }
+  get keepOnLeave() { return true; } // leaving the live region keeps it (the others cancel)
   get cursor() { return null; }
+  /** Settings; returns true when the live region changed (the canvas then says so). */
   configure({ tolerance, mode } = {}) {
     if (mode) this.mode = mode;
-    if (tolerance !== undefined && clampTolerance(tolerance) !== this.tolerance) {
-      this.tolerance = clampTolerance(tolerance);
-      this._preview();
-    }
+    if (tolerance === undefined || clampTolerance(tolerance) === this.tolerance) return false;
+    this.tolerance = clampTolerance(tolerance);
+    return this._redraw();
   }
-  _inside(p) {
+  _index(p) {
     const x = Math.floor(p[0]), y = Math.floor(p[1]);
     return x >= 0 && y >= 0 && x < this.raster.width && y < this.raster.height ? y * this.raster.width + x : -1;
   }
-  _preview() {
+  /** Bring the live region from the applied tolerance to the current one. */
+  _redraw() {
     const m = this.map;
-    if (!m) { this.onRegion(null, null, false); return; }
-    const level = m.level, tol = this.tolerance;
-    this.onRegion((i) => level[i] <= tol, m.box(tol), this.cut || this.mode === "subtract");
+    if (!m || this.applied === this.tolerance) return false;
+    const lo = Math.min(this.applied, this.tolerance), hi = Math.max(this.applied, this.tolerance);
+    const box = m.box(hi);
+    if (box) {
+      this.raster.paintCode = OWNER.wand;
+      this.raster.wandBand(box, m.level, lo, hi, this.tolerance > this.applied ? (this.cut ? 0 : 255) : null,
+        this.committed());
+    }
+    this.applied = this.tolerance;
+    return true;
   }
   start(p, e) {
-    const i = this._inside(p);
+    const i = this._index(p);
     if (i < 0) return false;
-    if (this.map && this.map.level[i] <= this.tolerance) return this.finish(e);
     const { width, height } = this.raster;
     this.map = toleranceMap(this.pixels(), width, height, i);
-    this.cut = Boolean(e && e.altKey);
-    this._preview();
+    this.cut = Boolean(e && e.altKey) || this.mode === "subtract";
+    this.applied = -1; // nothing drawn yet: levels -1 < l <= tolerance are filled
+    this._redraw();
     return false;
   }
   move() {}
-  end() { return false; } // the preview stays for the wheel, the slider and the applying click
+  end() { return false; } // the region stays live for the wheel and the slider
   hover() {}
-  /** Wheel up widens the region (a higher tolerance), wheel down narrows it. */
+  /** Wheel up widens the region (a higher tolerance), down narrows it; only while live. */
   wheel(deltaY) {
     if (!this.map || !deltaY) return false;
     const step = Math.max(1, Math.round(Math.min(Math.abs(deltaY), 100) / 25));
     this.configure({ tolerance: this.tolerance - Math.sign(deltaY) * step });
     return true;
   }
-  finish(e) {
-    const m = this.map;
-    if (!m) return false;
-    const cut = this.cut || Boolean(e && e.altKey) || this.mode === "subtract";
-    const box = m.box(this.tolerance), level = m.level, tol = this.tolerance;
-    this.cancel();
-    if (!box) return false;
-    this.raster.paintCode = OWNER.wand;
-    this.raster.fillWhere(box, (i) => level[i] <= tol, cut ? 0 : 255);
-    return true;
+  /** Keep the live region (the canvas commits it as one undo step). */
+  finish() {
+    const had = this.map !== null;
+    this.map = null;
+    return had;
   }
-  cancel() { this.map = null; this.onRegion(null, null, false); }
+  cancel() { this.map = null; } // the canvas puts the committed pixels back
 }
 
 /** Superpixel brush: a stroke fills every superpixel its path crosses, whole (Alt held at the
@@ -313,13 +321,13 @@ export class RefineHandler {
 
 /** Every tool of the canvas by name; the toolbar and the hotkeys use the same names. */
 export function createTools(raster, {
-  brushSize = 24, eraserSize = 40, onPreview, pixels, onRegion, onSuperpixelsNeeded, onRefine,
+  brushSize = 24, eraserSize = 40, onPreview, pixels, committed, onSuperpixelsNeeded, onRefine,
 } = {}) {
   return {
     brush: new BrushHandler(raster, { name: "brush", value: 255, size: brushSize }),
     eraser: new BrushHandler(raster, { name: "eraser", value: 0, size: eraserSize }),
     lasso: new LassoHandler(raster, { onPreview, closeDistance: 8 }),
-    wand: new WandHandler(raster, { pixels, onRegion }),
+    wand: new WandHandler(raster, { pixels, committed }),
     superpixels: new SuperpixelHandler(raster, { onNeeded: onSuperpixelsNeeded }),
     refine: new RefineHandler(raster, { onPreview, onRefine }),
   };
