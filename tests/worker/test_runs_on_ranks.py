@@ -149,6 +149,10 @@ def test_a_two_process_run_succeeds_and_ends_where_one_process_ends(worker, data
     assert "training on 2 processes (torchrun), GPUs 0,1" in two.log_tail
     assert two.progress == 1.0 and two.current_epoch == 3
     assert batches_of(two_id) > 0, "rank 0's progress points reach the run as a 1-process run's do"
+    # and so do its work and its final evaluation's progress (issue 29)
+    for run in (one, two):
+        assert run.work["phase"] == "succeeded" and run.work["evaluation_seconds"] >= 0
+    assert two.work["processes"] == 2 and one.work["processes"] == 1
     got, want = epochs_of(two_id), epochs_of(one_id)
     assert [e["epoch"] for e in got] == [e["epoch"] for e in want] == [1, 2, 3]
     for a, b in zip(want, got, strict=True):
