@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import zlib
 
 import numpy as np
@@ -17,8 +18,9 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from backend.core.storage import get_storage
-from backend.models import Annotation, AnnotationRevision, MaskSet
+from backend.models import Annotation, AnnotationRevision, MaskSet, TrainingRun
 from backend.services.masks import png_to_mask
+from backend.services.runs import run_out_key
 from tests.conftest import make_zip
 
 from .test_annotation import body, counts, mask_png, put, square
@@ -237,3 +239,37 @@ def test_agreement_splits_by_provenance_and_freezing_can_leave_proposals_out(
     )
     items = db.scalar(sa.select(MaskSet).where(MaskSet.id == frozen["id"])).items
     assert items and not seeded_revisions & {r for item in items for r in item.revision_ids}
+
+
+def test_a_finished_runs_salience_map_is_a_proposal_source(client, auth, bird, db):
+    dataset_id, image_id, _ = bird
+    settings = f"/api/datasets/{dataset_id}"
+    running = TrainingRun(dataset_id=dataset_id, method="pgd", config={}, state="running")
+    finished = TrainingRun(dataset_id=dataset_id, method="pgd", config={}, state="succeeded")
+    db.add_all([running, finished])
+    db.commit()
+    r = client.patch(settings, json={"proposals": f"run:{running.id}"}, headers=auth["researcher"])
+    assert r.status_code == 422 and "has not finished" in r.json()["detail"]
+    # the run's Grad-CAM sample of the image (16 x 16, bright at the top left), as the worker
+    # writes it; first for another image only
+    grey = np.zeros((16, 16), np.uint8)
+    grey[:8, :8] = 255
+    buf = io.BytesIO()
+    PILImage.fromarray(grey).save(buf, "PNG")
+    folder = f"{run_out_key(finished.id)}/salience"
+    storage = get_storage()
+    storage.put_bytes(f"{folder}/s0_model.png", buf.getvalue())
+    sample = {"image_id": image_id + 1000, "model": "s0_model.png", "image": "s0_image.png"}
+    storage.put_bytes(f"{folder}/salience.json", json.dumps({"samples": [sample]}).encode())
+    r = client.patch(settings, json={"proposals": f"run:{finished.id}"}, headers=auth["researcher"])
+    assert r.status_code == 200 and r.json()["proposals"] == f"run:{finished.id}"
+    proposal = f"/api/annotate/images/{image_id}/proposal"
+    r = client.get(proposal, headers=auth["annotator"])
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"Run {finished.id} has no salience map of this image."
+    sample["image_id"] = image_id
+    storage.put_bytes(f"{folder}/salience.json", json.dumps({"samples": [sample]}).encode())
+    got = client.get(proposal, headers=auth["annotator"]).json()
+    values = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(got["map_png_base64"]))))
+    assert got["source"] == f"run:{finished.id}" and values.shape == (H, W)
+    assert values[:20, :28].min() == 255 and values[28:, 36:].max() == 0
