@@ -79,6 +79,8 @@ def _item(row: service.QueueRow) -> ReviewItem:
         image_url=f"/api/images/{im.id}/file",
         flags=row.flags,
         num_masks_of_image=row.num_masks_of_image,
+        provenance=row.provenance,
+        proposal_source=row.proposal_source,
     )
 
 

@@ -194,6 +194,10 @@ class ReviewItem(BaseModel):
     flags: list[str] = []
     # other annotators' masks of this image with a revision (for the side-by-side view)
     num_masks_of_image: int = 1
+    # which drawing aids made it (share of its pixels per tool) and the proposal it started
+    # from: what the annotator was shown matters to a review of human salience
+    provenance: dict[str, float] | None = None
+    proposal_source: str | None = None
 
 
 class ReviewQueue(BaseModel):

@@ -8,6 +8,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -37,6 +38,9 @@ class QueueRow:
     area: int
     flags: list[str]
     num_masks_of_image: int
+    # the newest revision's provenance and proposal (models.AnnotationRevision)
+    provenance: dict[str, Any] | None = None
+    proposal_source: str | None = None
 
 
 def make_cursor(ann: Annotation) -> str:
@@ -88,7 +92,15 @@ def review_queue(
     total = db.scalar(select(func.count()).select_from(base.subquery())) or 0
     page_where = [*where, _after_cursor(cursor)] if cursor else where
     rows = db.execute(
-        select(Annotation, Image, DatasetClass.name, User.username, AnnotationRevision.area)
+        select(
+            Annotation,
+            Image,
+            DatasetClass.name,
+            User.username,
+            AnnotationRevision.area,
+            AnnotationRevision.provenance,
+            AnnotationRevision.proposal_source,
+        )
         .join(Image, Image.id == Annotation.image_id)
         .join(DatasetClass, DatasetClass.id == Image.class_id)
         .join(User, User.id == Annotation.annotator_id)
@@ -104,7 +116,7 @@ def review_queue(
     ).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    image_ids = sorted({im.id for _, im, _, _, _ in rows})
+    image_ids = sorted({row[1].id for row in rows})
     per_image = dict(
         db.execute(
             select(Annotation.image_id, func.count())
@@ -125,8 +137,10 @@ def review_queue(
             area,
             mask_flags(area, im.width, im.height),
             int(per_image.get(im.id, 1)),
+            provenance,
+            proposal_source,
         )
-        for a, im, cls, user, area in rows
+        for a, im, cls, user, area, provenance, proposal_source in rows
     ]
     next_cursor = make_cursor(rows[-1][0]) if more and rows else None
     return out, total, next_cursor

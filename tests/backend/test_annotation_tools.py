@@ -2,7 +2,8 @@
 its pixels each tool contributed, the proposal it started from) and bad provenance is refused
 with a sentence; superpixels are computed once and kept in the store; GrabCut finds a clear
 object from a box or a rough mask; proposals are off until a researcher turns them on; the
-agreement splits by provenance and a freeze can leave proposal-seeded masks out."""
+review queue shows each mask's provenance, the agreement splits by it, and a freeze can leave
+proposal-seeded masks out."""
 
 from __future__ import annotations
 
@@ -217,6 +218,16 @@ def test_agreement_splits_by_provenance_and_freezing_can_leave_proposals_out(
         elif owner == p[2].id:
             rev.provenance, rev.proposal_source = {"proposal": 1.0}, "saliency"
     db.commit()
+    # the reviewer sees how each mask was made
+    queue = client.get(
+        "/api/reviews",
+        params={"status": "accepted", "dataset_id": drawn["dataset_id"]},
+        headers=auth["researcher"],
+    ).json()["data"]
+    made = {(i["annotator"], i["image_id"]): (i["provenance"], i["proposal_source"]) for i in queue}
+    assert made[("p1", drawn["a"])] == ({"wand": 0.6, "drawn": 0.4}, None)
+    assert made[("p2", drawn["a"])] == ({"proposal": 1.0}, "saliency")
+    assert made[("p0", drawn["a"])] == (None, None)
     a = client.get(f"/api/datasets/{drawn['dataset_id']}/agreement", headers=auth["researcher"])
     split = {row["kind"]: row for row in a.json()["by_provenance"]}
     assert list(split) == ["assisted", "proposal", "unrecorded"]

@@ -1,5 +1,5 @@
 // One mask under review: the mask over its image, who drew it, time on task and area (empty
-// and tiny masks flagged), its status and the reviewer's comment; select (for bulk decisions),
+// and tiny masks flagged), which drawing aids made it (and a proposal it began from), its status and the reviewer's comment; select (for bulk decisions),
 // "Side by side", and accept / reject (a rejection needs a comment: the annotator sees it).
 // Usage: import { flagBadges } from "../components/review-card/review-card.js";   // defines <review-card>
 //   const card = Object.assign(document.createElement("review-card"), { item }); grid.append(card);
@@ -10,7 +10,7 @@
 // Events (bubbling): `decided` (detail: {before, status}), `compare` (Side by side was asked for).
 
 import { api } from "../../lib/api.js";
-import { durationMs, percentOf } from "../../lib/format.js";
+import { durationMs, percentOf, wholePercent } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
 import "../mask-preview/mask-preview.js";
@@ -21,6 +21,19 @@ const FLAG_TEXT = { empty: "empty mask", tiny: "tiny mask" };
 export function flagBadges(flags) {
   return (flags || []).map((f) => html`<span class="badge off flag flag-${f}" title="${f === "empty"
     ? "Nothing is marked: the annotator confirmed it" : "Under 0.5 % of the image is marked"}">${FLAG_TEXT[f] || f}</span>`);
+}
+
+const TOOL_TEXT = { drawn: "by hand", wand: "wand", superpixels: "superpixels", refined: "refined", proposal: "proposal" };
+
+/** How the mask was made: each drawing aid's share of its pixels, and a proposal it began from. */
+function provenanceText(item) {
+  const shares = Object.entries(item.provenance || {}).sort((a, b) => b[1] - a[1]);
+  const made = shares.length && !(shares.length === 1 && shares[0][0] === "drawn")
+    ? html`<div class="muted small provenance">made with ${shares.map(([tool, share], i) =>
+      html`${i ? " · " : ""}${TOOL_TEXT[tool] || tool} ${wholePercent(share)}%`)}</div>` : "";
+  const seeded = item.proposal_source ? html`<span class="badge off proposal-seeded"
+    title="The annotator accepted a machine proposal (${item.proposal_source}): it can anchor what people mark">from a proposal</span>` : "";
+  return html`${seeded}${made}`;
 }
 
 export class ReviewCard extends HTMLElement {
@@ -102,6 +115,7 @@ function cardMarkup(item) {
         <span>${item.annotator}</span> · rev ${item.revision} · ${durationMs(item.active_ms)} ·
         <span class="area">${percentOf(item.area, item.width * item.height)} of the image</span>
         <span class="badge status">${item.status}</span> ${flagBadges(item.flags)}
+        ${provenanceText(item)}
         ${item.review_comment ? html`<div class="muted comment">“${item.review_comment}”</div>` : ""}
       </div>
       <button type="button" class="link compare" title="Side by side (V)">Side by side${item.num_masks_of_image > 1
