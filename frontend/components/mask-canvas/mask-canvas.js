@@ -278,7 +278,7 @@ export class MaskCanvas extends EventTarget {
     if (h.finish()) this._commitLive(h.name);
   }
 
-  get canUndo() { return this.history.canUndo; }
+  get canUndo() { return this.history.canUndo || (this.handler.active && Boolean(this.handler.keepOnLeave)); }
   get canRedo() { return this.history.canRedo; }
 
   /** Replace the whole mask from a decoded PNG (server copy or local backup); not undoable.
