@@ -277,10 +277,10 @@ def claim(
         return "cancelled before it started"
     if run.state != "running":  # a quiet worker's run is taken over as it stands
         move(run, "running")
-    if run.work:  # a new delivery trains (or resumes) first; its evaluation begins afresh
-        run.work = {k: v for k, v in run.work.items() if k not in EVALUATION_WORK} | {
-            "phase": "training"
-        }
+    # a new delivery trains (or resumes) first; its evaluation begins afresh, expected to take
+    # as much longer than its units at training's pace as the last one on this data did
+    work = {k: v for k, v in (run.work or {}).items() if k not in EVALUATION_WORK}
+    run.work = {**work, "phase": "training", "evaluation_factor_prior": evaluation_factor(db, run)}
     resumed = run.current_epoch
     run.started_at = utcnow()
     run.heartbeat_at = utcnow()
@@ -308,6 +308,34 @@ def note_waiting(db: Session, run_id: int, why: str) -> None:
         append_log(run, why)
     run.heartbeat_at = utcnow()
     db.commit()
+
+
+# how far back a run looks for a finished run like it whose evaluation measured its pace, and
+# the bounds of the factor it takes from it
+FACTOR_RUNS = 20
+FACTOR_BOUNDS = (0.2, 50.0)
+
+
+def evaluation_factor(db: Session, run: TrainingRun) -> float | None:
+    """How much longer than its units at training's pace the final evaluation of the latest
+    finished run of the same dataset and model took (None when none measured it): on a small
+    model AutoAttack's many small steps cost more than their passes."""
+    model = (run.config or {}).get("model")
+    recent = db.scalars(
+        select(TrainingRun)
+        .where(
+            TrainingRun.dataset_id == run.dataset_id,
+            TrainingRun.state == "succeeded",
+            TrainingRun.id != run.id,
+        )
+        .order_by(TrainingRun.finished_at.desc())
+        .limit(FACTOR_RUNS)
+    ).all()
+    for other in recent:
+        factor = (other.work or {}).get("evaluation_factor")
+        if (other.config or {}).get("model") == model and isinstance(factor, (int, float)):
+            return min(FACTOR_BOUNDS[1], max(FACTOR_BOUNDS[0], float(factor)))
+    return None
 
 
 def heartbeat(db: Session, run_id: int, log_tail: str) -> bool:
@@ -499,8 +527,13 @@ def finish(
         work = {**run.work, "phase": state}
         began = work.get("evaluation_started_at")
         if began and work.get("evaluation") and state == "succeeded":
-            took = utcnow() - datetime.fromisoformat(began)
-            work["evaluation_seconds"] = round(took.total_seconds(), 1)
+            took = (utcnow() - datetime.fromisoformat(began)).total_seconds()
+            work["evaluation_seconds"] = round(took, 1)
+            units, rate = work["evaluation"].get("units_total"), work.get("units_per_s")
+            if isinstance(units, (int, float)) and isinstance(rate, (int, float)) and units > 0:
+                # how much longer it took than its units at training's pace (on one process)
+                expected = units * float(work.get("processes") or 1) / rate
+                work["evaluation_factor"] = round(took / expected, 3) if expected > 0 else None
         run.work = work
     run.error = error
     run.finished_at = utcnow()

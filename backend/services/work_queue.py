@@ -35,6 +35,7 @@ from backend.models import (
     WorkerPresence,
     utcnow,
 )
+from backend.services import run_lifecycle as lifecycle
 from backend.services import workers as presence
 from backend.services.run_lifecycle import aware
 from backend.services.runs import live
@@ -142,8 +143,8 @@ def run_duration_s(
 ) -> float | None:
     """How long a run that has not started should take: its training images times its
     epochs at the images per second recent runs of its method and model measured, and its
-    final evaluation's work (runconfig.cost) at the same pace; None when no such run has
-    measured its pace."""
+    final evaluation's work (runconfig.cost) at the same pace, times how much longer the last
+    evaluation of a run like it took than that; None when no such run has measured its pace."""
     memo = memo or _Memo(db)
     try:
         cfg = runconfig.from_stored(run.config or {})
@@ -161,7 +162,8 @@ def run_duration_s(
         n_classes=max(2, n_classes),
         autoattack_n=default_n if cfg.autoattack_n is None else cfg.autoattack_n,
     )
-    return (training + evaluation) / (rate * cost.train_passes(run.method, cfg.steps))
+    factor = lifecycle.evaluation_factor(db, run) or 1.0
+    return (training + evaluation * factor) / (rate * cost.train_passes(run.method, cfg.steps))
 
 
 def evaluation_duration_s(db: Session) -> float | None:

@@ -54,7 +54,8 @@ export function queueText(place) {
   const start = place.start_in_s === null || place.start_in_s === undefined ? "at a time not yet known"
     : place.start_in_s < 1 ? (place.start_is_lower_bound ? "as soon as the work ahead ends" : "now")
       : `in ${place.start_is_lower_bound ? "no less than" : "about"} ${duration(place.start_in_s)}`;
-  return `${where} · expected to start ${start}${place.worker ? ` on worker ${place.worker}` : ""}.` +
+  const length = Number.isFinite(place.duration_s) ? ` It should take about ${duration(place.duration_s)}.` : "";
+  return `${where} · expected to start ${start}${place.worker ? ` on worker ${place.worker}` : ""}.${length}` +
     (place.note ? ` ${place.note}` : "");
 }
 

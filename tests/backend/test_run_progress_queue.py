@@ -180,3 +180,29 @@ def test_a_studys_stimulus_job_waits_in_the_same_queue(client, seeded, auth, db)
     view = client.get("/api/queue", headers=auth["researcher"]).json()
     assert [(i["kind"], i["worker"]) for i in view["running"]] == [("study", "w@host")]
     workers.forget(db, "w@host")
+
+
+def test_the_next_runs_estimate_learns_how_long_the_last_evaluation_took(seeded, db):
+    """A finished evaluation that took 4 times its units at training's pace makes the next
+    run of the same dataset and model expect its evaluation to take 4 times as long."""
+    first = running_run(db, seeded["dataset_id"])
+    report(first, point(20, batches=10, work=work(1000)))
+    evaluate(first, evaluation_point(0, 2000), evaluation_point(2000, 2000, stage="aa_pgd"))
+    db.expire_all()
+    run = db.get(TrainingRun, first)
+    began = utcnow() - timedelta(seconds=80)  # 2000 units at 100 units/s: 20 s expected
+    run.work = {**run.work, "evaluation_started_at": began.isoformat()}
+    db.commit()
+    with get_sessionmaker()() as s:
+        assert lifecycle.finish(s, first, "succeeded", "", progress=1.0)
+    db.expire_all()
+    assert db.get(TrainingRun, first).work["evaluation_factor"] == pytest.approx(4, abs=0.05)
+    second = _queued(db, seeded["dataset_id"], "second")
+    with get_sessionmaker()() as s:
+        assert lifecycle.claim(s, second, None, "w@host", 600) is None
+    report(second, point(5, batches=10, work=work(100)))
+    db.expire_all()
+    run = db.get(TrainingRun, second)
+    assert run.work["evaluation_factor_prior"] == pytest.approx(4, abs=0.05)
+    # the evaluation's 3000 units at 100 units/s, four times over
+    assert live.evaluation_estimate_s(run.work) == pytest.approx(120, abs=2)

@@ -132,10 +132,12 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     assert evaluation == {"autoattack_n": 16, "eval_restarts": 2, "epoch_eval_steps": 3}
     seen: set[str] = set()
     bar: list[tuple[str, str, int]] = []  # (state, phase, percent) as the page showed them
+    texts: list[str] = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         state = page.locator(".run-head .state").get_attribute("data-state")
         seen.add(page.locator(".progress-text").inner_text())
+        texts.append(page.locator(".progress-text").inner_text())
         progress = page.locator(".run-head .run-progress")
         bar.append((state, progress.get_attribute("data-phase"),
                     int(progress.get_attribute("aria-valuenow"))))  # fmt: skip
@@ -146,6 +148,12 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     else:
         pytest.fail(f"the run did not finish; worker log:\n{training_worker.log()}")
     check_progress_to_the_end(bar, seen)
+    db.expire_all()
+    run = db.get(TrainingRun, run_id)
+    took = (run.finished_at - run.started_at).total_seconds()
+    first = next((t for t in texts if "left" in t), None)
+    print(f"\ntraining {took - run.work['evaluation_seconds']:.0f} s, final evaluation "
+          f"{run.work['evaluation_seconds']:.0f} s; first promise: {first!r}")  # fmt: skip
     # the real worker said it listens, on its queues, and is idle again
     (listening,) = page.request.get("/api/queue").json()["workers"]
     assert listening["hostname"] == tt.NODE and tt.QUEUE in listening["queues"], listening

@@ -133,12 +133,20 @@ def _when(text: Any) -> datetime | None:
 def evaluation_estimate_s(work: dict[str, Any] | None) -> float | None:
     """Seconds the final evaluation should take, before it has measured anything: its units
     (runconfig.cost, from the configuration and the data) at the pace training measured, on
-    one process (training may have run on several)."""
+    one process (training may have run on several), times how much longer than that the last
+    evaluation of a run like it took (a small model's AutoAttack costs more than its passes)."""
     work = work or {}
     units, rate = work.get("evaluation_units"), work.get("units_per_s")
     if not isinstance(units, (int, float)) or not isinstance(rate, (int, float)) or rate <= 0:
         return None
-    return float(units) * float(work.get("processes") or 1) / float(rate)
+    return float(units) * float(work.get("processes") or 1) / float(rate) * _factor(work)
+
+
+def _factor(work: dict[str, Any]) -> float:
+    """How much longer than its units at training's pace the last evaluation of a run like
+    this one took (run_lifecycle.claim), 1 when none measured it."""
+    factor = work.get("evaluation_factor_prior")
+    return float(factor) if isinstance(factor, (int, float)) and factor > 0 else 1.0
 
 
 def evaluation_left_s(work: dict[str, Any], now: datetime) -> float | None:
@@ -155,6 +163,7 @@ def evaluation_left_s(work: dict[str, Any], now: datetime) -> float | None:
         rate = done / span
     else:
         rate = float(work.get("units_per_s") or 0) / float(work.get("processes") or 1)
+        rate /= _factor(work)
     if rate <= 0:
         return None
     left = max(0.0, total - done) / rate - (now - at).total_seconds()
