@@ -429,7 +429,7 @@ def report_batch(db: Session, run_id: int, point: dict[str, Any]) -> None:
         work = _training_work(point.get("work"))
         if work is not None:
             before = (run.work or {}).get("train_units_done")
-            progress = _training_progress(work)
+            progress = _training_progress(work, (run.work or {}).get("evaluation_factor_prior"))
             # never back within a delivery (the evaluation's estimate grows as the model
             # gets more robust); a resumed run may start again below
             resumed = isinstance(before, (int, float)) and work["train_units_done"] < before
@@ -460,10 +460,13 @@ def _training_work(work: Any) -> dict[str, Any] | None:
     return kept
 
 
-def _training_progress(work: dict[str, Any]) -> float:
+def _training_progress(work: dict[str, Any], factor: Any = None) -> float:
     """Training's share of the run's work done: the evaluation to come counts as the time it
-    takes, its units at one process's pace (training ran on `processes`)."""
-    total = work["train_units"] + (work["evaluation_units"] or 0.0) * (work["processes"] or 1.0)
+    takes, its units at one process's pace (training ran on `processes`), times `factor` (how
+    much longer the last evaluation like it took than that)."""
+    weight = float(factor) if isinstance(factor, (int, float)) and factor > 0 else 1.0
+    evaluation = (work["evaluation_units"] or 0.0) * (work["processes"] or 1.0) * weight
+    total = work["train_units"] + evaluation
     done = float(work["train_units_done"])
     return min(PROGRESS_RUNNING_MAX, max(0.0, done / float(total)))
 

@@ -204,5 +204,6 @@ def test_the_next_runs_estimate_learns_how_long_the_last_evaluation_took(seeded,
     db.expire_all()
     run = db.get(TrainingRun, second)
     assert run.work["evaluation_factor_prior"] == pytest.approx(4, abs=0.05)
-    # the evaluation's 3000 units at 100 units/s, four times over
+    # the evaluation's 3000 units at 100 units/s, four times over, and as heavy on the bar
     assert live.evaluation_estimate_s(run.work) == pytest.approx(120, abs=2)
+    assert run.progress == pytest.approx(100 / (1000 + 4 * 3000), rel=0.02)
