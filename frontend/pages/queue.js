@@ -75,9 +75,9 @@ export async function mount(root) {
         is part of it.</p>
       <p class="form-error queue-error" role="alert"></p>
       <h2>Workers</h2><div class="queue-workers-box">Loading…</div>
-      <h2>Running</h2><div class="queue-running-box"></div>
-      <h2>Waiting</h2><div class="queue-waiting-box"></div>
-      <h2>Adding a worker</h2>${HOW_TO_ADD}
+      <h2 style="margin-top:24px">Running</h2><div class="queue-running-box"></div>
+      <h2 style="margin-top:24px">Waiting</h2><div class="queue-waiting-box"></div>
+      <h2 style="margin-top:24px">Adding a worker</h2>${HOW_TO_ADD}
     </section>`);
   const $ = (s) => root.querySelector(s);
   const stop = poll(async () => {
