@@ -315,6 +315,8 @@ class DatasetAgreement(BaseModel):
     # split-half "human ceiling": agreement of two random halves' consensus maps
     split_half_iou: float | None
     split_half_correlation: float | None
+    # the whole group's reliability from the halves' correlation (Spearman-Brown)
+    split_half_reliability: float | None
     splits: int
     seed: int
     images: list[ImageAgreement]

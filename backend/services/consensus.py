@@ -2,7 +2,8 @@
 
 Conventions of salience research (ClickMe, CYBORG): the consensus is the per-pixel mean of the
 binary masks; agreement is the mean pairwise IoU and a split-half "human ceiling" (two random
-halves of the annotators, the agreement of their two consensus maps, averaged over splits).
+halves of each image's annotators, the agreement of their two consensus maps, averaged over
+images and splits; the halves' correlation raised to the whole group's by Spearman-Brown).
 IoU of two empty masks is 1 (they agree perfectly on "nothing salient").
 """
 
@@ -146,35 +147,41 @@ def mean_pairwise_iou(masks: list[np.ndarray]) -> float | None:
 def split_half(
     images: dict[int, ImageMasks], *, splits: int, seed: int, threshold: float
 ) -> tuple[float | None, float | None]:
-    """Human ceiling: split the annotators at random into two halves; per image where both
-    halves drew, the IoU of the two binarised consensus maps and the correlation of the two
-    mean maps; averaged over images, then over splits."""
-    annotators = sorted({m.annotator_id for im in images.values() for m in im.masks})
-    if len(annotators) < 2:
+    """Human ceiling: the agreement of two halves of the people who drew an image. Each
+    split divides every image's annotators at random into two halves (of n // 2 and the
+    rest), so that every image with two or more annotators counts in every split; the IoU of
+    the two binarised consensus maps and the correlation of the two mean maps are averaged
+    over all (split, image) pairs: each split weighs as many images as it covers, the same
+    for all. (A split of the annotators over the whole dataset covers only the images whose
+    annotators fell on both sides; averaging such splits unweighted let a split of one image
+    count as much as one of twenty.) The correlation is that of half-size groups: see
+    spearman_brown for the whole group's."""
+    drawn = [im for im in images.values() if len({m.annotator_id for m in im.masks}) >= 2]
+    if not drawn:
         return None, None
     rng = random.Random(seed)
     ious: list[float] = []
     corrs: list[float] = []
     for _ in range(splits):
-        order = annotators[:]
-        rng.shuffle(order)
-        half = set(order[: len(order) // 2])
-        split_ious, split_corrs = [], []
-        for im in images.values():
-            a = [m.mask for m in im.masks if m.annotator_id in half]
-            b = [m.mask for m in im.masks if m.annotator_id not in half]
-            if not a or not b:
-                continue
-            ca, cb = consensus(a), consensus(b)
-            split_ious.append(iou(ca >= threshold, cb >= threshold))
+        for im in drawn:
+            people = sorted({m.annotator_id for m in im.masks})
+            rng.shuffle(people)
+            half = set(people[: len(people) // 2])
+            ca = consensus([m.mask for m in im.masks if m.annotator_id in half])
+            cb = consensus([m.mask for m in im.masks if m.annotator_id not in half])
+            ious.append(iou(ca >= threshold, cb >= threshold))
             r = correlation(ca, cb)
             if r is not None:
-                split_corrs.append(r)
-        if split_ious:
-            ious.append(float(np.mean(split_ious)))
-        if split_corrs:
-            corrs.append(float(np.mean(split_corrs)))
-    return (float(np.mean(ious)) if ious else None, float(np.mean(corrs)) if corrs else None)
+                corrs.append(r)
+    return (float(np.mean(ious)), float(np.mean(corrs)) if corrs else None)
+
+
+def spearman_brown(r: float | None) -> float | None:
+    """The reliability of the whole group from the correlation of its two halves,
+    2r / (1 + r) (Spearman-Brown, doubling the group); None when r is unknown or -1."""
+    if r is None or r <= -1:
+        return None
+    return 2 * r / (1 + r)
 
 
 def annotator_quality(
@@ -271,6 +278,7 @@ def dataset_agreement(
         "mean_pairwise_iou": float(np.mean(pair_values)) if pair_values else None,
         "split_half_iou": sh_iou,
         "split_half_correlation": sh_r,
+        "split_half_reliability": spearman_brown(sh_r),
         "splits": splits,
         "seed": seed,
         "images": per_image,

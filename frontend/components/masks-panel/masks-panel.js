@@ -115,7 +115,9 @@ function agreementMarkup(a) {
   return html`
         <p>Images with masks: ${a.num_images} · mean pairwise IoU <strong>${iou(a.mean_pairwise_iou)}</strong> ·
           split-half IoU (human ceiling) <strong>${iou(a.split_half_iou)}</strong> ·
-          split-half correlation <strong>${iou(a.split_half_correlation)}</strong></p>
+          split-half correlation <strong>${iou(a.split_half_correlation)}</strong>
+          (whole group, Spearman-Brown <strong>${iou(a.split_half_reliability)}</strong>)</p>
+        <p class="muted">Split-half: each image's annotators in two random halves, ${a.splits} times; the halves' consensus maps compared, averaged over images and splits.</p>
         ${a.by_provenance && a.by_provenance.length ? html`<table class="data provenance"><thead><tr>
           <th>Masks made</th><th class="num">Masks</th><th class="num">Images</th>
           <th class="num">Pairwise IoU within</th><th class="num">Agreement with others (IoU)</th></tr></thead>
