@@ -27,11 +27,13 @@ const SKIP_REASONS = [
   "Inappropriate content",
 ];
 
-/** The annotator's remapped hotkeys (one key per row of DEFAULT_KEYS), or null for defaults. */
+/** The annotator's remapped hotkeys (one key per row of DEFAULT_KEYS), or null for defaults.
+ * A list kept before rows were added is shorter: MaskCanvas.setKeys gives the new rows their
+ * default keys where still free. */
 function loadKeys() {
   try {
     const k = JSON.parse(localStorage.getItem(KEYS_STORAGE));
-    return Array.isArray(k) && k.length === DEFAULT_KEYS.length ? k : null;
+    return Array.isArray(k) && k.length && k.length <= DEFAULT_KEYS.length ? k : null;
   } catch {
     return null;
   }
