@@ -128,3 +128,44 @@ def test_a_user_changes_their_password_on_the_account_page(page, seeded):
     page.get_by_role("button", name="Sign out everywhere").click()
     expect(page).to_have_url(re.compile(r"#/login"))
     assert page.request.get("/api/auth/me").status == 401
+
+
+def test_a_researchers_home_shows_what_needs_attention(page, seeded, client, auth, db):
+    """Runs training and waiting (with their progress), the latest failure, masks waiting
+    for review and the open studies, each linking on, on the researcher's home page."""
+    from backend.models import TrainingRun
+    from tests.backend.test_annotation import body, put, square
+
+    made = {}
+    for name, state, progress in [
+        ("training now", "running", 0.4),
+        ("waiting its turn", "queued", 0.0),
+        ("broke", "failed", 0.1),
+    ]:
+        run = TrainingRun(
+            name=name,
+            dataset_id=seeded["dataset_id"],
+            method="standard",
+            config={},
+            state=state,
+            progress=progress,
+        )
+        db.add(run)
+        db.flush()
+        made[name] = run.id
+    db.commit()
+    image_id = seeded["image_ids"][0]
+    assert put(client, auth["annotator"], image_id, body(square())).status_code == 200
+    r = client.post(f"/api/annotate/images/{image_id}/submit", headers=auth["annotator"])
+    assert r.status_code == 200, r.text
+
+    sign_in(page, "researcher")
+    runs = page.locator(".home-runs")
+    expect(runs.locator("p").first).to_have_text("1 training, 1 waiting.")
+    expect(runs.locator(f"li[data-run='{made['training now']}']")).to_contain_text("40%")
+    expect(runs.locator(f"li[data-run='{made['waiting its turn']}']")).to_contain_text("queued")
+    expect(runs.locator(".form-error")).to_have_text("1 run failed: broke")
+    expect(page.locator(".home-review p")).to_have_text("1 mask waiting for review.")
+    expect(page.locator(".home-studies p").first).to_have_text("No study is open.")
+    page.locator(".home-review a").click()
+    expect(page).to_have_url(re.compile(r"#/review$"))
