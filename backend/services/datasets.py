@@ -16,8 +16,8 @@ import stat
 import uuid
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -220,9 +220,28 @@ def _mask_annotation(
     )
 
 
-def _split_for(sha256: str, test_fraction: float) -> str:
-    # Deterministic: the same image always falls on the same side.
-    return "test" if int(sha256[:8], 16) / 0xFFFFFFFF < test_fraction else "train"
+def stratified_test_ids(
+    classes: Sequence[str], hashes: Sequence[str], test_fraction: float
+) -> set[int]:
+    """Which images (by index) form the test split: round(n * test_fraction) images in all,
+    shared out over the classes in proportion to their sizes (each class gets the whole part
+    of its share, the remaining images go to the classes with the largest remainders, ties
+    to the class first by name), and within a class the images first by content hash.
+    Deterministic: the same files always split the same way. With at least one test image
+    per class where the share allows, a class is never all train by chance."""
+    by_class: dict[str, list[int]] = {}
+    for i, name in enumerate(classes):
+        by_class.setdefault(name, []).append(i)
+    target = round(len(classes) * test_fraction)
+    quotas = {c: len(ids) * test_fraction for c, ids in by_class.items()}
+    counts = {c: int(q) for c, q in quotas.items()}
+    rest = target - sum(counts.values())
+    for c in sorted(by_class, key=lambda c: (-(quotas[c] - counts[c]), c))[: max(rest, 0)]:
+        counts[c] += 1
+    chosen: set[int] = set()
+    for c, ids in by_class.items():
+        chosen.update(sorted(ids, key=lambda i: hashes[i])[: counts[c]])
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -304,7 +323,8 @@ def import_dataset(
 
     The format is recognised by the tree's layout (dataset_formats.read_layout). An official
     split (train/test or train/val folders, CIFAR's batches, CUB's train_test_split.txt) is
-    kept; a flat ImageFolder tree gets a deterministic test share of test_fraction.
+    kept; a flat ImageFolder tree gets a test share of test_fraction, stratified by class
+    (stratified_test_ids).
     progress(done, total) is called once per image checked and once per image stored.
     """
     name = name.strip()
@@ -345,9 +365,18 @@ def import_dataset(
             mask = None
             if layout.mask_account and c.item.mask is not None:
                 mask = EncodedMask.of(_read_mask(c.item, c.width, c.height))
-            files.append(_Stored(c, key, sha, c.item.split or _split_for(sha, test_fraction), mask))
+            files.append(_Stored(c, key, sha, c.item.split or "", mask))
             if progress:
                 progress(total + len(written), 2 * total)
+        # no official split: a test share stratified by class
+        flat = [i for i, f in enumerate(files) if not f.split]
+        test = stratified_test_ids(
+            [files[i].checked.item.class_name for i in flat],
+            [files[i].sha256 for i in flat],
+            test_fraction,
+        )
+        for n, i in enumerate(flat):
+            files[i] = replace(files[i], split="test" if n in test else "train")
         dataset = _store_rows(db, name, description, created_by, class_names, layout, files, batch)
     except BaseException:
         db.rollback()

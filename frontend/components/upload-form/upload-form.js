@@ -36,7 +36,12 @@ function renderForm(el) {
         <label>Name <input name="name" required autocomplete="off"></label>
         <label class="grow">Description <input name="description" autocomplete="off"></label>
       </div>
-      <label>Zip file <input name="file" type="file" accept=".zip,application/zip" required></label>
+      <div class="row">
+        <label>Zip file <input name="file" type="file" accept=".zip,application/zip" required></label>
+        <label>Test share <input name="test_fraction" type="number" min="0" max="0.9" step="0.05" value="0.2" style="width:90px"
+          title="For a tree without its own split: the share of each class held out as test images (0 to 0.9)"></label>
+      </div>
+      <p class="muted">Without a split of its own, each class gives the same share of its images to the test split.</p>
       <div class="upload-progress" hidden>
         <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span></span></div>
         <span class="upload-status muted"></span>
@@ -66,8 +71,13 @@ function renderForm(el) {
     const file = form.file.files[0];
     if (!form.name.value.trim()) { err.textContent = "Give the dataset a name."; err.hidden = false; return; }
     if (!file) { err.textContent = "Choose a .zip file to import."; err.hidden = false; return; }
+    const share = Number(form.test_fraction.value);
+    if (form.test_fraction.value.trim() === "" || !(share >= 0 && share <= 0.9)) {
+      err.textContent = "The test share is a number from 0 to 0.9."; err.hidden = false; return;
+    }
     const data = new FormData();
     data.append("name", form.name.value.trim());
+    data.append("test_fraction", String(share));
     if (form.description.value.trim()) data.append("description", form.description.value.trim());
     data.append("file", file, file.name);
     const button = form.querySelector("button");
