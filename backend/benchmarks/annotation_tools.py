@@ -14,7 +14,11 @@ is missed or a policy never reached the IoU.
 
 The images: a bird of three ellipses (body, head, tail; the head another colour) on a
 background of smooth colour gradients, every pixel with uniform noise of +-10 per channel;
-320 x 240 by default (CUB's images are about 500 x 375), the target is the bird's pixels.
+320 x 240 by default (CUB's images are about 500 x 375), the target is the bird's pixels. Those
+birds are flat-coloured under their noise, which suits the wand; so the same birds are measured
+again with striped plumage (diagonal stripes of +-30 and +-10 more noise on the bird), reported
+as striped_* and not part of the goals: real photos are closer to these, and the tools gain
+much less there (see the commit message that last changed this file).
 
 The policies (a pointer action is one press of the button, held or not, or one notch of the
 wheel; moving the pointer is free). They were written here before measuring; the wand's and
@@ -138,6 +142,16 @@ def bird_image(width: int, height: int, seed: int) -> tuple[np.ndarray, np.ndarr
     rgb[head] = head_colour
     rgb += rng.uniform(-10, 10, rgb.shape)
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8), body | head | tail
+
+
+def textured(rgb: np.ndarray, target: np.ndarray, seed: int) -> np.ndarray:
+    """The bird with plumage: diagonal stripes of +-30 across it, and +-10 more noise."""
+    height, width = target.shape
+    rng = np.random.default_rng(1000 + seed)
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = 30 * np.sin((x + 0.5 * y) / max(3, min(width, height) / 40))
+    extra = np.where(target[..., None], stripes[..., None], 0) + rng.uniform(-10, 10, rgb.shape)
+    return np.clip(rgb.astype(np.float64) + extra, 0, 255).astype(np.uint8)
 
 
 def _zip(images: list[np.ndarray]) -> bytes:
@@ -320,10 +334,14 @@ POLICIES: dict[str, Callable[[Annotator, np.ndarray, Callable[[], bool]], None]]
 }
 
 
-def run_policy(page: Any, name: str, target: np.ndarray) -> tuple[int, float]:
-    """Clear the mask, follow the policy; (pointer actions, IoU reached)."""
+def run_policy(
+    page: Any, name: str, target: np.ndarray, image_id: int, dataset_id: int
+) -> tuple[int, float]:
+    """A freshly loaded page (every tool at its default: nothing one policy tuned, such as the
+    wand's tolerance, carries over to the next), the mask cleared, then the policy; (pointer
+    actions, IoU reached)."""
     height, width = target.shape
-    page.keyboard.press("Escape")
+    _open(page, image_id, dataset_id)
     page.keyboard.press("Delete")
     a = Annotator(page, width, height)
     reached = [0.0]
@@ -458,6 +476,20 @@ def _preview_timing(page: Any, image_id: int, dataset_id: int, side: int) -> dic
     }
 
 
+def _measure(
+    page: Any, dataset_id: int, image_ids: list[int], targets: list[np.ndarray]
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Every policy on every image: (pointer actions, IoU reached) per policy, image by image."""
+    counts: dict[str, list[int]] = {name: [] for name in POLICIES}
+    reached: dict[str, list[float]] = {name: [] for name in POLICIES}
+    for image_id, target in zip(image_ids, targets, strict=True):
+        for name in POLICIES:
+            n, value = run_policy(page, name, target, image_id, dataset_id)
+            counts[name].append(n)
+            reached[name].append(value)
+    return counts, reached
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=4)
@@ -470,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     url = _prepare(folder)
     proc, base = _start_server(url, folder)
     birds = [bird_image(width, height, seed) for seed in range(args.images)]
+    striped = [textured(rgb, target, seed) for seed, (rgb, target) in enumerate(birds)]
     try:
         dataset_id, image_ids = _import(base, "birds", [rgb for rgb, _ in birds])
+        striped_dataset, striped_ids = _import(base, "striped birds", striped)
         big_dataset, (big_id,) = _import(base, "big bird", [bird_image(2048, 2048, 99)[0]])
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -489,14 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             page.fill("input[name=password]", PASSWORDS["annotator"])
             page.click("button[type=submit]")
             page.wait_for_selector(".app-header .user-name")
-            counts: dict[str, list[int]] = {name: [] for name in POLICIES}
-            reached: dict[str, list[float]] = {name: [] for name in POLICIES}
-            for image_id, (_, target) in zip(image_ids, birds, strict=True):
-                _open(page, image_id, dataset_id)
-                for name in POLICIES:
-                    n, value = run_policy(page, name, target)
-                    counts[name].append(n)
-                    reached[name].append(value)
+            targets = [target for _, target in birds]
+            counts, reached = _measure(page, dataset_id, image_ids, targets)
+            counts_striped, reached_striped = _measure(page, striped_dataset, striped_ids, targets)
             timing = _preview_timing(page, big_id, big_dataset, 2048)
             browser.close()
     finally:
@@ -507,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
     brush = sum(counts["brush"])
     ratio = {name: sum(counts[name]) / brush for name in POLICIES}
+    striped_ratio = sum(counts_striped["tools"]) / sum(counts_striped["brush"])
     all_reached = all(v >= GOAL_IOU for values in reached.values() for v in values)
     line = {
         "bench": "annotation_tools",
@@ -519,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         "wand_preview_work_ms": timing["wand_preview_work_ms"],
         "wand_click_ms": timing["wand_click_ms"],
         "images": f"{args.images} x {width}x{height}, preview on 2048x2048",
+        # not a goal: the same birds with striped plumage (what real photos are closer to)
+        "striped_actions_ratio": round(striped_ratio, 3),
+        "striped_actions": {name: counts_striped[name] for name in POLICIES},
+        "striped_min_iou": {name: round(min(reached_striped[name]), 3) for name in POLICIES},
     }
     met = (
         all_reached and ratio["tools"] <= GOAL_RATIO and timing["wand_preview_ms"] < GOAL_PREVIEW_MS
