@@ -48,7 +48,9 @@ reasons given, and the brush's is unchanged:
   had no outline stroke and stopped at IoU 0.848 after their rows. The wand now fills at the
   click and its wheel adjusts that region in place (one action fewer per region), and both
   policies adjust or trace only where the target needs it.
-Every policy stops at the first action after which IoU >= 0.9.
+Every policy starts on a freshly loaded page with the mask cleared (so nothing one policy tuned,
+such as the wand's tolerance, carries over) and stops at the first action after which
+IoU >= 0.9.
 
 wand_preview_ms: on a 2048 x 2048 image of the same kind, the wand clicked in the background (the
 largest region), then 20 wheel notches alternately up and down dispatched on the viewport; for
