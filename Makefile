@@ -54,7 +54,7 @@ test: install-test system-test-deps
 ## the web side at lab scale on PostgreSQL (200,000 images, 100,000 masks, 3,000 runs), a study's
 ## results page at 50 x 200 answers, the study design simulation (coverage, QUEST+), and the
 ## annotators' assisted tools against the brush in Chromium (pointer actions, wand preview).
-bench: install-test
+bench: install-test system-test-deps
 	$(PY) -m worker.sipat.bench
 	$(PY) -m worker.sipat.bench_eval
 	$(PY) -m worker.sipat.bench_loader
