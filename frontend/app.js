@@ -108,6 +108,8 @@ async function route() {
     navigate(`#/login?next=${encodeURIComponent(location.hash.slice(1) || "/home")}`);
     return;
   }
+  if (session.user) await refreshRole();
+  if (token !== renderToken) return;
   if (r.roles && !r.roles.includes(session.user.role)) {
     renderPage(html`<section class="page"><h1>Not available</h1>
       <p>This page is for the ${r.roles.join(" or ")} role. <a href="#/home">Go to your home page</a>.</p></section>`);
@@ -137,6 +139,21 @@ async function route() {
       render(page, html`<section class="page"><p class="form-error" role="alert">${err.message}</p></section>`);
     }
   }
+}
+
+/** An admin may have changed this account's role since sign-in: every page load asks, so
+ * the header, the pages offered and the role checks follow at once (said in a notice). */
+async function refreshRole() {
+  let me;
+  try { me = await api("/api/auth/me", { reauth: false }); } catch { return; } // the page's own calls sign in again
+  if (!session.user || me.id !== session.user.id || me.role === session.user.role) return;
+  setUser(me);
+  const note = document.createElement("p");
+  note.className = "role-changed form-ok";
+  note.setAttribute("role", "status");
+  note.textContent = `Your role is now ${me.role}: the pages offered have changed.`;
+  header.after(note);
+  setTimeout(() => note.remove(), 8000);
 }
 
 function renderPage(markup) {

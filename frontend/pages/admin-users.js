@@ -28,6 +28,13 @@ export async function mount(root, { session }) {
         <thead><tr><th>Username</th><th>Role</th><th>Status</th><th>Created</th><th></th></tr></thead>
         <tbody><tr><td colspan="5" class="muted">Loading…</td></tr></tbody>
       </table>
+      <dialog class="set-password"><form class="stack" novalidate>
+        <h2>New password for <span class="who"></span></h2>
+        <label>Password <input name="password" type="password" autocomplete="new-password" required></label>
+        <p class="form-error" role="alert" hidden></p>
+        <div class="row"><button type="submit" class="primary">Set password</button>
+          <button type="button" class="cancel">Cancel</button></div>
+      </form></dialog>
     </section>`);
   const tbody = root.querySelector("tbody");
   const listErr = root.querySelector(".list-error");
@@ -57,8 +64,10 @@ export async function mount(root, { session }) {
     if (!e.target.matches("select.role")) return;
     const tr = e.target.closest("tr");
     showListError("");
+    const name = tr.cells[0].textContent;
     try {
       await api(`/api/users/${tr.dataset.id}`, { method: "PATCH", body: { role: e.target.value } });
+      showListOk(`${name} is now ${e.target.value}; their open pages change at their next page load.`);
     } catch (ex) { showListError(ex.message); }
     await load();
   });
@@ -77,12 +86,34 @@ export async function mount(root, { session }) {
         const res = await api(`/api/users/${tr.dataset.id}/sign-out-everywhere`, { method: "POST" });
         showListOk(`${name}: ${res.revoked} session${res.revoked === 1 ? "" : "s"} ended.`);
       } else if (e.target.matches("button.password")) {
-        const pw = prompt("New password for this account:");
-        if (!pw) return;
-        await api(`/api/users/${tr.dataset.id}`, { method: "PATCH", body: { password: pw } });
-        showListError("");
+        askPassword(tr.dataset.id, tr.cells[0].textContent);
       }
     } catch (ex) { showListError(ex.message); }
+  });
+
+  // a new password, typed into a masked field (never a browser prompt, which shows it)
+  const dialog = root.querySelector("dialog.set-password");
+  const pwForm = dialog.querySelector("form");
+  const pwError = dialog.querySelector(".form-error");
+  function askPassword(id, name) {
+    pwForm.reset();
+    pwForm.dataset.id = id;
+    pwForm.dataset.name = name;
+    dialog.querySelector(".who").textContent = name;
+    pwError.hidden = true;
+    dialog.showModal();
+  }
+  dialog.querySelector("button.cancel").addEventListener("click", () => dialog.close());
+  pwForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const pw = pwForm.password.value;
+    if (!pw) { pwError.textContent = "Type the new password."; pwError.hidden = false; return; }
+    try {
+      await api(`/api/users/${pwForm.dataset.id}`, { method: "PATCH", body: { password: pw } });
+      dialog.close();
+      showListError("");
+      showListOk(`${pwForm.dataset.name}'s password is set: their sessions are ended, and a pause after failed sign-ins is lifted.`);
+    } catch (ex) { pwError.textContent = ex.message; pwError.hidden = false; }
   });
 
   const form = root.querySelector("form.create-user");

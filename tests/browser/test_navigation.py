@@ -169,3 +169,47 @@ def test_a_researchers_home_shows_what_needs_attention(page, seeded, client, aut
     expect(page.locator(".home-studies p").first).to_have_text("No study is open.")
     page.locator(".home-review a").click()
     expect(page).to_have_url(re.compile(r"#/review$"))
+
+
+def test_an_admin_sets_a_role_and_a_password_and_the_users_page_follows(
+    chromium, live_server, seeded
+):
+    """A role change is confirmed, and the user's open page takes the new role at its next
+    page load, with a notice; a new password is typed into a masked field of a dialog (no
+    browser prompt, which shows it) and works at once."""
+    admin_ctx = chromium.new_context(base_url=live_server)
+    user_ctx = chromium.new_context(base_url=live_server)
+    try:
+        admin, user = admin_ctx.new_page(), user_ctx.new_page()
+        sign_in(user, "annotator")
+        expect(user.locator(".app-header nav a")).to_have_text(NAV["annotator"])
+        sign_in(admin, "admin")
+        admin.goto("/#/admin/users")
+        row = admin.locator(f"table.users tbody tr[data-id='{seeded['users']['annotator']}']")
+        row.locator("select.role").select_option("researcher")
+        expect(admin.locator(".list-ok")).to_have_text(
+            "annotator is now researcher; their open pages change at their next page load."
+        )
+        user.goto("/#/datasets")
+        expect(user.locator(".role-changed")).to_contain_text("Your role is now researcher")
+        expect(user.locator(".app-header nav a")).to_have_text(NAV["researcher"])
+        expect(user.locator("table.datasets tbody tr").first).to_contain_text("tiny")
+
+        prompted: list[str] = []
+        admin.on("dialog", lambda d: (prompted.append(d.message), d.dismiss()))
+        row.get_by_role("button", name="Set password").click()
+        dialog = admin.locator("dialog.set-password")
+        expect(dialog).to_be_visible()
+        expect(dialog.locator("input[name=password]")).to_have_attribute("type", "password")
+        dialog.locator("input[name=password]").fill("quiet-lantern-5521")
+        dialog.get_by_role("button", name="Set password").click()
+        expect(dialog).to_be_hidden()
+        expect(admin.locator(".list-ok")).to_have_text(
+            "annotator's password is set: their sessions are ended, and a pause after failed sign-ins is lifted."
+        )
+        assert not prompted
+        new = {"username": "annotator", "password": "quiet-lantern-5521"}
+        assert httpx.post(f"{live_server}/api/auth/login", json=new).status_code == 200
+    finally:
+        admin_ctx.close()
+        user_ctx.close()
