@@ -205,7 +205,8 @@ def test_an_admin_sets_a_role_and_a_password_and_the_users_page_follows(
         dialog.get_by_role("button", name="Set password").click()
         expect(dialog).to_be_hidden()
         expect(admin.locator(".list-ok")).to_have_text(
-            "annotator's password is set: their sessions are ended, and a pause after failed sign-ins is lifted."
+            "annotator's password is set: their sessions are ended, and a pause after failed "
+            "sign-ins is lifted."
         )
         assert not prompted
         new = {"username": "annotator", "password": "quiet-lantern-5521"}
