@@ -98,9 +98,32 @@ export function pgdLabel(p, { short = false } = {}) {
   return `PGD-${p.steps}, ${restarts} restart${restarts === 1 ? "" : "s"}${alpha}, on ${p.n} images`;
 }
 
+/** Why a run has no final figure to show: its state while it has none, else "not measured". */
+export function emptyReason(run) {
+  if (!run.final_metrics) {
+    const why = { cancelled: "cancelled", failed: "failed", queued: "waiting", running: "running" }[run.state];
+    return why || "not measured";
+  }
+  return "not measured";
+}
+
+/** An empty cell that says why it is empty. */
+export const emptyCell = (why) => html`<span class="muted empty-reason">${why}</span>`;
+
+/** A badge for a model no better than guessing: clean accuracy within two standard errors
+ * of 1 / classes on its n_test images (runs that recorded their number of classes). */
+export function chanceBadge(run) {
+  const f = finalOf(run);
+  if (!f.num_classes || !f.n_test || f.clean_accuracy === undefined) return "";
+  const chance = 1 / f.num_classes;
+  const se = Math.sqrt((chance * (1 - chance)) / f.n_test);
+  if (f.clean_accuracy > chance + 2 * se) return "";
+  return html`<span class="badge off chance-badge" title="Clean accuracy ${pct(f.clean_accuracy)} on ${f.n_test} test images; guessing among ${f.num_classes} classes gives ${pct(chance)}">at chance (${pct(chance)})</span>`;
+}
+
 /** Table cell: AutoAttack accuracy and its number of images ("not run" where it was not). */
 export function autoattackCell(run) {
-  if (!run.final_metrics) return "–";
+  if (!run.final_metrics) return emptyCell(emptyReason(run));
   const aa = autoattackOf(run);
   if (!aa) return html`<span class="muted">not run</span>`;
   return html`<span class="aa-acc" title="AutoAttack (${aa.version}, L∞) at ε ${greyLevels(aa.eps)} on ${aa.n} test images">${pct(aa.accuracy)}</span>
@@ -110,7 +133,7 @@ export function autoattackCell(run) {
 /** Table cell: PGD at the training ε with its steps × restarts and images. */
 export function pgdCell(run) {
   const p = pgdAtTrainEps(run);
-  if (!p) return "–";
+  if (!p) return emptyCell(emptyReason(run));
   const at = Math.abs(p.eps - run.config.eps) < 0.5 / 255 ? "" : ` at ${greyLevels(p.eps)}`;
   return html`<span class="pgd-acc" title="${pgdLabel(p)} at ε ${greyLevels(p.eps)}">${pct(p.accuracy)}</span>
     <span class="muted">${pgdLabel(p, { short: true })}${at} · n ${p.n}</span>`;

@@ -11,7 +11,7 @@ import { api } from "../lib/api.js";
 import { MISSING, number, percent as pct, points } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { configValue, loadRunSettings } from "../lib/run-settings.js";
-import { autoattackCell, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
+import { autoattackCell, chanceBadge, emptyCell, emptyReason, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
 import { ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCharts, robustVsEpsChart } from "../components/line-chart/run-charts.js";
 import "../components/inequality-panel/inequality-panel.js";
@@ -20,9 +20,20 @@ import "../components/inequality-panel/inequality-panel.js";
 const show = (v, key = "") => configValue(key, v);
 
 /** The model's salience agreement with the human masks, or why there is none. */
-function agreementCell(f) {
-  const v = (f.salience_agreement || {}).top_mass_in_mask;
-  return v === null || v === undefined ? html`<span class="muted">no human masks</span>` : pct(v);
+/** The model's salience against the human masks; empty with its reason: the run's state, no
+ * mask set chosen for the run (PGD-AT, standard), or not measured. */
+function agreementCell(run) {
+  if (!run.final_metrics) return emptyCell(emptyReason(run));
+  const v = (finalOf(run).salience_agreement || {}).top_mass_in_mask;
+  if (v !== null && v !== undefined) return pct(v);
+  return emptyCell(run.mask_set_id ? "not measured" : "no mask set for this run");
+}
+
+/** Clean accuracy with the number of test images it is on, flagged when at chance. */
+function cleanCell(run) {
+  if (!run.final_metrics) return emptyCell(emptyReason(run));
+  const f = finalOf(run);
+  return html`${pct(f.clean_accuracy)}${f.n_test ? html` <span class="muted">n ${f.n_test}</span>` : ""} ${chanceBadge(run)}`;
 }
 
 function metricLabel(k) {
@@ -65,11 +76,11 @@ export async function mount(root, ctx) {
     <details style="margin:8px 0 16px"><summary>${Object.keys(data.same).length} shared settings</summary>
       <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v, k)}</code></td></tr>`)}</table></details>
     <h2>Final results</h2>
-    <table class="data final-results"><thead><tr><th>run</th><th class="num">clean</th><th class="num">AutoAttack (run ε, n)</th>
+    <table class="data final-results"><thead><tr><th>run</th><th class="num">clean (all test images, n)</th><th class="num">AutoAttack (run ε, n)</th>
       <th class="num">PGD (run ε, steps × restarts, n)</th><th class="num">salience agreement</th></tr></thead>
-      <tbody>${runs.map((r) => { const f = finalOf(r); return html`<tr data-run="${r.id}"><td>${label(r)} ${maskingBadge(r)}</td>
-        <td class="num">${pct(f.clean_accuracy)}</td><td class="num col-autoattack">${autoattackCell(r)}</td><td class="num col-pgd">${pgdCell(r)}</td>
-        <td class="num">${agreementCell(f)}</td></tr>`; })}</tbody></table>
+      <tbody>${runs.map((r) => html`<tr data-run="${r.id}"><td>${label(r)} ${maskingBadge(r)}</td>
+        <td class="num col-clean">${cleanCell(r)}</td><td class="num col-autoattack">${autoattackCell(r)}</td><td class="num col-pgd">${pgdCell(r)}</td>
+        <td class="num col-agreement">${agreementCell(r)}</td></tr>`)}</tbody></table>
     <h2 style="margin-top:16px">Curves</h2>
     ${epochCharts(runs.map((r) => ({ name: `#${r.id}`, epochs: data.curves[String(r.id)] || [] })))}
     <div style="margin-top:14px">${robustVsEpsChart(runs.map((r) => ({ name: `#${r.id}`, pgd: data.robust_vs_eps[String(r.id)] })))}</div>

@@ -288,6 +288,8 @@ def evaluate_model(
     out: dict[str, Any] = {
         "clean_accuracy": clean,
         "n_test": len(test),
+        # chance is 1 / num_classes: the pages flag a model that is no better
+        "num_classes": data.num_classes,
         "settings": evaluation_settings(
             eps_grid,
             subset=subset,
