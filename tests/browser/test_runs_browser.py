@@ -240,7 +240,7 @@ def check_masking_warning(page, run_id: int, db) -> None:
         "failed": ["large_budget_breaks_model"],
         "checks": [
             {"name": "large_budget_breaks_model", "passed": False,
-             "detail": "PGD accuracy at eps 0.5 (pixel units) is 40.0%"},
+             "detail": "PGD accuracy at eps 127.5/255 is 40.0%"},
         ],
     }  # fmt: skip
     run.final_metrics = {**run.final_metrics, "final": final}

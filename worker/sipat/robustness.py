@@ -320,7 +320,7 @@ def gradient_masking_checks(
             _check(
                 "large_budget_breaks_model",
                 ok,
-                f"PGD accuracy at eps {e:g} (pixel units) is {a:.1%}"
+                f"PGD accuracy at eps {e * 255:.4g}/255 is {a:.1%}"
                 + (
                     ""
                     if ok
