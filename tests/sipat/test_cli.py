@@ -110,3 +110,34 @@ def test_train_and_evaluate_from_export_dir(tmp_path, capsys):
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert again["history"] == first["history"]
     assert again["final"]["pgd"]["restarts"] == 2 and again["final"]["autoattack"]["n"] == 4
+
+
+def test_sweep_trains_every_arm_and_seed_and_reads_them_back(tmp_path, capsys):
+    """`sweep` without --results-only trains each arm and seed on a named benchmark (the
+    settings over it as given), then prints the table from the runs' results files: each run
+    with its arm's value and its seed, the baseline paired with the arm by seed."""
+    from worker.sipat.cli import main
+
+    quick = ["epochs=1", "eps_warmup_epochs=0", "eval_subset=16", "eval_steps=2"]
+    quick += ["eval_restarts=1", "autoattack_n=0", "epoch_eval_steps=1", "method=sip_at"]
+    argv = ["sweep", "--dataset", "salience", "--set", "mask_fraction=0.5", "--seeds", "0,1"]
+    argv += ["--baseline", "method=pgd_at", "--out", str(tmp_path), "--no-progress", "--json"]
+    for item in quick:
+        argv += ["--base", item]
+    assert main(argv) == 0
+    table = json.loads(capsys.readouterr().out)
+    runs = sorted((r["arm"], r["seed"], r["state"]) for r in table["runs"])
+    assert runs == [(a, s, "succeeded") for a in ("baseline", "mask_fraction=0.5") for s in (0, 1)]
+    for folder in tmp_path.glob("*/seed*"):
+        config = json.loads((folder / "metrics.json").read_text())["config"]
+        assert config["seed"] == int(folder.name.removeprefix("seed")) and config["epochs"] == 1
+        if folder.parent.name == "baseline":
+            assert config["method"] == "pgd_at"
+        else:
+            assert config["method"] == "sip_at" and config["mask_fraction"] == 0.5
+    (arm,) = [a for a in table["arms"] if not a["baseline"]]
+    paired = arm["paired"]["clean_accuracy"]
+    assert paired["n"] == 2 and paired["seeds"] == [0, 1]
+    # read again from the files alone: the same table
+    assert main([*argv, "--results-only"]) == 0
+    assert json.loads(capsys.readouterr().out) == table
