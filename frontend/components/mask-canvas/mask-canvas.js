@@ -7,8 +7,8 @@
 //               configure / start / move / end
 //   regions.js  the wand's tolerance map and the superpixels' index
 //   history.js  whole-stroke undo / redo
-//   view.js     zoom, pan, overlay, cursor, lasso outline, the region on approval (wand preview,
-//               proposals), per-frame upload of changed pixels
+//   view.js     zoom, pan, overlay, cursor, lasso outline, the region on approval (a refined
+//               mask, a machine proposal), per-frame upload of changed pixels
 //   input.js    pointer / wheel / keyboard wiring and the hotkeys
 // Usage:
 //   import { MaskCanvas } from "/static/components/mask-canvas/mask-canvas.js";
@@ -384,11 +384,12 @@ export class MaskCanvas extends EventTarget {
   }
 
   /** The wheel over the canvas: the tool's own setting when it takes it (the wand's tolerance
-   * while it previews), else false (the view zooms). */
+   * while its region is live), else false (the view zooms). */
   wheel(deltaY) {
     const h = this.handler;
-    if (!h.wheel || !h.wheel(deltaY)) return false;
-    this._liveChanged(h.name);
+    const taken = h.wheel ? h.wheel(deltaY) : 0;
+    if (!taken) return false;
+    if (taken === 2) this._liveChanged(h.name); // the region changed (not at a bound)
     this._emit("toolchange", { tool: this.tool });
     return true;
   }

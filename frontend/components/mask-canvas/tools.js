@@ -14,7 +14,8 @@
 //   finishable                  finish() applies now
 //   sizeKey                     whose size [ and ] change while this tool is chosen
 //   cursor                      {diameter (image px), dashed} of the round cursor, or null
-//   wheel(deltaY) -> bool       optional: the wheel adjusts the tool (true) instead of zooming
+//   wheel(deltaY) -> 0 | 1 | 2  optional: the wheel adjusts the tool instead of zooming (1; 2
+//                               when that changed the mask), or is not taken (0: the view zooms)
 //   keepOnLeave                 optional: leaving a stroke in progress keeps it (the wand's live
 //                               region) instead of cancelling it
 // A handler only writes into the MaskRaster it was given, and says who drew the pixels it sets
@@ -200,10 +201,9 @@ export class WandHandler {
   hover() {}
   /** Wheel up widens the region (a higher tolerance), down narrows it; only while live. */
   wheel(deltaY) {
-    if (!this.map || !deltaY) return false;
+    if (!this.map || !deltaY) return 0;
     const step = Math.max(1, Math.round(Math.min(Math.abs(deltaY), 100) / 25));
-    this.configure({ tolerance: this.tolerance - Math.sign(deltaY) * step });
-    return true;
+    return this.configure({ tolerance: this.tolerance - Math.sign(deltaY) * step }) ? 2 : 1;
   }
   /** Keep the live region (the canvas commits it as one undo step). */
   finish() {

@@ -6,7 +6,7 @@
 //   const v = new View(container, { image, raster, opacity, onChange: (scale) => ... });
 //   v.fit(); v.zoomAt(1.25, x, y); v.panTo(tx, ty); v.scale;  v.toImage(x, y) -> [ix, iy];
 //   v.scheduleFlush(); v.setCursor({ diameter, dashed } | null); v.previewLasso(points, hover, cut);
-//   v.showRegion(test | null, box, cut);  // a region on its own layer: the wand's, a proposal
+//   v.showRegion(test | null, box, cut);  // a region on its own layer: a proposal on approval
 //   v.imagePixels() -> Uint8ClampedArray   // the image's RGBA (read once, for the wand)
 
 const MIN_SCALE = 0.05;
@@ -47,7 +47,7 @@ export class View {
     ictx.drawImage(image, 0, 0, this.width, this.height);
     this.maskCtx = this.maskCanvas.getContext("2d");
     this.maskCtx.imageSmoothingEnabled = false;
-    // the region on approval (the wand's preview, a refined or proposed mask): its own layer
+    // the region on approval (a refined or proposed mask): its own layer
     this.regionCanvas = this._canvas("mc-region");
     this.regionCtx = this.regionCanvas.getContext("2d");
     this.regionData = null; // ImageData, made on first use
@@ -187,8 +187,8 @@ export class View {
   }
 
   /** Show the pixels i of `box` where test(i) on the region layer (cut: in the cutting colour),
-   * now rather than at the next frame (the wand's preview follows the wheel at once); only the
-   * union of the old and the new box is rewritten. test null clears the layer. */
+   * now rather than at the next frame; only the union of the old and the new box is rewritten.
+   * test null clears the layer. */
   showRegion(test, box, cut = false) {
     if (!this.regionData) this.regionData = new ImageData(this.width, this.height);
     const px = new Uint32Array(this.regionData.data.buffer);

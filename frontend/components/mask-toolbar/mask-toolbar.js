@@ -38,7 +38,7 @@ const TOOLBAR = html`<aside class="tools" aria-label="Tools">
           <input type="range" min="1" max="500" data-size="eraser"></label>
         <label class="inline lasso-mode" title="Hold Alt while closing to cut once (X toggles)">
           <input type="checkbox" name="cut"> Lasso cuts <kbd>X</kbd></label>
-        <label class="size wand-tolerance" title="The wheel over the preview changes it too">Wand tolerance <span class="val"></span>
+        <label class="size wand-tolerance" title="The wheel over the image changes it too, and the last region with it">Wand tolerance <span class="val"></span>
           <input type="range" min="0" max="255" name="tolerance"></label>
         <label class="superpixel-size">Superpixels <select name="superpixel-size">
           ${SUPERPIXEL_SIZES.map((z) => html`<option>${z}</option>`)}</select>
