@@ -66,7 +66,9 @@ def test_progress_reaches_its_end_only_when_the_run_does(client, seeded, auth, d
 
 def test_time_left_includes_the_evaluation_then_measures_it(client, seeded, auth, db):
     run_id = running_run(db, seeded["dataset_id"], epochs=4)
-    report(run_id, point(5, batches=10, work=work(100)), point(15, batches=10, work=work(300)))
+    # 40 batches of 100 units: the batch rate makes training's pace 100 units/s
+    report(run_id, point(5, batches=10, work=work(500, total=4000)),
+           point(15, batches=10, work=work(1500, total=4000)))  # fmt: skip
     db.expire_all()
     now = utcnow()
     run = db.get(TrainingRun, run_id)

@@ -130,13 +130,17 @@ def _when(text: Any) -> datetime | None:
         return None
 
 
-def evaluation_estimate_s(work: dict[str, Any] | None) -> float | None:
+def evaluation_estimate_s(
+    work: dict[str, Any] | None, units_per_s: float | None = None
+) -> float | None:
     """Seconds the final evaluation should take, before it has measured anything: its units
     (runconfig.cost, from the configuration and the data) at the pace training measured, on
     one process (training may have run on several), times how much longer than that the last
-    evaluation of a run like it took (a small model's AutoAttack costs more than its passes)."""
+    evaluation of a run like it took (a small model's AutoAttack costs more than its passes).
+    `units_per_s`: training's pace over its whole span (training_units_per_s), else the last
+    point's."""
     work = work or {}
-    units, rate = work.get("evaluation_units"), work.get("units_per_s")
+    units, rate = work.get("evaluation_units"), units_per_s or work.get("units_per_s")
     if not isinstance(units, (int, float)) or not isinstance(rate, (int, float)) or rate <= 0:
         return None
     return float(units) * float(work.get("processes") or 1) / float(rate) * _factor(work)
@@ -187,7 +191,36 @@ def time_left_s(
     training = training_left_s(run, points, now)
     if training is None:
         return None
-    return training + (evaluation_estimate_s(work) or 0.0)
+    return training + (evaluation_estimate_s(work, training_units_per_s(run, points)) or 0.0)
+
+
+def _batch_rate(run: TrainingRun, points: Sequence[RunBatch]) -> tuple[float, RunBatch] | None:
+    """Batches per second over the per-batch points stored since the run (re)started, with
+    the last of them; None before two points span some time."""
+    started = aware(run.started_at)
+    if started is None:
+        return None
+    since = [p for p in points if (aware(p.created_at) or started) >= started]
+    if len(since) < 2:
+        return None
+    first, last = since[0], since[-1]
+    span = (
+        (aware(last.created_at) or started) - (aware(first.created_at) or started)
+    ).total_seconds()
+    if span <= 0 or last.step <= first.step:
+        return None
+    return (last.step - first.step) / span, last
+
+
+def training_units_per_s(run: TrainingRun, points: Sequence[RunBatch]) -> float | None:
+    """Training's pace in work units per second, over the same span as its batch rate (less
+    jumpy than one point's figure): the batch rate times the units of a batch."""
+    work, per_epoch_batches = run.work or {}, batches_per_epoch(run)
+    units = work.get("train_units")
+    measured = _batch_rate(run, points)
+    if measured is None or not per_epoch_batches or not isinstance(units, (int, float)):
+        return None
+    return measured[0] * float(units) / (per_epoch_batches * max(1, run.total_epochs))
 
 
 def training_left_s(run: TrainingRun, points: Sequence[RunBatch], now: datetime) -> float | None:
@@ -197,15 +230,12 @@ def training_left_s(run: TrainingRun, points: Sequence[RunBatch], now: datetime)
     started = aware(run.started_at)
     assert started is not None
     per_epoch_batches = batches_per_epoch(run)
-    since = [p for p in points if (aware(p.created_at) or now) >= started]
-    if per_epoch_batches and len(since) >= 2:
-        first, last = since[0], since[-1]
+    measured = _batch_rate(run, points)
+    if per_epoch_batches and measured is not None:
+        rate, last = measured  # batches per second
         last_at = aware(last.created_at) or now
-        span = (last_at - (aware(first.created_at) or now)).total_seconds()
-        if span > 0 and last.step > first.step:
-            rate = (last.step - first.step) / span  # batches per second
-            steps_left = max(0, per_epoch_batches * run.total_epochs - last.step)
-            return max(0.0, steps_left / rate - (now - last_at).total_seconds())
+        steps_left = max(0, per_epoch_batches * run.total_epochs - last.step)
+        return max(0.0, steps_left / rate - (now - last_at).total_seconds())
     recent = [e for e in run.epochs if aware(e.created_at) >= started]  # type: ignore[operator]
     if not recent:
         return None
