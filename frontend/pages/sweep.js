@@ -24,6 +24,10 @@ const MARGIN_REFUSED = "a margin in points, above 0 and at most 100";
 
 const labelOf = (name) => (settingOf(name) || { label: name }).label;
 const interval = (low, high, show) => (low === null || high === null ? MISSING : `${show(low)} to ${show(high)}`);
+// an empty cell that says why it is empty
+const absent = (why) => html`<span class="muted absent">${why}</span>`;
+// an interval, or why there is none (one value has no spread)
+const span = (low, high, show, n) => (low === null || high === null ? absent(n === 1 ? "one seed" : "none") : interval(low, high, show));
 const baselineText = (baseline) => Object.entries(baseline || {}).map(([k, v]) => `${labelOf(k)}: ${configValue(k, v)}`).join(", ");
 
 /** How an arm reads: its swept values, or the baseline with what sets it apart. */
@@ -133,12 +137,12 @@ function metricTable(table, key, sort) {
       <td class="num seeds">${m ? html`<span class="n">n = ${m.n}</span> <span class="muted seed-list">(seeds ${arm.seeds.join(", ")})</span>` : html`<span class="muted">none yet</span>`}
         ${arm.pending ? html`<span class="muted pending">${arm.pending} to come</span>` : ""}
         ${arm.failed + arm.cancelled ? html`<span class="left-out">${arm.failed + arm.cancelled} failed or cancelled, left out</span>` : ""}</td>
-      <td class="num mean">${m ? percent(m.mean) : MISSING}</td>
-      <td class="num interval">${m ? interval(m.low, m.high, percent) : MISSING}</td>
+      <td class="num mean">${m ? percent(m.mean) : absent(arm.pending ? "none yet" : "not measured")}</td>
+      <td class="num interval">${m ? span(m.low, m.high, percent, m.n) : absent(arm.pending ? "none yet" : "not measured")}</td>
       ${hasBaseline ? (arm.baseline ? html`<td class="muted" colspan="4">the baseline</td>` : html`
-        <td class="num diff">${p ? points(p.mean) : MISSING}${p ? html` <span class="muted pairs">n = ${p.n}</span>` : ""}</td>
-        <td class="num diff-t">${p ? interval(p.low, p.high, points) : MISSING}</td>
-        <td class="num diff-boot">${p ? interval(p.boot_low, p.boot_high, points) : MISSING}</td>
+        <td class="num diff">${p ? points(p.mean) : absent("not paired")}${p ? html` <span class="muted pairs">n = ${p.n}</span>` : ""}</td>
+        <td class="num diff-t">${p ? span(p.low, p.high, points, p.n) : absent("not paired")}</td>
+        <td class="num diff-boot">${p ? span(p.boot_low, p.boot_high, points, p.n) : absent("not paired")}</td>
         <td class="verdict" data-verdict="${p ? p.verdict : ""}">${p ? p.text : html`<span class="muted">no pairs yet</span>`}</td>`) : ""}
     </tr>`)}</tbody></table>`;
 }
@@ -151,7 +155,15 @@ function runsTable(data) {
     <tbody>${table.runs.map((r) => html`<tr data-run="${r.ref}" class="${r.state === "failed" || r.state === "cancelled" ? "left-out" : ""}">
       <td><a href="#/runs/${r.ref}">#${r.ref} ${data.run_names[String(r.ref)] || ""}</a></td>
       <td>${arms.has(r.arm) ? armText(arms.get(r.arm), table) : r.arm}</td><td class="num">${r.seed}</td><td>${stateBadge(r.state)}</td>
-      ${table.metrics.map((k) => html`<td class="num">${percent(r.figures[k])}</td>`)}</tr>`)}</tbody></table>`;
+      ${table.metrics.map((k) => html`<td class="num">${figure(r, k)}</td>`)}</tr>`)}</tbody></table>`;
+}
+
+/** A run's figure, or why it has none: its state while unfinished, else not measured (the
+ * agreement with human masks of a run without a mask set, say). */
+function figure(run, key) {
+  const v = run.figures[key];
+  if (v !== undefined && v !== null) return percent(v);
+  return absent(run.state === "succeeded" ? "not measured" : { queued: "waiting", held: "waiting" }[run.state] || run.state);
 }
 
 function bodyMarkup(data, sorts) {
