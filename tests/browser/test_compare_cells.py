@@ -7,27 +7,9 @@ import pytest
 from playwright.sync_api import expect
 
 from .conftest import sign_in
+from .test_inequality_browser import make_run
 
 pytestmark = pytest.mark.browser
-
-
-def _run(db, dataset_id: int, name: str, state: str, final: dict | None) -> int:
-    from backend.models import TrainingRun
-    from runconfig import library_defaults
-
-    config = {**library_defaults(), "seed": 0, "mask_set_id": None}
-    run = TrainingRun(
-        name=name,
-        dataset_id=dataset_id,
-        method=config["method"],
-        config=config,
-        state=state,
-        progress=1.0 if final else 0.3,
-        final_metrics={"final": final} if final else None,
-    )
-    db.add(run)
-    db.commit()
-    return int(run.id)
 
 
 def test_empty_cells_say_why_and_a_model_at_chance_is_flagged(page, seeded, db):
@@ -35,9 +17,9 @@ def test_empty_cells_say_why_and_a_model_at_chance_is_flagged(page, seeded, db):
     good = {"clean_accuracy": 0.91, "n_test": 400, "num_classes": 10}
     guessing = {"clean_accuracy": 0.105, "n_test": 400, "num_classes": 10}
     ids = {
-        "good": _run(db, ds, "learnt", "succeeded", good),
-        "chance": _run(db, ds, "guessing", "succeeded", guessing),
-        "cancelled": _run(db, ds, "stopped", "cancelled", None),
+        "good": make_run(db, ds, "learnt", final=good),
+        "chance": make_run(db, ds, "guessing", final=guessing),
+        "cancelled": make_run(db, ds, "stopped", state="cancelled"),
     }
     sign_in(page, "researcher")
     page.goto(f"/#/compare?ids={','.join(map(str, ids.values()))}")
