@@ -42,7 +42,7 @@ PROVENANCE_TOOLS = ("drawn", "wand", "superpixels", "refined", "proposal")
 SPLITS = ("train", "test")
 # the annotation queue's ring of image positions: 0 <= Image.queue_position < QUEUE_RING
 QUEUE_RING = 2**31 - 1
-STUDY_DESIGNS = ("2afc", "yesno")
+STUDY_DESIGNS = ("2afc", "yesno", "label")
 STUDY_STATES = ("draft", "generating", "ready", "open", "closed", "failed")
 # A study's moves (backend/services/study_lifecycle.py makes every one): its stimuli are
 # generated (again, after a failure), then it is opened to participants and closed.
@@ -625,7 +625,7 @@ class Trial(Base):
         ForeignKey("stimuli.id", ondelete="CASCADE")
     )
     # the right answer, never sent to the browser before it answers:
-    # 2AFC "left"/"right"; yes/no "yes"/"no"
+    # 2AFC "left"/"right"; yes/no "yes"/"no"; label: the class index (a string)
     correct_answer: Mapped[str] = mapped_column(String(8))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
     epsilon: Mapped[float] = mapped_column(Float)

@@ -33,6 +33,7 @@ WORKER_MODULES = (
     "worker/training_tasks.py",
     "worker/evaluation_tasks.py",
     "worker/study_tasks.py",
+    "worker/label_stimuli.py",
     "worker/run_files.py",
     "worker/ranks.py",
     "worker/gpu_leases.py",

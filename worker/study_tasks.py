@@ -169,8 +169,16 @@ def generate_stimuli(
         return 0
     try:
         models = RunModels(db, storage, device)
-        generation = stimuli.begin_generation(db, study)
         shape = models.input_shape(study.config["run_ids"])
+        if study.design == "label":  # one image named per trial (issue 26)
+            from worker.label_stimuli import make_label_stimuli
+
+            made = make_label_stimuli(db, storage, study, models, shape, on_progress)
+            lifecycle.finish_generation(
+                db, study, stimuli.served_config(db, storage, study, shape[0])
+            )
+            return made
+        generation = stimuli.begin_generation(db, study)
         make_stimuli(db, storage, generation, models, shape, on_progress)
         if not stimuli.has_model_accuracy(study):
             measure_model_accuracy(db, storage, generation, models, shape)

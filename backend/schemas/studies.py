@@ -7,7 +7,7 @@ answers by opaque ids only (tests/backend/test_study_participate.py scans every 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -63,7 +63,10 @@ class StudyTexts(BaseModel):
 
 class StudyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    design: Literal["2afc", "yesno"] = "2afc"
+    design: Literal["2afc", "yesno", "label"] = "2afc"
+    # label studies (backend/services/studies/labels.py): this many test images of each class
+    # are attacked at every epsilon of the grid (the adversarial images participants name)
+    images_per_class: int | None = Field(default=None, ge=1, le=500)
     # finished training runs of one dataset whose checkpoints make the stimuli
     run_ids: list[DbId] = Field(min_length=1, max_length=8)
     # explicit images (any split of the runs' dataset) ...
@@ -145,6 +148,10 @@ class StudyCreate(BaseModel):
 
     @model_validator(mode="after")
     def _images_and_design(self) -> StudyCreate:
+        if self.design == "label":  # images drawn per class (backend/services/studies/labels.py)
+            if self.images_per_class is None or self.image_ids is not None:
+                raise ValueError("a label study takes images_per_class (and no image_ids)")
+            return self
         if (self.image_ids is None) == (self.num_random_images is None):
             raise ValueError("give either image_ids or num_random_images, not both and not neither")
         if self.design == "yesno" and not any(e > 0 for e in self.epsilons_255):
@@ -225,6 +232,9 @@ class StudyInfo(BaseModel):
     design: str
     accepting: bool
     texts: StudyTexts
+    # label studies: the class names a participant chooses from, in index order (the answer
+    # is the index); absent for the detection designs
+    classes: list[str] | None = None
     image_width: int
     image_height: int
     # stimuli smaller than this many CSS pixels are drawn enlarged by an integer factor
@@ -274,7 +284,11 @@ EARLIEST_SHOWN_AT = datetime(2020, 1, 1, tzinfo=UTC)
 
 class AnswerIn(BaseModel):
     # 2AFC: "left" or "right" (which image was changed); yes/no: "yes" or "no"
-    answer: Literal["left", "right", "yes", "no"]
+    # label: a class index ("0", "1", ...) or "none" (can't tell)
+    answer: (
+        Literal["left", "right", "yes", "no", "none"]
+        | Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]
+    )
     # milliseconds from the images appearing to the answer, measured by the page (a number:
     # true, false or "500" are refused, not read as 1, 0 and 500)
     rt_ms: float = Field(ge=0, le=3_600_000, strict=True)
@@ -377,7 +391,7 @@ class ParticipantPreview(BaseModel):
     study_id: int
     condition_index: int
     info: StudyInfo
-    example: ExamplePayload
+    example: ExamplePayload | None = None  # none in a label study
     trials: list[PreviewTrial]
     practice_total: int
     main_total: int

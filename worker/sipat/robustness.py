@@ -268,6 +268,30 @@ def autoattack(
     }
 
 
+def autoattack_examples(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    n_classes: int,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 250,
+) -> Tensor:
+    """The adversarial images of the original AutoAttack (standard, L-inf, the same package
+    and settings as `autoattack`) for images x (B x C x H x W in [0, 1]) with labels y: where
+    no attack succeeded, the clean image. The caller's torch RNG state is left as it was."""
+    if len(x) == 0:
+        return x.clone()
+    cuda = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
+    plain = eval_mode(model, affine_batchnorm=False)
+    with plain, torch.random.fork_rng(devices=cuda), _captured_autoattack_log(None):
+        aa = build_autoattack(model, eps, n_classes, seed=seed, device=device)
+        x_adv, _ = aa.run_standard_evaluation(x.contiguous(), y.clone(), batch_size=batch_size)
+    return x_adv.detach().cpu()
+
+
 def _tolerance(n: int) -> float:
     return max(CHECK_TOLERANCE, 1 / n) if n else CHECK_TOLERANCE
 

@@ -371,6 +371,10 @@ def results(db: Session, study: Study) -> dict[str, Any]:
     """The whole analysis of a study (exclusions, every run's points, fits and per-participant
     fits): the work the analysis cache does in the background (analysis_cache.refresh); the
     results page reads what it stored."""
+    if study.design == "label":  # one image named per trial (issue 26)
+        from backend.services.studies.labels import label_results
+
+        return label_results(db, study)
     rows = _trial_rows(db, study)
     excluded = exclusions(study, rows)
     sessions = {r["session_id"]: r for r in rows}

@@ -61,6 +61,10 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
     dataset_id = dataset_ids.pop()
     if len({run_image_size(r) for r in good_runs}) != 1:
         raise Invalid("All runs must use the same image size.", field="run_ids")
+    if body.design == "label":  # one image named per trial (issue 26)
+        from backend.services.studies.labels import create_label_study
+
+        return create_label_study(db, body, user, dataset_id)
 
     cells = _cell_sequence(body.design, body.run_ids, body.epsilons_255, body.trials_per_condition)
     n_main = len(cells)

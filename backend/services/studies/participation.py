@@ -106,6 +106,7 @@ def public_info(study: Study) -> dict[str, Any]:
         # at a device pixel ratio of 1; the device check uses the participant's own
         "min_window_width": min_w,
         "min_window_height": min_h,
+        "classes": cfg.get("classes") if study.design == "label" else None,
     }
 
 
@@ -129,6 +130,10 @@ def plan_trials(
 ) -> list[PlannedTrial]:
     """The trials of participant number `condition_index`: practice first, then main and
     catch trials shuffled by `rng`, which also picks the sides of 2AFC pairs."""
+    if study.design == "label":  # one image to name per trial (issue 26)
+        from backend.services.studies.labels import plan_label_trials
+
+        return plan_label_trials(study, stim, condition_index, rng)
     cfg = study.config
     runs: list[int] = cfg["run_ids"]
     imgs = cfg["images"]
@@ -435,6 +440,8 @@ def example_pair(db: Session, session: ParticipantSession) -> dict[str, str]:
     study = db.get(Study, session.study_id)
     assert study is not None
     img = study.config["images"]["example"]
+    if img is None:
+        raise NotFound("This study has no example.")
     catch_eps = eps_key(study.config["catch_epsilon_255"])
     stim = {k: s for k, s in stimuli_by_key(db, study.id).items() if k[2] == img}
     changed = stim[("example", study.config["run_ids"][0], img, catch_eps)]
@@ -460,7 +467,7 @@ def _session_stimuli(db: Session, session: ParticipantSession) -> list[Stimulus]
         ids.add(left)
         if right is not None:
             ids.add(right)
-    example = (Stimulus.source_image_id == study.config["images"]["example"]) & (
+    example = (Stimulus.source_image_id == (study.config["images"]["example"] or -1)) & (
         Stimulus.purpose.in_(("example", "reference"))
     )
     return list(
@@ -508,9 +515,15 @@ def answer_trial(
         raise NotFound("Trial not found.")
     study = db.get(Study, session.study_id)
     assert study is not None
-    valid = ("left", "right") if study.design == "2afc" else ("yes", "no")
-    if answer not in valid:
-        raise Invalid(f"The answer must be {valid[0]} or {valid[1]}.")
+    if study.design == "label":
+        from backend.services.studies.labels import valid_answers
+
+        if answer not in valid_answers(study):
+            raise Invalid("The answer must be a class index of this study or none.")
+    else:
+        valid = ("left", "right") if study.design == "2afc" else ("yes", "no")
+        if answer not in valid:
+            raise Invalid(f"The answer must be {valid[0]} or {valid[1]}.")
     existing = db.scalar(select(Response).where(Response.trial_id == trial.id))
     if existing is None:
         first_open = db.scalar(

@@ -208,13 +208,16 @@ def participant_preview(db: Session, study: Study, condition_index: int = 0) -> 
             }
         )
     img = cfg["images"]["example"]
-    changed = stim[("example", cfg["run_ids"][0], img, eps_key(cfg["catch_epsilon_255"]))]
-    original = stim[("reference", None, img, 0.0)]
+    example = None  # a label study has no example pair
+    if img is not None:
+        changed = stim[("example", cfg["run_ids"][0], img, eps_key(cfg["catch_epsilon_255"]))]
+        original = stim[("reference", None, img, 0.0)]
+        example = {"original": url(original), "changed": url(changed)}
     return {
         "study_id": study.id,
         "condition_index": condition_index,
         "info": public_info(study),
-        "example": {"original": url(original), "changed": url(changed)},
+        "example": example,
         "trials": trials,
         "practice_total": numbers["practice"],
         "main_total": numbers["main"],
