@@ -148,7 +148,7 @@ def main() -> int:
         print(f"    {role:<11} {username} / {password}")
     print("  Ctrl-C stops the server and the worker.")
     print()
-    print("  One worker trains, evaluates and makes stimuli, one job at a time.")
+    print("  The worker trains, evaluates and makes stimuli, taking the queue's jobs in turn.")
     print(f"  The queue (what waits, for how long): {url}#/queue")
     print(f"  To add a worker, in another terminal here: {ADD_WORKER}")
     print()

@@ -60,6 +60,7 @@ class _Presence:
 
     hostname: str | None = None
     queues: list[str] = []
+    slots: int = 1  # its concurrency: how many jobs it runs at once
     job: dict[str, Any] | None = None
 
 
@@ -80,6 +81,7 @@ def announce(settings: Settings, hostname: str) -> None:
                 gpus=gpus,
                 leases=leases,
                 job=_Presence.job,
+                slots=_Presence.slots,
             )
     finally:
         engine.dispose()
@@ -149,6 +151,8 @@ def _start_timer(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None)
     _Presence.hostname = hostname
     _Presence.queues = _consumed_queues(sender)
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", 1)
+    _Presence.slots = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
     _timer = RecoveryTimer(get_settings(), hostname)
     _timer.start()
 

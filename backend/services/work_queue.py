@@ -88,6 +88,12 @@ class QueueView:
         }
 
 
+def _slots(w: WorkerPresence) -> int:
+    """How many jobs a worker runs at once (its Celery concurrency), as it said."""
+    slots = (w.job or {}).get("slots")
+    return slots if isinstance(slots, int) and slots > 0 else 1
+
+
 def _job_of(w: WorkerPresence) -> tuple[str, int] | None:
     job = w.job or {}
     if isinstance(job.get("kind"), str) and isinstance(job.get("id"), int):
@@ -270,7 +276,7 @@ def build(db: Session, settings: Settings, now: datetime | None = None) -> Queue
 
     far = datetime.max.replace(tzinfo=now.tzinfo)
     queued.sort(key=lambda i: (i._sent_at or far, i.kind, i.id))
-    _play_out(running, queued, [w.hostname for w in workers])
+    _play_out(running, queued, {w.hostname: _slots(w) for w in workers})
     return QueueView(
         listening=len(workers),
         silent_after_s=presence.silent_after_s(settings),
@@ -280,34 +286,43 @@ def build(db: Session, settings: Settings, now: datetime | None = None) -> Queue
     )
 
 
-def _play_out(running: list[Item], queued: list[Item], hosts: list[str]) -> None:
-    """Number the waiting items and estimate when each starts: every worker takes the next
-    one when it is free (its running item's time left; unknown: free now, and the starts
-    after it lower bounds)."""
+@dataclass
+class _Slot:
+    """One job's place on a worker while the queue is played out."""
+
+    worker: str
+    free_in_s: float = 0.0
+    unsure: bool = False  # an item before it has no estimate: later starts are lower bounds
+
+
+def _play_out(running: list[Item], queued: list[Item], hosts: list[str] | dict[str, int]) -> None:
+    """Number the waiting items and estimate when each starts: every slot of a worker (a
+    worker runs `hosts[name]` jobs at once, one unless it says more) takes the next one when
+    it is free (its running item's time left; unknown: free now, and the starts after it
+    lower bounds)."""
     for n, item in enumerate(queued, 1):
         item.position = n
-    if not hosts:
+    slots = hosts if isinstance(hosts, dict) else dict.fromkeys(hosts, 1)
+    free = [_Slot(h) for h, n in sorted(slots.items()) for _ in range(max(1, n))]
+    if not free:
         return
-    free = dict.fromkeys(hosts, 0.0)
-    unsure = dict.fromkeys(hosts, False)
-    unplaced = []
-    for item in running:
-        host = item.worker if item.worker in free else None
-        if host is None:
-            unplaced.append(item)
-            continue
-        free[host] = max(free[host], item.time_left_s or 0.0)
-        unsure[host] = unsure[host] or item.time_left_s is None
-    for item in unplaced:  # running on a worker that said nothing of it: the least busy
-        host = min(free, key=lambda h: free[h])
-        free[host] += item.time_left_s or 0.0
-        unsure[host] = unsure[host] or item.time_left_s is None
+
+    def first(among: list[_Slot]) -> _Slot:
+        return min(among, key=lambda s: (s.free_in_s, s.worker))
+
+    for item in running:  # on its worker's least busy slot (else the least busy of all)
+        slot = first([s for s in free if s.worker == item.worker] or free)
+        slot.free_in_s += item.time_left_s or 0.0
+        slot.unsure = slot.unsure or item.time_left_s is None
     for item in queued:
-        host = min(free, key=lambda h: (free[h], h))
-        item.worker, item.start_in_s = host, free[host]
-        item.start_is_lower_bound = unsure[host]
-        free[host] += item.duration_s or 0.0
-        unsure[host] = unsure[host] or item.duration_s is None
+        slot = first(free)
+        item.worker, item.start_in_s, item.start_is_lower_bound = (
+            slot.worker,
+            slot.free_in_s,
+            slot.unsure,
+        )
+        slot.free_in_s += item.duration_s or 0.0
+        slot.unsure = slot.unsure or item.duration_s is None
 
 
 def _worker_public(w: WorkerPresence, running: list[Item], now: datetime) -> dict[str, Any]:

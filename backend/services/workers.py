@@ -35,17 +35,20 @@ def beat(
     gpus: list[str],
     leases: dict[str, Any],
     job: dict[str, Any] | None,
+    slots: int = 1,
     now: datetime | None = None,
 ) -> None:
     """Say that worker `hostname` is listening on `queues`, may lease `gpus` (`leases`: who
-    holds each now) and does `job` ({"kind": "run" | "evaluation" | "study", "id": ...},
-    None when idle)."""
+    holds each now), does `job` ({"kind": "run" | "evaluation" | "study", "id": ...}, None
+    when idle) and runs `slots` jobs at once (its concurrency; kept in the job's record as
+    "slots")."""
     now = now or utcnow()
     row = db.scalars(select(WorkerPresence).where(WorkerPresence.hostname == hostname)).first()
     if row is None:
         row = WorkerPresence(hostname=hostname, started_at=now)
         db.add(row)
-    row.queues, row.gpus, row.leases, row.job, row.seen_at = queues, gpus, leases, job, now
+    record = {**(job or {}), "slots": slots}
+    row.queues, row.gpus, row.leases, row.job, row.seen_at = queues, gpus, leases, record, now
     db.commit()
 
 

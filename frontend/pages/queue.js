@@ -15,7 +15,7 @@ const KINDS = { run: "training run", evaluation: "inequality evaluation", study:
 
 /** How to add a worker, in the demo and in production (the README says the same). */
 const HOW_TO_ADD = html`<div class="queue-howto">
-    <p>Every worker takes one piece of work at a time, in this order. To add one:</p>
+    <p>The workers take the work in this order, each as many pieces at once as its concurrency (<code>-c</code>). To add one:</p>
     <ul>
       <li>With <code>make demo</code> running, in a second terminal in the same folder:
         <code>.venv/bin/python -m backend.demo --worker-only</code> (it uses the demo's database, queue and files).</li>

@@ -209,3 +209,13 @@ def test_the_next_runs_estimate_learns_how_long_the_last_evaluation_took(seeded,
     # the evaluation's 3000 units at 100 units/s, four times over, and as heavy on the bar
     assert live.evaluation_estimate_s(run.work) == pytest.approx(120, abs=2)
     assert run.progress == pytest.approx(100 / (1000 + 4 * 3000), rel=0.02)
+
+
+def test_a_worker_that_runs_two_jobs_at_once_takes_two_from_the_queue():
+    running = [work_queue.Item("run", 1, "r1", "running", "#/runs/1", worker="a@h",
+                               time_left_s=60.0)]  # fmt: skip
+    queued = [work_queue.Item("run", i, f"q{i}", "queued", f"#/runs/{i}", duration_s=30.0)
+              for i in (2, 3, 4)]  # fmt: skip
+    work_queue._play_out(running, queued, {"a@h": 2})
+    assert [(q.worker, q.start_in_s) for q in queued] == [("a@h", 0.0), ("a@h", 30.0),
+                                                          ("a@h", 60.0)]  # fmt: skip
