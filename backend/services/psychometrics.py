@@ -32,6 +32,11 @@ MIN_PARTICIPANTS = 10  # a group fit from fewer is flagged: its interval may be 
 # a participant gets a fit of their own with at least this many trials over 3+ levels
 MIN_TRIALS_OWN_FIT = 40
 MAX_LAPSE = 0.2  # the lapse rate's upper bound (beyond it the task was not being done)
+# the prior on overdispersion, Beta(1, k) over eta: psignifit's default k = 10 expects blocks
+# of one observer that scatter little (kept for a participant's own fit); in a group fit a
+# block is one participant, and people differ, so the prior is flat (k = 1) and the data set eta
+ETA_PRIOR_BETA_GROUP = 1
+ETA_PRIOR_BETA_OWN = 10
 # the yes/no clean trials (epsilon 0) sit this far (natural-log units) below the lowest
 # tested level: the Weibull there is below 0.3 % of its span for every slope psignifit allows
 CLEAN_OFFSET = 12.0
@@ -302,6 +307,7 @@ def fit_curve(
         stimulus_range=(float(logs[0]), float(logs[-1])),
         width_min=width_min,
         bounds={"lambda": (0.0, MAX_LAPSE)},
+        beta_prior=ETA_PRIOR_BETA_GROUP if group else ETA_PRIOR_BETA_OWN,
         grid_steps=dict(GRID_STEPS if design == "2afc" else GRID_STEPS_YESNO),
         steps_moving_bounds=dict(MOVING_STEPS if design == "2afc" else MOVING_STEPS_YESNO),
         pool_max_blocks=10**9,
