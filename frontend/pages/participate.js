@@ -12,6 +12,7 @@
 // flow run from the researcher's preview route, answers kept in memory, nothing stored.
 
 import { html, render } from "../lib/html.js";
+import { labelChoices, labelHelp, labelKey, wireLabelSearch } from "../components/label-answer/label-answer.js";
 
 const root = document.getElementById("study");
 const linkToken = decodeURIComponent(location.pathname.replace(/^\/s\//, "").split("/")[0] || "");
@@ -314,6 +315,7 @@ function trialScale(images) {
 }
 
 function answerHelp() {
+  if (info.design === "label") return labelHelp(info.classes || []);
   return info.design === "2afc"
     ? html`Which image was changed? Press <kbd>F</kbd> or <kbd>←</kbd> for the left one, <kbd>J</kbd> or <kbd>→</kbd> for the right one, or click a button.`
     : html`Was this image changed? Press <kbd>Y</kbd> for yes, <kbd>N</kbd> for no, or click a button.`;
@@ -322,12 +324,13 @@ function answerHelp() {
 async function instructions(state) {
   show(html`<div class="card instructions"><h2>Instructions</h2><p>${info.texts.instructions}</p>
     <p>${answerHelp()}</p>
-    <p>Here is an example, made much stronger than most you will see:</p>
+    ${info.design === "label" ? "" : html`<p>Here is an example, made much stronger than most you will see:</p>
     <div class="stage example"><figure data-slot="original"><figcaption>Original</figcaption></figure>
-      <figure data-slot="changed"><figcaption>Changed</figcaption></figure></div>
+      <figure data-slot="changed"><figcaption>Changed</figcaption></figure></div>`}
     <p>${state.practice_total ? html`You will first do ${state.practice_total} practice trials, with feedback.` : ""}</p>
     <p><button class="primary" data-act="begin">${state.practice_total ? "Start the practice" : "Start"}</button></p></div>`);
   root.querySelector("[data-act=begin]").addEventListener("click", () => trials(state));
+  if (info.design === "label") return;  // a label study has no example pair
   try {
     const ex = await flow.example();
     const [a, b] = await Promise.all([loadImage(ex.original), loadImage(ex.changed)]);
@@ -385,11 +388,13 @@ async function trials(state) {
 
 function runTrial(trial, images, total) {
   return new Promise((resolve) => {
+    const label = info.design === "label";
     const options = info.design === "2afc" ? [["left", "Left image"], ["right", "Right image"]] : [["yes", "Yes, changed"], ["no", "No, unchanged"]];
+    const question = label ? "What does this image show?" : info.design === "2afc" ? "Which image was changed?" : "Was this image changed?";
     show(html`<p class="progress">${trial.phase === "practice" ? "Practice" : "Trial"} ${trial.number} of ${total}</p>
       <div class="stage" data-trial="${trial.id}"></div>
-      <p class="question">${info.design === "2afc" ? "Which image was changed?" : "Was this image changed?"}</p>
-      <div class="answers">${options.map(([v, label]) => html`<button data-answer="${v}" disabled>${label}</button>`)}</div>
+      <p class="question">${question}</p>
+      ${label ? labelChoices(info.classes || []) : html`<div class="answers">${options.map(([v, text]) => html`<button data-answer="${v}" disabled>${text}</button>`)}</div>`}
       <p class="feedback" aria-live="assertive"></p>`);
     const stage = root.querySelector(".stage");
     let t0 = null;
@@ -428,7 +433,7 @@ function runTrial(trial, images, total) {
       ? { f: "left", arrowleft: "left", j: "right", arrowright: "right" }
       : { y: "yes", n: "no" };
     setKeys((e) => {
-      const v = keys[e.key.toLowerCase()];
+      const v = label ? labelKey(info.classes || [], root, e) : keys[e.key.toLowerCase()];
       if (v && !e.repeat) { e.preventDefault(); answer(v); }
     });
     buttons.forEach((b) => b.addEventListener("click", () => answer(b.dataset.answer)));
@@ -438,6 +443,7 @@ function runTrial(trial, images, total) {
       t0 = performance.now();
       shownAt = new Date().toISOString();
       buttons.forEach((b) => { b.disabled = false; });
+      if (label) wireLabelSearch(root);
     }));
   });
 }

@@ -15,6 +15,7 @@ import { bytes, dateTime, duration, greyLevels, number, percent as pct } from ".
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
 import { configEntries, loadRunSettings } from "../lib/run-settings.js";
+import { drawHvra } from "../components/hvra-panel/hvra-panel.js";
 import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, phaseText, queueText, runPercent, stateBadge } from "../lib/run-display.js";
 import { createChart, ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCheckLabel, robustVsEpsChart } from "../components/line-chart/run-charts.js";
@@ -188,6 +189,7 @@ function finalMarkup(run) {
   return html`
         <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images.</p>
         <h3>AutoAttack</h3><div class="final-aa">${autoattackSection(run)}</div>
+        <div class="final-hvra"></div>
         <h3>PGD</h3><div class="final-pgd">${pgdSection(run, f)}</div>
         <h3>Gradient-masking checks</h3><div class="final-masking">${maskingSection(f)}</div>
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
@@ -247,6 +249,7 @@ function drawFinal(root, { run }) {
   const el = root.querySelector(".run-final");
   render(el, finalMarkup(run));
   el.classList.remove("muted");
+  drawHvra(el.querySelector(".final-hvra"), run.id);
 }
 
 async function drawSalience(root, id) {

@@ -25,7 +25,9 @@ export async function mount(root, ctx) {
         <label>Name <input name="name" required maxlength="200"></label>
         <fieldset><legend>Source runs (finished, one dataset)</legend><div class="runs muted">Loading…</div></fieldset>
         <label>Design <select name="design"><option value="2afc">Two images: which one was changed? (2AFC)</option>
-          <option value="yesno">One image: was it changed? (yes/no, half clean)</option></select></label>
+          <option value="yesno">One image: was it changed? (yes/no, half clean)</option>
+          <option value="label">One image: what does it show? (label; AutoAttack images, human-validated robust accuracy)</option></select></label>
+        <label>Images per class (label studies) <input name="images_per_class" type="number" min="1" value="5"></label>
         <label>Random test images <input name="num_random_images" type="number" min="1" value="40"></label>
         <label>or these image ids <input name="image_ids" placeholder="e.g. 12, 15, 19"></label>
         <label>Epsilon grid (grey levels, /255) <input name="epsilons_255" value="1, 2, 4, 8, 16"></label>
@@ -68,6 +70,7 @@ export async function mount(root, ctx) {
     const texts = {};
     for (const k of ["consent", "instructions", "debrief"]) if (f.get(k).trim()) texts[k] = f.get(k);
     const ids = f.get("image_ids").trim();
+    const label = f.get("design") === "label";
     const body = {
       name: f.get("name"), design: f.get("design"),
       run_ids: f.getAll("run").map(Number),
@@ -83,6 +86,7 @@ export async function mount(root, ctx) {
       completion_code: f.get("completion_code").trim() || null,
       seed: Number(f.get("seed")), texts,
     };
+    if (label) Object.assign(body, { images_per_class: Number(f.get("images_per_class")), image_ids: null, num_random_images: null });
     errorEl.hidden = true;
     form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
     try {

@@ -6,6 +6,7 @@
 // their native pixel size, with the L-inf distance to the source measured by the server.
 // Usage: routed by app.js; exports mount(root, ctx).
 
+import { labelResultsView } from "../components/label-results/label-results.js";
 import { api } from "../lib/api.js";
 import { dateTime, number as num, percent as pct, plural, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
@@ -368,7 +369,8 @@ export async function mount(root, ctx) {
     clearTimeout(resultsTimer);
     const res = await api(`/api/studies/${id}/results`);
     if (!box.isConnected) return;
-    render(box, html`<h2>Results</h2>${resultsView(res)}`);
+    const view = res.design === "label" ? labelResultsView(res, analysisState(res)) : resultsView(res);
+    render(box, html`<h2>Results</h2>${view}`);
     if (res.analysis.state !== "current") {
       resultsTimer = setTimeout(() => showResults(box).catch(() => {}), 3000);
     }
