@@ -375,33 +375,64 @@ def results(db: Session, study: Study) -> dict[str, Any]:
         from backend.services.studies.labels import label_results
 
         return label_results(db, study)
+    return results_from(load_inputs(db, study))
+
+
+def load_inputs(db: Session, study: Study) -> dict[str, Any]:
+    """Everything the analysis reads from the database, as plain data, so that the reading
+    transaction can end before the fits (seconds to a minute) start."""
+    runs = []
+    for rid in study.config["run_ids"]:
+        run = db.get(TrainingRun, rid)
+        runs.append(
+            {
+                "run_id": rid,
+                "run_name": run.name if run else "",
+                "method": run.method if run else "",
+                "robust_accuracy": robust_accuracy_curve(run) if run else None,
+                "model_accuracy": model_accuracy(study, rid),
+            }
+        )
     rows = _trial_rows(db, study)
-    excluded = exclusions(study, rows)
+    return {
+        "study_id": study.id,
+        "design": study.design,
+        "config": study.config,
+        "rows": rows,
+        "excluded": exclusions(study, rows),
+        "runs": runs,
+    }
+
+
+def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The analysis of what load_inputs read (no database)."""
+    rows, excluded, config = inputs["rows"], inputs["excluded"], inputs["config"]
+    design = inputs["design"]
     sessions = {r["session_id"]: r for r in rows}
     included_rows = [r for r in rows if r["session_id"] not in excluded]
     names = {sid: r["participant"] for sid, r in sessions.items()}
     runs_out = []
-    grid = [float(e) for e in study.config["epsilons_255"]]
-    for rid in study.config["run_ids"]:
-        run = db.get(TrainingRun, rid)
-        counts = participant_counts(included_rows, study.design, rid)
+    grid = [float(e) for e in config["epsilons_255"]]
+    for run in inputs["runs"]:
+        rid = run["run_id"]
+        counts = participant_counts(included_rows, design, rid)
         out = analyse_run(
             counts,
-            design=study.design,
+            design=design,
             grid=grid,
-            catch_epsilon_255=float(study.config.get("catch_epsilon_255") or 0) or None,
-            seed=int(study.config.get("seed", 0)) + rid,
+            catch_epsilon_255=float(config.get("catch_epsilon_255") or 0) or None,
+            seed=int(config.get("seed", 0)) + rid,
         )
         for one in out["individual_fits"]:
             one["participant"] = names.get(one["participant"], str(one["participant"]))
         runs_out.append(
             {
                 "run_id": rid,
-                "run_name": run.name if run else "",
-                "method": run.method if run else "",
+                "run_name": run["run_name"],
+                "method": run["method"],
                 **out,
-                "robust_accuracy": robust_accuracy_curve(run) if run else None,
-                "model_accuracy": model_accuracy(study, rid),
+                "robust_accuracy": run["robust_accuracy"],
+                "model_accuracy": run["model_accuracy"],
             }
         )
     excluded_list = [
@@ -409,8 +440,8 @@ def results(db: Session, study: Study) -> dict[str, Any]:
         for sid, reason in sorted(excluded.items())
     ]
     return {
-        "study_id": study.id,
-        "design": study.design,
+        "study_id": inputs["study_id"],
+        "design": design,
         "participants": {
             "total": len(sessions),
             "completed": sum(1 for r in sessions.values() if r["completed"]),

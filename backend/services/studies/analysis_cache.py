@@ -75,15 +75,23 @@ def refresh(study_id: int) -> dict[str, Any] | None:
     from backend.db import get_sessionmaker
     from backend.services.studies import analysis
 
+    started = time.perf_counter()
+    inputs = None
     with get_sessionmaker()() as db:
         study = db.get(Study, study_id)
         if study is None:
             return None
         counts = live_counts(db, study_id)
-        started = time.perf_counter()
-        with threadpool_limits(limits=1):
+        if study.design == "label":
             res = analysis.results(db, study)
-        seconds = time.perf_counter() - started
+        else:
+            # read everything, then end the transaction before fitting: a long-open reading
+            # transaction would hold its table locks for the whole fit
+            inputs = analysis.load_inputs(db, study)
+    if inputs is not None:
+        with threadpool_limits(limits=1):
+            res = analysis.results_from(inputs)
+    seconds = time.perf_counter() - started
     res["analysis"] = {
         "answers": counts["answers"],
         "completed": counts["completed"],
