@@ -29,10 +29,17 @@ DEMO_WORKER = "demo-worker"
 ADD_WORKER = ".venv/bin/python -m backend.demo --worker-only"
 
 
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    """The worker's environment: unless OMP_NUM_THREADS is set, each of its concurrent jobs
+    gets an equal share of the CPU's threads (more would make them wait on each other)."""
+    jobs = get_settings().demo_worker_concurrency
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), **env}
+
+
 def worker_command(name: str = DEMO_WORKER) -> list[str]:
-    """The demo's Celery worker: one training process on the training and default queues,
-    named `name`@host (each worker's name must be its own: a worker that starts takes back
-    the runs its name was training, as a restarted one)."""
+    """The demo's Celery worker: DEMO_WORKER_CONCURRENCY training processes (2) on the
+    training and default queues, named `name`@host (each worker's name must be its own: a
+    worker that starts takes back the runs its name was training, as a restarted one)."""
     settings = get_settings()
     return [
         "nice",
@@ -47,7 +54,7 @@ def worker_command(name: str = DEMO_WORKER) -> list[str]:
         "-Q",
         f"{settings.training_queue},default",
         "-c",
-        "1",
+        str(settings.demo_worker_concurrency),
         "--loglevel",
         "INFO",
         "-n",
@@ -104,7 +111,7 @@ def main() -> int:
     seed_demo()
 
     env = dict(os.environ)
-    worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env)
+    worker = subprocess.Popen(worker_command(), cwd=ROOT, env=worker_env(env))
     server = subprocess.Popen(
         [
             sys.executable,
@@ -176,5 +183,5 @@ if __name__ == "__main__":
         print(
             f"• worker {name}: it takes the queue's next job whenever it is free; Ctrl-C stops it"
         )
-        os.execvp(command[0], command)
+        os.execvpe(command[0], command, worker_env(dict(os.environ)))
     sys.exit(main())

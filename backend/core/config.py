@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +111,12 @@ class Settings(BaseSettings):
     # the demo's worker trains at this CPU niceness (0-19): on a laptop's few cores the pages
     # stay responsive while a run trains (a run only takes a little longer)
     demo_worker_niceness: int = Field(default=10, ge=0, le=19)
+    # how many jobs the demo's worker runs at once (its sweep's runs two at a time), each
+    # with an equal share of the CPU's threads
+    demo_worker_concurrency: int = Field(default=2, ge=1, le=16)
+    # the demo's runs: "full", or "quick" (the same content from shorter runs: one epoch,
+    # the evaluation on fewer images; the tests' demo, or a slow machine's first look)
+    demo_runs: Literal["full", "quick"] = "full"
 
     @field_validator("storage_url")
     @classmethod

@@ -72,6 +72,8 @@ class _Stack:
             TRAINING_QUEUE="training",
             OMP_NUM_THREADS="1",
             MKL_NUM_THREADS="1",
+            # one job at a time, as when the README's figures were measured
+            DEMO_WORKER_CONCURRENCY="1",
         )
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
