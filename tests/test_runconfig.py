@@ -125,8 +125,10 @@ def test_the_api_schema_is_built_from_the_settings():
 
 # Setting names that are also ordinary words of the app with other meanings (a study's attack
 # has its eps and steps, a participant a device, a dataset an image size, a run a method and a
-# model): a literal of these says nothing about run settings.
+# model, a psychometric function its guess rate gamma, as psignifit names it, and a dataset
+# import the test_fraction of its split): a literal of these says nothing about run settings.
 COMMON_WORDS = {"method", "model", "seed", "eps", "steps", "image_size", "device"}
+COMMON_WORDS |= {"gamma", "test_fraction"}
 # Where a setting's name is derived, never written: the API's schemas, routes and services,
 # and the frontend (pages, components, helpers).
 DERIVED = ["backend/schemas", "backend/routers", "backend/services", "frontend"]
