@@ -36,7 +36,7 @@ def _xy(ts):
 
 
 def test_product_autoattack_equals_the_package_called_directly(pgd_at_model, bench_data):
-    images = bench_data.test.spread_subset(64)
+    images = bench_data.test.spread_subset(32)
     ours = autoattack(pgd_at_model, images, EPS, bench_data.num_classes, seed=0)
     # the package alone, as its README shows it, on the same images and seed
     model = pgd_at_model.eval()
@@ -122,11 +122,11 @@ def test_autoattack_is_not_above_pgd20_and_the_checks_stay_silent(pgd_at_model, 
         subset=200,
         steps=20,
         autoattack_eps=EPS,
-        autoattack_n=100,
+        autoattack_n=50,
     )
     aa = out["autoattack"]
     assert aa["accuracy"] <= aa["pgd"]["accuracy"]
-    assert aa["pgd"]["steps"] == 20 and aa["pgd"]["n"] == aa["n"] == 100
+    assert aa["pgd"]["steps"] == 20 and aa["pgd"]["n"] == aa["n"] == 50
     assert out["large_eps"]["accuracy"] <= 0.05
     names = [c["name"] for c in out["gradient_masking"]["checks"]]
     assert names == [
