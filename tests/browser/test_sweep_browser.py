@@ -136,7 +136,13 @@ def test_launch_a_sweep_and_read_its_paired_intervals(
     form.locator("select[name=baseline_setting]").select_option("method")
     form.locator("select[name=baseline_value]").select_option("pgd_at")
     # 2 shares x 2 seeds, and the baseline arm's 2 runs
-    form.locator(".sweep-preview .preview-runs[data-runs='6']").wait_for()
+    try:
+        form.locator(".sweep-preview .preview-runs[data-runs='6']").wait_for()
+    except Exception as ex:
+        raise AssertionError(
+            f"the preview never said 6 runs; it says {form.locator('.sweep-preview').inner_text()!r}"
+            f" and the marked fields say {form.locator('.field-error, .axis-error').all_inner_texts()!r}"
+        ) from ex
     assert error.inner_text() == ""
     assert "arms" in form.locator(".sweep-preview").inner_text()
     form.locator("button[type=submit]").click()

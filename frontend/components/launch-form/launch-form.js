@@ -120,13 +120,21 @@ export async function openLaunchForm(container, {
     }
   };
 
+  /** Offer the chosen dataset's mask sets and finished runs. Only the latest call draws (a
+   * slower answer for the dataset chosen before would put back its choices), and a choice the
+   * user has made already stays chosen while it is still offered. */
+  let choicesAsked = 0;
   async function fillChoices() {
+    const asked = ++choicesAsked;
     const dsId = form.elements.dataset_id.value;
     const sets = await api(`/api/datasets/${dsId}/mask-sets`).catch(() => ({ data: [] }));
     const done = await api(`/api/runs?state=succeeded&dataset_id=${dsId}`).catch(() => ({ data: [] }));
+    if (asked !== choicesAsked) return;
     for (const ref of settings.refs) {
+      const select = form.elements[ref.name];
       const options = (REF_OPTIONS[ref.name] || (() => []))({ sets: sets.data, done: done.data });
-      render(form.elements[ref.name], html`<option value="">—</option>${options.map(([id, text]) => html`<option value="${id}" ${String(id) === String(values[ref.name]) ? "selected" : ""}>${text}</option>`)}`);
+      const chosen = select.value || String(values[ref.name] ?? "");
+      render(select, html`<option value="">—</option>${options.map(([id, text]) => html`<option value="${id}" ${String(id) === chosen ? "selected" : ""}>${text}</option>`)}`);
     }
   }
 
