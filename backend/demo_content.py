@@ -9,7 +9,10 @@
   intervals on first start;
 - a perception study made from the seed-0 runs of SIP-AT (strokes on all images) and
   PGD-AT, open, with a few simulated participants
-  (an observer model that looks at the pixels; marked "simulated" in their ids).
+  (an observer model that looks at the pixels; marked "simulated" in their ids);
+- a label study of the same two runs (people name the class of clean and adversarial
+  images), with simulated participants whose answers flip with epsilon
+  (backend/demo_labels.py), so the runs show human-validated robust accuracy.
 
 Every step looks first whether it was done (by name), so a restart continues where the last
 one stopped and a second `make demo` changes nothing. The annotator, researcher and admin
@@ -33,6 +36,8 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from backend.core.config import get_settings
+from backend.demo_labels import LABEL_STUDY, label_study_body, simulate_label_participants
+from backend.demo_participants import participant
 
 _logger = logging.getLogger("demo")
 
@@ -285,21 +290,8 @@ def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any
     if found:
         study = researcher.get(f"/api/studies/{found[0]['id']}")
     else:
-        # SIP-AT with the strokes on every image, and PGD-AT
-        seed0 = sorted(
-            (
-                r
-                for r in runs
-                if r["config"].get("seed") == 0
-                and (r["method"] == "pgd_at" or r["config"].get("mask_fraction") == 1.0)
-            ),
-            key=lambda r: r["method"] != "sip_at",
-        )
-        if len(seed0) != 2 or any(r["state"] != "succeeded" for r in seed0):
-            _logger.warning(
-                "the demo study needs the seed-0 runs of SIP-AT and PGD-AT to succeed; it is "
-                "not made (a second `make demo` makes it once they have)"
-            )
+        seed0 = _studied_runs(runs, "the demo study")
+        if seed0 is None:
             return None
         study = researcher.post(
             "/api/studies",
@@ -317,6 +309,48 @@ def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any
                 "seed": 0,
             },
         )
+    return _opened(researcher, study)
+
+
+def demo_label_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The label study of the same two runs (their adversarial images named by people, for
+    the runs' human-validated robust accuracy): made, its stimuli generated, open; None when
+    one of the runs did not succeed."""
+    found = [s for s in researcher.get("/api/studies")["data"] if s["name"] == LABEL_STUDY]
+    if found:
+        study = researcher.get(f"/api/studies/{found[0]['id']}")
+    else:
+        seed0 = _studied_runs(runs, "the demo label study")
+        if seed0 is None:
+            return None
+        study = researcher.post("/api/studies", label_study_body([r["id"] for r in seed0]))
+    return _opened(researcher, study)
+
+
+def _studied_runs(runs: list[dict[str, Any]], what: str) -> list[dict[str, Any]] | None:
+    """The seed-0 runs of SIP-AT with the strokes on every image and of PGD-AT, SIP-AT first;
+    None (said in the log) when either did not succeed."""
+    seed0 = sorted(
+        (
+            r
+            for r in runs
+            if r["config"].get("seed") == 0
+            and (r["method"] == "pgd_at" or r["config"].get("mask_fraction") == 1.0)
+        ),
+        key=lambda r: r["method"] != "sip_at",
+    )
+    if len(seed0) != 2 or any(r["state"] != "succeeded" for r in seed0):
+        _logger.warning(
+            "%s needs the seed-0 runs of SIP-AT and PGD-AT to succeed; it is not made (a "
+            "second `make demo` makes it once they have)",
+            what,
+        )
+        return None
+    return seed0
+
+
+def _opened(researcher: DemoApi, study: dict[str, Any]) -> dict[str, Any]:
+    """The study with its stimuli generated (waiting for the worker) and opened."""
     if study["state"] in ("draft", "failed"):
         study = researcher.post(f"/api/studies/{study['id']}/generate")
     while study["state"] == "generating":
@@ -341,36 +375,14 @@ def simulate_participants(base: str, study: dict[str, Any]) -> int:
     for k, pid in enumerate(SIMULATED):
         rng = np.random.default_rng(k)
         noise = 0.6 + 0.3 * k  # each observer a little less sensitive than the last
-        http = httpx.Client(base_url=base, timeout=60)
-        link = study["link_path"].rsplit("/", 1)[-1]
-        r = http.post(f"/api/participate/links/{link}/sessions", json={"prolific_pid": pid})
-        if r.status_code >= 400:
-            raise RuntimeError(f"simulated participant: {r.status_code} {r.text[:200]}")
-        session = r.json()
-        if session["stage"] == "done":
-            continue
-        token = session["token"]
-        http.post(f"/api/participate/{token}/consent").raise_for_status()
-        http.post(
-            f"/api/participate/{token}/device",
-            json={
-                "screen_width": 1920,
-                "screen_height": 1080,
-                "window_width": 1600,
-                "window_height": 1000,
-                "device_pixel_ratio": 1,
-                "user_agent": "simulated observer (make demo)",
-            },
-        ).raise_for_status()
-        for trial in http.get(f"/api/participate/{token}/trials").json()["data"]:
-            energies = [_high_frequency_energy(http.get(u).content) for u in trial["images"]]
-            seen = [e + rng.normal(0, noise) for e in energies]
-            answer = "left" if seen[0] > seen[1] else "right"
-            http.post(
-                f"/api/participate/{token}/trials/{trial['id']}/answer",
-                json={"answer": answer, "rt_ms": float(rng.uniform(500, 1800))},
-            ).raise_for_status()
-        http.post(f"/api/participate/{token}/complete").raise_for_status()
+        with participant(base, study, pid) as who:
+            if who is None:
+                continue
+            for trial in who.trials():
+                energies = [_high_frequency_energy(who.image(u)) for u in trial["images"]]
+                seen = [e + rng.normal(0, noise) for e in energies]
+                answer = "left" if seen[0] > seen[1] else "right"
+                who.answer(trial, answer, float(rng.uniform(500, 1800)))
         made += 1
     return made
 
@@ -387,3 +399,7 @@ def build(base: str, researcher_login: tuple[str, str], show: Callable[[float, s
     study = demo_study(researcher, runs)
     if study is not None and study["num_sessions"] == 0:
         simulate_participants(base, study)
+    show(1.0, "the label study")
+    labels = demo_label_study(researcher, runs)
+    if labels is not None and labels["state"] == "open":
+        simulate_label_participants(base, researcher, labels)

@@ -1,6 +1,6 @@
 """The demo's label study (issue 26): its design, and simulated participants answering it
 through the participant API, so that the study page and the run page show human-validated
-robust accuracy. The lead's build (backend/demo_content.build) makes the study with
+robust accuracy. The demo's build (backend/demo_content.build) makes the study with
 `label_study_body` and calls `simulate_label_participants` once its stimuli are made.
 
 The observer model names the image's true class with a probability that falls with the
@@ -15,19 +15,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import httpx
 import numpy as np
+
+from backend.demo_participants import participant
 
 LABEL_STUDY = "demo: what does the image show?"
 LABEL_SIMULATED = ("label-sim-1", "label-sim-2", "label-sim-3", "label-sim-4", "label-sim-5")
-DEVICE = {
-    "screen_width": 1920,
-    "screen_height": 1080,
-    "window_width": 1600,
-    "window_height": 1000,
-    "device_pixel_ratio": 1,
-    "user_agent": "simulated observer (make demo)",
-}
 
 
 def label_study_body(run_ids: list[int]) -> dict[str, Any]:
@@ -72,31 +65,21 @@ def simulate_label_participants(base: str, researcher: Any, study: dict[str, Any
     classes = len(cfg["classes"])
     truth = {int(k): int(v) for k, v in cfg["true_classes"].items()}
     known = _stimuli_by_bytes(researcher, study["id"])
-    link = detail["link_path"].rsplit("/", 1)[-1]
     made = 0
     for k, pid in enumerate(LABEL_SIMULATED):
         rng = np.random.default_rng(100 + k)
-        http = httpx.Client(base_url=base, timeout=60)
-        r = http.post(f"/api/participate/links/{link}/sessions", json={"prolific_pid": pid})
-        if r.status_code >= 400:
-            raise RuntimeError(f"simulated participant: {r.status_code} {r.text[:200]}")
-        token = r.json()["token"]
-        http.post(f"/api/participate/{token}/consent").raise_for_status()
-        http.post(f"/api/participate/{token}/device", json=DEVICE).raise_for_status()
-        for trial in http.get(f"/api/participate/{token}/trials").json()["data"]:
-            data = http.get(trial["images"][0]).content
-            st = known[hashlib.sha256(data).hexdigest()]
-            true = truth[int(st["source_image_id"])]
-            if rng.random() < p_true_class(float(st["epsilon_255"])):
-                answer = str(true)
-            elif rng.random() < 0.25 or classes < 2:
-                answer = "none"
-            else:
-                answer = str(int(rng.choice([c for c in range(classes) if c != true])))
-            http.post(
-                f"/api/participate/{token}/trials/{trial['id']}/answer",
-                json={"answer": answer, "rt_ms": float(rng.uniform(700, 2500))},
-            ).raise_for_status()
-        http.post(f"/api/participate/{token}/complete").raise_for_status()
+        with participant(base, detail, pid) as who:
+            if who is None:
+                continue
+            for trial in who.trials():
+                st = known[hashlib.sha256(who.image(trial["images"][0])).hexdigest()]
+                true = truth[int(st["source_image_id"])]
+                if rng.random() < p_true_class(float(st["epsilon_255"])):
+                    answer = str(true)
+                elif rng.random() < 0.25 or classes < 2:
+                    answer = "none"
+                else:
+                    answer = str(int(rng.choice([c for c in range(classes) if c != true])))
+                who.answer(trial, answer, float(rng.uniform(700, 2500)))
         made += 1
     return made
