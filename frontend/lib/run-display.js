@@ -7,6 +7,7 @@
 // which stage of its final evaluation), and where waiting work stands in the queue.
 // Usage: import { finalOf, autoattackCell, pgdCell, maskingBadge, stateBadge } from "../lib/run-display.js";
 //   runPercent(run); phaseText(run); queueText(place)   // place: a run's or a study's `queue`
+//   cleanCell(run); agreementCell(run); emptyCell(emptyReason(run)); chanceBadge(run)   // a cell, or why it is empty
 
 import { duration, greyLevels, percent as pct } from "./format.js";
 import { html } from "./html.js";
@@ -119,6 +120,29 @@ export function chanceBadge(run) {
   const se = Math.sqrt((chance * (1 - chance)) / f.n_test);
   if (f.clean_accuracy > chance + 2 * se) return "";
   return html`<span class="badge off chance-badge" title="Clean accuracy ${pct(f.clean_accuracy)} on ${f.n_test} test images; guessing among ${f.num_classes} classes gives ${pct(chance)}">at chance (${pct(chance)})</span>`;
+}
+
+/** Why a run has no salience agreement with the human masks: its state while it has no
+ * figures, no mask set chosen for the run (PGD-AT, standard, maps made by a model), or not
+ * measured. */
+export function agreementReason(run) {
+  if (!run.final_metrics) return emptyReason(run);
+  return run.mask_set_id ? "not measured" : "no mask set for this run";
+}
+
+/** Table cell: clean accuracy with the number of test images it is on, flagged when at chance. */
+export function cleanCell(run) {
+  if (!run.final_metrics) return emptyCell(emptyReason(run));
+  const f = finalOf(run);
+  if (!Number.isFinite(f.clean_accuracy)) return emptyCell("not measured");
+  return html`<span class="clean-acc">${pct(f.clean_accuracy)}</span>${f.n_test ? html` <span class="muted">n ${f.n_test}</span>` : ""} ${chanceBadge(run)}`;
+}
+
+/** Table cell: the share of the model's salience inside the human masks, or why there is none. */
+export function agreementCell(run) {
+  const v = (finalOf(run).salience_agreement || {}).top_mass_in_mask;
+  if (run.final_metrics && Number.isFinite(v)) return pct(v);
+  return emptyCell(agreementReason(run));
 }
 
 /** Table cell: AutoAttack accuracy and its number of images ("not run" where it was not). */

@@ -7,16 +7,20 @@
 // settings that apply to its method (budgets in /255), reproducibility record, downloads, cancel / retry /
 // clone, the final evaluation (AutoAttack as the headline robust accuracy with its per-attack
 // breakdown, PGD beside it and over epsilon, the gradient-masking checks, with a warning at the
-// top when one failed), and its salience beside the human masks.
+// top when one failed), and its salience beside the human masks. Every figure on a subset of the
+// test images names it; a model at chance is flagged; an absent figure says why (cancelled,
+// not measured, no mask set for the run), as on the runs and compare pages (lib/run-display.js).
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
 import { bytes, dateTime, duration, greyLevels, number, percent as pct } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
-import { configEntries, loadRunSettings } from "../lib/run-settings.js";
+import { applies, configEntries, labelOf, loadRunSettings, settingOf } from "../lib/run-settings.js";
 import { drawHvra } from "../components/hvra-panel/hvra-panel.js";
-import { autoattackOf, checkName, failedChecks, finalOf, pgdGrid, pgdLabel, phaseText, queueText, runPercent, stateBadge } from "../lib/run-display.js";
+import {
+  agreementReason, autoattackOf, chanceBadge, checkName, emptyReason, failedChecks, finalOf, pgdGrid, pgdLabel, phaseText, queueText, runPercent, stateBadge,
+} from "../lib/run-display.js";
 import { createChart, ensureChartStyles, epsLabel } from "../components/line-chart/line-chart.js";
 import { epochCheckLabel, robustVsEpsChart } from "../components/line-chart/run-charts.js";
 
@@ -42,9 +46,30 @@ function kvTable(obj) {
   return html`<table class="data kv">${rows}</table>`;
 }
 
+// fields of the reproducibility record that belong to a setting of another name: they apply
+// where that setting does (the mask set's hash with the mask set; the images given a map with
+// the share of images given one)
+const RECORD_OWNER = { mask_set_hash: "mask_set_id", train_images_with_map: "mask_fraction" };
+
+/** The reproducibility record with only the fields that apply to the run's method (a PGD-AT
+ * run lists no mask set, mask share or teacher), settings by their labels. */
+function recordEntries(run) {
+  const config = run.config || {};
+  const value = (name) => config[name];
+  const kept = {};
+  for (const [key, v] of Object.entries(run.reproducibility || {})) {
+    const item = settingOf(RECORD_OWNER[key] || key);
+    if (item && !applies(item, value)) continue;
+    const label = item && !RECORD_OWNER[key] ? labelOf(item, run.method) : key.replaceAll("_", " ");
+    kept[label] = v;
+  }
+  return kept;
+}
+
 /** AutoAttack as the headline robust accuracy, with the accuracy after each of its attacks. */
 function autoattackSection(run) {
   const aa = autoattackOf(run);
+  const nTest = finalOf(run).n_test;
   if (!aa) {
     return html`<p class="final-autoattack-none">AutoAttack: <span class="muted">not run (${
       run.config.autoattack_n === 0 ? "AutoAttack images set to 0" : "the run finished before AutoAttack was part of every run"}).</span></p>`;
@@ -54,7 +79,9 @@ function autoattackSection(run) {
   return html`
     <p class="robust-headline">AutoAttack (${aa.version}, L∞, ε ${epsLabel(aa.eps)}, ${aa.n} images, ${aa.package}):
       <strong class="final-autoattack">${pct(aa.accuracy)}</strong></p>
-    <table class="data aa-breakdown"><thead><tr><th class="num">clean</th>
+    ${nTest && aa.n !== nTest ? html`<p class="muted aa-subset">AutoAttack runs on ${aa.n} of the ${nTest} test images: its
+      clean accuracy below is on those ${aa.n}, not the ${nTest} above.</p>` : ""}
+    <table class="data aa-breakdown"><thead><tr><th class="num">clean (${aa.n} images)</th>
       ${attacks.map((a) => html`<th class="num">after ${AA_ATTACK_NAMES[a] || a}</th>`)}</tr></thead>
       <tbody><tr><td class="num">${pct(aa.clean)}</td>${attacks.map((a) => html`<td class="num" data-attack="${a}">${pct(after[a])}</td>`)}</tr></tbody></table>
     <p class="muted">Each attack runs on the images still robust after the ones before it. APGD-CE, APGD-T and
@@ -72,7 +99,7 @@ function pgdSection(run, f) {
   const grid = pgdGrid(f);
   const large = f.large_eps;
   return html`
-    <p class="pgd-label">${pgdLabel(grid)}, spread over the classes${
+    <p class="pgd-label">${pgdLabel(grid)}${f.n_test && grid.n && grid.n !== f.n_test ? ` of the ${f.n_test} test images` : ""}, spread over the classes${
       f.subset_clean_accuracy !== undefined && f.robust_subset !== f.n_test
         ? html` (clean accuracy on those: <span class="subset-clean">${pct(f.subset_clean_accuracy)}</span>)` : ""}:</p>
     <table class="data pgd-grid"><tr><th>ε</th>${Object.keys(f.pgd_accuracy || {}).map((e) => html`<th class="num">${epsLabel(e)}</th>`)}</tr>
@@ -187,21 +214,22 @@ function finalMarkup(run) {
   const f = finalOf(run);
   const agree = f.salience_agreement;
   return html`
-        <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong> on ${f.n_test} test images.</p>
+        <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong>${f.n_test ? ` on ${f.n_test} test images` : ""}. ${chanceBadge(run)}</p>
         <h3>AutoAttack</h3><div class="final-aa">${autoattackSection(run)}</div>
         <div class="final-hvra"></div>
         <h3>PGD</h3><div class="final-pgd">${pgdSection(run, f)}</div>
         <h3>Gradient-masking checks</h3><div class="final-masking">${maskingSection(f)}</div>
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
-          <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>` : ""}`;
+          <strong>${pct(agree.top_mass_in_mask)}</strong>, IoU of top pixels ${pct(agree.iou_top_k)}.</p>`
+    : html`<p class="final-agreement-none">Salience agreement with the human masks: <span class="muted empty-reason">${agreementReason(run)}</span>.</p>`}`;
 }
 
 /** The model's salience maps beside the human masks (GET /api/runs/<id>/salience). */
-function salienceMarkup(s) {
+function salienceMarkup(s, run) {
   const a = s.agreement;
   return html`<h2>Salience beside robustness</h2>
       <p class="muted">The model's own ${s.kind} maps next to the human consensus masks on test images${a ? html` —
-        mean share of the top salience mass inside the mask: <strong>${pct(a.top_mass_in_mask)}</strong> over ${a.n} images` : " (this run's data has no human masks)"}.</p>
+        mean share of the top salience mass inside the mask: <strong>${pct(a.top_mass_in_mask)}</strong> over ${a.n} images` : html` <span class="empty-reason">(agreement: ${agreementReason(run)})</span>`}.</p>
       <div class="salience-grid">${s.samples.map((x) => html`<figure>
         <div class="row"><img src="${x.image_url}" alt="image"><img src="${x.model_url}" alt="model salience">
           ${x.human_url ? html`<img src="${x.human_url}" alt="human mask">` : ""}</div>
@@ -237,27 +265,38 @@ function drawLog(root, { run }) {
 /** Configuration, reproducibility record and downloads. */
 function drawRecord(root, { run }) {
   render(root.querySelector(".run-config"), configTable(run.config));
-  render(root.querySelector(".run-repro"), kvTable(run.reproducibility));
+  render(root.querySelector(".run-repro"), kvTable(recordEntries(run)));
   const dl = Object.entries(run.downloads || {});
   render(root.querySelector(".run-downloads"), dl.length
     ? html`${dl.map(([name, url]) => html`<a class="button" href="${url}" download>${name}</a> `)}`
     : html`<span class="muted">Available when the run has finished.</span>`);
 }
 
+/** Why a run has no final evaluation (yet): "Not finished yet." while it may still come. */
+function noFinalText(run) {
+  const why = emptyReason(run);
+  if (why === "waiting" || why === "running") return "Not finished yet.";
+  return why === "not measured" ? "No final evaluation was recorded." : `No final evaluation: the run was ${why}.`;
+}
+
 function drawFinal(root, { run }) {
-  if (!run.final_metrics) return;
   const el = root.querySelector(".run-final");
+  if (!run.final_metrics) {
+    el.textContent = noFinalText(run);
+    el.dataset.reason = emptyReason(run);
+    return;
+  }
   render(el, finalMarkup(run));
   el.classList.remove("muted");
   drawHvra(el.querySelector(".final-hvra"), run.id);
 }
 
-async function drawSalience(root, id) {
+async function drawSalience(root, id, run) {
   const el = root.querySelector(".run-salience");
   let s;
   try { s = await api(`/api/runs/${id}/salience`); } catch { return; }
   if (!el.isConnected || !s.available) return; // the page was left meanwhile
-  render(el, salienceMarkup(s));
+  render(el, salienceMarkup(s, run));
 }
 
 // what to draw again for each kind of news from the feed
@@ -295,7 +334,7 @@ export async function mount(root, ctx) {
   const feed = new RunFeed(id, {
     onUpdate(what) {
       for (const draw of REDRAW[what]) draw(root, feed, charts);
-      if (what === "detail" && feed.run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(root, id); }
+      if (what === "detail" && feed.run.state === "succeeded" && !salienceShown) { salienceShown = true; drawSalience(root, id, feed.run); }
     },
     onMode: (mode) => { $(".run-curves").dataset.live = mode; },
     onError: (err) => { $(".action-error").textContent = `${err.message} (retrying)`; },

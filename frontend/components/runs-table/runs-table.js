@@ -3,7 +3,9 @@
 // server sorts by name, method, state, progress and date; the figures of the final evaluation
 // sort here). The progress bar counts a run's final evaluation (full only once the run has ended;
 // "evaluating" under it while the evaluation runs). AutoAttack at the run's ε is the headline robust accuracy, PGD beside it; a run
-// that failed a gradient-masking check carries a warning badge.
+// that failed a gradient-masking check carries a warning badge, a model at chance an "at chance"
+// one; clean accuracy names its test images; an empty figure says why (the run's state, not
+// measured, no mask set). Wider than its box (a narrow window), the table scrolls inside it.
 // Usage: import { COLUMNS } from "../components/runs-table/runs-table.js";   // defines <runs-table>
 //   <runs-table></runs-table>
 //   table.methodLabel = (m) => nameOf(m);  table.sort = "-created_at";  table.runs = res.data;
@@ -14,9 +16,11 @@
 // Events: `sortchange` (detail: {sort}, e.g. "-state": fetch the runs in that order),
 // `selectionchange` (detail: {selected}, the ids).
 
-import { dateTime, greyLevels, percent as pct } from "../../lib/format.js";
+import { dateTime, greyLevels } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
-import { autoattackCell, autoattackOf, finalOf, maskingBadge, pgdAtTrainEps, pgdCell, phaseText, runPercent, stateBadge } from "../../lib/run-display.js";
+import {
+  agreementCell, autoattackCell, autoattackOf, cleanCell, finalOf, maskingBadge, pgdAtTrainEps, pgdCell, phaseText, runPercent, stateBadge,
+} from "../../lib/run-display.js";
 import { linkStylesheet } from "../../lib/styles.js";
 
 /** sort: the server's sort key; client: the value the browser sorts by. */
@@ -118,10 +122,10 @@ export class RunsTable extends HTMLElement {
         return html`<div class="progress" title="${title}" data-percent="${runPercent(r)}"><div style="width:${runPercent(r)}%"></div></div>
           ${(r.work || {}).phase === "evaluating" && r.state === "running" ? html`<span class="muted run-phase">evaluating</span>` : ""}`;
       }
-      case "clean": return pct(finalOf(r).clean_accuracy);
+      case "clean": return cleanCell(r);
       case "autoattack": return autoattackCell(r);
       case "pgd": return pgdCell(r);
-      case "agreement": return pct((finalOf(r).salience_agreement || {}).top_mass_in_mask);
+      case "agreement": return agreementCell(r);
       case "tags": return (r.tags || []).join(", ");
       case "created": return dateTime(r.created_at);
       default: return "";
