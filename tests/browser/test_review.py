@@ -104,6 +104,20 @@ def test_accept_then_agreement_mask_set_and_export(chromium, live_server, seeded
     expect(note).to_contain_text("The same masks are already frozen as \u201cfirst set\u201d")
     expect(page.locator("table.sets tbody tr")).to_have_count(1)
     expect(page.locator("form.freeze input[name=name]")).to_have_value("second name")
+    # the set's filter reads as words, and the table stays inside its card, even narrow
+    expect(page.locator("table.sets td.set-filter")).to_have_text(
+        "masks accepted · at least 1 annotator per image · any agreement"
+    )
+    page.set_viewport_size({"width": 900, "height": 900})
+    over = page.evaluate("""() => {
+      const card = document.querySelector(".mask-sets");
+      const table = card.querySelector("table.sets");
+      return { card: card.scrollWidth - card.clientWidth,
+               table: table.getBoundingClientRect().right - card.getBoundingClientRect().right,
+               page: document.documentElement.scrollWidth - document.documentElement.clientWidth };
+    }""")
+    assert over["card"] <= 0 and over["table"] <= 0 and over["page"] <= 0, over
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
     href = page.locator("a.export-png").get_attribute("href")
     r = page.request.get(href)

@@ -6,7 +6,7 @@
 // Attribute: dataset (the dataset's id), read when it is first put on the page.
 
 import { api, uploadWithProgress } from "../../lib/api.js";
-import { dateTime, durationMs, number, percent } from "../../lib/format.js";
+import { dateTime, durationMs, number, percent, plural } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
 
@@ -45,8 +45,8 @@ function panelMarkup() {
     </div>
     <div class="card stack mask-sets">
       <h2>Mask sets</h2>
-      <table class="data sets"><thead><tr><th>Name</th><th>Filter</th><th class="num">Images</th>
-        <th>Hash</th><th>Created</th><th></th></tr></thead><tbody></tbody></table>
+      <div class="sets-box"><table class="data sets"><thead><tr><th>Name</th><th>Filter</th><th class="num">Images</th>
+        <th>Hash</th><th>Created</th><th>Export</th></tr></thead><tbody></tbody></table></div>
       <form class="row freeze" novalidate>
         <label>Name <input name="name" required></label>
         <label class="inline"><input type="checkbox" name="accepted" checked> accepted</label>
@@ -135,11 +135,25 @@ function agreementMarkup(a) {
             <td class="num">${percent(q.mean_area_fraction)}</td></tr>`)}</tbody></table>`;
 }
 
-/** A mask set's filter as words ("statuses: accepted · min annotators: 2 · min agreement: any"),
- * not as JSON. */
+// a mask set's filter, key by key, as the freeze form words it
+const FILTER_WORDS = {
+  statuses: (v) => `masks ${[].concat(v).join(" + ")}`,
+  min_annotators: (v) => `at least ${plural(v, "annotator")} per image`,
+  min_agreement: (v) => (v === null || v === undefined ? "any agreement" : `agreement (IoU) at least ${v}`),
+  empty_masks_excluded: (v) => (v ? `${plural(v, "empty mask")} left out` : ""),
+  exclude_proposals: (v) => (v ? "masks seeded by a proposal left out" : ""),
+  proposal_masks_excluded: (v) => (v ? `(${v})` : ""),
+};
+
+/** A mask set's filter as words ("masks accepted · at least 2 annotators per image · any
+ * agreement"), never as JSON; a key this page does not know reads "key: value". */
 function filterText(filter) {
-  return Object.entries(filter || {}).map(([k, v]) => `${k.replace(/_/g, " ")}: ${
-    Array.isArray(v) ? v.join(", ") : v === null || v === undefined ? "any" : v}`).join(" · ");
+  return Object.entries(filter || {}).map(([k, v]) => {
+    if (FILTER_WORDS[k]) return FILTER_WORDS[k](v);
+    const value = Array.isArray(v) ? v.join(", ") : v === null || v === undefined ? "any"
+      : typeof v === "boolean" ? (v ? "yes" : "no") : typeof v === "object" ? Object.entries(v).map(([a, b]) => `${a} ${b}`).join(", ") : v;
+    return `${k.replace(/_/g, " ")}: ${value}`;
+  }).filter(Boolean).join(" · ").replace(" · (", " (");
 }
 
 /** The mask sets table and the "Freeze consensus" form; returns the function that (re)loads the table. */
@@ -148,7 +162,7 @@ function bindMaskSets(el, datasetId) {
   async function loadSets() {
     const res = await api(`/api/datasets/${datasetId}/mask-sets`);
     render(setsBody, res.data.length ? html`${res.data.map((m) => html`<tr>
-        <td>${m.name}</td><td class="muted">${filterText(m.filter)}</td><td class="num">${m.num_images}</td>
+        <td class="set-name">${m.name}</td><td class="muted set-filter">${filterText(m.filter)}</td><td class="num">${m.num_images}</td>
         <td><code title="${m.hash}">${m.hash.slice(0, 12)}</code></td>
         <td>${dateTime(m.created_at)}</td>
         <td><a href="/api/datasets/${datasetId}/masks/export?format=png&mask_set_id=${m.id}" download>PNG</a> ·
