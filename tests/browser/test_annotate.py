@@ -197,8 +197,23 @@ def test_lasso_fills_and_cuts_remap_hotkey_and_skip_needs_a_reason(page, seeded)
     expect(page.locator("button[data-tool=eraser]")).to_have_attribute("aria-pressed", "true")
     page.keyboard.press("n")
     expect(page.locator("button[data-tool=brush]")).to_have_attribute("aria-pressed", "true")
+    # a key already used swaps, and says so: the eraser is not left without a key (issue 29)
+    keys = page.locator(".hotkeys button.key")
+    keys.first.click()
+    page.keyboard.press("e")
+    expect(keys.first).to_have_text("e")
+    expect(keys.nth(1)).to_have_text("n")
+    note = page.locator(".hotkeys .keys-note")
+    expect(note).to_have_text(
+        "“e” was the key for Eraser: the two swapped, so Eraser is now on “n”."
+    )
+    page.keyboard.press("n")
+    expect(page.locator("button[data-tool=eraser]")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("e")
+    expect(page.locator("button[data-tool=brush]")).to_have_attribute("aria-pressed", "true")
     page.get_by_role("button", name="Restore default keys").click()
     expect(page.locator(".hotkeys button.key").first).to_have_text("b")
+    expect(note).to_be_hidden()
     page.keyboard.press("l")
     # freehand lasso adds a filled region
     stroke(

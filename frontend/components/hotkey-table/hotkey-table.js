@@ -1,6 +1,7 @@
 // The drawing hotkeys, listed and remappable: click a key, press the new one (Escape keeps the
-// old); a key does one thing, so the row that had it loses it. "Restore default keys" puts the
-// defaults back. The element only edits the list: the page applies it to its MaskCanvas and
+// old); a key does one thing, so a key already used swaps: the row that had it takes the
+// changed row's old key, and a note under the list says so (nothing is unbound silently).
+// "Restore default keys" puts the defaults back. The element only edits the list: the page applies it to its MaskCanvas and
 // keeps it (localStorage).
 // Usage: import "../components/hotkey-table/hotkey-table.js";   // defines <hotkey-table>
 //   <hotkey-table></hotkey-table>
@@ -30,6 +31,7 @@ export class HotkeyTable extends HTMLElement {
       render(this, html`<details class="hotkeys" open>
           <summary>Hotkeys <span class="muted small">(click a key to change it)</span></summary>
           <table></table>
+          <p class="keys-note small" role="status" hidden></p>
           <button type="button" class="link keys-reset">Restore default keys</button>
         </details>`);
       this.querySelector("table").addEventListener("click", (e) => {
@@ -38,6 +40,7 @@ export class HotkeyTable extends HTMLElement {
       });
       this.querySelector(".keys-reset").addEventListener("click", () => {
         this._stopWaiting();
+        this._say("");
         this._change(DEFAULT_KEYS.map(([k]) => k), true);
       });
     }
@@ -60,7 +63,14 @@ export class HotkeyTable extends HTMLElement {
       if (k === "escape") { this._draw(); return; }
       const keys = this._keys.slice();
       const other = keys.indexOf(k);
-      if (other >= 0 && other !== row) keys[other] = ""; // a key does one thing
+      const old = keys[row];
+      this._say("");
+      if (other >= 0 && other !== row) { // a key does one thing: the two rows swap keys
+        keys[other] = old;
+        const labels = hotkeyList(keys).map(([, label]) => label.split(" (")[0]);
+        this._say(old ? `“${k}” was the key for ${labels[other]}: the two swapped, so ${labels[other]} is now on “${old}”.`
+          : `“${k}” was the key for ${labels[other]}, which now has no key: click its key to give it one.`);
+      }
       keys[row] = k;
       this._change(keys, false);
     };
@@ -71,6 +81,14 @@ export class HotkeyTable extends HTMLElement {
     if (this._listener) window.removeEventListener("keydown", this._listener, true);
     this._listener = null;
     this._waitingRow = -1;
+  }
+
+  /** The note under the list ("" hides it). */
+  _say(text) {
+    const note = this.querySelector(".keys-note");
+    if (!note) return;
+    note.textContent = text;
+    note.hidden = !text;
   }
 
   _change(keys, reset) {
