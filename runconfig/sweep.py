@@ -262,6 +262,16 @@ AUTOATTACK = "autoattack_accuracy"
 AFTER = "autoattack_after:"
 PGD = "pgd_accuracy@"
 AGREEMENT = "salience_top_mass_in_mask"
+# figures the app holds beside a run's own results: the run's human-validated robust accuracy
+# from a label study (at the study's epsilon, in /255), and the inequality tests' error rates
+HUMAN_VALIDATED = "human_validated_robust_accuracy@"
+INEQUALITY = "inequality:"
+# the inequality tests whose error rates are summarised (each as the mean over its levels)
+INEQUALITY_TESTS = {
+    "inductive_noise_added": "inductive noise added",
+    "inductive_noise_replaced": "inductive noise replacing pixels",
+    "random_noise_added": "random noise added",
+}
 
 
 def figures(final: Mapping[str, Any]) -> dict[str, float]:
@@ -303,14 +313,51 @@ def metric_label(key: str) -> str:
         return f"PGD at eps {shown}"
     if key == AGREEMENT:
         return "salience top mass inside the human mask"
+    if key.startswith(HUMAN_VALIDATED):
+        return f"human-validated robust accuracy at eps {key[len(HUMAN_VALIDATED) :]}/255"
+    if key.startswith(INEQUALITY):
+        test = key[len(INEQUALITY) :]
+        if test.startswith("occlusion_"):
+            return f"inequality: error under occlusion by {test[len('occlusion_') :]} (mean over r)"
+        return f"inequality: error under {INEQUALITY_TESTS.get(test, test)} (mean over t)"
     return key
 
 
-def _metric_order(key: str) -> tuple[int, str]:
-    for rank, prefix in enumerate((CLEAN, AUTOATTACK, AFTER, PGD, AGREEMENT)):
+def inequality_figures(result: Mapping[str, Any]) -> dict[str, float]:
+    """One run's inequality tests (worker.sipat.inequality's result) as sweep figures: each
+    noise test's error rate averaged over its levels t, and each occlusion's over its radii."""
+    out: dict[str, float] = {}
+
+    def mean_rate(rates: Any) -> float | None:
+        values = [
+            float(v)
+            for v in (rates or {}).values()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        return sum(values) / len(values) if values else None
+
+    for test in INEQUALITY_TESTS:
+        value = mean_rate(result.get(test))
+        if value is not None:
+            out[INEQUALITY + test] = value
+    for fill, rates in (result.get("inductive_occlusion") or {}).items():
+        value = mean_rate(rates)
+        if value is not None:
+            out[f"{INEQUALITY}occlusion_{fill}"] = value
+    return out
+
+
+def _metric_order(key: str) -> tuple[int, float, str]:
+    """Figures in a fixed order of kinds; those at an epsilon by its value."""
+    prefixes = (CLEAN, AUTOATTACK, AFTER, PGD, HUMAN_VALIDATED, AGREEMENT, INEQUALITY)
+    for rank, prefix in enumerate(prefixes):
         if key.startswith(prefix):
-            return rank, key
-    return 9, key
+            try:
+                at = float(key[len(prefix) :]) if prefix in (PGD, HUMAN_VALIDATED) else 0.0
+            except ValueError:
+                at = 0.0
+            return rank, at, key
+    return len(prefixes), 0.0, key
 
 
 @dataclass(frozen=True)

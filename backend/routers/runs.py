@@ -45,6 +45,7 @@ from backend.schemas.work_queue import QueuePlace
 from backend.services import run_lifecycle as lifecycle
 from backend.services import work_queue
 from backend.services.runs import compare, files, launch, live, run_out_key
+from backend.services.runs.beside import figures_beside
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -151,7 +152,8 @@ def group_runs(
         runs = compare.runs_by_ids(db, _ids(ids))
     else:
         runs, _count = live.list_runs(db, dataset_id=dataset_id, tag=tag, limit=None)
-    return RunGroups(by=by, groups=compare.group_runs(runs, by, baseline, margin))
+    held = figures_beside(db, [r.id for r in runs if r.state == "succeeded"])
+    return RunGroups(by=by, groups=compare.group_runs(runs, by, baseline, margin, held))
 
 
 @router.get("/{run_id}", response_model=RunDetail)

@@ -40,6 +40,10 @@ function metricLabel(k) {
   if (k === "autoattack_accuracy") return "AutoAttack acc. (run ε)";
   const m = k.match(/^pgd_accuracy@(.+)$/);
   if (m) return `PGD acc. at ${epsLabel(m[1])}`;
+  const hv = k.match(/^human_validated_robust_accuracy@(.+)$/);
+  if (hv) return `human-validated robust acc. at ε ${hv[1]}/255`;
+  const test = k.match(/^inequality:(occlusion_)?(.+)$/);
+  if (test) return `inequality: error under ${test[1] ? `occlusion by ${test[2]} (mean over r)` : `${test[2].replaceAll("_", " ")} (mean over t)`}`;
   return k.replaceAll("_", " ");
 }
 

@@ -215,6 +215,12 @@ def test_human_validated_robust_accuracy_of_a_constructed_case(client, auth, db,
     assert entry["value"] == pytest.approx(0.6) and entry["ci"] == [low, high]
     assert entry["autoattack_robust_accuracy"] == pytest.approx(0.4)
     assert client.get("/api/runs/999999/results", headers=auth["researcher"]).status_code == 404
+    # compare's groups carry the same figure beside the run's own
+    params = {"by": "method", "ids": str(constructed["run_id"])}
+    r = client.get("/api/runs/groups", headers=auth["researcher"], params=params)
+    (group,) = r.json()["groups"]
+    held = group["metrics"]["human_validated_robust_accuracy@8"]
+    assert held["mean"] == pytest.approx(0.6) and held["n"] == 1
 
 
 def test_hvra_formula_edges():

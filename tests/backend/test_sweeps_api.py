@@ -339,3 +339,55 @@ def test_compare_groups_get_the_same_paired_intervals(client, seeded, auth, db, 
         assert ours[key] == pytest.approx(sweep_arm[key]), key
     assert ours["text"].startswith("equivalent within ±10 points")
     assert groups[0.25]["metrics"]["clean_accuracy"]["low"] is not None
+
+
+def test_inequality_figures_join_the_sweep_and_compare(client, seeded, auth, db, auto_masks):
+    """A run's latest finished inequality evaluation gives it one figure per test (the mean
+    error rate over the test's levels), in the sweep's table and in compare's groups; a failed
+    or older evaluation gives nothing."""
+    from backend.models import InequalityEvaluation
+    from runconfig import sweep as grid
+
+    sweep_id, _clean = finished_sweep(client, seeded, auth, db, auto_masks)
+    runs = db.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.sweep_id == sweep_id, TrainingRun.state == "succeeded")
+        .order_by(TrainingRun.id)
+    ).all()
+    baseline = [r for r in runs if r.method != "sip_at"]
+
+    def evaluation(rates: dict[int, float], state: str = "succeeded") -> None:
+        result = {
+            str(rid): {
+                "n": 8,
+                "inductive_noise_added": {"0.1": rate, "0.3": rate + 0.2},
+                "inductive_occlusion": {"grey": {"1": rate}},
+            }
+            for rid, rate in rates.items()
+        }
+        db.add(
+            InequalityEvaluation(
+                run_ids=list(rates), run_key=",".join(map(str, sorted(rates))),
+                dataset_id=runs[0].dataset_id, n_requested=8, common_set=False, state=state,
+                result={"runs": result} if state == "succeeded" else None,
+            )
+        )  # fmt: skip
+        db.commit()
+
+    evaluation({r.id: 0.9 for r in baseline})  # older: replaced by the next
+    evaluation({r.id: 0.1 * k for k, r in enumerate(baseline)})
+    evaluation({r.id: 0.5 for r in baseline}, state="failed")
+    key, occluded = grid.INEQUALITY + "inductive_noise_added", grid.INEQUALITY + "occlusion_grey"
+    table = client.get(f"/api/sweeps/{sweep_id}", headers=auth["researcher"]).json()["table"]
+    assert key in table["metrics"] and occluded in table["metrics"]
+    assert "noise added" in table["labels"][key]
+    arms = {a["key"]: a for a in table["arms"]}
+    expected = [0.1 * k + 0.1 for k in range(len(baseline))]  # mean of rate and rate + 0.2
+    assert arms["baseline"]["metrics"][key]["mean"] == pytest.approx(sum(expected) / 3)
+    assert arms["baseline"]["metrics"][key]["n"] == len(baseline) == 3
+    assert key not in arms["mask_fraction=0.25"]["metrics"]  # its runs were not evaluated
+    params = {"by": "method", "ids": ",".join(str(r.id) for r in runs)}
+    groups = client.get("/api/runs/groups", headers=auth["researcher"], params=params).json()
+    by_method = {g["value"]: g for g in groups["groups"]}
+    assert by_method[baseline[0].method]["metrics"][occluded]["mean"] == pytest.approx(0.1)
+    assert occluded not in by_method["sip_at"]["metrics"]

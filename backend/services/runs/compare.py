@@ -103,20 +103,23 @@ def group_runs(
     by: str,
     baseline: str | None = None,
     margin_points: float | None = None,
+    beside: dict[int, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Succeeded runs grouped by one setting, with mean +- std of their final metrics, their
-    95 % t interval, and (given the baseline group's value, as text) each group minus the
-    baseline paired by seed: t and bootstrap intervals and the verdict at the margin
-    (runconfig.stats, as a sweep's page)."""
+    """Succeeded runs grouped by one setting, with mean +- std of their final metrics (and of
+    the figures `beside` them: services.runs.beside), their 95 % t interval, and (given the
+    baseline group's value, as text) each group minus the baseline paired by seed: t and
+    bootstrap intervals and the verdict at the margin (runconfig.stats, as a sweep's page)."""
     groups: dict[Any, list[TrainingRun]] = {}
+    summary: dict[int, dict[str, float]] = {}
     for run in runs:
         if run.state != "succeeded":
             continue
         value = run.group_key if by == "group_key" else _flat(run).get(by)
         groups.setdefault(value, []).append(run)
+        summary[run.id] = {**final_summary(run), **(beside or {}).get(run.id, {})}
     out: list[dict[str, Any]] = []
     for value, members in groups.items():
-        summaries = [final_summary(r) for r in members]
+        summaries = [summary[r.id] for r in members]
         keys = sorted(set().union(*summaries))
         metrics = {}
         for k in keys:
@@ -140,7 +143,7 @@ def group_runs(
     base_runs = groups[_hashable(base["value"])]
     for group, members in ((g, groups[_hashable(g["value"])]) for g in out if g is not base):
         for k in group["metrics"]:
-            ours, theirs = _by_seed(members, k), _by_seed(base_runs, k)
+            ours, theirs = _by_seed(members, k, summary), _by_seed(base_runs, k, summary)
             difference = stats.paired_difference(ours, theirs)
             if difference is None:
                 continue
@@ -156,11 +159,14 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _by_seed(runs: Sequence[TrainingRun], key: str) -> dict[Any, float]:
-    """One metric of runs by their seed (a seed's first run where two share one)."""
+def _by_seed(
+    runs: Sequence[TrainingRun], key: str, summary: dict[int, dict[str, float]]
+) -> dict[Any, float]:
+    """One figure of runs (from their `summary` by id) by their seed (a seed's first run where
+    two share one)."""
     out: dict[Any, float] = {}
     for run in runs:
-        value = final_summary(run).get(key)
+        value = summary[run.id].get(key)
         seed = run.config.get("seed")
         if value is not None and seed not in out:
             out[seed] = value

@@ -23,6 +23,7 @@ from backend.schemas.sweeps import SweepCreate
 from backend.services.csv_export import csv_text
 from backend.services.run_lifecycle import Enqueue, release_held
 from backend.services.runs import launch
+from backend.services.runs.beside import figures_beside
 from runconfig import sweep as grid
 
 # the runs whose measured batch rates estimate a new run's pace
@@ -228,13 +229,17 @@ def _arms(sweep: Sweep) -> list[grid.Arm]:
     return grid.grid_arms(axes, bool(sweep.baseline))
 
 
-def records(runs: list[Any]) -> list[grid.Record]:
-    """The table's view of runs (rows with id, config, state and final_metrics)."""
+def records(
+    runs: list[Any], beside: dict[int, dict[str, float]] | None = None
+) -> list[grid.Record]:
+    """The table's view of runs (rows with id, config, state and final_metrics), with the
+    figures the app holds beside each run's results (services.runs.beside)."""
     out = []
     for run in runs:
         metrics = run.final_metrics or {}
         final = metrics.get("final") or metrics
-        out.append(grid.Record(run.id, run.config or {}, run.state, grid.figures(final)))
+        figures = {**grid.figures(final), **(beside or {}).get(run.id, {})}
+        out.append(grid.Record(run.id, run.config or {}, run.state, figures))
     return out
 
 
@@ -255,7 +260,7 @@ def sweep_table(
         .order_by(TrainingRun.id)
     ).all()
     table = grid.table(
-        records(list(rows)),
+        records(list(rows), figures_beside(db, [r.id for r in rows])),
         [a["name"] for a in sweep.axes],
         sweep.baseline,
         _arms(sweep),
