@@ -236,7 +236,20 @@ def test_lasso_fills_and_cuts_remap_hotkey_and_skip_needs_a_reason(page, seeded)
     expect(status(page)).to_have_text("saved", timeout=10000)
     assert np.array_equal(server_mask(page, image_id), cut)
 
+    # a short window with the skip form open: the instructions keep their whole lines
+    # (the side panel scrolls) rather than collapse to a clipped half line (issue 29)
+    page.set_viewport_size({"width": 1400, "height": 520})
     page.get_by_role("button", name="Skip…").click()
+    box = page.evaluate("""() => {
+      const el = document.querySelector(".annotate .instructions");
+      const cs = getComputedStyle(el);
+      const line = parseFloat(cs.lineHeight) || 1.2 * parseFloat(cs.fontSize);
+      const pad = parseFloat(cs.paddingTop) + parseFloat(cs.paddingBottom);
+      const needed = Math.min(el.scrollHeight - pad, 2 * line);
+      return { inner: el.clientHeight - pad, needed, line };
+    }""")
+    assert box["inner"] >= box["needed"] - 1, box
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.select_option(".skip-form select[name=reason]", "")
     page.get_by_role("button", name="Skip image").click()
     expect(page.locator(".side .form-error")).to_have_text("Say why you skip this image.")
