@@ -5,6 +5,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
+import { plural } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import "../components/masks-panel/masks-panel.js";
 
@@ -18,7 +19,7 @@ export async function mount(root, { params }) {
     <section class="page">
       <p><a href="#/datasets">← Datasets</a></p>
       <h1>${ds.name}</h1>
-      <p class="muted">${ds.num_images} images · ${ds.num_classes} classes ·
+      <p class="muted">${plural(ds.num_images, "image")} · ${plural(ds.num_classes, "class", "classes")} ·
         train ${splits.train ?? 0} / test ${splits.test ?? 0}</p>
       <div class="row" style="align-items:flex-start">
         <form class="card stack settings" style="flex:2;min-width:320px" novalidate>
@@ -155,7 +156,7 @@ export async function mount(root, { params }) {
       <figure class="thumb" style="margin:0" title="${im.filename} (${im.width}×${im.height})">
         <img src="/api/images/${im.id}/file" alt="${im.filename}" loading="lazy">
         <figcaption class="cap"><span>${im.class_name}</span>
-          <span class="muted">${im.split}${im.num_annotations ? html` · ${im.num_annotations} masks` : ""}</span></figcaption>
+          <span class="muted">${im.split}${im.num_annotations ? html` · ${plural(im.num_annotations, "mask")}` : ""}</span></figcaption>
       </figure>`)}`));
     countEl.textContent = `${Math.min(offset, total)} of ${total}`;
     more.hidden = offset >= total;

@@ -13,7 +13,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { bytes, dateTime, duration, greyLevels, number, percent as pct } from "../lib/format.js";
+import { bytes, dateTime, duration, greyLevels, number, percent as pct, plural } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
 import { applies, configEntries, labelOf, loadRunSettings, settingOf } from "../lib/run-settings.js";
@@ -206,7 +206,7 @@ function systemMarkup(run, batches) {
   return html`<span class="sys-device">device <b>${sys.device || "–"}</b></span>
       <span class="sys-memory">peak memory <b>${bytes(sys.memory_bytes)}</b></span>
       <span class="sys-rate">training <b>${number(rate, 0)}</b> images/s</span>
-      ${run.batches_per_epoch ? html`<span class="sys-batches">${run.batches_per_epoch} batches per epoch</span>` : ""}`;
+      ${run.batches_per_epoch ? html`<span class="sys-batches">${plural(run.batches_per_epoch, "batch", "batches")} per epoch</span>` : ""}`;
 }
 
 /** The final evaluation of a finished run: clean, AutoAttack, PGD, the masking checks, salience. */

@@ -52,7 +52,7 @@ def test_cub_upload_masks_mask_set_and_a_sip_at_run(runs_page, training_worker, 
     for i, name in enumerate(CUB_CLASSES.values()):
         expect(classes.nth(i)).to_contain_text(name, timeout=WAIT)
     # every image carries its imported mask
-    expect(page.locator(".thumbs figcaption", has_text="1 masks")).to_have_count(
+    expect(page.locator(".thumbs figcaption", has_text="1 mask")).to_have_count(
         len(CUB_IMAGES), timeout=WAIT
     )
     page.get_by_role("button", name="Compute").click()

@@ -9,6 +9,7 @@
 // changes are shown) and navigate (how the next image is opened; location.hash by default).
 
 import { api } from "../../lib/api.js";
+import { plural } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { LAST_DATASET_KEY, openNext } from "../../lib/next-image.js";
 import { linkStylesheet } from "../../lib/styles.js";
@@ -83,7 +84,7 @@ function queueTable(datasets) {
           <div class="row">
             <label class="inline">Dataset
               <select name="dataset">
-                <option value="">All datasets (${total} images)</option>
+                <option value="">All datasets (${plural(total, "image")})</option>
                 ${datasets.map((d) => html`<option value="${d.id}" ${String(d.id) === last ? html`selected` : ""}>
                   ${d.name} (${d.remaining})</option>`)}
               </select></label>

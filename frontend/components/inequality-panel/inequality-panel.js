@@ -11,7 +11,7 @@
 // the page (or when `runs` is set while it is on it), and stops polling when it leaves the page.
 
 import { api } from "../../lib/api.js";
-import { dateTime, number, percent as pct, wholePercent } from "../../lib/format.js";
+import { dateTime, number, percent as pct, plural, wholePercent } from "../../lib/format.js";
 import { html, raw, render } from "../../lib/html.js";
 import { start as poll } from "../../lib/poll.js";
 import { ensureChartStyles, lineChart } from "../line-chart/line-chart.js";
@@ -42,10 +42,10 @@ function caption(ev) {
   const images = ev.result.images;
   const classes = Object.entries(images.per_class).map(([c, k]) => `${c}: ${k}`).join(", ");
   const short = images.n < images.requested
-    ? html` (${images.requested} asked for; only ${images.n} are correct${ev.common_set ? " for every run" : ""})` : "";
+    ? html` (${images.requested} asked for; only ${images.n} ${images.n === 1 ? "is" : "are"} correct${ev.common_set ? " for every run" : ""})` : "";
   if (!ev.common_set) {
     return html`<p class="ineq-caption not-comparable"><strong>On this run's own correct images — not comparable across runs</strong>
-      (${images.n} test images it classifies correctly, spread over the classes: ${classes})${short}.</p>`;
+      (${plural(images.n, "test image")} it classifies correctly, spread over the classes: ${classes})${short}.</p>`;
   }
   return html`<p class="ineq-caption">On the <strong class="ineq-n">${images.n}</strong> test images every selected run
     classifies correctly, spread over the classes (${classes})${short}; the same noise draws for every run.</p>`;

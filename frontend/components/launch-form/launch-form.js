@@ -15,13 +15,13 @@
 // focus moved and no summary sentence, for checks made while the form is filled in.
 
 import { api, ApiError } from "../../lib/api.js";
-import { round } from "../../lib/format.js";
+import { plural, round } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { applies, labelOf, loadRunSettings, sectionsInOrder, whenHolds } from "../../lib/run-settings.js";
 
 // How each app object the form names is offered: its choices, from what fillChoices loaded.
 const REF_OPTIONS = {
-  mask_set_id: ({ sets }) => sets.map((s) => [s.id, `${s.name} (${s.num_images} images, ${s.hash.slice(0, 8)})`]),
+  mask_set_id: ({ sets }) => sets.map((s) => [s.id, `${s.name} (${plural(s.num_images, "image")}, ${s.hash.slice(0, 8)})`]),
   auto_mask_run_id: ({ done }) => done.map((r) => [r.id, `#${r.id} ${r.name}`]),
   igd_teacher_run_id: ({ done }) => done.filter((r) => r.method === "standard").map((r) => [r.id, `#${r.id} ${r.name}`]),
 };

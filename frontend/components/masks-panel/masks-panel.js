@@ -231,7 +231,7 @@ function bindImport(el, datasetId) {
         onProgress: (f) => { bar.value = f; },
         onUploaded: () => bar.removeAttribute("value"),
       });
-      ok.textContent = `Imported ${res.imported} masks as ${res.annotator}.`;
+      ok.textContent = `Imported ${plural(res.imported, "mask")} as ${res.annotator}.`;
       ok.hidden = false;
       imp.reset();
     } catch (ex) {

@@ -8,7 +8,7 @@
 // when the dialog closes (Close, Escape).
 
 import { api } from "../../lib/api.js";
-import { number, percentOf } from "../../lib/format.js";
+import { number, percentOf, plural } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
 import { flagBadges } from "../review-card/review-card.js";
@@ -43,7 +43,7 @@ function comparisonMarkup(res) {
   return html`
         <div class="row"><h2 style="margin:0">${res.class_name} <span class="muted">${res.filename}</span></h2>
           <span class="spacer"></span><button type="button" class="close">Close</button></div>
-        <p class="muted mean-iou">${res.masks.length} masks · mean pairwise IoU
+        <p class="muted mean-iou">${plural(res.masks.length, "mask")} · mean pairwise IoU
           ${res.mean_pairwise_iou === null ? "needs two masks" : number(res.mean_pairwise_iou, 2)}</p>
         <div class="sbs-grid">${res.masks.map((m) => html`
           <figure class="sbs-item" data-annotation="${m.annotation_id}">

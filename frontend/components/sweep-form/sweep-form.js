@@ -17,7 +17,7 @@
 // the base's fields own).
 
 import { api, ApiError } from "../../lib/api.js";
-import { duration, round } from "../../lib/format.js";
+import { duration, plural, round } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { applies, configValue, loadRunSettings, settingOf } from "../../lib/run-settings.js";
 import { linkStylesheet } from "../../lib/styles.js";
@@ -294,8 +294,8 @@ export class SweepForm extends HTMLElement {
       return;
     }
     if (asked !== this._asked || !form.isConnected) return;
-    render(line, html`<span class="preview-runs" data-runs="${res.runs}">${res.runs} runs</span>
-      (${res.arms} arms × ${res.seeds} seeds) ·
+    render(line, html`<span class="preview-runs" data-runs="${res.runs}">${plural(res.runs, "run")}</span>
+      (${plural(res.arms, "arm")} × ${plural(res.seeds, "seed")}) ·
       <span class="preview-time">${res.estimated_s === null ? "no time estimate yet" : `about ${duration(res.estimated_s)} of training`}</span>
       · ${res.in_flight} at a time <span class="muted preview-basis">${res.basis}</span>`);
   }

@@ -9,7 +9,7 @@
 // The form inside keeps the class `upload-form` (the styles and the browser tests select it).
 
 import { uploadWithProgress } from "../../lib/api.js";
-import { wholePercent } from "../../lib/format.js";
+import { plural, wholePercent } from "../../lib/format.js";
 import { html, render } from "../../lib/html.js";
 import { linkStylesheet } from "../../lib/styles.js";
 
@@ -94,7 +94,7 @@ function renderForm(el) {
         },
       });
       progress.hidden = true;
-      ok.textContent = `Imported “${ds.name}”: ${ds.num_images} images in ${ds.num_classes} classes.`;
+      ok.textContent = `Imported “${ds.name}”: ${plural(ds.num_images, "image")} in ${plural(ds.num_classes, "class", "classes")}.`;
       ok.hidden = false;
       form.reset();
       el.dispatchEvent(new CustomEvent("imported", { detail: ds, bubbles: true }));
