@@ -359,9 +359,10 @@ def freeze_mask_set(
             (im.image_id, sorted(m.revision_id for m in im.masks), pixels, len(masks), agreement)
         )
     if not chosen:
-        left = [f"{empty_masks} empty masks"] if empty_masks else []
-        left += [f"{proposal_masks} masks seeded by a proposal"] if proposal_masks else []
-        left_out = f" ({' and '.join(left)} were left out)" if left else ""
+        left = [_count(empty_masks, "empty mask")] if empty_masks else []
+        left += [f"{_count(proposal_masks, 'mask')} seeded by a proposal"] if proposal_masks else []
+        one = len(left) == 1 and empty_masks + proposal_masks == 1  # one mask in all: "was"
+        left_out = f" ({' and '.join(left)} {'was' if one else 'were'} left out)" if left else ""
         raise Invalid(f"No image passes the filter{left_out}; nothing was frozen.")
     digest = mask_set_hash(dataset, [(c[0], c[1], c[2]) for c in chosen])
     existing = db.scalar(select(MaskSet).where(MaskSet.hash == digest))
@@ -403,6 +404,11 @@ def freeze_mask_set(
             raise
         return existing, False
     return mask_set, True
+
+
+def _count(n: int, noun: str) -> str:
+    """A count with its noun, in the singular for 1: "1 empty mask", "3 empty masks"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _check_name_free(db: Session, dataset: Dataset, name: str) -> None:

@@ -315,6 +315,15 @@ def test_empty_mask_needs_confirmation_is_flagged_and_left_out_of_a_frozen_set(
     assert frozen["num_images"] == 2 and frozen["filter"]["empty_masks_excluded"] == 1
     items = client.get(f"/api/mask-sets/{frozen['id']}", headers=auth["researcher"]).json()
     assert sorted(i["image_id"] for i in items["items"]) == sorted([ids[1], ids[2]])
+    # nothing passes two annotators per image: the refusal counts the one empty mask in the
+    # singular
+    r = client.post(
+        f"/api/datasets/{seeded['dataset_id']}/mask-sets",
+        headers=auth["researcher"],
+        json={"name": "two each", "min_annotators": 2},
+    )
+    assert r.status_code == 422, r.text
+    assert "(1 empty mask was left out)" in r.json()["detail"], r.text
 
 
 # ---------------------------------------------------------------------------- review at scale
