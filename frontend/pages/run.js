@@ -276,7 +276,9 @@ function drawRecord(root, { run }) {
 function noFinalText(run) {
   const why = emptyReason(run);
   if (why === "waiting" || why === "running") return "Not finished yet.";
-  return why === "not measured" ? "No final evaluation was recorded." : `No final evaluation: the run was ${why}.`;
+  if (why === "cancelled") return "No final evaluation: the run was cancelled.";
+  if (why === "failed") return "No final evaluation: the run failed.";
+  return "No final evaluation was recorded.";
 }
 
 function drawFinal(root, { run }) {
