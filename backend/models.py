@@ -629,6 +629,32 @@ class Trial(Base):
     correct_answer: Mapped[str] = mapped_column(String(8))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
     epsilon: Mapped[float] = mapped_column(Float)
+    # QUEST+ placement: the run's posterior summary once this trial's answer was counted
+    # (threshold, its interval, the next epsilon chosen, whether the run stopped); never sent
+    # to the participant
+    posterior: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class QuestTrack(Base):
+    """One participant's QUEST+ placement for one run (backend/services/studies/adaptive.py):
+    the posterior over the Weibull's parameters after the answers counted so far, kept so that
+    a reload, or the next answer, goes on from it."""
+
+    __tablename__ = "quest_tracks"
+    __table_args__ = (UniqueConstraint("session_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("participant_sessions.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[int] = mapped_column(Integer)
+    # the posterior's values, flattened in the order of adaptive.PARAM_GRID
+    posterior: Mapped[list[Any]] = mapped_column(JSON)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    # the epsilon (grey levels) its next trial shows
+    next_epsilon_255: Mapped[float] = mapped_column(Float)
+    # why it stopped ("trial count" or "posterior width"); None while it goes on
+    stopped: Mapped[str | None] = mapped_column(String(32))
 
 
 class Response(Base):
@@ -673,3 +699,15 @@ class InequalityEvaluation(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AuthEpoch(Base):
+    """One row (id 1): a counter that every revocation of a login, and every change of a
+    user's role, activity or password, adds 1 to in its own transaction. A server process
+    trusts a login it looked up before only while the counter is unchanged
+    (backend/services/logins.py, current_login)."""
+
+    __tablename__ = "auth_epoch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)

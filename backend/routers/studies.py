@@ -132,6 +132,13 @@ def trials_csv(study: StudyDep, db: SessionDep) -> Response:
     )
 
 
+@router.get("/{study_id}/trials.json")
+def trials_json(study: StudyDep, db: SessionDep) -> dict[str, Any]:
+    """Every trial as one object: the CSV's facts, and in a QUEST+ study the run's posterior
+    summary once the trial's answer was counted (`posterior`)."""
+    return analysis.trials_json(db, study)
+
+
 @router.get("/{study_id}/stimuli", response_model=StimuliPreviewPublic)
 def preview_stimuli(
     study: StudyDep,

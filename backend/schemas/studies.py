@@ -42,6 +42,33 @@ class ExclusionRules(BaseModel):
     same_answer_throughout: bool = True
 
 
+class QuestSettings(BaseModel):
+    """QUEST+ placement (the `questplus` package): per participant and run, the next epsilon is
+    chosen on the server after each stored answer, from a ladder of log-spaced levels whose
+    stimuli are all made in advance (backend/services/studies/adaptive.py)."""
+
+    # the ladder: `levels` epsilons log-spaced from ladder_min_255 to ladder_max_255 grey levels
+    levels: int = Field(default=25, ge=20, le=30)
+    ladder_min_255: float = Field(default=0.5, gt=0, le=MAX_EPS_255)
+    ladder_max_255: float = Field(default=24.0, gt=0, le=MAX_EPS_255)
+    # the stopping rule: at most this many trials per run (the sequence is made this long) ...
+    max_trials: int = Field(default=40, ge=2, le=400)
+    # ... and, when given, a run stops once the threshold's 95 % posterior interval spans at
+    # most this ratio (high / low), after at least min_trials of its trials
+    stop_ci_ratio: float | None = Field(default=None, gt=1, le=100)
+    min_trials: int = Field(default=10, ge=1, le=400)
+
+    @model_validator(mode="after")
+    def _ladder(self) -> QuestSettings:
+        if self.ladder_max_255 < 2 * self.ladder_min_255:
+            raise ValueError(
+                "the ladder must span at least a factor of 2 (ladder_max_255 >= 2 x min)"
+            )
+        if self.stop_ci_ratio is not None and self.min_trials > self.max_trials:
+            raise ValueError("min_trials must not exceed max_trials")
+        return self
+
+
 class StudyTexts(BaseModel):
     consent: str = Field(
         default="This study is part of research on image perception. Taking part is voluntary; "
@@ -80,6 +107,11 @@ class StudyCreate(BaseModel):
     epsilons_255: list[float] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=20
     )
+    # how each participant's epsilons are placed: "constant" stimuli (the grid above, each cell
+    # equally often) or "quest" (QUEST+ over a dense ladder, 2AFC only; the grid is then the
+    # ladder of `quest`)
+    placement: Literal["constant", "quest"] = "constant"
+    quest: QuestSettings | None = None
     # main trials per run x epsilon cell (yes/no: per perturbed cell; as many clean trials again)
     trials_per_condition: int = Field(default=2, ge=1, le=200)
     # attention checks at a large epsilon, mixed into the main trials
@@ -151,11 +183,25 @@ class StudyCreate(BaseModel):
         if self.design == "label":  # images drawn per class (backend/services/studies/labels.py)
             if self.images_per_class is None or self.image_ids is not None:
                 raise ValueError("a label study takes images_per_class (and no image_ids)")
+            if self.placement != "constant" or self.quest is not None:
+                raise ValueError("QUEST+ placement is offered for 2AFC studies only")
             return self
         if (self.image_ids is None) == (self.num_random_images is None):
             raise ValueError("give either image_ids or num_random_images, not both and not neither")
         if self.design == "yesno" and not any(e > 0 for e in self.epsilons_255):
             raise ValueError("a yes/no study needs at least one epsilon above 0")
+        if self.placement == "quest":
+            if self.design != "2afc":
+                raise ValueError("QUEST+ placement is offered for 2AFC studies only")
+            if self.quest is None:
+                self.quest = QuestSettings()
+            if self.quest.ladder_max_255 >= self.catch_epsilon_255:
+                raise ValueError(
+                    "the QUEST+ ladder must end below the catch epsilon (catch_epsilon_255), "
+                    "which stays the attention check"
+                )
+        elif self.quest is not None:
+            raise ValueError("quest settings are given only with placement quest")
         return self
 
 

@@ -31,6 +31,11 @@ export async function mount(root, ctx) {
         <label>Random test images <input name="num_random_images" type="number" min="1" value="40"></label>
         <label>or these image ids <input name="image_ids" placeholder="e.g. 12, 15, 19"></label>
         <label>Epsilon grid (grey levels, /255) <input name="epsilons_255" value="1, 2, 4, 8, 16"></label>
+        <label>Placement (2AFC) <select name="placement"><option value="constant">Constant stimuli: the grid, each cell equally often</option>
+          <option value="quest">QUEST+: each next epsilon chosen from the answers so far (a 25-level ladder)</option></select></label>
+        <label>QUEST+ ladder (/255, from – to) <input name="quest_ladder" value="0.5, 24"></label>
+        <label>QUEST+ trials per run <input name="quest_max_trials" type="number" min="2" value="40"></label>
+        <label>QUEST+ stop when the interval spans at most (× , optional) <input name="quest_stop_ci_ratio" type="number" step="0.1" min="1.1" placeholder="no early stop"></label>
         <label>PGD steps <input name="steps" type="number" min="1" value="20"></label>
         <label>Step size (× eps) <input name="alpha_ratio" type="number" step="0.05" min="0.01" value="0.25"></label>
         <label>Trials per condition <input name="trials_per_condition" type="number" min="1" value="2"></label>
@@ -86,6 +91,13 @@ export async function mount(root, ctx) {
       completion_code: f.get("completion_code").trim() || null,
       seed: Number(f.get("seed")), texts,
     };
+    if (f.get("placement") === "quest" && !label) {
+      const [lo, hi] = numbers(f.get("quest_ladder"));
+      const ratio = f.get("quest_stop_ci_ratio").trim();
+      body.placement = "quest";
+      body.quest = { ladder_min_255: lo, ladder_max_255: hi, max_trials: Number(f.get("quest_max_trials")),
+        stop_ci_ratio: ratio ? Number(ratio) : null };
+    }
     if (label) Object.assign(body, { images_per_class: Number(f.get("images_per_class")), image_ids: null, num_random_images: null });
     errorEl.hidden = true;
     form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from backend.models import ParticipantSession, Response, Stimulus, Study, TrainingRun, Trial
 from backend.services import psychometrics
 from backend.services.csv_export import csv_text
+from backend.services.studies.adaptive import POSTERIOR_COLUMNS, posterior_columns
 from backend.services.studies.common import eps_key
 
 
@@ -57,6 +58,8 @@ def _trial_rows(db: Session, study: Study) -> list[dict[str, Any]]:
                 "display_scale": r.display_scale if r else None,
                 "shown_at": r.shown_at.isoformat() if r and r.shown_at else None,
                 "answered_at": r.answered_at.isoformat() if r else None,
+                # QUEST+ placement: the run's posterior once this answer was counted
+                "posterior": t.posterior,
             }
         )
     return rows
@@ -475,6 +478,7 @@ CSV_COLUMNS = [
     "answered_at",
     "excluded",
     "exclusion_reason",
+    *POSTERIOR_COLUMNS,
 ]
 
 
@@ -508,7 +512,28 @@ def trials_csv(db: Session, study: Study) -> str:
                 r["answered_at"] or "",
                 int(r["session_id"] in excluded),
                 excluded.get(r["session_id"], ""),
+                *posterior_columns(r.get("posterior")),
             ]
             for r in rows
         ),
     )
+
+
+def trials_json(db: Session, study: Study) -> dict[str, Any]:
+    """Every trial as one object (the CSV's facts, with the QUEST+ posterior summary whole)."""
+    rows = _trial_rows(db, study)
+    excluded = exclusions(study, rows)
+    data = [
+        {
+            **r,
+            "excluded": r["session_id"] in excluded,
+            "exclusion_reason": excluded.get(r["session_id"]),
+        }
+        for r in rows
+    ]
+    return {
+        "study_id": study.id,
+        "placement": study.config.get("placement", "constant"),
+        "data": data,
+        "count": len(data),
+    }

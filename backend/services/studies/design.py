@@ -66,8 +66,18 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
 
         return create_label_study(db, body, user, dataset_id)
 
-    cells = _cell_sequence(body.design, body.run_ids, body.epsilons_255, body.trials_per_condition)
-    n_main = len(cells)
+    grid = list(body.epsilons_255)
+    if body.placement == "quest" and body.quest is not None:
+        # QUEST+ (adaptive.py): each participant's main trials are max_trials per run, each on
+        # its own image, at a ladder level chosen after the run's previous answer
+        from backend.services.studies.adaptive import ladder
+
+        grid = ladder(body.quest.model_dump())
+        cells: list[list[float]] = []
+        n_main = len(body.run_ids) * body.quest.max_trials
+    else:
+        cells = _cell_sequence(body.design, body.run_ids, grid, body.trials_per_condition)
+        n_main = len(cells)
     needed = n_main + body.catch_trials + body.practice_trials + 1
     rng = random.Random(body.seed)
     if body.image_ids is not None:
@@ -116,7 +126,8 @@ def create_study(db: Session, body: StudyCreate, user: User) -> Study:
         dataset_id=dataset_id,
         images=images,
         cells=cells,
-        epsilons=[e / 255 for e in body.epsilons_255],
+        epsilons_255=grid,
+        epsilons=[e / 255 for e in grid],
         image_size=None,
         stimulus_bytes=None,
     )

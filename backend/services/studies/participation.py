@@ -29,6 +29,7 @@ from backend.core.config import get_settings
 from backend.core.errors import Conflict, Invalid, NotFound
 from backend.core.storage import Storage
 from backend.models import ParticipantSession, Response, Stimulus, Study, Trial
+from backend.services.studies import adaptive
 from backend.services.studies.common import (
     StimulusKey,
     eps_key,
@@ -158,14 +159,24 @@ def plan_trials(
         e = catch_eps if (is_2afc or practice_signal[i]) else 0.0
         planned.append(("practice", stim[("practice", rid, img, eps_key(e))], img))
     main: list[tuple[str, Stimulus, int]] = []
-    cells = cfg["cells"]
-    n = len(cells)
     pool = imgs["main"]
-    shift = ((c // n) * n) % len(pool)
-    for j in range(n):
-        rid, e = cells[(j + c) % n]
-        img = pool[(shift + j) % len(pool)]
-        main.append(("main", stim[("main", int(rid), img, eps_key(e))], img))
+    if adaptive.is_quest(study):
+        # QUEST+: max_trials per run, runs interleaved, each on its own image (rotated by
+        # participant); every one at the first level until its run's previous answer chooses
+        # its level (adaptive.after_answer)
+        first = eps_key(adaptive.first_level(adaptive.study_ladder(study)))
+        n = len(runs) * int(cfg["quest"]["max_trials"])
+        for j in range(n):
+            rid, img = runs[j % len(runs)], pool[(c + j) % len(pool)]
+            main.append(("main", stim[("main", rid, img, first)], img))
+    else:
+        cells = cfg["cells"]
+        n = len(cells)
+        shift = ((c // n) * n) % len(pool)
+        for j in range(n):
+            rid, e = cells[(j + c) % n]
+            img = pool[(shift + j) % len(pool)]
+            main.append(("main", stim[("main", int(rid), img, eps_key(e))], img))
     for k, img in enumerate(imgs["catch"]):
         rid = runs[(k + c) % len(runs)]
         main.append(("catch", stim[("catch", rid, img, eps_key(catch_eps))], img))
@@ -192,6 +203,8 @@ def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
                 epsilon=t.shown.epsilon,
             )
         )
+    if adaptive.is_quest(study):
+        adaptive.start_tracks(db, study, session)
 
 
 def _counted_sessions(db: Session, study_id: int) -> int:
@@ -411,6 +424,9 @@ def pending_trials(db: Session, session: ParticipantSession) -> list[dict[str, A
             .order_by(Trial.index)
         ).scalars()
     )
+    study = db.get(Study, session.study_id)
+    if study is not None and adaptive.is_quest(study):
+        rows = adaptive.ready_cut(rows)  # no trial whose level is not chosen yet
     ids = {i for t in rows for i in (t.left_stimulus_id, t.right_stimulus_id) if i is not None}
     public_ids = (
         dict(db.execute(select(Stimulus.id, Stimulus.public_id).where(Stimulus.id.in_(ids))).all())
@@ -553,6 +569,8 @@ def answer_trial(
             assert existing is not None
             response = existing
         else:
+            if adaptive.is_quest(study):
+                adaptive.after_answer(db, study, session, trial, response.correct)
             _advance_stage(db, session)
             db.commit()
     else:
