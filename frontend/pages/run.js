@@ -96,6 +96,7 @@ function autoattackSection(run) {
 
 /** PGD over the ε grid, and at a very large budget. */
 function pgdSection(run, f) {
+  if (!f.pgd_accuracy || !Object.keys(f.pgd_accuracy).length) return html`<p class="muted empty-reason">PGD: not measured.</p>`;
   const grid = pgdGrid(f);
   const large = f.large_eps;
   return html`

@@ -95,6 +95,7 @@ def test_runs_table_and_run_page_say_why_flag_chance_and_name_subsets(page, seed
     )
     expect(page.locator(".aa-breakdown th").first).to_have_text("clean (20 images)")
     expect(page.locator(".final-agreement-none")).to_contain_text("no mask set for this run")
+    expect(page.locator(".final-pgd")).to_have_text("PGD: not measured.")
     record = page.locator(".run-repro")
     expect(record.locator("table.kv table.kv td", has_text="torch")).to_have_count(1)
     keys = record.locator("table.kv > tbody > tr > td:first-child").all_inner_texts()
