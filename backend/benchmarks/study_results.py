@@ -27,13 +27,12 @@ import json  # noqa: E402
 import math  # noqa: E402
 import secrets  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from backend.benchmarks.sweep_page import _drop, _own_database, _p, _server_url  # noqa: E402
+from backend.benchmarks.in_process import app_on_own_database, percentile  # noqa: E402
 
 GOAL_MS = 300.0
 PARTICIPANTS = 50
@@ -188,40 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30)
     args = parser.parse_args(argv)
-    server = _server_url()
-    name = f"sipat_bench_study_{os.getpid()}"
-    url = _own_database(server, name)
-    os.environ.update(
-        {
-            "ENVIRONMENT": "test",
-            "SECRET_KEY": "bench-secret-key-not-for-production",
-            "DATABASE_URL": url,
-            "STORAGE_DIR": tempfile.mkdtemp(prefix="sipat-bench-"),
-        }
-    )
-    try:
-        from alembic import command
-        from alembic.config import Config
-        from fastapi.testclient import TestClient
-
-        from backend.core.config import ROOT
-        from backend.deps import get_current_user
-        from backend.main import app
-        from backend.models import User
+    with app_on_own_database("sipat_bench_study") as bench:
         from backend.services.studies import analysis_cache
 
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.set_main_option("sqlalchemy.url", url)
-        command.upgrade(cfg, "head")
-        study_id = _seed(url)
+        study_id = _seed(bench.url)
+        client = bench.client
         start = time.perf_counter()
         stored = analysis_cache.refresh(study_id)
         analysis_s = time.perf_counter() - start
         assert stored is not None
-        researcher = User(id=1, username="bench", role="researcher")
-        # the login is not what is measured: the route's own work is
-        app.dependency_overrides[get_current_user] = lambda: researcher
-        client = TestClient(app)
         took = []
         for i in range(args.requests + 3):
             start = time.perf_counter()
@@ -233,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             assert body["participants"]["included"] == PARTICIPANTS
             if i >= 3:  # the first requests warm the connection pool and imports
                 took.append(ms)
-        p95 = _p(took, 0.95)
+        p95 = percentile(took, 0.95)
         print(
             json.dumps(
                 {
@@ -250,11 +224,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0 if p95 <= GOAL_MS else 1
-    finally:
-        from backend.db import get_engine
-
-        get_engine().dispose()
-        _drop(server, name)
 
 
 if __name__ == "__main__":

@@ -19,39 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import sys
-import tempfile
 import time
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from backend.benchmarks.in_process import app_on_own_database, percentile
+
 GOAL_MS = 500.0
-
-
-def _server_url() -> str:
-    return os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL", DEFAULT_URL)
-
-
-def _own_database(url: str, name: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(url: str, name: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def _final(rng: random.Random, clean: float, robust: float) -> dict[str, object]:
@@ -117,67 +91,48 @@ def _seed(url: str) -> int:
     return sweep_id
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args(argv)
-    server = _server_url()
-    name = f"sipat_bench_sweep_{os.getpid()}"
-    url = _own_database(server, name)
-    os.environ.update(
-        {
-            "ENVIRONMENT": "test",
-            "SECRET_KEY": "bench-secret-key-not-for-production",
-            "DATABASE_URL": url,
-            "STORAGE_DIR": tempfile.mkdtemp(prefix="sipat-bench-"),
-        }
-    )
-    try:
-        from alembic import command
-        from alembic.config import Config
-        from fastapi.testclient import TestClient
-
-        from backend.core.config import ROOT
-        from backend.deps import get_current_user
-        from backend.main import app
-        from backend.models import User
-
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.set_main_option("sqlalchemy.url", url)
-        command.upgrade(cfg, "head")
-        sweep_id = _seed(url)
-        researcher = User(id=1, username="bench", role="researcher")
-        # the login is not what is measured: the route's own work is
-        app.dependency_overrides[get_current_user] = lambda: researcher
-        client = TestClient(app)
+    with app_on_own_database("sipat_bench_sweep") as bench:
+        sweep_id = _seed(bench.url)
+        client = bench.client
+        table = client.get(f"/api/sweeps/{sweep_id}").json()["table"]
+        ids = ",".join(str(r["ref"]) for r in table["runs"])
         from runconfig import stats
 
-        page, warm, export = [], [], []
+        page, warm, export, compare, groups = [], [], [], [], []
+
+        def timed(path: str, **params: object) -> tuple[float, object]:
+            start = time.perf_counter()
+            r = client.get(path, params=params)
+            took = (time.perf_counter() - start) * 1000
+            assert r.status_code == 200, r.text
+            return took, r
+
         for i in range(args.requests + 3):
             # cold: nothing remembered of the bootstrap (runconfig.stats keeps what it drew)
             stats._bootstrap.cache_clear()
-            start = time.perf_counter()
-            r = client.get(f"/api/sweeps/{sweep_id}", params={"margin": 2})
-            took = (time.perf_counter() - start) * 1000
-            assert r.status_code == 200, r.text
-            assert len(r.json()["table"]["runs"]) == 300
-            start = time.perf_counter()
-            client.get(f"/api/sweeps/{sweep_id}", params={"margin": 2})
-            took_warm = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
-            c = client.get(f"/api/sweeps/{sweep_id}/export", params={"level": "arms"})
-            took_csv = (time.perf_counter() - start) * 1000
-            assert c.status_code == 200, c.text
+            took, r = timed(f"/api/sweeps/{sweep_id}", margin=2)
+            assert len(r.json()["table"]["runs"]) == 300  # type: ignore[attr-defined]
+            took_warm, _ = timed(f"/api/sweeps/{sweep_id}", margin=2)
+            took_csv, _ = timed(f"/api/sweeps/{sweep_id}/export", level="arms")
+            # the compare page on the same 300 runs: its table, and its groups paired by seed
+            stats._bootstrap.cache_clear()
+            took_compare, r = timed("/api/runs/compare", ids=ids)
+            assert len(r.json()["runs"]) == 300  # type: ignore[attr-defined]
+            took_groups, r = timed(
+                "/api/runs/groups", by="mask_fraction", ids=ids, baseline="1.0", margin=2
+            )
+            assert len(r.json()["groups"]) == 7  # type: ignore[attr-defined]
             if i >= 3:  # the first requests warm the connection pool and imports
                 page.append(took)
                 warm.append(took_warm)
                 export.append(took_csv)
-        p95 = _p(page, 0.95)
+                compare.append(took_compare)
+                groups.append(took_groups)
+        p95 = max(percentile(page, 0.95), percentile(compare, 0.95), percentile(groups, 0.95))
         print(
             json.dumps(
                 {
@@ -185,20 +140,17 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": 300,
                     "arms": 15,
                     "p50_ms": round(statistics.median(page), 1),
-                    "p95_ms": round(p95, 1),
-                    "warm_p95_ms": round(_p(warm, 0.95), 1),
-                    "csv_p95_ms": round(_p(export, 0.95), 1),
+                    "p95_ms": round(percentile(page, 0.95), 1),
+                    "warm_p95_ms": round(percentile(warm, 0.95), 1),
+                    "csv_p95_ms": round(percentile(export, 0.95), 1),
+                    "compare_p95_ms": round(percentile(compare, 0.95), 1),
+                    "groups_p95_ms": round(percentile(groups, 0.95), 1),
                     "goal_ms": GOAL_MS,
                 }
             )
         )
         return 0 if p95 <= GOAL_MS else 1
-    finally:
-        from backend.db import get_engine
-
-        get_engine().dispose()
-        _drop(server, name)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

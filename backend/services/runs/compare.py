@@ -8,7 +8,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
 import runconfig
 from backend.core.errors import NotFound
@@ -18,11 +19,14 @@ from runconfig import stats
 
 def runs_by_ids(db: Session, ids: list[int]) -> list[TrainingRun]:
     """The runs with these ids, in this order; NotFound if any is missing."""
-    runs = [db.get(TrainingRun, i) for i in ids]
-    found = [r for r in runs if r is not None]
-    if len(found) != len(runs):
+    # one query for the runs and one for their epochs (the curves), however many runs
+    loaded = db.scalars(
+        select(TrainingRun).where(TrainingRun.id.in_(ids)).options(selectinload(TrainingRun.epochs))
+    ).all()
+    by_id = {r.id: r for r in loaded}
+    if len(by_id) != len(set(ids)):
         raise NotFound("Run not found.")
-    return found
+    return [by_id[i] for i in ids]
 
 
 def _flat(run: TrainingRun) -> dict[str, Any]:
