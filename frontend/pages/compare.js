@@ -8,7 +8,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { MISSING, number, percent as pct, points } from "../lib/format.js";
+import { MISSING, number, percent as pct, plural, points } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { configValue, loadRunSettings } from "../lib/run-settings.js";
 import { autoattackCell, chanceBadge, emptyCell, emptyReason, finalOf, maskingBadge, pgdCell, stateBadge } from "../lib/run-display.js";
@@ -77,7 +77,7 @@ export async function mount(root, ctx) {
     ${diffKeys.length ? html`<table class="data diff"><thead><tr><th>setting</th>${runs.map((r) => html`<th><a href="#/runs/${r.id}">${label(r)}</a> ${stateBadge(r.state)}</th>`)}</tr></thead>
       <tbody>${diffKeys.map((k) => html`<tr data-key="${k}"><td>${k}</td>${data.differences[k].map((v) => html`<td class="differs">${show(v, k)}</td>`)}</tr>`)}</tbody></table>`
       : html`<p class="muted">These runs share every setting.</p>`}
-    <details style="margin:8px 0 16px"><summary>${Object.keys(data.same).length} shared settings</summary>
+    <details style="margin:8px 0 16px"><summary>${plural(Object.keys(data.same).length, "shared setting")}</summary>
       <table class="data kv">${Object.entries(data.same).map(([k, v]) => html`<tr><td>${k}</td><td><code>${show(v, k)}</code></td></tr>`)}</table></details>
     <h2>Final results</h2>
     <table class="data final-results"><thead><tr><th>run</th><th class="num">clean (all test images, n)</th><th class="num">AutoAttack (run ε, n)</th>

@@ -9,7 +9,7 @@
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { api } from "../lib/api.js";
-import { MISSING, dateTime, percent, points } from "../lib/format.js";
+import { MISSING, dateTime, percent, plural, points } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
 import { configEntries, configValue, loadRunSettings, settingOf } from "../lib/run-settings.js";
@@ -62,7 +62,7 @@ function headMarkup(data) {
       seeds ${sweep.seeds.join(", ")}; ${sweep.baseline ? html`baseline arm <b>${baselineText(sweep.baseline)}</b>` : "no baseline arm"}.
       <span class="muted">Created ${dateTime(sweep.created_at)}; ${sweep.in_flight} of its runs train at once.</span></p>
     <p class="sweep-status" data-finished="${data.finished}">
-      <span class="runs-total">${total} runs</span>: <span class="runs-succeeded">${count("succeeded")} succeeded</span>,
+      <span class="runs-total">${plural(total, "run")}</span>: <span class="runs-succeeded">${count("succeeded")} succeeded</span>,
       <span class="runs-pending">${count("pending")} queued or running</span>,
       <span class="runs-failed">${table.left_out.failed} failed</span>, <span class="runs-cancelled">${table.left_out.cancelled} cancelled</span>
       <span class="muted">(failed and cancelled runs are left out of the statistics)</span>

@@ -139,9 +139,10 @@ def test_launch_a_sweep_and_read_its_paired_intervals(
     try:
         form.locator(".sweep-preview .preview-runs[data-runs='6']").wait_for()
     except Exception as ex:
+        said = form.locator(".sweep-preview").inner_text()
+        marked = form.locator(".field-error, .axis-error").all_inner_texts()
         raise AssertionError(
-            f"the preview never said 6 runs; it says {form.locator('.sweep-preview').inner_text()!r}"
-            f" and the marked fields say {form.locator('.field-error, .axis-error').all_inner_texts()!r}"
+            f"the preview never said 6 runs; it says {said!r} and the marked fields say {marked!r}"
         ) from ex
     assert error.inner_text() == ""
     assert "arms" in form.locator(".sweep-preview").inner_text()
