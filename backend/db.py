@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from backend.core.config import get_settings
@@ -102,7 +103,46 @@ def make_engine(url: str) -> Engine:
         )
         _install_sqlite_transactions(engine)
         return engine
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=20, max_overflow=40)
+    _install_epoch_ping(engine)
+    return engine
+
+
+# Connection.info key: the auth epoch (models.AuthEpoch) read as the connection was taken
+# from the pool, or None where it could not be read (a database not migrated yet)
+AUTH_EPOCH = "auth_epoch"
+_EPOCH_QUERY = "SELECT value FROM auth_epoch WHERE id = 1"
+
+
+def _install_epoch_ping(engine: Engine) -> None:
+    """Each checkout from the pool reads the auth epoch in one round trip, outside any
+    transaction. It is also the pool's ping (instead of pool_pre_ping's SELECT 1): a
+    connection the server dropped (a restart) fails it, and the pool takes a fresh one.
+    A request that finds its login kept in memory then needs no query to trust it
+    (backend/services/logins.py, current_login)."""
+
+    @event.listens_for(engine, "checkout")
+    def _read_epoch(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        was_autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        try:
+            row = dbapi_conn.execute(_EPOCH_QUERY).fetchone()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            dbapi = engine.dialect.loaded_dbapi
+            if dbapi_conn.closed or isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError)):
+                raise DisconnectionError(str(exc)) from exc
+            row = None  # no auth_epoch table (yet): logins are looked up every time
+        finally:
+            if not dbapi_conn.closed:
+                dbapi_conn.autocommit = was_autocommit
+        record.info[AUTH_EPOCH] = None if row is None else int(row[0])
+
+
+def auth_epoch(db: Session) -> int | None:
+    """The auth epoch read when this session's connection was taken from the pool (None on
+    SQLite, or where it could not be read)."""
+    value = db.connection().info.get(AUTH_EPOCH)
+    return value if isinstance(value, int) else None
 
 
 @lru_cache

@@ -113,12 +113,9 @@ def get_current_user(request: Request, db: SessionDep) -> User:
     """The user of the request's live login session (backend/services/logins.py): 401 when
     there is none, or it was revoked or has expired, or its user was deactivated."""
     token = signed_token(request)
-    now = utcnow()
-    found = logins.live_session(db, token, now)
-    if found is None:
+    user = logins.current_login(db, token, utcnow())
+    if user is None:
         raise HTTPException(401, detail=EXPIRED)
-    session, user = found
-    logins.touch(db, session, now)
     return user
 
 

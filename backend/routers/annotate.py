@@ -232,7 +232,8 @@ def _save(request: Request, image_id: int, raw: bytes) -> MaskSaved:
 
 
 def _save_now(db: Session, user: User, image: Image, body: MaskSave) -> MaskSaved:
-    svc.check_dataset_open(db, user, image.dataset_id)
+    """The save of an image that lookup_image found open to this annotator (its dataset's
+    check is that lookup's, in the same transaction)."""
     if (body.width, body.height) != (image.width, image.height):
         raise Invalid(
             f"The mask is declared as {body.width}x{body.height} pixels but the image is "

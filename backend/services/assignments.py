@@ -48,12 +48,19 @@ def check_dataset_open(db: Session, user: User, dataset_id: int) -> None:
 def open_image(db: Session, user: User, image_id: int) -> Image:
     """The image, when its dataset is open to this annotator (any image for other roles);
     NotFound, one sentence for both, when it does not exist or its dataset is not open."""
-    image = db.get(Image, image_id)
     if user.role != "annotator":
+        image = db.get(Image, image_id)
         if image is None:
             raise NotFound("Image not found.")
         return image
-    if image is None or not is_open_to(db, user, image.dataset_id):
+    # one query: the image, only if its dataset is open to them
+    image = db.scalar(
+        select(Image).where(
+            Image.id == image_id,
+            Image.dataset_id.in_(select(Dataset.id).where(dataset_open_to(user))),
+        )
+    )
+    if image is None:
         raise NotFound(IMAGE_NOT_OPEN)
     return image
 

@@ -22,6 +22,13 @@ Retry-After). The rules, each from its own count:
 A successful login, a password change and an admin's new password clear the account's
 failures (account and pair): the pause is lifted at once. Rows, not process memory: a
 restart, or a second server process, sees the same counts.
+
+Each server process keeps the logins it has looked up (`current_login`), so that a request
+needs no query for its login: a kept login is trusted only while the auth epoch
+(models.AuthEpoch), read as the request's connection leaves the pool, is the one seen when it
+was looked up. Every revocation (`revoke_token`, `revoke_user_sessions`) and every change of
+a user's role, activity, name or password (a flush of a changed User) adds 1 to the epoch in
+its own transaction, so it holds in every process from the next request on.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backend.core.config import Settings
 from backend.core.errors import Invalid
@@ -45,7 +52,8 @@ from backend.core.security import (
     verify_password,
     verify_password_or_dummy,
 )
-from backend.models import LoginFailure, LoginSession, User, utcnow
+from backend.db import auth_epoch
+from backend.models import AuthEpoch, LoginFailure, LoginSession, User, utcnow
 
 ACCOUNT, ADDRESS, PAIR = "account", "address", "pair"
 # a session's last_seen_at is written at most this often (not on every request)
@@ -252,7 +260,10 @@ def revoke_token(db: Session, token: str, now: datetime | None = None) -> bool:
         .where(LoginSession.token_hash == token_hash(token), LoginSession.revoked_at.is_(None))
         .values(revoked_at=now or utcnow())
     )
-    return bool(getattr(result, "rowcount", 0))
+    ended = bool(getattr(result, "rowcount", 0))
+    if ended:
+        bump_epoch(db)
+    return ended
 
 
 def revoke_user_sessions(
@@ -268,7 +279,92 @@ def revoke_user_sessions(
     if keep_token:
         conditions.append(LoginSession.token_hash != token_hash(keep_token))
     result = db.execute(update(LoginSession).where(*conditions).values(revoked_at=now))
-    return int(getattr(result, "rowcount", 0) or 0)
+    ended = int(getattr(result, "rowcount", 0) or 0)
+    if ended:
+        bump_epoch(db)
+    return ended
+
+
+# --- the logins a process keeps ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A login looked up in the database: the auth epoch then, the session and its user."""
+
+    epoch: int
+    session_id: int
+    expires_at: datetime
+    last_seen_at: datetime
+    user: dict[str, object]  # the User row's columns
+
+
+_kept: dict[str, _Kept] = {}
+_KEEP_AT_MOST = 20_000  # logins kept per process (all are forgotten when it is full)
+_USER_COLUMNS = tuple(c.key for c in User.__table__.columns)
+
+
+def bump_epoch(db: Session) -> None:
+    """Add 1 to the auth epoch in the caller's transaction: every process looks its kept
+    logins up again from the next request on."""
+    db.execute(update(AuthEpoch).where(AuthEpoch.id == 1).values(value=AuthEpoch.value + 1))
+
+
+@event.listens_for(Session, "before_flush")
+def _user_changed(db: Session, _flush_context: object, _instances: object) -> None:
+    """A changed or deleted User (role, activity, name, password) bumps the epoch in the same
+    transaction as the change."""
+    if any(isinstance(o, User) for o in db.deleted) or any(
+        isinstance(o, User) and db.is_modified(o, include_collections=False) for o in db.dirty
+    ):
+        db.connection().execute(
+            update(AuthEpoch).where(AuthEpoch.id == 1).values(value=AuthEpoch.value + 1)
+        )
+
+
+def forget_kept_logins() -> None:
+    """Forget every login this process keeps (tests; a kept one is never wrong to drop)."""
+    _kept.clear()
+
+
+def current_login(db: Session, token: str, now: datetime) -> User | None:
+    """The active user of the live session a token names, or None; touches the session (at
+    most once a minute). A login this process looked up since the last change of the auth
+    epoch is taken from memory (no query); any other is looked up (live_session) and kept.
+    The User returned belongs to `db` (a change to it is flushed by it)."""
+    key = token_hash(token)
+    epoch = auth_epoch(db)
+    kept = _kept.get(key)
+    if epoch is not None and kept is not None and kept.epoch == epoch and kept.expires_at > now:
+        user = User(**kept.user)
+        make_transient_to_detached(user)
+        db.add(user)
+        if now - kept.last_seen_at >= TOUCH_EVERY:
+            db.execute(
+                update(LoginSession)
+                .where(LoginSession.id == kept.session_id)
+                .values(last_seen_at=now)
+            )
+            db.commit()
+            _kept[key] = _Kept(epoch, kept.session_id, kept.expires_at, now, kept.user)
+        return user
+    found = live_session(db, token, now)
+    if found is None:
+        _kept.pop(key, None)
+        return None
+    session, user = found
+    touch(db, session, now)
+    if epoch is not None:
+        if len(_kept) >= _KEEP_AT_MOST:
+            _kept.clear()
+        _kept[key] = _Kept(
+            epoch,
+            session.id,
+            _aware(session.expires_at),
+            _aware(session.last_seen_at),
+            {c: getattr(user, c) for c in _USER_COLUMNS},
+        )
+    return user
 
 
 # --- what the auth routes do (each commits its own work) ---------------------------------
