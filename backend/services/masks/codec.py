@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import io
+import struct
 import warnings
+import zlib
 from typing import Any
 
 import numpy as np
@@ -106,15 +108,32 @@ def png_to_mask(
     return np.asarray(channel) >= 128
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# deflate level of stored masks: level 3 gives PNGs of about Pillow's size (level 6 with its
+# own settings) in a sixth of Pillow's time on a 512 x 512 brush mask
+_MASK_DEFLATE_LEVEL = 3
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def mask_to_png(mask: np.ndarray) -> bytes:
-    """A compact 1-bit PNG (1 bit per pixel before deflate)."""
+    """A compact 1-bit grey PNG (1 bit per pixel before deflate; white = salient), written
+    here rather than by Pillow: every row unfiltered (filter byte 0, which is what suits
+    1-bit data), the rows packed by numpy and deflated in one call."""
     mask = np.asarray(mask, dtype=bool)
     height, width = mask.shape
-    # packbits + frombytes is ~4x faster than fromarray(bool).convert("1") on 512x512
-    img = PILImage.frombytes("1", (width, height), np.packbits(mask, axis=1).tobytes())
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+    packed = np.packbits(mask, axis=1)
+    rows = np.zeros((height, packed.shape[1] + 1), np.uint8)  # column 0: the filter byte
+    rows[:, 1:] = packed
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grey, no interlace
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), _MASK_DEFLATE_LEVEL))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def grey_png(values: np.ndarray) -> bytes:
