@@ -12,8 +12,14 @@ it, and measures through HTTP:
 - compare_20_runs_ms: the comparison of 20 runs, median of 10;
 - consensus_freeze_s: freezing the mask set of the dataset that holds the 100,000 accepted
   masks (one per image).
+- next_alone_ms: one annotator asking alone (then skipping), the median of 20 asks;
+- next_over_floor: the next image's p99 in the burst of 50 over the p99 of `/api/auth/me`
+  (one login check, the least a request costs) in a burst of 50 on the same server: how far
+  above the floor the queue's work puts an ask when everyone asks at once.
 Prints one JSON line: {"bench": "scale", ..., "goals_met": {...}}; exit status 1 when a goal
-is missed. Goals (the issue's): next image p99 < 50 ms, runs page p99 < 300 ms, freeze < 60 s.
+is missed. Goals (issue 27): next_alone_ms <= 5, next_over_floor <= 2, runs page p99 <= 300
+ms, freeze <= 60 s. (The earlier goal of a next-image p99 under 50 ms in the burst of 50 on
+2 cores was below the floor request's own p99 on such a machine, and was replaced.)
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PASSWORD = "scale-bench-password"
 SIZE = 32  # image and mask side: the masks are real, their pixels are not what is measured
-GOALS = {"next_image_p99_ms": 50.0, "runs_page_p99_ms": 300.0, "consensus_freeze_s": 60.0}
+GOALS = {
+    "next_alone_ms": 5.0,
+    "next_over_floor": 2.0,
+    "runs_page_p99_ms": 300.0,
+    "consensus_freeze_s": 60.0,
+}
 
 
 def _server_url() -> str:
@@ -337,6 +348,8 @@ def measure_next_image(base: str, queue: int, annotators: int, rounds: int) -> d
         "floor_me_p99_ms": round(_p99(floor), 1),
         "floor_me_p50_ms": round(statistics.median(floor), 1),
         "one_annotator_next_p50_ms": round(statistics.median(alone), 1),
+        "next_alone_ms": round(statistics.median(alone), 1),
+        "next_over_floor": round(_p99(times) / max(_p99(floor), 1e-9), 2),
         "paced_next_image_p99_ms": round(_p99(paced), 1),
         "paced_next_image_p50_ms": round(statistics.median(paced), 1),
         "paced_asks_per_s": PACED_ASKS_PER_S,
@@ -405,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     finally:
         _drop_database(name)
-    met = {k: result[k] < goal for k, goal in GOALS.items()}
+    met = {k: result[k] <= goal for k, goal in GOALS.items()}
     result["goals"] = GOALS
     result["goals_met"] = met
     print(json.dumps(result))
