@@ -323,9 +323,12 @@ export async function mount(root, ctx) {
         ${["ready", "closed"].includes(s.state) ? html`<button class="primary" data-act="open">Open to participants</button>` : ""}
         ${s.state === "open" ? html`<button data-act="close">Close</button>` : ""}
         <a href="/api/studies/${s.id}/trials.csv" download>Download trials (CSV)</a>
+        <a href="/api/studies/${s.id}/trials.json" download>(JSON)</a>
       </div>
       ${linkBox(s)}
-      <p class="muted">Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${plural(s.config.trials_per_condition, "trial")} per condition ·
+      <p class="muted">${s.config.placement === "quest"
+        ? html`QUEST+ placement over ${s.config.epsilons_255.length} epsilons ${s.config.epsilons_255[0]}–${s.config.epsilons_255.at(-1)} /255 · ${plural(s.config.quest.max_trials, "trial")} per run${s.config.quest.stop_ci_ratio ? html` (or until the threshold interval spans ×${s.config.quest.stop_ci_ratio})` : ""} ·`
+        : html`Epsilons ${s.config.epsilons_255.join(", ")} /255 · ${plural(s.config.trials_per_condition, "trial")} per condition ·`}
         ${s.config.catch_trials} catch trials at ${s.config.catch_epsilon_255}/255 · ${s.config.practice_trials} practice trials ·
         PGD ${s.config.attack.steps} steps, step ${s.config.attack.alpha_ratio} × eps.</p>
       ${s.num_stimuli && s.state !== "generating" ? html`<div class="study-stimuli"><h2>Stimuli</h2><p class="muted">Loading…</p></div>` : ""}

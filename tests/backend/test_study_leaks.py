@@ -307,3 +307,76 @@ def test_max_sessions_refuses_a_session_beyond_the_cap(client, auth, db, two_run
     assert again.status_code == 200 and again.json()["token"] == a
     assert start(client, study, "PID-late", resume=late).json()["token"] == late
     assert client.get(f"/api/participate/{b}/trials").status_code == 200
+
+
+# ---- the adaptive mode (QUEST+) -------------------------------------------------------------
+
+
+def test_a_quest_session_leaks_nothing_through_bytes_ids_headers_or_answers(
+    client, auth, db, tiny_checkpoint
+):
+    """Two participants of a QUEST+ study, one always right and one always wrong: their levels
+    part ways (so the comparison is not vacuous), yet every image either is served has the
+    same length, layout, bytes outside the pixels and headers; the answers' replies are the
+    same word for word; no id is shared; and the next level is chosen within the answer's own
+    request (nothing left to do, answer-dependent, when the next trial is fetched)."""
+    from backend.models import ParticipantSession, QuestTrack, Trial
+
+    ds, _ = make_dataset(db, n=12)
+    run_id = make_run(db, ds, tiny_checkpoint)
+    quest = {"levels": 20, "ladder_min_255": 1.0, "ladder_max_255": 16.0, "max_trials": 6}
+    study = ready_study(client, auth["researcher"], db, [run_id], num_random_images=12,
+                        placement="quest", quest=quest, catch_trials=1,
+                        practice_trials=2)  # fmt: skip
+    urls: dict[str, list[str]] = {}
+    replies: dict[str, list[dict]] = {}
+    levels: dict[str, list[float]] = {}
+    for who in ("right", "wrong"):
+        token = ready_session(client, study, f"PID-{who}")
+        session = db.scalar(select(ParticipantSession).where(ParticipantSession.token == token))
+        urls[who], replies[who], levels[who] = session_urls(client, token), [], []
+        while pending := client.get(f"/api/participate/{token}/trials").json()["data"]:
+            for t in pending:
+                assert set(t) == {"id", "phase", "number", "images"}
+                urls[who] += [u for u in t["images"] if u not in urls[who]]
+            db.expire_all()
+            trial = db.scalar(select(Trial).where(Trial.public_id == pending[0]["id"]))
+            wrong = "right" if trial.correct_answer == "left" else "left"
+            answer = trial.correct_answer if who == "right" or trial.phase != "main" else wrong
+            r = client.post(f"/api/participate/{token}/trials/{trial.public_id}/answer",
+                            json={"answer": answer, "rt_ms": 800})  # fmt: skip
+            assert r.status_code == 200, r.text
+            replies[who].append({k: v for k, v in r.json().items() if k != "trial"})
+            if trial.phase == "main":
+                levels[who].append(round(trial.epsilon * 255, 4))
+                # the posterior moved and the next level was chosen before the reply was sent
+                db.expire_all()
+                track = db.scalar(select(QuestTrack).where(QuestTrack.session_id == session.id))
+                assert track.answered == len(levels[who])
+    # the staircases part ways: down after right answers, up after wrong ones
+    assert levels["right"][-1] < levels["right"][0] <= levels["wrong"][0] < levels["wrong"][-1]
+    # the replies say nothing of the answer (no feedback after practice, the same counts)
+    assert replies["right"] == replies["wrong"]
+    assert all(r["feedback"] is None for r in replies["right"][2:])
+    # no id shared between the two sessions
+    ids = {who: {u.rsplit("/", 1)[1] for u in us} for who, us in urls.items()}
+    assert not ids["right"] & ids["wrong"]
+    # every image either session is served: the same length, layout, bytes outside the
+    # pixels and headers
+    served = []
+    for who, token_urls in urls.items():
+        for url in token_urls:
+            r = client.get(url)
+            assert r.status_code == 200, (who, url)
+            served.append((r.content, dict(r.headers)))
+    first, first_headers = served[0]
+    first_mask, _ = pixel_mask(first)
+    assert len(first) == study["config"]["stimulus_bytes"]
+    for data, headers in served:
+        assert headers == first_headers
+        assert len(data) == len(first) and chunks(data) == chunks(first)
+        mask, _ = pixel_mask(data)
+        assert mask == first_mask
+        outside = [i for i in range(len(data)) if not mask[i]]
+        assert bytes(data[i] for i in outside) == bytes(first[i] for i in outside)
+    assert len({data for data, _ in served}) > 1
