@@ -18,6 +18,7 @@ import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
 import { applies, configEntries, labelOf, loadRunSettings, settingOf } from "../lib/run-settings.js";
 import { drawHvra } from "../components/hvra-panel/hvra-panel.js";
+import { drawModelAtThreshold } from "../components/model-threshold/model-threshold.js";
 import {
   agreementReason, autoattackOf, chanceBadge, checkName, emptyReason, failedChecks, finalOf, pgdGrid, pgdLabel, phaseText, queueText, runPercent, stateBadge,
 } from "../lib/run-display.js";
@@ -218,6 +219,7 @@ function finalMarkup(run) {
         <p>Clean accuracy <strong class="final-clean">${pct(f.clean_accuracy)}</strong>${f.n_test ? ` on ${f.n_test} test images` : ""}. ${chanceBadge(run)}</p>
         <h3>AutoAttack</h3><div class="final-aa">${autoattackSection(run)}</div>
         <div class="final-hvra"></div>
+        <div class="final-threshold"></div>
         <h3>PGD</h3><div class="final-pgd">${pgdSection(run, f)}</div>
         <h3>Gradient-masking checks</h3><div class="final-masking">${maskingSection(f)}</div>
         ${agree ? html`<p>Salience agreement with the human masks (${agree.kind}, ${agree.n} images): top-mass in mask
@@ -292,6 +294,7 @@ function drawFinal(root, { run }) {
   render(el, finalMarkup(run));
   el.classList.remove("muted");
   drawHvra(el.querySelector(".final-hvra"), run.id);
+  drawModelAtThreshold(el.querySelector(".final-threshold"), run.id);
 }
 
 async function drawSalience(root, id, run) {
