@@ -14,6 +14,7 @@ ROUTES = {
     ("POST", "/api/studies/{study_id}/close"): R,
     ("GET", "/api/studies/{study_id}/results"): R,
     ("GET", "/api/studies/{study_id}/trials.csv"): R,
+    ("GET", "/api/studies/{study_id}/trials.json"): R,
     ("GET", "/api/studies/{study_id}/stimuli"): R,
     ("GET", "/api/studies/{study_id}/stimuli/{stimulus_id}/image"): R,
     ("GET", "/api/studies/{study_id}/preview-session"): R,
