@@ -8,8 +8,11 @@ with the study's progress; the training library (worker.sipat.stimuli) attacks a
 the pixels, and the service encodes them as the uncompressed PNG every participant is served
 (stimuli.encode_stimulus). Then each run's model's robust accuracy is measured at the study's
 own epsilons on the study's main images (sipat.stimuli.robust_accuracy_at), so that the
-human and model curves share their points; the lifecycle marks the study ready, or failed
-with the error. Idempotent: a stimulus whose row exists is skipped, so a redelivered task
+human and model curves share their points, and under the original AutoAttack
+(sipat.stimuli.autoattack_accuracy_at, through the library's robustness.autoattack, what a
+run's final evaluation reports) on a stated subset of the main images, with PGD on the same
+images beside it; the lifecycle marks the study ready, or failed with the error.
+Idempotent: a stimulus whose row exists is skipped, so a redelivered task
 continues where the previous delivery stopped. Progress is written after every image.
 """
 
@@ -153,6 +156,58 @@ def measure_model_accuracy(
     )
 
 
+def measure_model_autoattack(
+    db: Session,
+    storage: Storage,
+    generation: stimuli.Generation,
+    models: RunModels,
+    shape: tuple[int, int],
+) -> None:
+    """Each run's robust accuracy under the original AutoAttack at the study's own epsilons
+    (stimuli.autoattack_epsilons: at most 8 of a QUEST+ ladder), on a stated subset of the
+    main images (stimuli.autoattack_images), with PGD's (the study's attack, as
+    measure_model_accuracy runs it) on the same images beside it; recorded in the study's
+    config."""
+    from worker.sipat.stimuli import autoattack_accuracy_at, robust_accuracy_at, to_chw
+
+    study = generation.study
+    size, channels = shape
+    attack = study.config["attack"]
+    image_ids = stimuli.autoattack_images(study)
+    sources = [stimuli.source_image(db, i) for i in image_ids]
+    batch = np.stack([to_chw(stimuli.source_pixels(storage, im, channels, size)) for im in sources])
+    eps = stimuli.autoattack_epsilons(study)
+    per_run: dict[int, dict[str, Any]] = {}
+    settings: dict[str, Any] = {}
+    for run_id in study.config["run_ids"]:
+        model, spec = models.get(run_id)
+        labels = [stimuli.model_label(im, spec.get("classes")) for im in sources]
+        with torch.no_grad():
+            probe = torch.from_numpy(batch[:1].copy()).float().div(255).to(models.device)
+            n_classes = int(model.eval()(probe).shape[1])
+        seed = generation.seed + run_id
+        aa = autoattack_accuracy_at(
+            model, batch, labels, eps, n_classes=n_classes, seed=seed, device=models.device
+        )
+        pgd = robust_accuracy_at(
+            model,
+            batch,
+            labels,
+            eps,
+            steps=int(attack["steps"]),
+            alpha_ratio=float(attack["alpha_ratio"]),
+            restarts=stimuli.MODEL_EVAL_RESTARTS,
+            seed=seed,
+            device=models.device,
+        )
+        points = [
+            {**p, "pgd_accuracy": q["accuracy"]} for p, q in zip(aa["points"], pgd, strict=True)
+        ]
+        per_run[run_id] = {"seed": seed, "points": points, "warnings": aa["warnings"]}
+        settings = aa["settings"]
+    stimuli.record_model_autoattack(db, study, per_run, settings=settings, n_images=len(image_ids))
+
+
 def generate_stimuli(
     db: Session,
     storage: Storage,
@@ -182,6 +237,8 @@ def generate_stimuli(
         make_stimuli(db, storage, generation, models, shape, on_progress)
         if not stimuli.has_model_accuracy(study):
             measure_model_accuracy(db, storage, generation, models, shape)
+        if not stimuli.has_model_autoattack(study) and stimuli.autoattack_images(study):
+            measure_model_autoattack(db, storage, generation, models, shape)
         lifecycle.finish_generation(db, study, stimuli.served_config(db, storage, study, shape[0]))
     except Exception as exc:
         _logger.exception("stimulus generation for study %s failed", study_id)

@@ -114,8 +114,11 @@ def close_study(study: StudyDep, db: SessionDep) -> StudyPublic:
 @router.get("/{study_id}/results")
 def study_results(study: StudyDep, db: SessionDep, storage: StorageDep) -> dict[str, Any]:
     """Detection per run and epsilon with intervals over participants, psignifit fits and
-    thresholds, exclusions: the analysis last computed in the background (`analysis.state`
-    says whether it is current; a stale one is being refreshed)."""
+    thresholds, exclusions, the model's AutoAttack and PGD accuracy at the study's epsilons
+    and at people's threshold (`runs[].model_at_threshold`), and every pair of runs compared
+    over the participants who saw both (`comparisons`): the analysis last computed in the
+    background (`analysis.state` says whether it is current; a stale one is being
+    refreshed)."""
     return analysis_cache.cached_results(db, storage, study)
 
 

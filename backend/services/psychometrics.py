@@ -458,3 +458,262 @@ def can_fit_own(unit: Mapping[float, tuple[int, int]], design: Design) -> bool:
     if design == "yesno" and not any(x <= 0 and n > 0 for x, (_, n) in unit.items()):
         return False
     return len(positive) >= 3 and total >= MIN_TRIALS_OWN_FIT
+
+
+# ----------------------------------------------------- two runs seen by the same participants
+
+# The comparison of two runs of one study resamples the participants who saw both: each
+# resample draws them with replacement and keeps every drawn participant's trials of both runs,
+# so what a participant brings to both (their eyes, screen, distance, care) stays paired, and
+# each resample's two thresholds are fitted again. psignifit takes a second or more per fit, too
+# long for thousands of refits, so these fits are maximum likelihood on a fixed grid (the same
+# Weibull, lapse at most MAX_LAPSE, the slope within psignifit's width bounds), vectorised over
+# the resamples: no start value, so no refit gets stuck.
+PAIRED_BOOT = 2000
+GRID_LOG_STEP = 0.04  # threshold grid step in ln epsilon (4 %), then refined
+GRID_REACH = math.log(4)  # how far (ln) the threshold grid reaches past the tested levels
+GRID_SLOPES = 14  # Weibull slopes, log-spaced between the width bounds psignifit uses
+GRID_LAPSES = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2)
+GAMMA_STEP = 0.005  # yes/no: each resample's false-alarm rate, rounded to this step
+GRID_REFINE = 24  # pattern-search moves after the grid (the step halves where none helps)
+_CHUNK = 256  # resamples per block of the likelihood matrix
+
+
+def resample_weights(n_people: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot + 1) x n_people: how often each participant is drawn in each resample; row 0
+    is the data as they are (every participant once)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n_people, size=(n_boot, n_people))
+    w = np.zeros((n_boot + 1, n_people))
+    w[0] = 1.0
+    np.add.at(w, (np.repeat(np.arange(1, n_boot + 1), n_people), pick.ravel()), 1.0)
+    return w
+
+
+def count_matrix(
+    units: Sequence[Mapping[float, tuple[int, int]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, K, N): the levels that hold trials, ascending, and participants x levels
+    counts (k of n at each level, 0 of 0 where a participant had none)."""
+    levels = np.array(sorted({float(x) for u in units for x, (_, n) in u.items() if n > 0}))
+    k = np.zeros((len(units), len(levels)))
+    n = np.zeros((len(units), len(levels)))
+    where = {x: i for i, x in enumerate(levels.tolist())}
+    for p, u in enumerate(units):
+        for x, (kk, nn) in u.items():
+            if nn > 0:
+                k[p, where[float(x)]] += kk
+                n[p, where[float(x)]] += nn
+    return levels, k, n
+
+
+def _loglik(
+    kb: np.ndarray,
+    nb: np.ndarray,
+    gamma: np.ndarray,
+    x: np.ndarray,
+    u: np.ndarray,
+    log_slope: np.ndarray,
+    lapse: np.ndarray,
+) -> np.ndarray:
+    """Binomial log likelihood (B x C) of each resample's pooled counts kb, nb (B x L, at ln
+    levels x) under C candidate Weibulls per resample (u: ln threshold, B x C, and so on)."""
+    with np.errstate(over="ignore"):
+        z = np.exp(np.exp(log_slope)[..., None] * (x - u[..., None]))
+    f = -np.expm1(-math.log(2) * z)
+    g = gamma[:, None, None]
+    p = np.clip(g + (1 - g - lapse[..., None]) * f, 1e-9, 1 - 1e-9)
+    out: np.ndarray = (kb[:, None, :] * np.log(p) + (nb - kb)[:, None, :] * np.log1p(-p)).sum(-1)
+    return out
+
+
+def ml_log_thresholds(
+    units: Sequence[Mapping[float, tuple[int, int]]],
+    weights: np.ndarray,
+    *,
+    design: Design,
+    grid: Sequence[float],
+) -> np.ndarray:
+    """ln threshold (grey levels) of the pooled trials of each resample (one per row of
+    `weights`, as resample_weights gives them): the Weibull's maximum likelihood (the
+    threshold halfway between the asymptotes, as psignifit's), found on a grid of threshold x
+    slope x lapse for all resamples at once, then refined per resample by a pattern search
+    within the same bounds (GRID_REFINE moves to the best of the 27 points around, the steps
+    halved whenever none of them is better). -inf or +inf where the grid's maximum sits at
+    its lower or upper end (GRID_REACH past the tested levels: the data put the threshold
+    there or beyond). In yes/no the lower asymptote is the resample's false-alarm rate from
+    its clean trials ((k + 0.5) / (n + 1), rounded to GAMMA_STEP); in 2AFC it is 0.5. Levels
+    above the grid (catch trials) inform the lapse."""
+    positive = sorted({float(e) for e in grid if e > 0})
+    levels, k, n = count_matrix(units)
+    if len(positive) < 2 or not len(levels):
+        return np.full(len(weights), np.nan)
+    kb, nb = weights @ k, weights @ n
+    clean = levels <= 0
+    if design == "2afc":
+        gamma = np.full(len(weights), 0.5)
+    else:
+        if not clean.any():
+            return np.full(len(weights), np.nan)
+        g = (kb[:, clean].sum(1) + 0.5) / (nb[:, clean].sum(1) + 1)
+        gamma = np.clip(np.round(g / GAMMA_STEP) * GAMMA_STEP, GAMMA_STEP, 0.5)
+    x = np.log(levels[~clean])
+    kb, nb = kb[:, ~clean], nb[:, ~clean]
+    logs = np.log(positive)
+    width_min = float(np.diff(logs).min())
+    spread = float(logs[-1] - logs[0])
+    u = np.arange(logs[0] - GRID_REACH, logs[-1] + GRID_REACH + 1e-9, GRID_LOG_STEP)
+    slopes = np.geomspace(WIDTH_PER_SLOPE / (3 * spread), WIDTH_PER_SLOPE / width_min, GRID_SLOPES)
+    lapses = np.asarray(GRID_LAPSES)
+    # F at each (threshold, slope, level): 0.5 at the threshold
+    f = -np.expm1(
+        -math.log(2) * np.exp(slopes[None, :, None] * (x[None, None, :] - u[:, None, None]))
+    )
+    best = np.empty(len(weights), dtype=np.int64)
+    for g in np.unique(gamma):
+        rows = np.flatnonzero(gamma == g)
+        p = g + (1 - g - lapses[None, None, :, None]) * f[:, :, None, :]
+        p = np.clip(p, 1e-9, 1 - 1e-9).reshape(-1, len(x))
+        lp, lq = np.log(p).T, np.log1p(-p).T
+        for start in range(0, len(rows), _CHUNK):
+            r = rows[start : start + _CHUNK]
+            best[r] = (kb[r] @ lp + (nb[r] - kb[r]) @ lq).argmax(axis=1)
+    i_u, i_s, i_l = np.unravel_index(best, (len(u), len(slopes), len(lapses)))
+    edge = np.where(i_u == 0, -np.inf, np.where(i_u == len(u) - 1, np.inf, 0.0))
+    # the pattern search: from the grid's best point, each step tries the 27 points around
+    bounds = [(u[0], u[-1]), (math.log(slopes[0]), math.log(slopes[-1])), (0.0, MAX_LAPSE)]
+    at = np.stack([u[i_u], np.log(slopes[i_s]), lapses[i_l]], axis=1)
+    step = np.tile([GRID_LOG_STEP, math.log(slopes[1] / slopes[0]), 0.02], (len(at), 1))
+    moves = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T
+    stay = int(np.flatnonzero((moves == 0).all(axis=1))[0])
+    for _ in range(GRID_REFINE):
+        cand = at[:, None, :] + moves[None, :, :] * step[:, None, :]
+        for d, (lo, hi) in enumerate(bounds):
+            cand[..., d] = np.clip(cand[..., d], lo, hi)
+        ll = _loglik(kb, nb, gamma, x, cand[..., 0], cand[..., 1], cand[..., 2])
+        # a neighbour strictly better, or stay (a neighbour clipped onto a bound is the same
+        # point) and look closer
+        better = ll.max(axis=1) > ll[:, stay] + 1e-9
+        pick = np.where(better, ll.argmax(axis=1), stay)
+        at = cand[np.arange(len(at)), pick]
+        step[~better] /= 2
+    out: np.ndarray = np.where(edge == 0, at[:, 0], edge)
+    return out
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """2.5 and 97.5 % of the finite-or-infinite values (nan dropped), by the inverted cdf, so
+    that an infinite end stays infinite rather than turning nan."""
+    v = np.sort(values[~np.isnan(values)])
+    if not v.size:
+        return math.nan, math.nan
+    lo, hi = np.quantile(v, [0.025, 0.975], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+@dataclass
+class PairedRatio:
+    """Run b's threshold over run a's from the same participants (grid maximum likelihood),
+    with a 95 % percentile interval over paired participant resamples."""
+
+    ratio: float | None  # None when either threshold ran off the grid (GRID_REACH)
+    ci_low: float | None  # None: unbounded below (0)
+    ci_high: float | None  # None: unbounded above
+    threshold_a: float | None  # grey levels; 0 or inf off the grid's ends, None: no fit
+    threshold_b: float | None
+    off_grid: float  # share of resamples in which either threshold ran off the grid
+    n_participants: int
+    n_boot: int
+
+
+def paired_threshold_ratio(
+    units_a: Sequence[Mapping[float, tuple[int, int]]],
+    units_b: Sequence[Mapping[float, tuple[int, int]]],
+    *,
+    design: Design,
+    grid: Sequence[float],
+    n_boot: int = PAIRED_BOOT,
+    seed: int = 0,
+) -> PairedRatio:
+    """The ratio of run b's threshold to run a's, units_a[i] and units_b[i] being one
+    participant's counts in the two runs: both runs refitted on every resample of the
+    participants (resample_weights), the interval the 2.5 and 97.5 % points of the resampled
+    log ratios."""
+    m = len(units_a)
+    if m != len(units_b):
+        raise ValueError("the two runs must list the same participants")
+    if m == 0:
+        return PairedRatio(None, None, None, None, None, 0.0, 0, n_boot)
+    w = resample_weights(m, n_boot, seed)
+    la = ml_log_thresholds(units_a, w, design=design, grid=grid)
+    lb = ml_log_thresholds(units_b, w, design=design, grid=grid)
+    with np.errstate(invalid="ignore"):
+        d = lb - la
+    finite = np.isfinite(la) & np.isfinite(lb)
+
+    def level(v: float) -> float | None:
+        # off the grid's ends: 0 or infinity (below or above everything the grid reaches)
+        return None if math.isnan(v) else math.exp(v)
+
+    lo, hi = _percentile_interval(d[1:]) if m >= 2 else (math.nan, math.nan)
+    return PairedRatio(
+        ratio=math.exp(float(d[0])) if finite[0] else None,
+        ci_low=math.exp(lo) if math.isfinite(lo) else None,
+        ci_high=math.exp(hi) if math.isfinite(hi) else None,
+        threshold_a=level(float(la[0])),
+        threshold_b=level(float(lb[0])),
+        off_grid=float(1 - finite[1:].mean()) if n_boot else 0.0,
+        n_participants=m,
+        n_boot=n_boot,
+    )
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) interval of p1 - p2 for two independent proportions, from
+    their Wilson intervals."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1)
+    l2, u2 = wilson_interval(k2, n2)
+    d = p1 - p2
+    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def paired_rate_difference(
+    k_a: Sequence[int],
+    n_a: Sequence[int],
+    k_b: Sequence[int],
+    n_b: Sequence[int],
+    weights: np.ndarray,
+) -> PointStat:
+    """Run b's pooled rate minus run a's at one level, from the same participants (index i
+    is one participant in both), with the 2.5 and 97.5 % points over the paired resamples
+    in `weights` (row 0: the data). Never narrower than Newcombe's interval for two
+    independent proportions of the pooled trials: the paired resamples add what participants
+    differ by to the binomial noise of each run's trials, so that is a floor, as the Wilson
+    interval is for one rate."""
+    ka, na, kb, nb = (np.asarray(v, dtype=float) for v in (k_a, n_a, k_b, n_b))
+    if na.sum() == 0 or nb.sum() == 0:
+        return PointStat(None, None, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = (weights @ kb) / (weights @ nb) - (weights @ ka) / (weights @ na)
+    value = float(diff[0])
+    f_lo, f_hi = newcombe_difference(int(kb.sum()), int(nb.sum()), int(ka.sum()), int(na.sum()))
+    if len(ka) < 2:
+        return PointStat(value, f_lo, f_hi)
+    lo, hi = _percentile_interval(diff[1:])
+    return PointStat(value, min(lo, f_lo), max(hi, f_hi))
+
+
+def paired_mean_difference(
+    a: Sequence[float], b: Sequence[float], weights: np.ndarray
+) -> PointStat:
+    """The mean over participants of b[i] - a[i], with the 2.5 and 97.5 % points over the
+    resamples in `weights` (row 0: the data; one column per participant)."""
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if not d.size:
+        return PointStat(None, None, None)
+    means = (weights @ d) / weights.sum(axis=1)
+    if d.size < 2:
+        return PointStat(float(means[0]), None, None)
+    lo, hi = _percentile_interval(means[1:])
+    return PointStat(float(means[0]), lo, hi)

@@ -1,14 +1,17 @@
 // One study (#/studies/<id>): state, stimulus generation progress, the participant link (copy
 // button, Prolific's placeholders explained, "preview as participant"), open/close,
 // and the results: human detection per epsilon (with 95% intervals and the fitted curve) drawn
-// beside each run's robust accuracy on the same epsilon axis; exclusions; CSV export. Once
+// beside each run's robust accuracy on the same epsilon axis (PGD, and the original AutoAttack
+// on a stated subset of images), the model's accuracy at people's threshold, run against run
+// (the paired comparison in one sentence, and per epsilon); exclusions; CSV export. Once
 // stimuli exist, a preview: per run, the first few main images at every epsilon of the grid, at
 // their native pixel size, with the L-inf distance to the source measured by the server.
 // Usage: routed by app.js; exports mount(root, ctx).
 
 import { labelResultsView } from "../components/label-results/label-results.js";
+import { modelAtThresholdView } from "../components/model-threshold/model-threshold.js";
 import { api } from "../lib/api.js";
-import { dateTime, number as num, percent as pct, plural, round } from "../lib/format.js";
+import { dateTime, number as num, percent as pct, plural, points as pts, round } from "../lib/format.js";
 import { html, raw, render } from "../lib/html.js";
 import { start as poll } from "../lib/poll.js";
 import { queueText } from "../lib/run-display.js";
@@ -19,6 +22,17 @@ import { linkStylesheet } from "../lib/styles.js";
 function modelCurve(r) {
   if (r.model_accuracy && r.model_accuracy.points.length) return r.model_accuracy.points;
   return r.robust_accuracy || [];
+}
+
+/** The model's AutoAttack curve at the study's epsilons (on a stated subset of its main images),
+ * or [] for a study made before it was measured. */
+function autoattackCurve(r) {
+  return (r.model_autoattack && r.model_autoattack.points) || [];
+}
+
+/** "AutoAttack (standard, L∞, pyautoattack 0.2.0) on the first 32 of the study's main images". */
+function autoattackMethod(a) {
+  return `AutoAttack (${a.version}, L∞, ${a.package}) on ${a.images}`;
 }
 
 /** "PGD-20, 2 restarts, on 12 images": how the model's numbers were measured. */
@@ -48,6 +62,7 @@ function plot(results) {
   for (const r of results.runs) {
     r.points.forEach((p) => all.add(p.epsilon_255));
     modelCurve(r).forEach((p) => all.add(p.epsilon_255));
+    autoattackCurve(r).forEach((p) => all.add(p.epsilon_255));
   }
   const maxE = Math.max(1, ...all);
   // log-like axis that keeps 0: x = log2(1 + eps)
@@ -89,10 +104,16 @@ function plot(results) {
       parts.push(`<polyline class="model-curve" fill="none" stroke="${c}" stroke-width="2" stroke-dasharray="7 4" points="${pts.join(" ")}"/>`);
       model.forEach((p) => parts.push(`<rect class="model-point" x="${sx(p.epsilon_255) - 3}" y="${sy(p.accuracy) - 3}" width="6" height="6" fill="#fff" stroke="${c}"><title>model ${pct(p.accuracy)} at ${round(p.epsilon_255, 2)}/255</title></rect>`));
     }
+    const aa = autoattackCurve(r);
+    if (aa.length) {
+      const pts = aa.map((p) => `${sx(p.epsilon_255).toFixed(1)},${sy(p.accuracy).toFixed(1)}`);
+      parts.push(`<polyline class="autoattack-curve" fill="none" stroke="${c}" stroke-width="2" stroke-dasharray="2 3" points="${pts.join(" ")}"/>`);
+      aa.forEach((p) => parts.push(`<path class="autoattack-point" d="M${sx(p.epsilon_255).toFixed(1)} ${(sy(p.accuracy) - 4).toFixed(1)} l4 7 h-8 z" fill="#fff" stroke="${c}"><title>model, AutoAttack ${pct(p.accuracy)} at ${round(p.epsilon_255, 2)}/255</title></path>`));
+    }
   });
   // every value above is a number computed here; no user text goes into this markup
   return raw(`<svg class="study-plot" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img"
-    aria-label="Human detection and model robust accuracy per epsilon">${parts.join("")}</svg>`);
+    aria-label="Human detection and the model's robust accuracy (PGD and AutoAttack) per epsilon">${parts.join("")}</svg>`);
 }
 
 function modelHeader(r) {
@@ -159,36 +180,67 @@ function thresholdLine(r, is2afc) {
     ${flagList(f)}${fitDetails(f, is2afc)}`;
 }
 
+/** Run against run: per pair of runs, what the paired comparison shows in one sentence (the
+ * server words it: "not shown" when its interval holds no difference), then run b minus run a
+ * at each epsilon with its interval, over the participants who saw both runs. */
+function comparisonsView(res) {
+  const list = res.comparisons || [];
+  if (!list.length) return "";
+  const is2afc = res.design === "2afc";
+  const thresholds = (t) => (t.threshold_a_255 && t.threshold_b_255
+    ? `; the two thresholds ${num(t.threshold_a_255)} and ${num(t.threshold_b_255)} /255` : "");
+  return html`<div class="run-comparisons"><h3>Run against run</h3>
+    ${list.map((c) => html`<div class="run-comparison" data-a="${c.run_a.run_id}" data-b="${c.run_b.run_id}" data-shows="${c.shows}">
+      <p class="comparison-statement"><strong>${c.statement}</strong></p>
+      ${c.flags.length ? html`<ul class="fit-flags">${c.flags.map((f) => html`<li class="form-error">${f}</li>`)}</ul>` : ""}
+      ${c.points.length ? html`<table class="data comparison-table"><thead><tr><th class="num">eps /255</th><th class="num">people</th>
+        <th class="num">${c.run_a.run_name}</th><th class="num">${c.run_b.run_name}</th><th class="num">difference</th><th>95% CI</th>
+        ${is2afc ? "" : html`<th class="num">d′ difference</th><th>95% CI</th>`}</tr></thead>
+        <tbody>${c.points.map((p) => html`<tr><td class="num">${p.epsilon_255}</td><td class="num">${p.n_participants}</td>
+          <td class="num">${pct(p.a)}</td><td class="num">${pct(p.b)}</td><td class="num">${pts(p.difference)}</td><td>${span(p.ci_low, p.ci_high, pts)}</td>
+          ${is2afc ? "" : html`<td class="num">${num(p.d_prime_difference)}</td><td>${span(p.d_prime_ci_low, p.d_prime_ci_high, num)}</td>`}</tr>`)}</tbody></table>` : ""}
+      <p class="muted small">Paired over the participants who saw both runs: each of ${c.threshold_ratio.resamples} resamples draws them with
+        replacement and keeps both of a person's runs together. The ratio: ${c.threshold_ratio.method}${thresholds(c.threshold_ratio)}.
+        Per epsilon: ${c.run_b.run_name} minus ${c.run_a.run_name} in ${is2afc ? "percent correct" : "hit rate"} (percentage points), 95%
+        interval over the same resamples, never narrower than Newcombe's interval for two independent proportions${is2afc ? "" : "; d′ as each participant's own, the mean of their paired differences"}.</p>
+    </div>`)}</div>`;
+}
+
 function resultsView(res) {
   const is2afc = res.design === "2afc";
   const older = res.runs.some((r) => !r.model_accuracy);
+  const withAa = res.runs.find((r) => r.model_autoattack);
   const included = res.participants.included === null ? "not yet analysed" : res.participants.included;
   return html`
     ${analysisState(res)}
     <p>${plural(res.participants.total, "participant")}, ${res.participants.completed} completed, ${included} included in the analysis.</p>
     ${res.runs.length ? html`
     <div class="legend">${res.runs.map((r, i) => html`<span><i style="background:${COLORS[i % COLORS.length]}"></i>${r.run_name} (${r.method})</span>`)}
-      <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed: model robust accuracy at the study's epsilons${older ? " (older study: the runs' own evaluation where recorded)" : ""}</span></div>
+      <span>solid: people ${is2afc ? "(percent correct, chance 50%)" : "(hit rate)"} · dashed, squares: model robust accuracy under PGD at the study's epsilons${older ? " (older study: the runs' own evaluation where recorded)" : ""}${withAa ? " · dotted, triangles: under AutoAttack" : ""}</span></div>
     ${plot(res)}
+    <p class="model-methods muted small">The model's curves: ${res.runs.some((r) => r.model_accuracy) ? `${modelMethod(res.runs.find((r) => r.model_accuracy).model_accuracy)} (the study's attack, each image quantised to 8 bits as shown to people)` : "PGD from the runs' own evaluation"}${withAa ? html`; <span class="autoattack-method">${autoattackMethod(withAa.model_autoattack)}</span> (the attack a run's final evaluation reports; ${plural(withAa.model_autoattack.n_images, "image")}, not quantised)` : ""}. Each is the worst case over the epsilons up to its own.</p>
     <p class="muted small">Groups of fewer than ${res.min_participants} participants are flagged. Every interval is over participants: per point, a bootstrap of participants (2,000 resamples), never narrower than the Wilson interval of the trials${is2afc ? "" : "; d′ and c are each participant's own (log-linear corrected), averaged"}; the curve, psignifit's posterior with one block per participant and epsilon.</p>` : ""}
+    ${comparisonsView(res)}
     ${res.runs.map((r) => html`
       <h3>${r.run_name}</h3>
       ${thresholdLine(r, is2afc)}
+      <div class="run-model-threshold" data-run="${r.run_id}">${modelAtThresholdView(r.model_at_threshold)}</div>
       <table class="data results-table" data-run="${r.run_id}"><thead><tr><th class="num">eps /255</th><th class="num">trials</th><th class="num">people</th>
         ${is2afc ? html`<th class="num">correct</th><th>95% CI</th>` : html`<th class="num">hit rate</th><th>95% CI</th><th class="num">false alarms</th><th class="num">d′</th><th>95% CI</th><th class="num">c</th><th>95% CI</th>`}
-        <th class="num">${modelHeader(r)}</th></tr></thead>
+        <th class="num">${modelHeader(r)}</th>${withAa ? html`<th class="num">AutoAttack acc.<br><span class="muted small">${r.model_autoattack ? plural(r.model_autoattack.n_images, "image") : "not measured"}</span></th>` : ""}</tr></thead>
       <tbody>${r.points.map((p) => {
         const ra = modelCurve(r).find((q) => Math.abs(q.epsilon_255 - p.epsilon_255) < 1e-3);
+        const aa = autoattackCurve(r).find((q) => Math.abs(q.epsilon_255 - p.epsilon_255) < 1e-3);
         const label = p.role === "chance check" ? html`${p.epsilon_255} <span class="muted small">(chance check)</span>` : p.epsilon_255;
         return html`<tr><td class="num">${label}</td><td class="num">${p.n}</td><td class="num">${p.n_participants}</td>
           ${is2afc ? html`<td class="num">${pct(p.percent_correct)}</td><td>${span(p.ci_low, p.ci_high, pct)}</td>`
             : html`<td class="num">${pct(p.hit_rate)}</td><td>${span(p.ci_low, p.ci_high, pct)}</td><td class="num">${pct(p.false_alarm_rate)}</td>
               <td class="num">${num(p.d_prime)}</td><td>${span(p.d_prime_ci_low, p.d_prime_ci_high, num)}</td>
               <td class="num">${num(p.criterion)}</td><td>${span(p.criterion_ci_low, p.criterion_ci_high, num)}</td>`}
-          <td class="num model-acc">${ra ? pct(ra.accuracy) : "not measured"}</td></tr>`;
+          <td class="num model-acc">${ra ? pct(ra.accuracy) : "not measured"}</td>${withAa ? html`<td class="num model-aa">${aa ? pct(aa.accuracy) : "not measured"}</td>` : ""}</tr>`;
       })}
       ${r.catch ? html`<tr class="catch-row"><td class="num">${r.catch.epsilon_255} <span class="muted small">(catch)</span></td><td class="num">${r.catch.n}</td><td></td>
-        <td class="num">${pct(r.catch.rate)}</td><td>${span(r.catch.ci_low, r.catch.ci_high, pct)}</td>${is2afc ? "" : html`<td colspan="6"></td>`}<td></td></tr>` : ""}
+        <td class="num">${pct(r.catch.rate)}</td><td>${span(r.catch.ci_low, r.catch.ci_high, pct)}</td>${is2afc ? "" : html`<td colspan="6"></td>`}<td></td>${withAa ? html`<td></td>` : ""}</tr>` : ""}
       </tbody></table>
       ${individualFits(r)}`)}
     <h3>Excluded participants</h3>

@@ -174,11 +174,16 @@ def ready_study(
     *,
     generate: bool = True,
     open_: bool = True,
+    autoattack_images: int = 0,
     **overrides,
 ) -> dict:
-    """Create a study through the API, make its stimuli with the worker function, open it."""
+    """Create a study through the API, make its stimuli with the worker function, open it.
+    AutoAttack beside PGD runs on `autoattack_images` main images (the product's
+    stimuli.AUTOATTACK_IMAGES); 0, the default here, skips it: on the tiny model's robust
+    images each epsilon costs Square's 5,000 queries, and most tests do not look at it."""
     from backend.core.storage import get_storage
     from backend.models import Study
+    from backend.services.studies import stimuli
     from worker.study_tasks import generate_stimuli
 
     body = study_body(run_ids, name=overrides.pop("name", "detect"))
@@ -187,7 +192,11 @@ def ready_study(
     assert r.status_code == 201, r.text
     study = r.json()
     if generate:
-        generate_stimuli(db, get_storage(), study["id"])
+        saved, stimuli.AUTOATTACK_IMAGES = stimuli.AUTOATTACK_IMAGES, autoattack_images
+        try:
+            generate_stimuli(db, get_storage(), study["id"])
+        finally:
+            stimuli.AUTOATTACK_IMAGES = saved
         if open_:
             r = client.post(f"/api/studies/{study['id']}/open", headers=headers)
             assert r.status_code == 200, r.text

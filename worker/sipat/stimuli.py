@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,6 +136,81 @@ def robust_accuracy_at(
         k = int(robust.sum())
         points.append({"epsilon_255": e, "accuracy": k / n, "n_robust": k, "n": n})
     return points
+
+
+def autoattack_accuracy_at(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    labels: Sequence[int],
+    eps_255: Sequence[float],
+    *,
+    n_classes: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The model's robust accuracy on `images` (N x C x H x W uint8) under the original
+    AutoAttack (`robustness.autoattack`: the `pyautoattack` package, standard version, L-inf,
+    the attack a run's final evaluation reports) at each epsilon of `eps_255` (grey levels).
+
+    As in `robust_accuracy_at`, an image is robust at an epsilon only when it is classified
+    correctly clean and no attack at that epsilon or a smaller one changed its answer, so each
+    epsilon attacks only the images still robust at the one below (which also keeps the cost
+    down). AutoAttack's own adversarial images are judged, unquantised, as the package and the
+    run's evaluation judge them. Returns {"points": per epsilon ascending {"epsilon_255",
+    "accuracy" in [0, 1], "n_robust", "n"}, "settings": the attack as the library reports
+    it, "warnings": AutoAttack's, each with its epsilon}."""
+    from .data import TensorSet
+    from .robustness import (
+        AA_ITERATIONS,
+        AA_SQUARE_QUERIES,
+        MIN_CLASSES_APGD_T,
+        attacks_for,
+        autoattack,
+        package_version,
+    )
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to measure the model's accuracy on")
+    src = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.uint8)
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    robust = torch.zeros(n, dtype=torch.bool)
+    for start in range(0, n, 256):
+        idx = slice(start, min(start + 256, n))
+        x = src[idx].to(device).float().div(255)
+        robust[idx] = _correct(model, x, y[idx].to(device)).cpu()
+    points: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for e in sorted({float(v) for v in eps_255}):
+        live = torch.nonzero(robust).flatten()
+        if e > 0 and len(live):
+            h, w = src.shape[2:]
+            ts = TensorSet(
+                src[live],
+                torch.zeros(len(live), 1, h, w, dtype=torch.uint8),
+                torch.zeros(len(live), dtype=torch.bool),
+                y[live],
+            )
+            report = autoattack(model, ts, e / 255, n_classes, seed=seed, device=device)
+            robust[live] &= report["flags"].to(torch.bool)
+            warnings += [f"at {e:g}/255: {text}" for text in report["warnings"]]
+        k = int(robust.sum())
+        points.append({"epsilon_255": e, "accuracy": k / n, "n_robust": k, "n": n})
+    settings = {
+        "attack": "AutoAttack",
+        "version": "standard",
+        "norm": "Linf",
+        "package": package_version(),
+        "attacks": attacks_for(n_classes),
+        "iterations": AA_ITERATIONS,
+        "target_classes": max(1, min(9, n_classes - 1)),
+        "square_queries": AA_SQUARE_QUERIES,
+        "quantised": False,
+        "notes": []
+        if n_classes >= MIN_CLASSES_APGD_T
+        else [f"APGD-T was not run: it needs at least {MIN_CLASSES_APGD_T} classes"],
+    }
+    return {"points": points, "settings": settings, "warnings": warnings}
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

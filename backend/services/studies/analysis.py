@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from backend.models import ParticipantSession, Response, Stimulus, Study, TrainingRun, Trial
 from backend.services import psychometrics
 from backend.services.csv_export import csv_text
+from backend.services.studies import comparison
 from backend.services.studies.adaptive import POSTERIOR_COLUMNS, posterior_columns
 from backend.services.studies.common import eps_key
 
@@ -128,6 +129,20 @@ def model_accuracy(study: Study, run_id: int) -> dict[str, Any] | None:
         if isinstance(entry, dict) and entry.get("run_id") == run_id:
             settings = {k: v for k, v in table.items() if k != "runs"}
             return {**settings, "points": entry.get("points", [])}
+    return None
+
+
+def model_autoattack(study: Study, run_id: int) -> dict[str, Any] | None:
+    """The run's model's accuracy under the original AutoAttack at the study's epsilons, on a
+    stated subset of its main images, with PGD's on the same images (worker.study_tasks,
+    measure_model_autoattack), or None for a study made before that was measured."""
+    table = study.config.get("model_autoattack")
+    if not isinstance(table, dict):
+        return None
+    for entry in table.get("runs", []):
+        if isinstance(entry, dict) and entry.get("run_id") == run_id:
+            settings = {k: v for k, v in table.items() if k != "runs"}
+            return {**settings, **{k: v for k, v in entry.items() if k != "run_id"}}
     return None
 
 
@@ -394,6 +409,7 @@ def load_inputs(db: Session, study: Study) -> dict[str, Any]:
                 "method": run.method if run else "",
                 "robust_accuracy": robust_accuracy_curve(run) if run else None,
                 "model_accuracy": model_accuracy(study, rid),
+                "model_autoattack": model_autoattack(study, rid),
             }
         )
     rows = _trial_rows(db, study)
@@ -416,9 +432,10 @@ def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
     names = {sid: r["participant"] for sid, r in sessions.items()}
     runs_out = []
     grid = [float(e) for e in config["epsilons_255"]]
+    counts_by_run = {}
     for run in inputs["runs"]:
         rid = run["run_id"]
-        counts = participant_counts(included_rows, design, rid)
+        counts = counts_by_run[rid] = participant_counts(included_rows, design, rid)
         out = analyse_run(
             counts,
             design=design,
@@ -436,7 +453,11 @@ def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
                 **out,
                 "robust_accuracy": run["robust_accuracy"],
                 "model_accuracy": run["model_accuracy"],
+                "model_autoattack": run.get("model_autoattack"),
             }
+        )
+        runs_out[-1]["model_at_threshold"] = comparison.model_at_threshold(
+            out["fit"], comparison.model_curves(runs_out[-1])
         )
     excluded_list = [
         {"session_id": sid, "participant": sessions[sid]["participant"], "reason": reason}
@@ -453,6 +474,14 @@ def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
         "min_participants": psychometrics.MIN_PARTICIPANTS,
         "excluded": excluded_list,
         "runs": runs_out,
+        # run against run: every pair of runs, paired over the participants who saw both
+        "comparisons": comparison.compare_runs(
+            counts_by_run,
+            [{k: r[k] for k in ("run_id", "run_name", "method")} for r in runs_out],
+            design=design,
+            grid=grid,
+            seed=int(config.get("seed", 0)),
+        ),
     }
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.storage import Storage, get_storage
-from backend.models import ParticipantSession, Response, Study, Trial
+from backend.models import ParticipantSession, Response, Study, StudyRun, Trial
 
 _logger = logging.getLogger(__name__)
 
@@ -178,6 +178,35 @@ def answer_stored(db: Session, study_id: int, *, completed: bool = False) -> Non
     n = live_counts(db, study_id)["answers"]
     if n % REFRESH_EVERY == 0:
         schedule(study_id, ANSWER_DELAY_S)
+
+
+def run_threshold_results(db: Session, storage: Storage, run_id: int) -> list[dict[str, Any]]:
+    """The run's robust accuracy at people's detection threshold from every detection study
+    that covers it, as each study's stored analysis has it (comparison.model_at_threshold;
+    nothing is computed here), with the study's name and how many participants it counts."""
+    studies = db.scalars(
+        select(Study)
+        .join(StudyRun, StudyRun.study_id == Study.id)
+        .where(StudyRun.run_id == run_id, Study.design.in_(("2afc", "yesno")))
+        .order_by(Study.id)
+    )
+    out = []
+    for study in studies:
+        stored = read(storage, study.id)
+        for run in (stored or {}).get("runs", []):
+            at = run.get("model_at_threshold") if run.get("run_id") == run_id else None
+            if at:
+                out.append(
+                    {
+                        "study_id": study.id,
+                        "study_name": study.name,
+                        "design": study.design,
+                        "participants": (stored or {}).get("participants", {}).get("included"),
+                        "computed_at": (stored or {}).get("analysis", {}).get("computed_at"),
+                        **at,
+                    }
+                )
+    return out
 
 
 def cached_results(db: Session, storage: Storage, study: Study) -> dict[str, Any]:

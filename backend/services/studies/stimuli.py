@@ -207,6 +207,79 @@ def record_model_accuracy(
     db.commit()
 
 
+# AutoAttack beside PGD: the original attack (the training library's robustness.autoattack,
+# what a run's final evaluation runs) on a stated subset of the main images, so that making
+# the stimuli stays cheap on a CPU: the first AUTOATTACK_IMAGES of them (the main pool is a
+# random sample of the images, drawn with the study's seed). Where the model resists, each
+# epsilon costs Square's 5,000 queries on the images still robust, so the count matters on a
+# CPU. 0 measures nothing (the tests that do not look at it).
+AUTOATTACK_IMAGES = 32
+# a QUEST+ ladder has 20-30 levels: AutoAttack runs at this many of them (spread evenly over
+# the ladder in log epsilon, its ends included) and 0; a grid this short or shorter, at each
+AUTOATTACK_MAX_EPSILONS = 8
+
+
+def autoattack_epsilons(study: Study) -> list[float]:
+    """The epsilons (grey levels) AutoAttack is run at: 0 and the study's positive epsilons,
+    at most AUTOATTACK_MAX_EPSILONS of them (spread evenly over the sorted grid)."""
+    positive = [e for e in model_accuracy_epsilons(study) if e > 0]
+    if len(positive) > AUTOATTACK_MAX_EPSILONS:
+        picks = np.linspace(0, len(positive) - 1, AUTOATTACK_MAX_EPSILONS).round().astype(int)
+        positive = [positive[i] for i in sorted(set(picks.tolist()))]
+    return [0.0, *positive]
+
+
+def autoattack_images(study: Study) -> list[int]:
+    """The images AutoAttack is run on: the first AUTOATTACK_IMAGES of the study's main
+    images."""
+    return model_accuracy_images(study)[:AUTOATTACK_IMAGES]
+
+
+def model_autoattack(study: Study) -> dict[str, Any] | None:
+    """What record_model_autoattack stored, or None (a study made before it was measured)."""
+    table = study.config.get("model_autoattack")
+    return table if isinstance(table, dict) else None
+
+
+def has_model_autoattack(study: Study) -> bool:
+    """True when AutoAttack's accuracy is recorded for every run at every epsilon of
+    autoattack_epsilons."""
+    table = model_autoattack(study)
+    if table is None:
+        return False
+    want = {eps_key(e) for e in autoattack_epsilons(study)}
+    runs = {e.get("run_id"): e for e in table.get("runs", []) if isinstance(e, dict)}
+    return all(
+        rid in runs and {eps_key(p["epsilon_255"]) for p in runs[rid]["points"]} == want
+        for rid in study.config["run_ids"]
+    )
+
+
+def record_model_autoattack(
+    db: Session,
+    study: Study,
+    per_run: dict[int, dict[str, Any]],
+    *,
+    settings: dict[str, Any],
+    n_images: int,
+) -> None:
+    """Store each run's AutoAttack accuracy at the study's epsilons in the study's config
+    ("model_autoattack": the attack as the library reports it, the images, and per run one
+    point per epsilon with accuracy in [0, 1], its counts and PGD's accuracy on the same
+    images, plus AutoAttack's warnings)."""
+    cfg = dict(study.config)
+    cfg["model_autoattack"] = {
+        **settings,
+        "images": f"the first {n_images} of the study's main images",
+        "n_images": n_images,
+        "worst_case": "an image counts as robust at an epsilon only if no attack at that "
+        "epsilon or a smaller one changed the model's answer",
+        "runs": [{"run_id": rid, **entry} for rid, entry in per_run.items()],
+    }
+    study.config = cfg
+    db.commit()
+
+
 def _shape(png: bytes) -> tuple[int, int, int]:
     """(width, height, channels as served) of a stimulus PNG, from its header."""
     with PILImage.open(io.BytesIO(png)) as im:
