@@ -51,7 +51,7 @@ function runningMarkup(items) {
   return html`<table class="data queue-running"><thead><tr><th>Work</th><th>Kind</th><th>Worker</th><th>GPUs</th>
       <th class="num">Progress</th><th class="num">Time left</th></tr></thead>
     <tbody>${items.map((i) => html`<tr data-kind="${i.kind}" data-id="${i.id}"><td><a href="${i.link}">${i.name}</a></td><td>${KINDS[i.kind]}</td>
-      <td>${i.worker || html`<span class="muted">not said</span>`}</td><td>${i.gpus.length ? i.gpus.join(", ") : html`<span class="muted">–</span>`}</td>
+      <td>${i.worker || html`<span class="muted">not said</span>`}</td><td>${i.gpus.length ? i.gpus.join(", ") : html`<span class="muted">none (CPU)</span>`}</td>
       <td class="num">${pct(i.progress)}</td>
       <td class="num">${i.time_left_s === null ? html`<span class="muted">not known yet</span>` : duration(i.time_left_s)}</td></tr>`)}</tbody></table>`;
 }
@@ -62,7 +62,7 @@ function queuedMarkup(items) {
       <th>Expected start</th><th>Expected on</th><th class="num">Estimated length</th><th>Note</th></tr></thead>
     <tbody>${items.map((i) => html`<tr data-kind="${i.kind}" data-id="${i.id}" data-position="${i.position}">
       <td class="num">${i.position}</td><td><a href="${i.link}">${i.name}</a></td><td>${KINDS[i.kind]}</td>
-      <td class="queue-start">${startText(i)}</td><td>${i.worker || html`<span class="muted">–</span>`}</td>
+      <td class="queue-start">${startText(i)}</td><td>${i.worker || html`<span class="muted">the first free worker</span>`}</td>
       <td class="num">${i.duration_s === null ? html`<span class="muted">not known</span>` : duration(i.duration_s)}</td>
       <td class="muted">${i.note}</td></tr>`)}</tbody></table>`;
 }

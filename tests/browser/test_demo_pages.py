@@ -17,6 +17,7 @@ import pytest
 
 from backend.cli import DEMO_ACCOUNTS
 from backend.demo_content import SIMULATED, STUDY, SWEEP, SWEEP_SHARES, is_demo_run
+from backend.demo_labels import LABEL_SIMULATED, LABEL_STUDY
 from tests.conftest import ROOT, free_port
 
 BUILD_TIMEOUT_S = 20 * 60
@@ -87,7 +88,7 @@ def _demo_env(folder) -> dict[str, str]:
 
 
 def _built(base: str) -> bool:
-    """The demo content is complete: its study has every simulated participant."""
+    """The demo content is complete: both its studies have every simulated participant."""
     login = DEMO_ACCOUNTS["researcher"]
     try:
         with httpx.Client(base_url=base, timeout=10) as c:
@@ -97,7 +98,10 @@ def _built(base: str) -> bool:
             studies = c.get("/api/studies").json()["data"]
     except httpx.TimeoutException:  # busy importing the digits' strokes: ask again
         return False
-    return any(s["name"] == STUDY and s["num_completed"] == len(SIMULATED) for s in studies)
+    completed = {s["name"]: s["num_completed"] for s in studies}
+    return completed.get(STUDY) == len(SIMULATED) and completed.get(LABEL_STUDY) == len(
+        LABEL_SIMULATED
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +152,13 @@ def _ids(base: str) -> dict[str, object]:
         c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         datasets = {d["name"]: d["id"] for d in c.get("/api/datasets").json()["data"]}
         runs = [r for r in c.get("/api/runs").json()["data"] if is_demo_run(r["name"])]
-        study = next(s for s in c.get("/api/studies").json()["data"] if s["name"] == STUDY)
+        studies = {s["name"]: s["id"] for s in c.get("/api/studies").json()["data"]}
         sweep = next(s for s in c.get("/api/sweeps").json()["data"] if s["name"] == SWEEP)
     return {
         "datasets": datasets,
         "runs": [r["id"] for r in runs],
-        "study": study["id"],
+        "study": studies[STUDY],
+        "label_study": studies[LABEL_STUDY],
         "sweep": sweep["id"],
     }
 
@@ -170,6 +175,7 @@ def _pages(role: str, ids: dict) -> list[str]:
         f"#/sweeps/{ids['sweep']}",
         "#/studies",
         f"#/studies/{ids['study']}",
+        f"#/studies/{ids['label_study']}",
         "#/queue",
         "#/account",
     ]
@@ -227,5 +233,18 @@ def test_every_page_of_a_fresh_demo_has_real_content(chromium, demo, role):
             clean.first.wait_for()
             shown = clean.all_inner_texts()
             assert len(shown) == len(SWEEP_SHARES) and all(" to " in t for t in shown), shown
+            # the label study's human-validated robust accuracy, on the study page and beside
+            # AutoAttack on both its runs' pages
+            page.goto(f"/?visit=labels#/studies/{ids['label_study']}")
+            page.locator("td.hvra").first.wait_for()
+            assert all("%" in t for t in page.locator("td.hvra").all_inner_texts())
+            with httpx.Client(base_url=demo, timeout=30) as c:
+                login = DEMO_ACCOUNTS["researcher"]
+                r = c.post("/api/auth/login", json={"username": login[0], "password": login[1]})
+                c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+                study = c.get(f"/api/studies/{ids['label_study']}").json()
+            for run_id in study["run_ids"]:
+                page.goto(f"/?visit=hvra{run_id}#/runs/{run_id}")
+                page.locator(".final-hvra table.hvra-table").wait_for()
     finally:
         ctx.close()
