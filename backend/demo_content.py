@@ -307,6 +307,8 @@ def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any
                 "practice_trials": 2,
                 "attack": {"steps": 10, "alpha_ratio": 0.25},
                 "seed": 0,
+                # AutoAttack beside the people's curve: on fewer images for DEMO_RUNS=quick
+                "autoattack_images": 8 if get_settings().demo_runs == "quick" else 32,
             },
         )
     return _opened(researcher, study)

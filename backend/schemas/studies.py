@@ -119,6 +119,10 @@ class StudyCreate(BaseModel):
     catch_epsilon_255: float = Field(default=32, gt=0, le=MAX_EPS_255)
     # practice trials with feedback before the main trials (also at catch_epsilon_255)
     practice_trials: int = Field(default=2, ge=0, le=50)
+    # the model's AutoAttack accuracy beside the people's curve is measured on this many of
+    # the main images (the first ones of the seeded pool); 0 measures PGD only. Where the
+    # model resists, each epsilon costs Square's 5,000 queries per image on a CPU
+    autoattack_images: int = Field(default=32, ge=0, le=1000)
     texts: StudyTexts = Field(default_factory=StudyTexts)
     exclusion: ExclusionRules = Field(default_factory=ExclusionRules)
     # where the participant is sent at the end; "{code}" is replaced by the completion code

@@ -163,6 +163,7 @@ def study_body(run_ids: list[int], name: str = "detect") -> dict:
         "attack": {"steps": 10, "alpha_ratio": 0.25},
         "catch_epsilon_255": 32,
         "seed": 3,
+        "autoattack_images": 0,  # PGD only beside the people: AutoAttack costs minutes here
     }
 
 
@@ -178,25 +179,20 @@ def ready_study(
     **overrides,
 ) -> dict:
     """Create a study through the API, make its stimuli with the worker function, open it.
-    AutoAttack beside PGD runs on `autoattack_images` main images (the product's
-    stimuli.AUTOATTACK_IMAGES); 0, the default here, skips it: on the tiny model's robust
-    images each epsilon costs Square's 5,000 queries, and most tests do not look at it."""
+    AutoAttack beside PGD runs on `autoattack_images` main images (the study's setting); 0,
+    the default here, skips it: on the tiny model's robust images each epsilon costs Square's
+    5,000 queries, and most tests do not look at it."""
     from backend.core.storage import get_storage
     from backend.models import Study
-    from backend.services.studies import stimuli
     from worker.study_tasks import generate_stimuli
 
     body = study_body(run_ids, name=overrides.pop("name", "detect"))
-    body.update(overrides)
+    body.update(overrides, autoattack_images=autoattack_images)
     r = client.post("/api/studies", json=body, headers=headers)
     assert r.status_code == 201, r.text
     study = r.json()
     if generate:
-        saved, stimuli.AUTOATTACK_IMAGES = stimuli.AUTOATTACK_IMAGES, autoattack_images
-        try:
-            generate_stimuli(db, get_storage(), study["id"])
-        finally:
-            stimuli.AUTOATTACK_IMAGES = saved
+        generate_stimuli(db, get_storage(), study["id"])
         if open_:
             r = client.post(f"/api/studies/{study['id']}/open", headers=headers)
             assert r.status_code == 200, r.text

@@ -85,13 +85,10 @@ def test_stimuli_respect_eps_are_real_attacks_and_eps0_is_the_source(
     assert db.scalar(select(func.count()).select_from(Stimulus)) == n_before
 
 
-def test_generation_resumes_after_an_interruption(client, auth, db, tiny_checkpoint, monkeypatch):
+def test_generation_resumes_after_an_interruption(client, auth, db, tiny_checkpoint):
     from backend.core.storage import get_storage
     from backend.models import Stimulus, Study
-    from backend.services.studies import stimuli
     from worker.study_tasks import generate_stimuli
-
-    monkeypatch.setattr(stimuli, "AUTOATTACK_IMAGES", 0)  # not what this test is about
 
     ds, _ = make_dataset(db, n=12)
     run_id = make_run(db, ds, tiny_checkpoint)

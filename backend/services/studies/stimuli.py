@@ -212,7 +212,8 @@ def record_model_accuracy(
 # the stimuli stays cheap on a CPU: the first AUTOATTACK_IMAGES of them (the main pool is a
 # random sample of the images, drawn with the study's seed). Where the model resists, each
 # epsilon costs Square's 5,000 queries on the images still robust, so the count matters on a
-# CPU. 0 measures nothing (the tests that do not look at it).
+# CPU. The study sets it (autoattack_images; 0 measures nothing); this is the count for a
+# study made before it could.
 AUTOATTACK_IMAGES = 32
 # a QUEST+ ladder has 20-30 levels: AutoAttack runs at this many of them (spread evenly over
 # the ladder in log epsilon, its ends included) and 0; a grid this short or shorter, at each
@@ -230,9 +231,10 @@ def autoattack_epsilons(study: Study) -> list[float]:
 
 
 def autoattack_images(study: Study) -> list[int]:
-    """The images AutoAttack is run on: the first AUTOATTACK_IMAGES of the study's main
-    images."""
-    return model_accuracy_images(study)[:AUTOATTACK_IMAGES]
+    """The images AutoAttack is run on: the first `autoattack_images` (the study's setting)
+    of the study's main images."""
+    count = study.config.get("autoattack_images")
+    return model_accuracy_images(study)[: AUTOATTACK_IMAGES if count is None else int(count)]
 
 
 def model_autoattack(study: Study) -> dict[str, Any] | None:
