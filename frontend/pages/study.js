@@ -307,8 +307,11 @@ function stimulusGrid(s) {
 const sameEps = (a, b) => Math.abs(a - b) < 1e-4;
 const epsText = (e) => String(round(e, 3));
 
-function stimulusCell(st) {
-  if (!st) return html`<td class="missing muted">–</td>`;
+function stimulusCell(st, design) {
+  if (!st) {
+    // a label study keeps only the adversarial images that still fool the model
+    return html`<td class="missing muted">${design === "label" ? "none: the model was not fooled here" : "not made yet"}</td>`;
+  }
   const over = st.linf_255 !== null && st.linf_255 > st.epsilon_255 + 1e-6;
   const size = st.width ? html` width="${st.width}" height="${st.height}"` : "";
   return html`<td class="${over ? "over-budget" : ""}" data-stimulus="${st.id}">
@@ -317,7 +320,7 @@ function stimulusCell(st) {
     <div class="linf">L∞ ${st.linf_255 === null ? "?" : st.linf_255}${over ? " over budget" : ""}</div></td>`;
 }
 
-function runPreview(runId, items, grid) {
+function runPreview(runId, items, grid, design) {
   const rows = new Map(); // source image id -> stimuli, in the server's order
   for (const st of items) {
     if (!rows.has(st.source_image_id)) {
@@ -332,7 +335,7 @@ function runPreview(runId, items, grid) {
     <table class="stimulus-grid" data-run="${runId}"><thead><tr><th>image</th>
       ${grid.map((e) => html`<th>ε ${epsText(e)}</th>`)}</tr></thead>
     <tbody>${[...rows].map(([imageId, list]) => html`<tr><th>${imageId}</th>
-      ${grid.map((e) => stimulusCell(list.find((st) => sameEps(st.epsilon_255, e))))}</tr>`)}</tbody></table>`;
+      ${grid.map((e) => stimulusCell(list.find((st) => sameEps(st.epsilon_255, e)), design))}</tr>`)}</tbody></table>`;
 }
 
 async function loadPreview(box, s) {
@@ -349,7 +352,7 @@ async function loadPreview(box, s) {
     <p class="muted">${summary}. The first ${PREVIEW_IMAGES} main images of each run at every epsilon, at
       native pixel size; under each: its epsilon and the L∞ distance to the source image measured from
       the files (grey levels, /255), which must not exceed the epsilon.</p>
-    ${s.config.run_ids.map((rid, i) => runPreview(rid, pages[i].data, grid))}`);
+    ${s.config.run_ids.map((rid, i) => runPreview(rid, pages[i].data, grid, s.design))}`);
 }
 
 export async function mount(root, ctx) {
