@@ -308,7 +308,7 @@ def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any
                 "attack": {"steps": 10, "alpha_ratio": 0.25},
                 "seed": 0,
                 # AutoAttack beside the people's curve: on fewer images for DEMO_RUNS=quick
-                "autoattack_images": 8 if get_settings().demo_runs == "quick" else 32,
+                "autoattack_images": 4 if get_settings().demo_runs == "quick" else 32,
             },
         )
     return _opened(researcher, study)
@@ -325,7 +325,10 @@ def demo_label_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[st
         seed0 = _studied_runs(runs, "the demo label study")
         if seed0 is None:
             return None
-        study = researcher.post("/api/studies", label_study_body([r["id"] for r in seed0]))
+        body = label_study_body([r["id"] for r in seed0])
+        if get_settings().demo_runs == "quick":  # one image per class: AutoAttack on 10, not 30
+            body["images_per_class"] = 1
+        study = researcher.post("/api/studies", body)
     return _opened(researcher, study)
 
 

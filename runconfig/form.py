@@ -188,4 +188,7 @@ def describe() -> dict[str, Any]:
             }
             for ref in REFS
         ],
+        # fields of a run's reproducibility record that belong to a setting of another name:
+        # they apply where that setting does
+        "record_owners": {"mask_set_hash": "mask_set_id", "train_images_with_map": "mask_fraction"},
     }

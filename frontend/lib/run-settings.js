@@ -32,6 +32,12 @@ export function loadRunSettings() {
 }
 
 /** The setting or reference of that name (null before loadRunSettings() or when unknown). */
+/** The setting a field of a run's reproducibility record belongs to, when it is named
+ * otherwise (the mask set's hash belongs to the mask set), or null. */
+export function recordOwner(key) {
+  return (described && (described.record_owners || {})[key]) || null;
+}
+
 export function settingOf(name) {
   return (described && described.byName.get(name)) || null;
 }

@@ -16,7 +16,7 @@ import { api } from "../lib/api.js";
 import { bytes, dateTime, duration, greyLevels, number, percent as pct, plural } from "../lib/format.js";
 import { html, render } from "../lib/html.js";
 import { RunFeed } from "../lib/run-feed.js";
-import { applies, configEntries, labelOf, loadRunSettings, settingOf } from "../lib/run-settings.js";
+import { applies, configEntries, labelOf, loadRunSettings, recordOwner, settingOf } from "../lib/run-settings.js";
 import { drawHvra } from "../components/hvra-panel/hvra-panel.js";
 import { drawModelAtThreshold } from "../components/model-threshold/model-threshold.js";
 import {
@@ -47,11 +47,6 @@ function kvTable(obj) {
   return html`<table class="data kv">${rows}</table>`;
 }
 
-// fields of the reproducibility record that belong to a setting of another name: they apply
-// where that setting does (the mask set's hash with the mask set; the images given a map with
-// the share of images given one)
-const RECORD_OWNER = { mask_set_hash: "mask_set_id", train_images_with_map: "mask_fraction" };
-
 /** The reproducibility record with only the fields that apply to the run's method (a PGD-AT
  * run lists no mask set, mask share or teacher), settings by their labels. */
 function recordEntries(run) {
@@ -59,9 +54,9 @@ function recordEntries(run) {
   const value = (name) => config[name];
   const kept = {};
   for (const [key, v] of Object.entries(run.reproducibility || {})) {
-    const item = settingOf(RECORD_OWNER[key] || key);
+    const item = settingOf(recordOwner(key) || key);
     if (item && !applies(item, value)) continue;
-    const label = item && !RECORD_OWNER[key] ? labelOf(item, run.method) : key.replaceAll("_", " ");
+    const label = item && !recordOwner(key) ? labelOf(item, run.method) : key.replaceAll("_", " ");
     kept[label] = v;
   }
   return kept;

@@ -5,6 +5,7 @@ stimuli of a study by their key, a run's image size, and the one PNG encoding of
 from __future__ import annotations
 
 import io
+import secrets
 import struct
 import zlib
 from datetime import UTC, datetime
@@ -18,6 +19,16 @@ from backend.models import Stimulus, TrainingRun
 
 # (purpose, run id or None, source image id, eps_key(epsilon in grey levels))
 StimulusKey = tuple[str, int | None, int, float]
+
+
+def public_id(nbytes: int) -> str:
+    """A random URL-safe id that never starts with "-": an export's cell that starts with
+    -, +, = or @ is escaped against formula injection, and an id must read back as it was
+    given (a trial's id in trials.csv is the key a researcher joins on)."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
 
 
 def utcnow() -> datetime:

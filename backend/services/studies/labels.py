@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from backend.core.errors import Invalid
 from backend.models import DatasetClass, Image, Stimulus, Study, StudyRun, User
 from backend.schemas.studies import StudyCreate
-from backend.services.studies.common import StimulusKey, eps_key
+from backend.services.studies.common import StimulusKey, eps_key, public_id
 
 CANT_TELL = "none"
 ATTACK = {"name": "autoattack", "version": "standard", "norm": "Linf"}
@@ -435,7 +435,7 @@ def store_label_stimulus(
     storage.put_bytes(name, png)
     row = Stimulus(
         study_id=study.id,
-        public_id=secrets.token_urlsafe(18),
+        public_id=public_id(18),
         run_id=run_id,
         source_image_id=image_id,
         epsilon=eps_255 / 255,

@@ -33,6 +33,7 @@ from backend.services.studies import adaptive
 from backend.services.studies.common import (
     StimulusKey,
     eps_key,
+    public_id,
     served_png,
     stimuli_by_key,
     utcnow,
@@ -194,7 +195,7 @@ def _new_trials(db: Session, study: Study, session: ParticipantSession) -> None:
             Trial(
                 session_id=session.id,
                 index=index,
-                public_id=secrets.token_urlsafe(16),
+                public_id=public_id(16),
                 phase=t.phase,
                 left_stimulus_id=t.left.id,
                 right_stimulus_id=t.right.id if t.right is not None else None,

@@ -26,6 +26,7 @@ from backend.models import Image, Stimulus, Study
 from backend.services.studies.common import (
     StimulusKey,
     eps_key,
+    public_id,
     stimuli_by_key,
     stored_png,
     stored_png_size,
@@ -122,7 +123,7 @@ def store_stimulus(
     storage.put_bytes(key, png)
     row = Stimulus(
         study_id=study.id,
-        public_id=secrets.token_urlsafe(18),
+        public_id=public_id(18),
         run_id=spec.run_id,
         source_image_id=spec.image_id,
         epsilon=spec.eps_255 / 255,
