@@ -8,8 +8,14 @@
 import { percent as pct, plural } from "../../lib/format.js";
 import { html } from "../../lib/html.js";
 
-function ci(range) {
-  return range ? `${pct(range[0])} – ${pct(range[1])}` : "–";
+function ci(range, why = "no answers") {
+  return range ? `${pct(range[0])} – ${pct(range[1])}` : html`<span class="muted">${why}</span>`;
+}
+
+// a figure over the adversarial images, or why there is none (the attack fooled none)
+function adv(p, value) {
+  if (value !== null && value !== undefined) return pct(value);
+  return html`<span class="muted">${p.model.fooled ? "no answers" : "none fooled"}</span>`;
 }
 
 export function labelResultsView(res, stateMarkup = "") {
@@ -28,8 +34,8 @@ export function labelResultsView(res, stateMarkup = "") {
         <th class="num">AutoAttack robust accuracy</th><th class="num">human-validated robust accuracy</th><th>95% CI</th></tr></thead>
       <tbody>${r.points.map((p) => html`<tr data-eps="${String(p.epsilon_255)}"><td class="num">${String(p.epsilon_255)}</td><td class="num">${String(p.n_images)}</td>
         <td class="num">${String(p.model.wrong)}</td><td class="num">${String(p.model.robust)}</td><td class="num">${String(p.model.fooled)}</td><td class="num">${String(p.model.dropped)}</td>
-        <td class="num">${String(p.adversarial_trials)}</td><td class="num">${pct(p.human_accuracy_adversarial)}</td><td>${ci(p.human_accuracy_adversarial_ci)}</td>
-        <td class="num">${pct(p.model_errors_people_right)}</td><td>${ci(p.model_errors_people_right_ci)}</td>
+        <td class="num">${String(p.adversarial_trials)}</td><td class="num">${adv(p, p.human_accuracy_adversarial)}</td><td>${ci(p.human_accuracy_adversarial_ci, p.model.fooled ? "no answers" : "none fooled")}</td>
+        <td class="num">${adv(p, p.model_errors_people_right)}</td><td>${ci(p.model_errors_people_right_ci, p.model.fooled ? "no answers" : "none fooled")}</td>
         <td class="num">${pct(p.model_robust_accuracy)}</td><td class="num hvra"><strong>${pct(p.human_validated_robust_accuracy)}</strong></td><td>${ci(p.human_validated_robust_accuracy_ci)}</td></tr>`)}</tbody></table>`)}
     <h3>Excluded participants</h3>
     ${(res.excluded || []).length ? html`<table class="data"><thead><tr><th>Session</th><th>Reason</th></tr></thead>
