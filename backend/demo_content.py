@@ -283,52 +283,60 @@ def wait_for_runs(
         time.sleep(2)
 
 
+def _perception_body(run_ids: list[int]) -> dict[str, Any]:
+    return {
+        "name": STUDY,
+        "design": "2afc",
+        "run_ids": run_ids,
+        "num_random_images": 40,
+        "epsilons_255": [0, 8, 16, 32, 51],
+        "trials_per_condition": 3,
+        "catch_trials": 2,
+        "catch_epsilon_255": 64,
+        "practice_trials": 2,
+        "attack": {"steps": 10, "alpha_ratio": 0.25},
+        "seed": 0,
+        # AutoAttack beside the people's curve: on fewer images for DEMO_RUNS=quick
+        "autoattack_images": 4 if get_settings().demo_runs == "quick" else 32,
+    }
+
+
+def _label_body(run_ids: list[int]) -> dict[str, Any]:
+    body = label_study_body(run_ids)
+    if get_settings().demo_runs == "quick":  # one image per class: AutoAttack on 10, not 30
+        body["images_per_class"] = 1
+    return body
+
+
 def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The study from both methods' seed-0 runs: made, its stimuli generated, open; None
     (said in the log) when one of those runs did not succeed."""
-    found = [s for s in researcher.get("/api/studies")["data"] if s["name"] == STUDY]
-    if found:
-        study = researcher.get(f"/api/studies/{found[0]['id']}")
-    else:
-        seed0 = _studied_runs(runs, "the demo study")
-        if seed0 is None:
-            return None
-        study = researcher.post(
-            "/api/studies",
-            {
-                "name": STUDY,
-                "design": "2afc",
-                "run_ids": [r["id"] for r in seed0],
-                "num_random_images": 40,
-                "epsilons_255": [0, 8, 16, 32, 51],
-                "trials_per_condition": 3,
-                "catch_trials": 2,
-                "catch_epsilon_255": 64,
-                "practice_trials": 2,
-                "attack": {"steps": 10, "alpha_ratio": 0.25},
-                "seed": 0,
-                # AutoAttack beside the people's curve: on fewer images for DEMO_RUNS=quick
-                "autoattack_images": 4 if get_settings().demo_runs == "quick" else 32,
-            },
-        )
-    return _opened(researcher, study)
+    return _demo_study(researcher, runs, STUDY, _perception_body)
 
 
 def demo_label_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The label study of the same two runs (their adversarial images named by people, for
     the runs' human-validated robust accuracy): made, its stimuli generated, open; None when
     one of the runs did not succeed."""
-    found = [s for s in researcher.get("/api/studies")["data"] if s["name"] == LABEL_STUDY]
+    return _demo_study(researcher, runs, LABEL_STUDY, _label_body)
+
+
+def _demo_study(
+    researcher: DemoApi,
+    runs: list[dict[str, Any]],
+    name: str,
+    body_of: Callable[[list[int]], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The study called `name` (found, or made from `body_of` the seed-0 runs' ids), with its
+    stimuli generated and open; None when those runs did not succeed."""
+    found = [s for s in researcher.get("/api/studies")["data"] if s["name"] == name]
     if found:
         study = researcher.get(f"/api/studies/{found[0]['id']}")
     else:
-        seed0 = _studied_runs(runs, "the demo label study")
+        seed0 = _studied_runs(runs, f"the study {name!r}")
         if seed0 is None:
             return None
-        body = label_study_body([r["id"] for r in seed0])
-        if get_settings().demo_runs == "quick":  # one image per class: AutoAttack on 10, not 30
-            body["images_per_class"] = 1
-        study = researcher.post("/api/studies", body)
+        study = researcher.post("/api/studies", body_of([r["id"] for r in seed0]))
     return _opened(researcher, study)
 
 
