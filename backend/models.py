@@ -353,6 +353,36 @@ class Skip(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class QueueCount(Base):
+    """How many images of a dataset have `held` slots held (Image.queue_held): kept by the
+    database's triggers (migration 0016), read by the annotation queue's "remaining"."""
+
+    __tablename__ = "queue_counts"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    held: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    images: Mapped[int] = mapped_column(Integer)
+
+
+class QueueTouched(Base):
+    """How many images of a dataset with `held` slots held an annotator touched (has an
+    annotation of, a claim included, or skipped): kept by the database's triggers (migration
+    0016), read by the annotation queue's "remaining"."""
+
+    __tablename__ = "queue_touched"
+
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    held: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    images: Mapped[int] = mapped_column(Integer)
+
+
 class MaskSet(Base):
     """A frozen, hashed snapshot of the consensus masks (and the revisions behind them)."""
 

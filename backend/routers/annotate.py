@@ -70,12 +70,18 @@ _SAVE_SLOTS = threading.BoundedSemaphore(3)
 ANNOTATOR = ("annotator",)
 
 
-def _item(db: Session, user: User, image: Image) -> AnnotateItem:
+def _item(db: Session, user: User, image: Image, claimed_now: bool = False) -> AnnotateItem:
+    """The image as the page shows it, with this annotator's mask of it (none for an image
+    the queue claimed for them in this request: nothing to read)."""
     dataset = db.get(Dataset, image.dataset_id)
     cls = db.get(DatasetClass, image.class_id)
-    ann = db.scalar(
-        select(Annotation).where(
-            Annotation.image_id == image.id, Annotation.annotator_id == user.id
+    ann = (
+        None
+        if claimed_now
+        else db.scalar(
+            select(Annotation).where(
+                Annotation.image_id == image.id, Annotation.annotator_id == user.id
+            )
         )
     )
     state = None
@@ -158,10 +164,10 @@ def _next(request: Request, dataset_id: int | None) -> AnnotateItem | Response:
         # of being read again after the commit
         db.expire_on_commit = False
         user = ensure_role(get_current_user(request, db), ANNOTATOR)
-        image = svc.next_image(db, user, dataset_id)
+        image, claimed_now = svc.next_for(db, user, dataset_id)
         if image is None:
             return Response(status_code=204)
-        return _item(db, user, image)
+        return _item(db, user, image, claimed_now)
 
 
 @router.get("/images/{image_id}", response_model=AnnotateItem)

@@ -7,7 +7,6 @@ annotation safely under concurrent (and repeated) requests, then submitting it.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     and_,
+    case,
     cast,
     delete,
     exists,
@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from backend.core.errors import Conflict, Invalid
 from backend.db import lock_for_write
@@ -40,6 +40,8 @@ from backend.models import (
     AnnotationRevision,
     Dataset,
     Image,
+    QueueCount,
+    QueueTouched,
     Skip,
     User,
     utcnow,
@@ -222,6 +224,60 @@ def _windows(
     return found
 
 
+def _claim_at_once(db: Session, user: User, dataset: Dataset, now: datetime) -> Image | None:
+    """The claim in one statement: every bucket's window read, the pick (most-held bucket
+    first, then the annotator's own shuffle), its lock (SKIP LOCKED on PostgreSQL: another
+    annotator's pick at the same moment is passed over, not waited for) and the new slot
+    count, as an UPDATE of the picked image's row; the caller then adds the claim's
+    annotation. None when no image could be taken this way (none left, all of the windows'
+    images being claimed by others at this moment, or a stored count found too low): the
+    caller then takes the slower path of _claim_in.
+
+    The new count is one more than the larger of the stored count and an exact count of the
+    slots held: the stored one is the newest version of the locked row (a claim committed
+    while this statement ran is in it), the exact one guards against a stored count that
+    is too low. A stored count may be too high (a claim lapsed since it was counted); such
+    an image waits in a fuller bucket until it is counted again (_free_expired_claims)."""
+    k = dataset.annotators_per_image
+    parts = []
+    for held in range(k - 1, -1, -1):
+        for read in _window_reads(user, dataset.id, held):
+            parts.append(select(read.subquery().c.id))
+    pick = (
+        select(Image.id)
+        .where(Image.id.in_(union_all(*parts)), Image.queue_held < k)
+        .order_by(Image.queue_held.desc(), queue_order_key(user), Image.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, key_share=True)
+        .correlate(None)
+        .scalar_subquery()
+    )
+    exact = _exact_held(now)
+    taken = case((Image.queue_held > exact, Image.queue_held), else_=exact)
+    return db.scalars(
+        update(Image)
+        .where(Image.id == pick, taken < k)
+        .values(queue_held=taken + 1)
+        .returning(Image)
+        .execution_options(synchronize_session=False)
+    ).first()
+
+
+def _add_claim(db: Session, user: User, image_id: int, now: datetime) -> None:
+    """The claim's draft annotation (IntegrityError when a second tab of the same annotator
+    claimed the image at the same moment)."""
+    db.add(
+        Annotation(
+            image_id=image_id,
+            annotator_id=user.id,
+            status="draft",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    db.flush()
+
+
 def _claim_in(db: Session, user: User, dataset: Dataset, now: datetime) -> Image | None:
     """Claim an image of this dataset for the annotator, or None when none is left.
 
@@ -231,6 +287,10 @@ def _claim_in(db: Session, user: User, dataset: Dataset, now: datetime) -> Image
     take different images without waiting for each other) and its slots counted exactly
     before the claim, so a stale count never gives an image more masks than it needs."""
     k = dataset.annotators_per_image
+    image = _claim_at_once(db, user, dataset, now)
+    if image is not None:
+        _add_claim(db, user, image.id, now)
+        return image
     first = _windows(db, user, dataset.id, range(k - 1, -1, -1))  # every bucket at once
     for held in range(k - 1, -1, -1):
         for attempt in range(QUEUE_TRIES):
@@ -251,16 +311,7 @@ def _claim_in(db: Session, user: User, dataset: Dataset, now: datetime) -> Image
                 continue
             taken = db.scalar(select(_exact_held(now)).where(Image.id == image_id)) or 0
             if taken < k:
-                db.add(
-                    Annotation(
-                        image_id=image_id,
-                        annotator_id=user.id,
-                        status="draft",
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                db.flush()
+                _add_claim(db, user, image_id, now)
                 recount(db, [image_id])
                 return db.get(Image, image_id)
             # the count was stale (saves beside the queue): correct it and look again
@@ -317,92 +368,32 @@ def _own_pending(user: User, dataset_id: int | None) -> Select[int, int, str]:
     return query
 
 
-# On a large dataset the counts behind "images remaining" are reused for this long (per
-# server process): counting 100,000 index entries, or probing each of an annotator's 2,000
-# masks, on every request of 50 annotators would cost more than the rest of the request.
-# The number shown may then lag the truth by a few images for a few seconds; the queue
-# itself never relies on it. Datasets with fewer than _EXACT_BELOW open images are counted
-# on every request.
-_COUNT_TTL_S = 5.0
-_EXACT_BELOW = 5_000
-_counts: dict[tuple[object, ...], tuple[float, int]] = {}
-
-
-def _reused(key: tuple[object, ...]) -> int | None:
-    hit = _counts.get(key)
-    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-
-def _keep(key: tuple[object, ...], n: int) -> None:
-    _counts[key] = (time.monotonic() + _COUNT_TTL_S, n)
-
-
-def _open_count(db: Session, dataset: Dataset) -> int:
-    """Images of the dataset with a slot free (by Image.queue_held)."""
-    key = ("open", dataset.id, dataset.annotators_per_image)
-    n = _reused(key)
-    if n is not None:
-        return n
-    n = db.scalar(
-        select(func.count())
-        .select_from(Image)
-        .where(Image.dataset_id == dataset.id, Image.queue_held < dataset.annotators_per_image)
-    )
-    n = n or 0
-    if n >= _EXACT_BELOW:
-        _keep(key, n)
-    return n
-
-
-def _touched_open(db: Session, user: User, dataset: Dataset) -> int:
-    """Images of the dataset with a free slot that this annotator has a mask (or claim) of,
-    or skipped."""
-
-    # Per row of the annotator's own (a lookup of the image by its key each): the planner
-    # would otherwise read every image of the dataset to join them.
-    def in_open(image_id: InstrumentedAttribute[int]) -> ColumnElement[bool]:
-        return (
-            select(Image.id)
-            .where(
-                Image.id == image_id,
-                Image.dataset_id == dataset.id,
-                Image.queue_held < dataset.annotators_per_image,
-            )
-            .scalar_subquery()
-            .is_not(None)
-        )
-
-    mine = db.scalar(
-        select(func.count())
-        .select_from(Annotation)
-        .where(Annotation.annotator_id == user.id, in_open(Annotation.image_id))
-    )
-    skipped_only = db.scalar(
-        select(func.count())
-        .select_from(Skip)
-        .where(
-            Skip.annotator_id == user.id,
-            in_open(Skip.image_id),
-            ~exists().where(
-                Annotation.image_id == Skip.image_id, Annotation.annotator_id == user.id
-            ),
-        )
-    )
-    return (mine or 0) + (skipped_only or 0)
-
-
 def _remaining_in(db: Session, user: User, dataset: Dataset) -> int:
     """Images of the dataset still waiting for this annotator: those with a free slot they
-    have not touched, and their own drafts and returned masks."""
-    open_n = _open_count(db, dataset)
-    key = ("touched", user.id, dataset.id, dataset.annotators_per_image)
-    touched = _reused(key) if open_n >= _EXACT_BELOW else None
-    if touched is None:
-        touched = _touched_open(db, user, dataset)
-        if open_n >= _EXACT_BELOW:
-            _keep(key, touched)
-    pending = db.scalar(select(func.count()).select_from(_own_pending(user, dataset.id).subquery()))
-    return max(0, open_n - touched) + (pending or 0)
+    have not touched, and their own drafts and returned masks. One statement over the
+    queue's counters (QueueCount, QueueTouched: kept exact by the database's triggers in
+    every transaction that changes a slot count, a claim, a skip or a mask) and the
+    annotator's few pending masks; no count over the dataset's images."""
+    k = dataset.annotators_per_image
+    open_n = (
+        select(func.coalesce(func.sum(QueueCount.images), 0))
+        .where(QueueCount.dataset_id == dataset.id, QueueCount.held < k)
+        .scalar_subquery()
+    )
+    touched = (
+        select(func.coalesce(func.sum(QueueTouched.images), 0))
+        .where(
+            QueueTouched.annotator_id == user.id,
+            QueueTouched.dataset_id == dataset.id,
+            QueueTouched.held < k,
+        )
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.count()).select_from(_own_pending(user, dataset.id).subquery())
+    ).scalar_subquery()
+    n_open, n_touched, n_pending = db.execute(select(open_n, touched, pending)).one()
+    return max(0, int(n_open) - int(n_touched)) + int(n_pending)
 
 
 def remaining_by_dataset(db: Session, user: User) -> dict[int, int]:
@@ -424,6 +415,11 @@ def remaining(db: Session, user: User, dataset_id: int) -> int:
 
 
 def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
+    """The next image for this annotator (next_for without whether it was claimed now)."""
+    return next_for(db, user, dataset_id)[0]
+
+
+def next_for(db: Session, user: User, dataset_id: int | None) -> tuple[Image | None, bool]:
     """The next image for this annotator, claimed for them; None when the queue is empty
     (NotFound for a dataset_id that does not exist or is not open to them).
 
@@ -438,6 +434,9 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
     take an image's last slot. A claim that sees no save for CLAIM_TTL stops holding the
     slot, so an abandoned tab does not block an image for ever (the cost: an image may then
     get one mask too many).
+
+    Returns the image and whether it was claimed now (then the annotator has no mask of it
+    yet), or (None, False) when the queue is empty.
     """
     datasets = _open_datasets(db, user, dataset_id)
     if dataset_id is not None and not datasets:
@@ -448,7 +447,7 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
         .limit(1)
     ).first()
     if own is not None:
-        return db.get(Image, own[0])
+        return db.get(Image, own[0]), False
     if db.get_bind().dialect.name != "postgresql":
         lock_for_write(db)  # SQLite has no row locks: the pick and claim run one at a time
     now = utcnow()
@@ -459,12 +458,12 @@ def next_image(db: Session, user: User, dataset_id: int | None) -> Image | None:
                 image = _claim_in(db, user, dataset, now)
             if image is not None:
                 db.commit()
-                return image
+                return image, True
     except IntegrityError:  # a second tab of the same annotator claimed it at the same time
         db.rollback()
-        return next_image(db, user, dataset_id)
+        return next_for(db, user, dataset_id)
     db.commit()  # keeps the corrected counts
-    return None
+    return None, False
 
 
 def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
