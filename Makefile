@@ -36,18 +36,26 @@ system-test-deps:
 ## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
 ## Whole test files are spread over TEST_PROCS processes (pytest-xdist), the longest first
 ## (LONGEST_FIRST in tests/conftest.py); each process has its own database, queue and storage
-## folder. The tests marked serial (they time requests under a load they make) then run alone.
-## Then the suites that store files run again with every file in a real S3 server
-## (SeaweedFS, started by the tests: TEST_STORAGE=s3), the workers' cache in its own folder.
-## TEST_PROCS=0 runs everything in one process.
-TEST_PROCS ?= 3
+## folder. Beside that pass, the suites that store files run again with every file in a real
+## S3 server (SeaweedFS, started by the tests: TEST_STORAGE=s3) over S3_PROCS processes of
+## their own (a pytest run of its own: its own databases and queues), its report printed
+## after the main one. The tests marked serial (they time requests under a load they make)
+## then run alone. TEST_PROCS=0 runs the main pass in one process.
+TEST_PROCS ?= 4
+S3_PROCS ?= 2
 S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
 test: install-test system-test-deps
-	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder -m "not serial" $(PYTEST_ARGS)
+	@s3_log=$$(mktemp); \
+	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(S3_PROCS) --dist loadfile --no-loadscope-reorder \
+	  $(S3_SUITES) >$$s3_log 2>&1 & s3=$$!; \
+	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder -m "not serial" \
+	  $(PYTEST_ARGS); main=$$?; \
+	wait $$s3; s3_rc=$$?; echo "== the S3 pass (TEST_STORAGE=s3: $(S3_SUITES))"; \
+	cat $$s3_log; rm -f $$s3_log; \
+	[ $$main = 0 ] && [ $$s3_rc = 0 ] || exit 1; \
 	$(PY) -m pytest -ra -m serial $(PYTEST_ARGS)
-	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder $(S3_SUITES)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and

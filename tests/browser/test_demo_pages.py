@@ -81,8 +81,8 @@ def _demo_env(folder) -> dict[str, str]:
         # the demo's worker yields to a person's pages by default; here it would yield to the
         # other test processes and build the demo last
         DEMO_WORKER_NICENESS="0",
-        # the same content from shorter runs (one epoch, fewer images evaluated): the pages
-        # are what is tested here, and the suite's time is shared
+        # the same content from shorter runs (one epoch over a fifth of the digits, fewer
+        # images evaluated): the pages are what is tested here, and the suite's time is shared
         DEMO_RUNS="quick",
     )
 
