@@ -70,10 +70,16 @@ _SAVE_SLOTS = threading.BoundedSemaphore(3)
 ANNOTATOR = ("annotator",)
 
 
-def _item(db: Session, user: User, image: Image, claimed_now: bool = False) -> AnnotateItem:
+def _item(
+    db: Session,
+    user: User,
+    image: Image,
+    claimed_now: bool = False,
+    dataset: Dataset | None = None,
+) -> AnnotateItem:
     """The image as the page shows it, with this annotator's mask of it (none for an image
     the queue claimed for them in this request: nothing to read)."""
-    dataset = db.get(Dataset, image.dataset_id)
+    dataset = dataset or db.get(Dataset, image.dataset_id)
     cls = db.get(DatasetClass, image.class_id)
     ann = (
         None
@@ -164,10 +170,10 @@ def _next(request: Request, dataset_id: int | None) -> AnnotateItem | Response:
         # of being read again after the commit
         db.expire_on_commit = False
         user = ensure_role(get_current_user(request, db), ANNOTATOR)
-        image, claimed_now = svc.next_for(db, user, dataset_id)
-        if image is None:
+        found = svc.next_for(db, user, dataset_id)
+        if found.image is None:
             return Response(status_code=204)
-        return _item(db, user, image, claimed_now)
+        return _item(db, user, found.image, found.claimed_now, found.dataset)
 
 
 @router.get("/images/{image_id}", response_model=AnnotateItem)
