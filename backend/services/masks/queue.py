@@ -173,15 +173,16 @@ def lock_images(db: Session, image_ids: list[int]) -> None:
     )
 
 
-def recount(db: Session, image_ids: Iterable[int]) -> None:
+def recount(db: Session, image_ids: Iterable[int], *, locked: bool = False) -> None:
     """Count again the slots held on these images (Image.queue_held), in the caller's
     transaction. Every change of who holds a slot calls it: a claim, a first save, a redo,
-    a skip, a review decision. The rows are locked in id order, so two recounts never
-    deadlock."""
+    a skip, a review decision. The rows are locked in id order (unless the caller `locked`
+    them already, with lock_images), so two recounts never deadlock."""
     ids = sorted(set(image_ids))
     if not ids:
         return
-    lock_images(db, ids)
+    if not locked:
+        lock_images(db, ids)
     db.execute(
         update(Image)
         .where(Image.id.in_(ids))
@@ -574,7 +575,7 @@ def skip_image(db: Session, user: User, image: Image, reason: str) -> None:
         db.execute(delete(Annotation).where(Annotation.id == ann.id))
     try:
         db.flush()
-        recount(db, [image.id])
+        recount(db, [image.id], locked=True)
         db.commit()
     except IntegrityError:  # the same skip sent twice at once: the first one stands
         db.rollback()
