@@ -163,7 +163,9 @@ def seed(url: str, images: int, annotations: int, runs: int, annotators: int) ->
                      "split": split_of[i % 5], "queue_position": random_queue_position(),
                      "queue_held": 1 if ds == annotated else 0}
                 )  # fmt: skip
-            conn.execute(sa.insert(Image), rows)
+            # with RETURNING the rows go in as multi-row statements (a plain executemany
+            # is one statement per row, and the queue's counting trigger would run per row)
+            conn.execute(sa.insert(Image).returning(Image.id), rows)
     masks = [_mask_png(i) for i in range(10)]
     annotator_ids = [users[f"annotator{i}"] for i in range(annotators)]
     with engine.begin() as conn:
