@@ -14,6 +14,7 @@ def _cfg(**kw):
         eval_subset=16,
         eval_steps=2,
         eval_eps=[8 / 255],
+        autoattack_n=8,  # every run ends with AutoAttack: on 8 images, not the default 32
         crop_padding=1,
         schedule="step",
         step_size=1,
