@@ -160,6 +160,21 @@ function individualFits(r) {
   </details>`;
 }
 
+/** QUEST+ placement: each participant's own staircase estimate for the run (none for
+ * constant stimuli). */
+function questEstimates(r) {
+  const rows = r.quest_estimates || [];
+  if (!rows.length) return "";
+  const why = (p) => p.stopped === "posterior width" ? "stopped early: the interval was narrow enough"
+    : p.stopped === "trial count" ? "all its trials" : "still running";
+  return html`<details class="quest-estimates"><summary>QUEST+ estimates per participant (${rows.length})</summary>
+    <p class="muted small">Each participant's staircase posterior after their last counted answer: the threshold halfway up the sigmoid (75% correct when nobody lapses), with its 95% credible interval.</p>
+    <table class="data"><thead><tr><th>Participant</th><th class="num">answers</th><th>Threshold</th><th>95% credible interval</th><th>Run</th><th>In the group analysis</th></tr></thead>
+      <tbody>${rows.map((p) => html`<tr><td>${p.participant}</td><td class="num">${p.answered}</td><td class="quest-threshold">${num(p.threshold_255, 2)}/255</td>
+        <td>${num(p.ci_low_255, 2)} – ${num(p.ci_high_255, 2)} /255</td><td>${why(p)}</td><td>${p.excluded ? `no: ${p.excluded}` : "yes"}</td></tr>`)}</tbody></table>
+  </details>`;
+}
+
 function analysisState(res) {
   const a = res.analysis;
   if (a.state === "computing") return html`<p class="analysis-state muted" role="status">The analysis is being computed from ${plural(a.answers_now, "answer")}; this page shows it when it is ready.</p>`;
@@ -242,7 +257,8 @@ function resultsView(res) {
       ${r.catch ? html`<tr class="catch-row"><td class="num">${r.catch.epsilon_255} <span class="muted small">(catch)</span></td><td class="num">${r.catch.n}</td><td></td>
         <td class="num">${pct(r.catch.rate)}</td><td>${span(r.catch.ci_low, r.catch.ci_high, pct)}</td>${is2afc ? "" : html`<td colspan="6"></td>`}<td></td>${withAa ? html`<td></td>` : ""}</tr>` : ""}
       </tbody></table>
-      ${individualFits(r)}`)}
+      ${individualFits(r)}
+      ${questEstimates(r)}`)}
     <h3>Excluded participants</h3>
     ${res.excluded.length ? html`<table class="data"><thead><tr><th>Participant</th><th>Reason</th></tr></thead>
       <tbody>${res.excluded.map((e) => html`<tr><td>${e.participant}</td><td>${e.reason}</td></tr>`)}</tbody></table>`

@@ -1,19 +1,20 @@
 """A participant takes a small QUEST+ study (issue 25, item 5) in real Chromium, from the link to
 the completion code, reloading once in the middle: each main trial's epsilon is the one the
 server chose after the previous answer, the reload goes on from the stored posterior, and the
-run stops at its trial count."""
+run stops at its trial count. The researcher then reads the participant's own QUEST+ estimate
+on the study page."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from tests.backend.study_support import make_dataset, make_run, ready_study
+from tests.backend.study_support import analysed_results, make_dataset, make_run, ready_study
 
 QUEST = {"levels": 20, "ladder_min_255": 1.0, "ladder_max_255": 16.0, "max_trials": 4}
 
 
 def test_participant_takes_a_quest_study_with_a_reload(
-    chromium, live_server, client, auth, db, tiny_checkpoint
+    chromium, live_server, client, auth, db, tiny_checkpoint, login
 ):
     from backend.models import ParticipantSession, Response, Trial
 
@@ -90,3 +91,30 @@ def test_participant_takes_a_quest_study_with_a_reload(
     # always right: the staircase went down; the run stopped at its trial count
     assert mains[-1].epsilon < mains[0].epsilon
     assert mains[-1].posterior["stopped"] == "trial count"
+
+    # the researcher's study page: the participant's own estimate, the final posterior's
+    results = analysed_results(client, auth["researcher"], study["id"])
+    (estimate,) = results["runs"][0]["quest_estimates"]
+    final = mains[-1].posterior
+    assert estimate["answered"] == QUEST["max_trials"] and estimate["stopped"] == "trial count"
+    assert estimate["threshold_255"] == final["threshold_255"]
+    assert estimate["ci_low_255"] <= estimate["threshold_255"] <= estimate["ci_high_255"]
+    # the automated answers came faster than a person's: excluded from the group analysis,
+    # and the table says so beside the participant's own estimate
+    (excluded,) = results["excluded"]
+    assert estimate["excluded"] == excluded["reason"]
+    ctx = chromium.new_context(base_url=live_server, viewport={"width": 1300, "height": 850})
+    ctx.set_default_timeout(15000)
+    page = ctx.new_page()
+    try:
+        login(page, "researcher")
+        page.goto(f"/?visit=study#/studies/{study['id']}")
+        page.click(".quest-estimates summary")
+        row = page.locator(".quest-estimates tbody tr")
+        assert row.count() == 1
+        cells = row.locator("td").all_inner_texts()
+        assert cells[1] == str(QUEST["max_trials"])
+        assert cells[2] == f"{final['threshold_255']:.2f}/255" and cells[4] == "all its trials"
+        assert cells[5] == f"no: {excluded['reason']}"
+    finally:
+        ctx.close()

@@ -423,6 +423,32 @@ def load_inputs(db: Session, study: Study) -> dict[str, Any]:
     }
 
 
+def quest_estimates(
+    rows: list[dict[str, Any]], run_id: int, excluded: dict[int, str]
+) -> list[dict[str, Any]]:
+    """QUEST+ placement: each participant's own threshold for the run, the staircase's
+    posterior after their last counted main answer (halfway up the sigmoid, with its 95 %
+    interval), the answers it rests on, why the run stopped (None: still running) and why the
+    participant is excluded from the group analysis (None: included). Empty for constant
+    stimuli. `rows` are _trial_rows' (in session and trial order)."""
+    last: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r["run_id"] == run_id and r["phase"] == "main" and r["posterior"]:
+            last[r["session_id"]] = r
+    return [
+        {
+            "participant": r["participant"],
+            "answered": r["posterior"]["answered"],
+            "threshold_255": r["posterior"]["threshold_255"],
+            "ci_low_255": r["posterior"]["ci_low_255"],
+            "ci_high_255": r["posterior"]["ci_high_255"],
+            "stopped": r["posterior"]["stopped"],
+            "excluded": excluded.get(sid),
+        }
+        for sid, r in last.items()
+    ]
+
+
 def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
     """The analysis of what load_inputs read (no database)."""
     rows, excluded, config = inputs["rows"], inputs["excluded"], inputs["config"]
@@ -454,6 +480,7 @@ def results_from(inputs: dict[str, Any]) -> dict[str, Any]:
                 "robust_accuracy": run["robust_accuracy"],
                 "model_accuracy": run["model_accuracy"],
                 "model_autoattack": run.get("model_autoattack"),
+                "quest_estimates": quest_estimates(rows, rid, excluded),
             }
         )
         runs_out[-1]["model_at_threshold"] = comparison.model_at_threshold(
