@@ -134,13 +134,26 @@ def test_launch_watch_and_succeed(runs_page, login, training_worker, train_datas
     bar: list[tuple[str, str, int]] = []  # (state, phase, percent) as the page showed them
     texts: list[str] = []
     deadline = time.monotonic() + 300
+    # one snapshot of the page per sample: read one by one, the state could be a running
+    # run's and the bar the succeeded one's (seen in a loaded run)
+    # (null while the page is drawing it)
+    snapshot = """() => {
+      const bar = document.querySelector('.run-head .run-progress');
+      const state = document.querySelector('.run-head .state');
+      const text = document.querySelector('.progress-text');
+      if (!bar || !state || !text) return null;
+      return [state.dataset.state, bar.dataset.phase, Number(bar.getAttribute('aria-valuenow')),
+              text.innerText];
+    }"""
     while time.monotonic() < deadline:
-        state = page.locator(".run-head .state").get_attribute("data-state")
-        seen.add(page.locator(".progress-text").inner_text())
-        texts.append(page.locator(".progress-text").inner_text())
-        progress = page.locator(".run-head .run-progress")
-        bar.append((state, progress.get_attribute("data-phase"),
-                    int(progress.get_attribute("aria-valuenow"))))  # fmt: skip
+        shown = page.evaluate(snapshot)
+        if shown is None:
+            time.sleep(0.1)
+            continue
+        state, phase, percent, text = shown
+        seen.add(text)
+        texts.append(text)
+        bar.append((state, phase or "", int(percent)))
         if state == "succeeded":
             break
         assert state in ("queued", "running"), page.locator(".run-head").inner_text()
