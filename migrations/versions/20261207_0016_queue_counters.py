@@ -204,45 +204,37 @@ _SQLITE: list[str] = [
       ON CONFLICT (annotator_id, dataset_id, held) DO UPDATE SET images = images + 1;
     END
     """,
-    """
-    CREATE TRIGGER queue_annotations_added AFTER INSERT ON annotations
-    WHEN NOT EXISTS (SELECT 1 FROM skips
-                     WHERE image_id = NEW.image_id AND annotator_id = NEW.annotator_id) BEGIN
-      INSERT INTO queue_touched (annotator_id, dataset_id, held, images)
-      SELECT NEW.annotator_id, dataset_id, queue_held, 1 FROM images WHERE id = NEW.image_id
-      ON CONFLICT (annotator_id, dataset_id, held) DO UPDATE SET images = images + 1;
-    END
-    """,
-    """
-    CREATE TRIGGER queue_annotations_removed AFTER DELETE ON annotations
-    WHEN NOT EXISTS (SELECT 1 FROM skips
-                     WHERE image_id = OLD.image_id AND annotator_id = OLD.annotator_id) BEGIN
-      UPDATE queue_touched SET images = images - 1
-      WHERE annotator_id = OLD.annotator_id
-        AND (dataset_id, held) =
-            (SELECT dataset_id, queue_held FROM images WHERE id = OLD.image_id);
-    END
-    """,
-    """
-    CREATE TRIGGER queue_skips_added AFTER INSERT ON skips
-    WHEN NOT EXISTS (SELECT 1 FROM annotations
-                     WHERE image_id = NEW.image_id AND annotator_id = NEW.annotator_id) BEGIN
-      INSERT INTO queue_touched (annotator_id, dataset_id, held, images)
-      SELECT NEW.annotator_id, dataset_id, queue_held, 1 FROM images WHERE id = NEW.image_id
-      ON CONFLICT (annotator_id, dataset_id, held) DO UPDATE SET images = images + 1;
-    END
-    """,
-    """
-    CREATE TRIGGER queue_skips_removed AFTER DELETE ON skips
-    WHEN NOT EXISTS (SELECT 1 FROM annotations
-                     WHERE image_id = OLD.image_id AND annotator_id = OLD.annotator_id) BEGIN
-      UPDATE queue_touched SET images = images - 1
-      WHERE annotator_id = OLD.annotator_id
-        AND (dataset_id, held) =
-            (SELECT dataset_id, queue_held FROM images WHERE id = OLD.image_id);
-    END
-    """,
 ]
+
+
+def _sqlite_touch_triggers(table: str, other: str) -> list[str]:
+    """A row of `table` (annotations or skips) counts its image as touched by its annotator
+    unless a row of `other` for the same image and annotator already does."""
+    return [
+        f"""
+    CREATE TRIGGER queue_{table}_added AFTER INSERT ON {table}
+    WHEN NOT EXISTS (SELECT 1 FROM {other}
+                     WHERE image_id = NEW.image_id AND annotator_id = NEW.annotator_id) BEGIN
+      INSERT INTO queue_touched (annotator_id, dataset_id, held, images)
+      SELECT NEW.annotator_id, dataset_id, queue_held, 1 FROM images WHERE id = NEW.image_id
+      ON CONFLICT (annotator_id, dataset_id, held) DO UPDATE SET images = images + 1;
+    END
+    """,
+        f"""
+    CREATE TRIGGER queue_{table}_removed AFTER DELETE ON {table}
+    WHEN NOT EXISTS (SELECT 1 FROM {other}
+                     WHERE image_id = OLD.image_id AND annotator_id = OLD.annotator_id) BEGIN
+      UPDATE queue_touched SET images = images - 1
+      WHERE annotator_id = OLD.annotator_id
+        AND (dataset_id, held) =
+            (SELECT dataset_id, queue_held FROM images WHERE id = OLD.image_id);
+    END
+    """,
+    ]
+
+
+_SQLITE += _sqlite_touch_triggers("annotations", "skips")
+_SQLITE += _sqlite_touch_triggers("skips", "annotations")
 
 
 def _pg_transition(event: str) -> str:
