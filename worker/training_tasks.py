@@ -14,8 +14,9 @@ there.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -97,14 +98,33 @@ def code_version() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def _torchvision_version() -> str | None:
+    """torchvision's __version__ ("0.29.1+cu130": with the build's local tag, which the
+    package metadata lacks), read from its version.py: importing torchvision loads
+    torch._dynamo, seconds of CPU that a worker's start need not pay."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(list(spec.submodule_search_locations)[0], "version.py")
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        ):
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+    return None
+
+
 def package_versions() -> dict[str, str | None]:
     import numpy
     import torch
 
-    try:  # torchvision ships no type hints: its version read as an attribute
-        tv: str | None = getattr(importlib.import_module("torchvision"), "__version__", None)
-    except ImportError:
-        tv = None
+    tv = _torchvision_version()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

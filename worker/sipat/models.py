@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from .config import ConfigError
+
+# torchvision is imported by the builders of its networks only: importing it loads
+# torch._dynamo (about 2.8 CPU-seconds), which every worker and rank process paid at start
 
 # torchvision's documented minimum input for Inception-v3 (pixels per side)
 INCEPTION_MIN_SIZE = 75
@@ -201,7 +203,9 @@ class TorchvisionResNet(nn.Module):
 
     def __init__(self, name: str, num_classes: int, in_channels: int, image_size: int):
         super().__init__()
-        ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+        from torchvision import models
+
+        ctor = {"resnet18": models.resnet18, "resnet50": models.resnet50}
         net = ctor[name](weights=None, num_classes=num_classes)
         if image_size < 96:  # small images: CIFAR-style stem keeps spatial resolution
             net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
@@ -235,7 +239,9 @@ class TorchvisionDenseNet(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int):
         super().__init__()
-        net = torchvision.models.densenet121(weights=None, num_classes=num_classes)
+        from torchvision import models
+
+        net = models.densenet121(weights=None, num_classes=num_classes)
         width = net.features.conv0.out_channels
         if image_size < 96:  # small images: CIFAR-style stem keeps spatial resolution
             net.features.conv0 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
@@ -284,7 +290,9 @@ class TorchvisionInception(nn.Module):
                 f"inception_v3 needs images of at least {INCEPTION_MIN_SIZE} px per side, "
                 f"got {image_size} px (set image_size to {INCEPTION_MIN_SIZE} or more)",
             )
-        net = torchvision.models.inception_v3(
+        from torchvision import models
+
+        net = models.inception_v3(
             weights=None, num_classes=num_classes, aux_logits=False, init_weights=False
         )
         small = image_size < self.full_stem_size
