@@ -36,26 +36,33 @@ system-test-deps:
 ## make test: the whole suite; integration tests use TEST_DATABASE_URL and TEST_REDIS_URL.
 ## Whole test files are spread over TEST_PROCS processes (pytest-xdist), the longest first
 ## (LONGEST_FIRST in tests/conftest.py); each process has its own database, queue and storage
-## folder. Beside that pass, the suites that store files run again with every file in a real
-## S3 server (SeaweedFS, started by the tests: TEST_STORAGE=s3) over S3_PROCS processes of
-## their own (a pytest run of its own: its own databases and queues), its report printed
-## after the main one. The tests marked serial (they time requests under a load they make)
-## then run alone. TEST_PROCS=0 runs the main pass in one process.
+## folder. Beside that main pass run two pytest sessions of their own (their own databases and
+## queues), each report printed after the main one: the suites that store files, again with
+## every file in a real S3 server (SeaweedFS, started by the tests: TEST_STORAGE=s3) over
+## S3_PROCS processes, and the API fuzzing (FUZZ_SUITE: collecting it builds a test per
+## operation, seconds that every main-pass process would pay for the one that runs it). The
+## tests marked serial (they time requests under a load they make) then run alone, only their
+## files collected. TEST_PROCS=0 runs the main pass in one process.
 TEST_PROCS ?= 4
 S3_PROCS ?= 2
 S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 	tests/backend/test_runs_api.py tests/backend/test_study_stimuli.py \
 	tests/worker/test_training_tasks.py
+FUZZ_SUITE = tests/backend/test_api_fuzz.py
+SERIAL_SUITES = $(shell grep -rlE --include='test_*.py' 'mark\.serial' tests)
 test: install-test system-test-deps
-	@s3_log=$$(mktemp); \
+	@s3_log=$$(mktemp); fuzz_log=$$(mktemp); \
 	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(S3_PROCS) --dist loadfile --no-loadscope-reorder \
 	  $(S3_SUITES) >$$s3_log 2>&1 & s3=$$!; \
+	$(PY) -m pytest -ra $(FUZZ_SUITE) $(PYTEST_ARGS) >$$fuzz_log 2>&1 & fuzz=$$!; \
 	$(PY) -m pytest -ra -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder -m "not serial" \
-	  $(PYTEST_ARGS); main=$$?; \
+	  --ignore=$(FUZZ_SUITE) $(PYTEST_ARGS); main=$$?; \
 	wait $$s3; s3_rc=$$?; echo "== the S3 pass (TEST_STORAGE=s3: $(S3_SUITES))"; \
 	cat $$s3_log; rm -f $$s3_log; \
-	[ $$main = 0 ] && [ $$s3_rc = 0 ] || exit 1; \
-	$(PY) -m pytest -ra -m serial $(PYTEST_ARGS)
+	wait $$fuzz; fuzz_rc=$$?; echo "== the API fuzzing ($(FUZZ_SUITE))"; \
+	cat $$fuzz_log; rm -f $$fuzz_log; [ $$fuzz_rc = 5 ] && fuzz_rc=0; \
+	[ $$main = 0 ] && [ $$s3_rc = 0 ] && [ $$fuzz_rc = 0 ] || exit 1; \
+	$(PY) -m pytest -ra -m serial $(SERIAL_SUITES) $(PYTEST_ARGS)
 
 ## make bench: throughput of every training method (and, with CUDA, the GPU lines), the
 ## evaluation attacks, the stream loader against PGD-AT at 224 px, concurrent mask saves, and
