@@ -14,13 +14,13 @@ there.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib.util
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -105,19 +105,12 @@ def _torchvision_version() -> str | None:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return None
-    source = Path(list(spec.submodule_search_locations)[0], "version.py")
     try:
-        tree = ast.parse(source.read_text())
-    except (OSError, SyntaxError):
+        text = Path(list(spec.submodule_search_locations)[0], "version.py").read_text()
+    except OSError:
         return None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
-        ):
-            value = node.value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                return value.value
-    return None
+    found = re.search(r"""^__version__ = ['"]([^'"]+)['"]""", text, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def package_versions() -> dict[str, str | None]:

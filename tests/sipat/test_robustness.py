@@ -37,14 +37,19 @@ AA_IMAGES = 32
 def evaluated(pgd_at_model, bench_data):
     """The product's evaluation of that model: PGD-20 on 200 images, AutoAttack on 32 (one
     AutoAttack run that two tests read: each costs about a CPU-minute here)."""
+    return _evaluate(pgd_at_model, bench_data, subset=200, autoattack_n=AA_IMAGES)
+
+
+def _evaluate(model, bench_data, *, subset: int, autoattack_n: int) -> dict:
+    """The product's final evaluation at eps 4/255 and EPS: PGD-20, AutoAttack at EPS."""
     return evaluate_model(
-        pgd_at_model,
+        model,
         bench_data,
         [4 / 255, EPS],
-        subset=200,
+        subset=subset,
         steps=20,
         autoattack_eps=EPS,
-        autoattack_n=AA_IMAGES,
+        autoattack_n=autoattack_n,
     )
 
 
@@ -165,15 +170,7 @@ class QuantisedInput(nn.Module):
 
 def test_the_checks_fire_on_a_model_that_masks_its_gradients(pgd_at_model, bench_data):
     masked = QuantisedInput(pgd_at_model).eval()
-    out = evaluate_model(
-        masked,
-        bench_data,
-        [4 / 255, EPS],
-        subset=60,
-        steps=20,
-        autoattack_eps=EPS,
-        autoattack_n=40,
-    )
+    out = _evaluate(masked, bench_data, subset=60, autoattack_n=40)
     checks = {c["name"]: c for c in out["gradient_masking"]["checks"]}
     assert not out["gradient_masking"]["passed"]
     # PGD only gets its random start: at eps 0.5 the model still answers right far too often
