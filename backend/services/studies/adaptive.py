@@ -31,7 +31,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import questplus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -68,6 +67,8 @@ def study_ladder(study: Study) -> tuple[float, ...]:
 @lru_cache(maxsize=8)
 def _template(levels: tuple[float, ...]) -> Any:
     """The staircase at its prior for one ladder (its likelihood table is made once)."""
+    import questplus  # with xarray and pandas: 0.3 s that only an adaptive study pays
+
     log_levels = np.log10(np.asarray(levels))
     return questplus.QuestPlusWeibull(
         intensities=log_levels,
