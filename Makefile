@@ -42,7 +42,10 @@ system-test-deps:
 ## S3_PROCS processes, and the API fuzzing (FUZZ_SUITE: collecting it builds a test per
 ## operation, seconds that every main-pass process would pay for the one that runs it). The
 ## tests marked serial (they time requests under a load they make) then run alone, only their
-## files collected. TEST_PROCS=0 runs the main pass in one process.
+## files collected. TEST_PROCS=0 runs the main pass in one process. The project's bytecode is
+## compiled once first and kept (PYTHONDONTWRITEBYTECODE, set on some machines, is lifted for
+## the suite): each of its hundred-odd Python processes would compile it again, and pytest
+## would rewrite every test module's asserts again in each session.
 TEST_PROCS ?= 4
 S3_PROCS ?= 2
 S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
@@ -51,7 +54,8 @@ S3_SUITES = tests/backend/test_datasets.py tests/backend/test_annotation.py \
 FUZZ_SUITE = tests/backend/test_api_fuzz.py
 SERIAL_SUITES = $(shell grep -rlE --include='test_*.py' 'mark\.serial' tests)
 test: install-test system-test-deps
-	@s3_log=$$(mktemp); fuzz_log=$$(mktemp); \
+	@unset PYTHONDONTWRITEBYTECODE; $(PY) -m compileall -q -j 2 backend worker runconfig tests; \
+	s3_log=$$(mktemp); fuzz_log=$$(mktemp); \
 	TEST_STORAGE=s3 $(PY) -m pytest -ra -n $(S3_PROCS) --dist loadfile --no-loadscope-reorder \
 	  $(S3_SUITES) >$$s3_log 2>&1 & s3=$$!; \
 	$(PY) -m pytest -ra $(FUZZ_SUITE) $(PYTEST_ARGS) >$$fuzz_log 2>&1 & fuzz=$$!; \
