@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from backend.cli import DEMO_ACCOUNTS
-from backend.demo_content import SIMULATED, STUDY, SWEEP, SWEEP_SHARES, is_demo_run
+from backend.demo_content import RUN, SIMULATED, STUDY, SWEEP, SWEEP_SHARES, is_demo_run
 from backend.demo_labels import LABEL_SIMULATED, LABEL_STUDY
 from tests.conftest import ROOT, free_port
 
@@ -197,7 +197,8 @@ def _sign_in(page, username: str, password: str) -> None:
 @pytest.mark.parametrize("role", ["researcher", "admin", "annotator"])
 def test_every_page_of_a_fresh_demo_has_real_content(chromium, demo, role):
     ids = _ids(demo)
-    assert len(ids["runs"]) == 6  # the sweep: two shares and the baseline, two seeds each
+    # the quick sweep: its shares and the baseline, each over the demo's seeds
+    assert len(ids["runs"]) == (len(SWEEP_SHARES["quick"]) + 1) * len(RUN["seeds"])
     ctx = chromium.new_context(base_url=demo, viewport={"width": 1440, "height": 900})
     ctx.set_default_timeout(20000)
     page = ctx.new_page()
@@ -232,7 +233,7 @@ def test_every_page_of_a_fresh_demo_has_real_content(chromium, demo, role):
             clean = page.locator("table.sweep-table[data-metric=clean_accuracy] td.diff-t")
             clean.first.wait_for()
             shown = clean.all_inner_texts()
-            assert len(shown) == len(SWEEP_SHARES) and all(" to " in t for t in shown), shown
+            assert len(shown) == len(SWEEP_SHARES["quick"]) and all(" to " in t for t in shown), shown
             # the label study's human-validated robust accuracy, on the study page and beside
             # AutoAttack on both its runs' pages
             page.goto(f"/?visit=labels#/studies/{ids['label_study']}")
