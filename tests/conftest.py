@@ -288,15 +288,28 @@ def pg_database() -> str:
     return TEST_DATABASE_URL
 
 
+# every id sequence that has been used, back at 1 (as TRUNCATE ... RESTART IDENTITY leaves it)
+_RESTART_SEQUENCES = (
+    "SELECT setval(format('%I', sequencename)::regclass, 1, false) FROM pg_sequences"
+    " WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+)
+
+
 def truncate_all() -> None:
+    """Every table emptied and every id sequence restarted, as TRUNCATE ... RESTART IDENTITY
+    CASCADE would, by DELETE with triggers and foreign-key checks off for the transaction
+    (session_replication_role, which needs a superuser: the test server's postgres). A
+    TRUNCATE gives each table a new file: about 55 ms before every test, against 4 ms."""
     import sqlalchemy as sa
 
     from backend.db import get_engine
     from backend.models import Base
 
-    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    tables = [t.name for t in Base.metadata.sorted_tables]
     with get_engine().begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(sa.text("; ".join(f"DELETE FROM {name}" for name in tables)))
+        conn.execute(sa.text(_RESTART_SEQUENCES))
 
 
 @pytest.fixture()
