@@ -233,7 +233,9 @@ def test_every_page_of_a_fresh_demo_has_real_content(chromium, demo, role):
             clean = page.locator("table.sweep-table[data-metric=clean_accuracy] td.diff-t")
             clean.first.wait_for()
             shown = clean.all_inner_texts()
-            assert len(shown) == len(SWEEP_SHARES["quick"]) and all(" to " in t for t in shown), shown
+            assert len(shown) == len(SWEEP_SHARES["quick"]) and all(" to " in t for t in shown), (
+                shown
+            )
             # the label study's human-validated robust accuracy, on the study page and beside
             # AutoAttack on both its runs' pages
             page.goto(f"/?visit=labels#/studies/{ids['label_study']}")
