@@ -16,6 +16,33 @@ from backend.services import psychometrics as ps
 from tests.backend.study_support import analysed_results, make_dataset, make_run, ready_study
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_credible_intervals_read_the_grid_as_psignifit_integrates_it(shift):
+    """A normal posterior on a coarse grid (step 0.5, weighted by the trapezoid rule as
+    psignifit weighs its grid): the 95 % interval is the normal's, to an eighth of a step,
+    and symmetric about its centre. psignifit's percentile reading of the same mass puts
+    both bounds half a step low."""
+    from psignifit._confidence import percentile_intervals
+    from psignifit._posterior import integral_weights
+
+    grid = {"threshold": np.linspace(-4, 4, 17) + shift, "width": np.linspace(1, 2, 3)}
+    step = 0.5
+    density = norm.pdf(grid["threshold"] - shift)[:, None] * np.ones(3)[None, :]
+    mass = density * integral_weights([grid[k] for k in sorted(grid)])
+    mass /= mass.sum()
+    lo, hi = ps.credible_intervals(mass, grid)["threshold"]
+    z = norm.ppf(0.975)
+    assert lo == pytest.approx(shift - z, abs=step / 8) and hi == pytest.approx(
+        shift + z, abs=step / 8
+    )
+    assert (lo + hi) / 2 == pytest.approx(shift, abs=1e-9)
+    theirs = percentile_intervals(mass, [grid[k] for k in sorted(grid)], 0.95)[0]
+    assert theirs == pytest.approx([lo - step / 2, hi - step / 2], abs=step / 8)
+    # the flat width axis: its bounds inside the grid, not beyond
+    w_lo, w_hi = ps.credible_intervals(mass, grid)["width"]
+    assert 1 <= w_lo < w_hi <= 2
+
+
 def test_wilson_matches_hand_values():
     lo, hi = ps.wilson_interval(8, 10)
     # Wilson (1927): centre (p + z^2/2n) / (1 + z^2/n),
