@@ -124,8 +124,15 @@ class _Refresher:
             self._cv.notify_all()
 
     def pending(self, study_id: int) -> bool:
+        """Whether a refresh of this study is waiting or running."""
         with self._cv:
             return study_id in self._due or self._running == study_id
+
+    def waiting(self, study_id: int) -> bool:
+        """Whether a refresh of this study is waiting to start (one that is running may
+        have read the answers before the latest ones)."""
+        with self._cv:
+            return study_id in self._due
 
     def _loop(self) -> None:
         while True:
@@ -220,8 +227,8 @@ def cached_results(db: Session, storage: Storage, study: Study) -> dict[str, Any
         and stored["analysis"]["answers"] == counts["answers"]
         and stored["analysis"]["completed"] == counts["completed"]
     )
-    if not current and not _refresher.pending(study.id):
-        schedule(study.id)
+    if not current and not _refresher.waiting(study.id):
+        schedule(study.id)  # after the running one, if one is: it may be behind these answers
     base: dict[str, Any] = stored or {
         "study_id": study.id,
         "design": study.design,
