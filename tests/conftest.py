@@ -295,7 +295,7 @@ _RESTART_SEQUENCES = (
 )
 
 
-def truncate_all() -> None:
+def empty_all_tables() -> None:
     """Every table emptied and every id sequence restarted, as TRUNCATE ... RESTART IDENTITY
     CASCADE would, by DELETE with triggers and foreign-key checks off for the transaction
     (session_replication_role, which needs a superuser: the test server's postgres). A
@@ -317,7 +317,7 @@ def db(pg_database):
     """A session on an emptied PostgreSQL database."""
     from backend.db import get_sessionmaker
 
-    truncate_all()
+    empty_all_tables()
     shutil.rmtree(_STORAGE, ignore_errors=True)
     _STORAGE.mkdir(parents=True, exist_ok=True)
     if _S3 is not None:  # the run's objects go with its rows
@@ -482,7 +482,7 @@ def seed_live_world(base: str, dataset_name: str, size: int = 16) -> dict:
     from backend.db import get_sessionmaker
     from backend.models import User
 
-    truncate_all()
+    empty_all_tables()
     with get_sessionmaker()() as db:
         for role, password in PASSWORDS.items():
             db.add(User(username=role, password_hash=password_hash(password), role=role))

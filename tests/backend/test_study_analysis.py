@@ -30,7 +30,8 @@ def test_credible_intervals_read_the_grid_as_psignifit_integrates_it(shift):
     density = norm.pdf(grid["threshold"] - shift)[:, None] * np.ones(3)[None, :]
     mass = density * integral_weights([grid[k] for k in sorted(grid)])
     mass /= mass.sum()
-    lo, hi = ps.credible_intervals(mass, grid)["threshold"]
+    intervals = ps.credible_intervals(mass, grid)
+    lo, hi = intervals["threshold"]
     z = norm.ppf(0.975)
     assert lo == pytest.approx(shift - z, abs=step / 8) and hi == pytest.approx(
         shift + z, abs=step / 8
@@ -39,7 +40,7 @@ def test_credible_intervals_read_the_grid_as_psignifit_integrates_it(shift):
     theirs = percentile_intervals(mass, [grid[k] for k in sorted(grid)], 0.95)[0]
     assert theirs == pytest.approx([lo - step / 2, hi - step / 2], abs=step / 8)
     # the flat width axis: its bounds inside the grid, not beyond
-    w_lo, w_hi = ps.credible_intervals(mass, grid)["width"]
+    w_lo, w_hi = intervals["width"]
     assert 1 <= w_lo < w_hi <= 2
 
 
